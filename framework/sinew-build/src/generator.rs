@@ -1,0 +1,225 @@
+//! Code for each service: tonic's client and server, then sinew's method
+//! table and the glue that lets the server scaffold host the service.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use heck::{ToShoutySnakeCase, ToSnakeCase};
+use proc_macro2::{Literal, TokenStream};
+use prost_build::{Comments, Method, Service, ServiceGenerator};
+use prost_types::method_options::IdempotencyLevel;
+use quote::{format_ident, quote};
+
+use crate::options::{Hedging, Policy, Retry};
+
+/// Wraps tonic's generator and appends sinew's code after each service.
+pub(crate) struct SinewGenerator {
+    pub(crate) tonic: Box<dyn ServiceGenerator>,
+    pub(crate) policies: HashMap<String, Policy>,
+    /// Only these services (fully qualified) get code; all when `None`.
+    pub(crate) services: Option<HashSet<String>>,
+    pub(crate) build_server: bool,
+}
+
+impl ServiceGenerator for SinewGenerator {
+    fn generate(&mut self, service: Service, buf: &mut String) {
+        let full_name = if service.package.is_empty() {
+            service.proto_name.clone()
+        } else {
+            format!("{}.{}", service.package, service.proto_name)
+        };
+        if let Some(wanted) = &self.services
+            && !wanted.contains(&full_name)
+        {
+            return;
+        }
+        let extra = self.sinew_code(&service, &full_name);
+        self.tonic.generate(service, buf);
+        buf.push_str(&extra.to_string());
+    }
+
+    fn finalize(&mut self, buf: &mut String) {
+        self.tonic.finalize(buf);
+    }
+
+    fn finalize_package(&mut self, package: &str, buf: &mut String) {
+        self.tonic.finalize_package(package, buf);
+    }
+}
+
+impl SinewGenerator {
+    fn sinew_code(&self, service: &Service, full_name: &str) -> TokenStream {
+        let contract = format_ident!("{}Contract", service.name);
+        let contract_doc = format!(
+            " The method table of `{full_name}`: each RPC's path, streaming kind, \
+             idempotency level and sinew policy, exactly as the contract declares them."
+        );
+        let mut consts = Vec::new();
+        let mut names = Vec::new();
+        for method in &service.methods {
+            let ident = format_ident!("{}", method.name.to_shouty_snake_case());
+            let info = self.method_info(method, full_name);
+            let docs = doc_attrs(&method.comments);
+            let summary = format!(" `{}`", method.proto_name);
+            consts.push(quote! {
+                #[doc = #summary]
+                #[doc = ""]
+                #(#docs)*
+                pub const #ident: ::sinew::contract::MethodInfo = #info;
+            });
+            names.push(ident);
+        }
+
+        let server = self.build_server.then(|| {
+            let server_mod = format_ident!("{}_server", service.name.to_snake_case());
+            let server_type = format_ident!("{}Server", service.name);
+            let server_trait = format_ident!("{}", service.name);
+            // The package file is included at the module path of its package,
+            // so the root (where FILE_DESCRIPTOR_SET lives) is one `super`
+            // per package segment away.
+            let depth = service.package.split('.').filter(|s| !s.is_empty()).count();
+            let root = std::iter::repeat_n(quote!(super::), depth);
+            quote! {
+                impl<T: #server_mod::#server_trait> ::sinew::server::ServiceDefinition
+                    for #server_mod::#server_type<T>
+                {
+                    type Contract = #contract;
+                    const FILE_DESCRIPTOR_SET: &'static [u8] = #(#root)* FILE_DESCRIPTOR_SET;
+
+                    fn with_message_limits(self, max_receive: usize, max_send: usize) -> Self {
+                        self.max_decoding_message_size(max_receive)
+                            .max_encoding_message_size(max_send)
+                    }
+                }
+            }
+        });
+
+        quote! {
+            #[doc = #contract_doc]
+            #[derive(Debug, Clone, Copy, Default)]
+            pub struct #contract;
+
+            impl #contract {
+                #(#consts)*
+            }
+
+            impl ::sinew::contract::Contract for #contract {
+                const SERVICE: &'static str = #full_name;
+                const METHODS: &'static [::sinew::contract::MethodInfo] = &[#(Self::#names),*];
+            }
+
+            #server
+        }
+    }
+
+    fn method_info(&self, method: &Method, full_name: &str) -> TokenStream {
+        let name = &method.proto_name;
+        let path = format!("/{full_name}/{name}");
+        let streaming = match (method.client_streaming, method.server_streaming) {
+            (false, false) => quote!(Unary),
+            (false, true) => quote!(ServerStreaming),
+            (true, false) => quote!(ClientStreaming),
+            (true, true) => quote!(Bidirectional),
+        };
+        let idempotency = match method.options.idempotency_level() {
+            IdempotencyLevel::IdempotencyUnknown => quote!(Unknown),
+            IdempotencyLevel::NoSideEffects => quote!(NoSideEffects),
+            IdempotencyLevel::Idempotent => quote!(Idempotent),
+        };
+        let policy = match self.policies.get(&path) {
+            Some(policy) => policy_tokens(policy),
+            None => quote!(::sinew::contract::MethodPolicy::NONE),
+        };
+        quote! {
+            ::sinew::contract::MethodInfo {
+                name: #name,
+                path: #path,
+                streaming: ::sinew::contract::Streaming::#streaming,
+                idempotency: ::sinew::contract::Idempotency::#idempotency,
+                policy: #policy,
+            }
+        }
+    }
+}
+
+fn policy_tokens(policy: &Policy) -> TokenStream {
+    let timeout = option_tokens(policy.timeout.map(duration_tokens));
+    let retry = option_tokens(policy.retry.as_ref().map(retry_tokens));
+    let hedging = option_tokens(policy.hedging.as_ref().map(hedging_tokens));
+    quote! {
+        ::sinew::contract::MethodPolicy {
+            timeout: #timeout,
+            retry: #retry,
+            hedging: #hedging,
+        }
+    }
+}
+
+fn retry_tokens(retry: &Retry) -> TokenStream {
+    let max_attempts = retry.max_attempts;
+    let initial = duration_tokens(retry.initial_backoff);
+    let max = duration_tokens(retry.max_backoff);
+    let multiplier = Literal::f64_suffixed(retry.backoff_multiplier);
+    let codes = codes_tokens(&retry.retryable_codes);
+    quote! {
+        ::sinew::contract::RetryPolicy {
+            max_attempts: #max_attempts,
+            initial_backoff: #initial,
+            max_backoff: #max,
+            backoff_multiplier: #multiplier,
+            retryable_codes: #codes,
+        }
+    }
+}
+
+fn hedging_tokens(hedging: &Hedging) -> TokenStream {
+    let max_attempts = hedging.max_attempts;
+    let delay = duration_tokens(hedging.hedging_delay);
+    let codes = codes_tokens(&hedging.non_fatal_codes);
+    quote! {
+        ::sinew::contract::HedgingPolicy {
+            max_attempts: #max_attempts,
+            hedging_delay: #delay,
+            non_fatal_codes: #codes,
+        }
+    }
+}
+
+fn codes_tokens(codes: &[&str]) -> TokenStream {
+    let codes = codes.iter().map(|c| format_ident!("{c}"));
+    quote!(&[#(::sinew::tonic::Code::#codes),*])
+}
+
+fn duration_tokens(duration: Duration) -> TokenStream {
+    let millis = duration.as_millis();
+    if duration.subsec_nanos().is_multiple_of(1_000_000)
+        && let Ok(millis) = u64::try_from(millis)
+    {
+        quote!(::core::time::Duration::from_millis(#millis))
+    } else {
+        let secs = duration.as_secs();
+        let nanos = duration.subsec_nanos();
+        quote!(::core::time::Duration::new(#secs, #nanos))
+    }
+}
+
+fn option_tokens(value: Option<TokenStream>) -> TokenStream {
+    match value {
+        Some(value) => quote!(::core::option::Option::Some(#value)),
+        None => quote!(::core::option::Option::None),
+    }
+}
+
+/// Proto comments as `#[doc]` attributes, one per line.
+fn doc_attrs(comments: &Comments) -> Vec<TokenStream> {
+    comments
+        .leading
+        .iter()
+        .map(|line| {
+            let line = format!(" {}", line.trim_start());
+            quote!(#[doc = #line])
+        })
+        .collect()
+}

@@ -1,0 +1,405 @@
+//! Codegen for [sinew](https://docs.rs/sinew): typed gRPC code from `.proto`
+//! contracts, with nothing to install.
+//!
+//! One call from a `build.rs` compiles every contract under a folder with
+//! [protox] (a protobuf compiler written in Rust, so no `protoc`) and writes:
+//!
+//! - prost messages, and tonic clients and servers, for every package;
+//! - for every service, a **method table**: a unit type `FooContract`
+//!   implementing `sinew::contract::Contract`, with a `MethodInfo` constant
+//!   per RPC giving its path, streaming kind, `idempotency_level`, and the
+//!   defaults of sinew's `(sinew.method)` option;
+//! - for every server, the glue that lets `sinew::Server` host it with its
+//!   message limits, health and reflection;
+//! - the encoded descriptor set of the contracts and their imports, as
+//!   `FILE_DESCRIPTOR_SET`, which the scaffold serves over reflection.
+//!
+//! Proto comments become doc comments. Each generated top-level module
+//! carries its own commented `#![allow(...)]` list, so a crate that denies
+//! `missing_docs` or runs clippy with `-D warnings` needs to silence nothing.
+//!
+//! # Example
+//!
+//! `build.rs`:
+//!
+//! ```no_run
+//! fn main() -> Result<(), sinew_build::Error> {
+//!     sinew_build::compile_protos("proto")
+//! }
+//! ```
+//!
+//! `src/lib.rs`:
+//!
+//! ```ignore
+//! pub mod proto {
+//!     sinew::include_contracts!();
+//! }
+//! // proto::greeter::v1::greeter_client::GreeterClient, ::GreeterContract, ...
+//! ```
+//!
+//! # sinew's method options
+//!
+//! A contract may `import "sinew/options.proto";` without having the file:
+//! sinew-build serves it. It declares `(sinew.method)`:
+//!
+//! ```proto
+//! rpc GetOrder(GetOrderRequest) returns (Order) {
+//!   option idempotency_level = NO_SIDE_EFFECTS;
+//!   option (sinew.method) = {
+//!     timeout: "250ms"
+//!     retry: { max_attempts: 3 initial_backoff: "50ms" max_backoff: "1s"
+//!              backoff_multiplier: 2 retryable_status_codes: ["UNAVAILABLE"] }
+//!   };
+//! }
+//! ```
+//!
+//! The full text is [`OPTIONS_PROTO`].
+//!
+//! # Errors
+//!
+//! A malformed contract, or an option value that makes no sense (a duration
+//! that does not parse, an unknown status code, hedging on a method that has
+//! side effects), fails the build with `file:line:column: reason`.
+
+use std::{
+    collections::{BTreeMap, HashSet},
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use prost::Message as _;
+use protox::{
+    Compiler,
+    file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver},
+};
+
+mod error;
+mod generator;
+mod options;
+mod source;
+
+pub use error::Error;
+
+use generator::SinewGenerator;
+use source::SourceMap;
+
+/// The text of `sinew/options.proto`, which every contract can import.
+pub const OPTIONS_PROTO: &str = include_str!("../proto/sinew/options.proto");
+
+/// The name contracts import sinew's options by.
+const OPTIONS_PROTO_NAME: &str = "sinew/options.proto";
+
+/// The file, inside the output folder, that `sinew::include_contracts!()`
+/// includes.
+pub const CONTRACTS_FILE: &str = "sinew_contracts.rs";
+
+/// The file, inside the output folder, holding the encoded descriptor set.
+pub const DESCRIPTOR_FILE: &str = "sinew_descriptor.bin";
+
+/// Compiles every `.proto` file under `dir` with the default settings.
+///
+/// `dir` is also the include path: a file at `proto/greeter/v1/greeter.proto`
+/// is imported as `greeter/v1/greeter.proto`. Call it from `build.rs`.
+pub fn compile_protos(dir: impl AsRef<Path>) -> Result<(), Error> {
+    configure().compile_dir(dir)
+}
+
+/// A [`Builder`] with the default settings: clients and servers for every
+/// service, written to `OUT_DIR`.
+pub fn configure() -> Builder {
+    Builder::default()
+}
+
+/// Options for a build of contracts.
+#[derive(Debug, Clone)]
+pub struct Builder {
+    includes: Vec<PathBuf>,
+    services: Option<HashSet<String>>,
+    build_client: bool,
+    build_server: bool,
+    type_attributes: Vec<(String, String)>,
+    out_dir: Option<PathBuf>,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Self {
+            includes: Vec::new(),
+            services: None,
+            build_client: true,
+            build_server: true,
+            type_attributes: Vec::new(),
+            out_dir: None,
+        }
+    }
+}
+
+// === impl Builder ===
+
+impl Builder {
+    /// Adds a folder to search for imports, after those added before.
+    pub fn include(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.includes.push(dir.into());
+        self
+    }
+
+    /// Generates clients, servers and method tables only for these services
+    /// (fully qualified, such as `greeter.v1.Greeter`). Messages are always
+    /// generated. By default every service is.
+    pub fn services<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.services = Some(names.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether to generate clients (default `true`).
+    pub fn build_client(mut self, enable: bool) -> Self {
+        self.build_client = enable;
+        self
+    }
+
+    /// Whether to generate servers (default `true`).
+    pub fn build_server(mut self, enable: bool) -> Self {
+        self.build_server = enable;
+        self
+    }
+
+    /// Adds an attribute, such as `#[derive(serde::Serialize)]`, to the
+    /// messages and enums matching `path` (`.` for all, `.greeter.v1` for a
+    /// package, `.greeter.v1.HelloRequest` for one type).
+    pub fn type_attribute(mut self, path: impl Into<String>, attribute: impl Into<String>) -> Self {
+        self.type_attributes.push((path.into(), attribute.into()));
+        self
+    }
+
+    /// Writes the code here instead of `OUT_DIR`. Without `OUT_DIR` (outside
+    /// a build script) this must be set.
+    pub fn out_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Compiles every `.proto` file under `dir`, which is added as the
+    /// first include path. `sinew/options.proto` is skipped: sinew-build
+    /// provides it.
+    pub fn compile_dir(mut self, dir: impl AsRef<Path>) -> Result<(), Error> {
+        let dir = dir.as_ref();
+        let names = source::find_protos(dir)?
+            .into_iter()
+            .filter(|name| name != OPTIONS_PROTO_NAME)
+            .collect::<Vec<_>>();
+        self.includes.insert(0, dir.to_path_buf());
+        if self.out_dir.is_none() {
+            cargo_rerun_if_changed(dir);
+        }
+        self.compile(&names)
+    }
+
+    /// Compiles the given files, given as names relative to an include path
+    /// (`greeter/v1/greeter.proto`) or as paths inside one.
+    pub fn compile(self, files: &[impl AsRef<Path>]) -> Result<(), Error> {
+        let out_dir = match &self.out_dir {
+            Some(dir) => dir.clone(),
+            None => std::env::var_os("OUT_DIR")
+                .map(PathBuf::from)
+                .ok_or_else(|| {
+                    Error::generate(std::io::Error::other(
+                        "OUT_DIR is not set: call sinew-build from a build script, or set out_dir",
+                    ))
+                })?,
+        };
+        // The contracts file includes the code by absolute path.
+        let out_dir = std::path::absolute(&out_dir).map_err(|e| Error::io(&out_dir, e))?;
+        let sources = SourceMap::new(self.includes.clone());
+        let mut compiler = Compiler::with_file_resolver(self.resolver());
+        compiler.include_source_info(true).include_imports(true);
+        for file in files {
+            compiler
+                .open_file(file.as_ref())
+                .map_err(|e| sources.compile_error(&e))?;
+        }
+
+        // Code is generated for the contracts and whatever they import,
+        // except what other crates already provide.
+        let generated: Vec<String> = compiler
+            .files()
+            .map(|f| f.name().to_owned())
+            .filter(|name| name != OPTIONS_PROTO_NAME && !name.starts_with("google/protobuf/"))
+            .collect();
+        if self.out_dir.is_none() {
+            for name in &generated {
+                cargo_rerun_if_changed(Path::new(&sources.display_path(name)));
+            }
+        }
+
+        let pool = compiler.descriptor_pool();
+        let policies = options::read_policies(&pool, &generated, &sources)?;
+
+        let mut set = compiler.file_descriptor_set();
+        write(&out_dir.join(DESCRIPTOR_FILE), &set.encode_to_vec())?;
+        set.file.retain(|f| generated.iter().any(|g| g == f.name()));
+        let packages: Vec<String> = set.file.iter().map(|f| f.package().to_owned()).collect();
+
+        let tonic = tonic_prost_build::configure()
+            .build_client(self.build_client)
+            .build_server(self.build_server)
+            .service_generator();
+        let mut config = prost_build::Config::new();
+        config.out_dir(&out_dir);
+        config.service_generator(Box::new(SinewGenerator {
+            tonic,
+            policies,
+            services: self.services.clone(),
+            build_server: self.build_server,
+        }));
+        for (path, attribute) in &self.type_attributes {
+            config.type_attribute(path, attribute);
+        }
+        config.compile_fds(set).map_err(Error::generate)?;
+
+        write(
+            &out_dir.join(CONTRACTS_FILE),
+            contracts_file(&out_dir, &packages).as_bytes(),
+        )
+    }
+
+    /// sinew's options first, then the include paths, then the well-known
+    /// types.
+    fn resolver(&self) -> ChainFileResolver {
+        let mut chain = ChainFileResolver::new();
+        chain.add(OptionsResolver);
+        for dir in &self.includes {
+            chain.add(IncludeFileResolver::new(dir.clone()));
+        }
+        chain.add(GoogleFileResolver::new());
+        chain
+    }
+}
+
+/// Serves `sinew/options.proto` from the text compiled into this crate.
+struct OptionsResolver;
+
+impl FileResolver for OptionsResolver {
+    fn open_file(&self, name: &str) -> Result<File, protox::Error> {
+        if name == OPTIONS_PROTO_NAME {
+            File::from_source(name, OPTIONS_PROTO)
+        } else {
+            Err(protox::Error::file_not_found(name))
+        }
+    }
+}
+
+/// The file `include_contracts!` pulls in: the descriptor set, and one
+/// nested module per package around the code prost wrote for it.
+fn contracts_file(out_dir: &Path, packages: &[String]) -> String {
+    #[derive(Default)]
+    struct Module {
+        package: Option<String>,
+        children: BTreeMap<String, Module>,
+    }
+
+    fn render(out: &mut String, out_dir: &Path, name: &str, module: &Module, top: bool) {
+        let _ = writeln!(out, "pub mod {} {{", escape(name));
+        if top {
+            out.push_str(ALLOW_LIST);
+        }
+        if let Some(package) = &module.package {
+            let path = out_dir.join(format!("{package}.rs"));
+            let _ = writeln!(out, "include!({:?});", path.display().to_string());
+        }
+        for (child, module) in &module.children {
+            let _ = writeln!(out, "/// Code generated from the `{child}` contracts.");
+            render(out, out_dir, child, module, false);
+        }
+        out.push_str("}\n");
+    }
+
+    let mut root = Module::default();
+    let mut seen = HashSet::new();
+    for package in packages {
+        if !seen.insert(package) {
+            continue;
+        }
+        if package.is_empty() {
+            root.package = Some("_".to_owned());
+            continue;
+        }
+        let mut module = &mut root;
+        for segment in package.split('.') {
+            module = module.children.entry(segment.to_owned()).or_default();
+        }
+        module.package = Some(package.clone());
+    }
+
+    let mut out =
+        String::from("// Generated by sinew-build from the project's contracts. Do not edit.\n\n");
+    let descriptor = out_dir.join(DESCRIPTOR_FILE);
+    let _ = writeln!(
+        out,
+        "/// The encoded `FileDescriptorSet` of these contracts and all they import, \
+         served by gRPC reflection.\n\
+         pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!({:?});",
+        descriptor.display().to_string()
+    );
+    if let Some(package) = &root.package {
+        let path = out_dir.join(format!("{package}.rs"));
+        let _ = writeln!(out, "include!({:?});", path.display().to_string());
+    }
+    for (name, module) in &root.children {
+        let _ = writeln!(out, "/// Code generated from the `{name}` contracts.");
+        render(&mut out, out_dir, name, module, true);
+    }
+    out
+}
+
+/// Lints the generated code opts out of, each with its reason, so the
+/// including crate silences nothing.
+const ALLOW_LIST: &str = "#![allow(
+    // prost documents exactly what the contract comments; an uncommented
+    // message or field has nothing to say.
+    missing_docs,
+    // The contracts may be included in a private module.
+    unreachable_pub,
+    // tonic and prost spell paths out in full so that the code works
+    // wherever it is included.
+    unused_qualifications,
+    // tonic's generated servers box their futures by their full names.
+    clippy::type_complexity,
+)]
+";
+
+/// Writes a Rust identifier, raw where it is a keyword.
+fn escape(name: &str) -> String {
+    const KEYWORDS: &[&str] = &[
+        "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern",
+        "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move",
+        "mut", "pub", "ref", "return", "static", "struct", "trait", "true", "try", "type",
+        "unsafe", "use", "where", "while", "abstract", "become", "box", "do", "final", "macro",
+        "override", "priv", "typeof", "unsized", "virtual", "yield",
+    ];
+    if KEYWORDS.contains(&name) {
+        format!("r#{name}")
+    } else {
+        name.to_owned()
+    }
+}
+
+fn write(path: &Path, contents: &[u8]) -> Result<(), Error> {
+    // Leave an unchanged file alone so its timestamp does not trigger
+    // rebuilds.
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
+    std::fs::write(path, contents).map_err(Error::generate)
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "a build script talks to cargo on stdout"
+)]
+fn cargo_rerun_if_changed(path: &Path) {
+    println!("cargo:rerun-if-changed={}", path.display());
+}

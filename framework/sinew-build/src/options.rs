@@ -1,0 +1,290 @@
+//! Reads and checks sinew's `(sinew.method)` option on every method.
+//!
+//! protox already rejects options that do not exist or have the wrong type.
+//! What is left for this module is what protobuf cannot say: that a
+//! duration parses, that a status code name is real, that hedging is only
+//! asked of methods without side effects. Each failure names the file and
+//! line of the method it is on.
+
+use std::{collections::HashMap, time::Duration};
+
+use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
+use prost_types::method_options::IdempotencyLevel;
+
+use crate::{Error, source::SourceMap};
+
+/// The name of sinew's method option extension.
+const METHOD_EXTENSION: &str = "sinew.method";
+
+/// The gRPC status codes by their canonical names, with the variant of
+/// `tonic::Code` each is.
+const STATUS_CODES: &[(&str, &str)] = &[
+    ("OK", "Ok"),
+    ("CANCELLED", "Cancelled"),
+    ("UNKNOWN", "Unknown"),
+    ("INVALID_ARGUMENT", "InvalidArgument"),
+    ("DEADLINE_EXCEEDED", "DeadlineExceeded"),
+    ("NOT_FOUND", "NotFound"),
+    ("ALREADY_EXISTS", "AlreadyExists"),
+    ("PERMISSION_DENIED", "PermissionDenied"),
+    ("RESOURCE_EXHAUSTED", "ResourceExhausted"),
+    ("FAILED_PRECONDITION", "FailedPrecondition"),
+    ("ABORTED", "Aborted"),
+    ("OUT_OF_RANGE", "OutOfRange"),
+    ("UNIMPLEMENTED", "Unimplemented"),
+    ("INTERNAL", "Internal"),
+    ("UNAVAILABLE", "Unavailable"),
+    ("DATA_LOSS", "DataLoss"),
+    ("UNAUTHENTICATED", "Unauthenticated"),
+];
+
+/// A method's policy, checked and ready to be written out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Policy {
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) retry: Option<Retry>,
+    pub(crate) hedging: Option<Hedging>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Retry {
+    pub(crate) max_attempts: u32,
+    pub(crate) initial_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+    pub(crate) backoff_multiplier: f64,
+    /// Variant names of `tonic::Code`.
+    pub(crate) retryable_codes: Vec<&'static str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Hedging {
+    pub(crate) max_attempts: u32,
+    pub(crate) hedging_delay: Duration,
+    /// Variant names of `tonic::Code`.
+    pub(crate) non_fatal_codes: Vec<&'static str>,
+}
+
+/// The checked policy of every method that has one, by full path
+/// (`/pkg.Service/Method`).
+pub(crate) fn read_policies(
+    pool: &DescriptorPool,
+    files: &[String],
+    sources: &SourceMap,
+) -> Result<HashMap<String, Policy>, Error> {
+    let mut policies = HashMap::new();
+    let Some(extension) = pool.get_extension_by_name(METHOD_EXTENSION) else {
+        // No contract imports sinew/options.proto: nothing to read.
+        return Ok(policies);
+    };
+    for name in files {
+        let Some(file) = pool.get_file_by_name(name) else {
+            continue;
+        };
+        for service in file.services() {
+            for method in service.methods() {
+                let options = method.options();
+                if !options.has_extension(&extension) {
+                    continue;
+                }
+                let value = options.get_extension(&extension);
+                let Value::Message(message) = value.as_ref() else {
+                    continue;
+                };
+                let reader = Reader {
+                    method: &method,
+                    sources,
+                };
+                let policy = reader.policy(message)?;
+                let path = format!("/{}/{}", service.full_name(), method.name());
+                policies.insert(path, policy);
+            }
+        }
+    }
+    Ok(policies)
+}
+
+/// Reads one method's option, and reports errors at that method.
+struct Reader<'a> {
+    method: &'a MethodDescriptor,
+    sources: &'a SourceMap,
+}
+
+impl Reader<'_> {
+    fn policy(&self, message: &DynamicMessage) -> Result<Policy, Error> {
+        let timeout = match string_field(message, "timeout") {
+            Some(text) => Some(self.duration("timeout", &text, false)?),
+            None => None,
+        };
+        let retry = match message_field(message, "retry") {
+            Some(retry) => Some(self.retry(&retry)?),
+            None => None,
+        };
+        let hedging = match message_field(message, "hedging") {
+            Some(hedging) => Some(self.hedging(&hedging)?),
+            None => None,
+        };
+        if retry.is_some() && hedging.is_some() {
+            return Err(self.error("a method takes `retry` or `hedging`, not both"));
+        }
+        Ok(Policy {
+            timeout,
+            retry,
+            hedging,
+        })
+    }
+
+    fn retry(&self, message: &DynamicMessage) -> Result<Retry, Error> {
+        let max_attempts = self.attempts(message, "retry.max_attempts")?;
+        let initial_backoff = self.required_duration(message, "retry", "initial_backoff")?;
+        let max_backoff = self.required_duration(message, "retry", "max_backoff")?;
+        if max_backoff < initial_backoff {
+            return Err(self.error(format!(
+                "retry.max_backoff ({}) is below retry.initial_backoff ({})",
+                humantime::format_duration(max_backoff),
+                humantime::format_duration(initial_backoff),
+            )));
+        }
+        let backoff_multiplier = message
+            .get_field_by_name("backoff_multiplier")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.0);
+        if !(backoff_multiplier.is_finite() && backoff_multiplier > 0.0) {
+            return Err(self.error(format!(
+                "retry.backoff_multiplier must be above 0, not {backoff_multiplier}"
+            )));
+        }
+        let retryable_codes = self.codes(message, "retry", "retryable_status_codes")?;
+        if retryable_codes.is_empty() {
+            return Err(self.error("retry.retryable_status_codes must name at least one code"));
+        }
+        Ok(Retry {
+            max_attempts,
+            initial_backoff,
+            max_backoff,
+            backoff_multiplier,
+            retryable_codes,
+        })
+    }
+
+    fn hedging(&self, message: &DynamicMessage) -> Result<Hedging, Error> {
+        let level = self
+            .method
+            .method_descriptor_proto()
+            .options
+            .as_ref()
+            .map(|o| o.idempotency_level());
+        if level != Some(IdempotencyLevel::NoSideEffects) {
+            return Err(self.error(
+                "hedging sends a request more than once; it is allowed only on methods \
+                 with `option idempotency_level = NO_SIDE_EFFECTS`",
+            ));
+        }
+        let max_attempts = self.attempts(message, "hedging.max_attempts")?;
+        let hedging_delay = match string_field(message, "hedging_delay") {
+            Some(text) => self.duration("hedging.hedging_delay", &text, true)?,
+            None => Duration::ZERO,
+        };
+        let non_fatal_codes = self.codes(message, "hedging", "non_fatal_status_codes")?;
+        Ok(Hedging {
+            max_attempts,
+            hedging_delay,
+            non_fatal_codes,
+        })
+    }
+
+    fn attempts(&self, message: &DynamicMessage, key: &str) -> Result<u32, Error> {
+        let value = message
+            .get_field_by_name("max_attempts")
+            .and_then(|v| v.as_u32())
+            .unwrap_or(0);
+        if value < 2 {
+            return Err(self.error(format!("{key} must be at least 2, not {value}")));
+        }
+        Ok(value)
+    }
+
+    fn required_duration(
+        &self,
+        message: &DynamicMessage,
+        parent: &str,
+        field: &str,
+    ) -> Result<Duration, Error> {
+        match string_field(message, field) {
+            Some(text) => self.duration(&format!("{parent}.{field}"), &text, false),
+            None => Err(self.error(format!("{parent}.{field} is required"))),
+        }
+    }
+
+    fn duration(&self, key: &str, text: &str, zero_ok: bool) -> Result<Duration, Error> {
+        let duration = humantime::parse_duration(text).map_err(|e| {
+            self.error(format!(
+                "{key}: {text:?} is not a duration ({e}); write it like \"250ms\" or \"2s\""
+            ))
+        })?;
+        if duration.is_zero() && !zero_ok {
+            return Err(self.error(format!("{key} must be above zero")));
+        }
+        Ok(duration)
+    }
+
+    fn codes(
+        &self,
+        message: &DynamicMessage,
+        parent: &str,
+        field: &str,
+    ) -> Result<Vec<&'static str>, Error> {
+        let Some(value) = message.get_field_by_name(field) else {
+            return Ok(Vec::new());
+        };
+        let Some(list) = value.as_list() else {
+            return Ok(Vec::new());
+        };
+        list.iter()
+            .filter_map(Value::as_str)
+            .map(|name| {
+                STATUS_CODES
+                    .iter()
+                    .find(|(canonical, _)| canonical.eq_ignore_ascii_case(name))
+                    .map(|(_, variant)| *variant)
+                    .ok_or_else(|| {
+                        self.error(format!(
+                            "{parent}.{field}: {name:?} is not a gRPC status code \
+                             (expected a name such as \"UNAVAILABLE\")"
+                        ))
+                    })
+            })
+            .collect()
+    }
+
+    fn error(&self, reason: impl std::fmt::Display) -> Error {
+        let file = self.method.parent_file();
+        let (line, column) = self
+            .sources
+            .method_position(&file, self.method.path())
+            .unzip();
+        Error::contract(
+            self.sources.display_path(file.name()),
+            line,
+            column,
+            format!("method {}: {reason}", self.method.full_name()),
+        )
+    }
+}
+
+fn string_field(message: &DynamicMessage, name: &str) -> Option<String> {
+    if !message.has_field_by_name(name) {
+        return None;
+    }
+    message
+        .get_field_by_name(name)
+        .and_then(|v| v.as_str().map(str::to_owned))
+}
+
+fn message_field(message: &DynamicMessage, name: &str) -> Option<DynamicMessage> {
+    if !message.has_field_by_name(name) {
+        return None;
+    }
+    message
+        .get_field_by_name(name)
+        .and_then(|v| v.as_message().cloned())
+}
