@@ -1,0 +1,75 @@
+use std::{
+    any::Any,
+    future::Future,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures_util::future::CatchUnwind;
+use pin_project_lite::pin_project;
+use tonic::{Status, body::Body};
+
+pin_project! {
+    /// Response future of [`CatchPanic`](super::CatchPanic).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running { #[pin] future: CatchUnwind<AssertUnwindSafe<F>> },
+        Panicked { response: Option<http::Response<Body>> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(future: CatchUnwind<AssertUnwindSafe<F>>) -> Self {
+        Self {
+            state: State::Running { future },
+        }
+    }
+
+    pub(super) fn panicked(response: http::Response<Body>) -> Self {
+        Self {
+            state: State::Panicked {
+                response: Some(response),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Running { future } => match future.poll(cx) {
+                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Err(panic)) => Poll::Ready(Ok(internal_error(panic.as_ref()))),
+                Poll::Pending => Poll::Pending,
+            },
+            StateProj::Panicked { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+        }
+    }
+}
+
+/// Logs the panic and builds the response the caller gets, which says
+/// nothing of it.
+pub(super) fn internal_error(panic: &(dyn Any + Send)) -> http::Response<Body> {
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)");
+    tracing::error!(panic = message, "handler panicked; answering INTERNAL");
+    Status::internal("internal error").into_http()
+}

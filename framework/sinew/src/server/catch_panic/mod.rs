@@ -1,0 +1,13 @@
+//! Turns a panicking handler into an `INTERNAL` status for that call only.
+//!
+//! Without it, a panic in a handler unwinds through hyper's connection
+//! task and takes down every call on the same HTTP/2 connection. The panic
+//! message is logged; the caller sees only `internal error`.
+
+mod future;
+mod layer;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::CatchPanicLayer;
+pub use service::CatchPanic;

@@ -1,0 +1,332 @@
+//! The server scaffold: one builder that hosts generated services with
+//! health checking, reflection, readiness probes, safe limits and a
+//! graceful drain.
+//!
+//! ```ignore
+//! // `GreeterServer` and `MyGreeter` as in the crate example.
+//! sinew::Server::new("greeter")
+//!     .add_service(GreeterServer::new(MyGreeter))
+//!     .readiness(Probe::new("db", move || ping(pool.clone())))
+//!     .run()
+//!     .await?;
+//! ```
+//!
+//! # The drain
+//!
+//! On SIGTERM or Ctrl-C (or when the future given to
+//! [`Server::run_until`] resolves):
+//!
+//! 1. every service and the overall status turn `NOT_SERVING`, which open
+//!    `Watch` streams see at once; readiness probes stop;
+//! 2. the server keeps serving for the lame-duck delay, so load balancers
+//!    notice and stop sending;
+//! 3. it stops accepting connections, ends `Watch` streams, and tells
+//!    clients to go away (HTTP/2 GOAWAY);
+//! 4. calls in flight finish, for up to the grace period;
+//! 5. `run` returns. Calls still running after the grace period are
+//!    abandoned and logged.
+
+mod catch_panic;
+mod config;
+mod definition;
+mod signal;
+
+use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+
+use tokio::net::TcpListener;
+use tonic::{
+    body::Body, server::NamedService, service::RoutesBuilder, transport::server::TcpIncoming,
+};
+use tower::Service;
+
+pub use catch_panic::{CatchPanic, CatchPanicLayer, ResponseFuture as CatchPanicFuture};
+pub use config::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ServerConfig, Settings};
+pub use definition::ServiceDefinition;
+pub use signal::shutdown_signal;
+
+use crate::health::{
+    self, HealthRegistry, HealthService, LIVENESS, OVERALL, Probe, ServingStatus,
+    proto::health_server::HealthServer,
+};
+
+/// The server failed to start or to serve.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A setting is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The listener failed.
+    #[error("listener failed: {0}")]
+    Listener(std::io::Error),
+    /// A contract's descriptor set could not be served over reflection.
+    #[error("cannot serve reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The transport failed.
+    #[error("transport failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+type AddService = Box<dyn FnOnce(&mut RoutesBuilder, &Settings) + Send>;
+
+/// A hosted service, waiting for the settings its limits come from.
+struct Hosted {
+    name: &'static str,
+    descriptor: &'static [u8],
+    add: AddService,
+}
+
+/// A gRPC server for one or more generated services.
+///
+/// Build it with [`Server::new`], add services with
+/// [`add_service`](Self::add_service), and [`run`](Self::run) it. Settings
+/// are resolved when it starts (see [`ServerConfig`] for where they come
+/// from); an invalid one fails the start and names the key.
+#[must_use = "a server does nothing until it runs"]
+pub struct Server {
+    name: String,
+    config: ServerConfig,
+    services: Vec<Hosted>,
+    probes: Vec<Probe>,
+    health: HealthRegistry,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field(
+                "services",
+                &self.services.iter().map(|s| s.name).collect::<Vec<_>>(),
+            )
+            .field("probes", &self.probes)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Server ===
+
+impl Server {
+    /// A server called `name` (used in logs and traces), with no services.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            config: ServerConfig::default(),
+            services: Vec::new(),
+            probes: Vec::new(),
+            health: HealthRegistry::new(),
+        }
+    }
+
+    /// Settings chosen in code; they override the file and environment.
+    pub fn config(mut self, config: ServerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Hosts a generated service. Its health is registered under its full
+    /// name, its contract is served over reflection, and the configured
+    /// message limits apply to it.
+    pub fn add_service<S>(mut self, service: S) -> Self
+    where
+        S: ServiceDefinition
+            + NamedService
+            + Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.services.push(Hosted {
+            name: S::NAME,
+            descriptor: S::FILE_DESCRIPTOR_SET,
+            add: Box::new(move |routes, settings| {
+                routes.add_service(service.with_message_limits(
+                    settings.max_receive_message_size,
+                    settings.max_send_message_size,
+                ));
+            }),
+        });
+        self
+    }
+
+    /// Adds a readiness probe. See [`Probe`].
+    pub fn readiness(mut self, probe: Probe) -> Self {
+        self.probes.push(probe);
+        self
+    }
+
+    /// The server's health statuses. Clones share them, so a handler can
+    /// hold one and report its own state.
+    pub fn health(&self) -> HealthRegistry {
+        self.health.clone()
+    }
+
+    /// Serves on the configured address until SIGTERM or Ctrl-C, then
+    /// drains.
+    pub async fn run(self) -> Result<(), ServerError> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    /// Serves on the configured address until `signal` resolves, then
+    /// drains.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let settings = Settings::load(&self.config)?;
+        let listener =
+            TcpListener::bind(settings.addr)
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: settings.addr,
+                    source,
+                })?;
+        self.serve_on(listener, settings, signal).await
+    }
+
+    /// Serves on a listener bound by the caller (its address wins over the
+    /// `addr` setting) until `signal` resolves, then drains.
+    pub async fn serve_with_listener(
+        self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let settings = Settings::load(&self.config)?;
+        self.serve_on(listener, settings, signal).await
+    }
+
+    async fn serve_on(
+        self,
+        listener: TcpListener,
+        settings: Settings,
+        signal: impl Future<Output = ()> + Send,
+    ) -> Result<(), ServerError> {
+        let Server {
+            name,
+            services,
+            probes,
+            health,
+            ..
+        } = self;
+        let addr = listener.local_addr().map_err(ServerError::Listener)?;
+        let names: Vec<String> = services.iter().map(|s| s.name.to_owned()).collect();
+
+        // Health first: liveness is up; readiness waits for the first probe
+        // round, or is up at once when there are no probes.
+        health.set(LIVENESS, ServingStatus::Serving);
+        let initial = if probes.is_empty() {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        health.set(OVERALL, initial);
+        for service in &names {
+            health.set(service, initial);
+        }
+
+        let mut routes = RoutesBuilder::default();
+        let mut descriptors: Vec<&'static [u8]> = vec![health::FILE_DESCRIPTOR_SET];
+        for hosted in services {
+            if !descriptors
+                .iter()
+                .any(|d| std::ptr::eq(*d, hosted.descriptor))
+            {
+                descriptors.push(hosted.descriptor);
+            }
+            (hosted.add)(&mut routes, &settings);
+        }
+        routes.add_service(
+            HealthServer::new(HealthService::new(health.clone())).with_message_limits(
+                settings.max_receive_message_size,
+                settings.max_send_message_size,
+            ),
+        );
+        if settings.reflection {
+            let mut v1 = tonic_reflection::server::Builder::configure();
+            let mut v1alpha = tonic_reflection::server::Builder::configure();
+            for descriptor in &descriptors {
+                v1 = v1.register_encoded_file_descriptor_set(descriptor);
+                v1alpha = v1alpha.register_encoded_file_descriptor_set(descriptor);
+            }
+            routes.add_service(v1.build_v1()?);
+            routes.add_service(v1alpha.build_v1alpha()?);
+        }
+
+        let probe_task = (!probes.is_empty()).then(|| {
+            tokio::spawn(health::run_probes(
+                probes,
+                health.clone(),
+                names.clone(),
+                settings.probe_interval,
+                settings.probe_timeout,
+            ))
+        });
+
+        let incoming = TcpIncoming::from(listener)
+            .with_nodelay(Some(true))
+            .with_keepalive(nonzero(settings.tcp_keepalive));
+
+        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
+        let lame_duck = settings.lame_duck;
+        let drain_health = health.clone();
+        let drain_name = name.clone();
+        let drain = async move {
+            signal.await;
+            tracing::info!(server = %drain_name, ?lame_duck, "draining: reporting NOT_SERVING");
+            if let Some(task) = probe_task {
+                task.abort();
+            }
+            drain_health.set(OVERALL, ServingStatus::NotServing);
+            drain_health.set_all_but_liveness(ServingStatus::NotServing);
+            tokio::time::sleep(lame_duck).await;
+            tracing::info!(server = %drain_name, "draining: no longer accepting; finishing calls in flight");
+            drain_health.close_watches();
+            let _ = stopped_tx.send(());
+        };
+
+        let serve = tonic::transport::Server::builder()
+            .timeout(settings.request_timeout)
+            .max_concurrent_streams(settings.max_concurrent_streams)
+            .http2_max_local_error_reset_streams(Some(settings.max_local_error_reset_streams))
+            .http2_max_pending_accept_reset_streams(Some(settings.max_pending_accept_reset_streams))
+            .http2_max_header_list_size(settings.max_header_list_size)
+            .http2_keepalive_interval(nonzero(settings.http2_keepalive_interval))
+            .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
+            .layer(CatchPanicLayer::new())
+            .add_routes(routes.routes())
+            .serve_with_incoming_shutdown(incoming, drain);
+
+        tracing::info!(server = %name, %addr, services = ?names, "serving");
+        tokio::pin!(serve);
+        tokio::select! {
+            result = &mut serve => result?,
+            _ = stopped_rx => {
+                match tokio::time::timeout(settings.grace_period, &mut serve).await {
+                    Ok(result) => result?,
+                    Err(_) => tracing::warn!(
+                        server = %name,
+                        grace_period = ?settings.grace_period,
+                        "calls still in flight after the grace period are abandoned"
+                    ),
+                }
+            }
+        }
+        tracing::info!(server = %name, "stopped");
+        Ok(())
+    }
+}
+
+fn nonzero(duration: Duration) -> Option<Duration> {
+    (!duration.is_zero()).then_some(duration)
+}
