@@ -92,6 +92,7 @@ pub(crate) fn read_policies(
                 };
                 let reader = Reader {
                     method: &method,
+                    option: extension.number(),
                     sources,
                 };
                 let policy = reader.policy(message)?;
@@ -106,6 +107,8 @@ pub(crate) fn read_policies(
 /// Reads one method's option, and reports errors at that method.
 struct Reader<'a> {
     method: &'a MethodDescriptor,
+    /// The field number of `(sinew.method)`, to find it in the source.
+    option: u32,
     sources: &'a SourceMap,
 }
 
@@ -260,7 +263,7 @@ impl Reader<'_> {
         let file = self.method.parent_file();
         let (line, column) = self
             .sources
-            .method_position(&file, self.method.path())
+            .method_position(&file, self.method.path(), self.option)
             .unzip();
         Error::contract(
             self.sources.display_path(file.name()),

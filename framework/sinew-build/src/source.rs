@@ -29,15 +29,28 @@ impl SourceMap {
             .map_or_else(|| name.to_owned(), |path| path.display().to_string())
     }
 
-    /// The 1-based line and column where the element at `path` (a
-    /// source-code-info path) starts, from the compiler's source info.
+    /// The 1-based line and column of the option numbered `option` on the
+    /// method at `method_path` (a source-code-info path), or of the method
+    /// itself.
     pub(crate) fn method_position(
         &self,
         file: &FileDescriptor,
-        path: &[i32],
+        method_path: &[i32],
+        option: u32,
     ) -> Option<(usize, usize)> {
+        // MethodDescriptorProto.options is field 4; the option is its
+        // extension field.
+        let option_path: Vec<i32> = method_path
+            .iter()
+            .copied()
+            .chain([4, i32::try_from(option).unwrap_or(i32::MAX)])
+            .collect();
         let info = file.file_descriptor_proto().source_code_info.as_ref()?;
-        let location = info.location.iter().find(|l| l.path == path)?;
+        let location = info
+            .location
+            .iter()
+            .find(|l| l.path == option_path)
+            .or_else(|| info.location.iter().find(|l| l.path == method_path))?;
         let line = usize::try_from(*location.span.first()?).ok()?;
         let column = usize::try_from(*location.span.get(1)?).ok()?;
         Some((line + 1, column + 1))
@@ -56,9 +69,28 @@ impl SourceMap {
             Some((contents.line() + 1, contents.column() + 1))
         });
         let (line, column) = position.unzip();
-        Error::contract(file, line, column, error.to_string())
+        let mut reason = error.to_string();
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            reason.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        if let Some(help) = error.help() {
+            reason.push_str(&format!(" (help: {help})"));
+        }
+        // protox does not say which part of a message-valued option is
+        // wrong; for sinew's own options, say what is allowed.
+        if reason.contains("for option '(sinew.") {
+            reason.push_str(SINEW_OPTION_FIELDS);
+        }
+        Error::contract(file, line, column, reason)
     }
 }
+
+const SINEW_OPTION_FIELDS: &str = "; (sinew.method) takes { timeout: \"2s\" \
+    retry: { max_attempts initial_backoff max_backoff backoff_multiplier \
+    retryable_status_codes } hedging: { max_attempts hedging_delay \
+    non_fatal_status_codes } }; see sinew/options.proto";
 
 /// Every `.proto` file under `dir`, sorted, as names relative to it.
 pub(crate) fn find_protos(dir: &Path) -> Result<Vec<String>, Error> {

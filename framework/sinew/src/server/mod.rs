@@ -28,7 +28,9 @@
 
 mod catch_panic;
 mod config;
+mod deadline;
 mod definition;
+mod message_limit;
 mod signal;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
@@ -41,7 +43,11 @@ use tower::Service;
 
 pub use catch_panic::{CatchPanic, CatchPanicLayer, ResponseFuture as CatchPanicFuture};
 pub use config::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ServerConfig, Settings};
+pub use deadline::{Deadline, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline};
 pub use definition::ServiceDefinition;
+pub use message_limit::{
+    Direction, LimitedBody, MessageLimit, MessageLimitLayer, ResponseFuture as MessageLimitFuture,
+};
 pub use signal::shutdown_signal;
 
 use crate::health::{
@@ -151,10 +157,7 @@ impl Server {
             name: S::NAME,
             descriptor: S::FILE_DESCRIPTOR_SET,
             add: Box::new(move |routes, settings| {
-                routes.add_service(service.with_message_limits(
-                    settings.max_receive_message_size,
-                    settings.max_send_message_size,
-                ));
+                routes.add_service(codec_limits(service, settings));
             }),
         });
         self
@@ -246,21 +249,42 @@ impl Server {
             }
             (hosted.add)(&mut routes, &settings);
         }
-        routes.add_service(
-            HealthServer::new(HealthService::new(health.clone())).with_message_limits(
-                settings.max_receive_message_size,
-                settings.max_send_message_size,
-            ),
-        );
+        routes.add_service(codec_limits(
+            HealthServer::new(HealthService::new(health.clone())),
+            &settings,
+        ));
         if settings.reflection {
-            let mut v1 = tonic_reflection::server::Builder::configure();
-            let mut v1alpha = tonic_reflection::server::Builder::configure();
-            for descriptor in &descriptors {
-                v1 = v1.register_encoded_file_descriptor_set(descriptor);
-                v1alpha = v1alpha.register_encoded_file_descriptor_set(descriptor);
-            }
-            routes.add_service(v1.build_v1()?);
-            routes.add_service(v1alpha.build_v1alpha()?);
+            // Both versions advertise exactly what is hosted: the services,
+            // health, and both reflection services; not every service that
+            // happens to be in a descriptor set.
+            let advertised: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .chain([
+                    "grpc.health.v1.Health",
+                    "grpc.reflection.v1.ServerReflection",
+                    "grpc.reflection.v1alpha.ServerReflection",
+                ])
+                .collect();
+            let reflection = || {
+                let mut builder = tonic_reflection::server::Builder::configure()
+                    .include_reflection_service(false)
+                    .register_encoded_file_descriptor_set(
+                        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                    )
+                    .register_encoded_file_descriptor_set(
+                        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+                    );
+                for descriptor in &descriptors {
+                    builder = builder.register_encoded_file_descriptor_set(descriptor);
+                }
+                for name in &advertised {
+                    builder = builder.with_service_name(*name);
+                }
+                builder
+            };
+            routes.add_service(reflection().build_v1()?);
+            routes.add_service(reflection().build_v1alpha()?);
         }
 
         let probe_task = (!probes.is_empty()).then(|| {
@@ -296,7 +320,6 @@ impl Server {
         };
 
         let serve = tonic::transport::Server::builder()
-            .timeout(settings.request_timeout)
             .max_concurrent_streams(settings.max_concurrent_streams)
             .http2_max_local_error_reset_streams(Some(settings.max_local_error_reset_streams))
             .http2_max_pending_accept_reset_streams(Some(settings.max_pending_accept_reset_streams))
@@ -304,6 +327,11 @@ impl Server {
             .http2_keepalive_interval(nonzero(settings.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
             .layer(CatchPanicLayer::new())
+            .layer(DeadlineLayer::new(settings.request_timeout))
+            .layer(MessageLimitLayer::new(
+                settings.max_receive_message_size,
+                settings.max_send_message_size,
+            ))
             .add_routes(routes.routes())
             .serve_with_incoming_shutdown(incoming, drain);
 
@@ -325,6 +353,15 @@ impl Server {
         tracing::info!(server = %name, "stopped");
         Ok(())
     }
+}
+
+/// Sets tonic's codec limits behind [`MessageLimit`]'s. The receive limit
+/// stays as a backstop (`MessageLimit` sees the header first). The send
+/// limit is left to `MessageLimit`, which answers `RESOURCE_EXHAUSTED` where
+/// tonic's encoder would answer `OUT_OF_RANGE` before the layer saw the
+/// message.
+fn codec_limits<S: ServiceDefinition>(service: S, settings: &Settings) -> S {
+    service.with_message_limits(settings.max_receive_message_size, usize::MAX)
 }
 
 fn nonzero(duration: Duration) -> Option<Duration> {

@@ -1,0 +1,65 @@
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+use tonic::body::Body;
+use tower::Service;
+
+use super::{Deadline, ResponseFuture, parse_grpc_timeout};
+
+/// Bounds each call by its deadline; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct ServerDeadline<S> {
+    inner: S,
+    ceiling: Duration,
+}
+
+// === impl ServerDeadline ===
+
+impl<S> ServerDeadline<S> {
+    /// Wraps `inner`; calls get at most `ceiling`.
+    pub fn new(inner: S, ceiling: Duration) -> Self {
+        Self { inner, ceiling }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for ServerDeadline<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let asked = request
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+        let budget = asked.map_or(self.ceiling, |asked| asked.min(self.ceiling));
+        let deadline = Instant::now() + budget;
+        request.extensions_mut().insert(Deadline::at(deadline));
+        ResponseFuture::new(self.inner.call(request), deadline)
+    }
+}

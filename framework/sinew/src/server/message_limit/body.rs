@@ -1,0 +1,107 @@
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tonic::Status;
+
+use super::FrameWalker;
+
+/// Which way a [`LimitedBody`] carries messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A request: an oversized message fails the body with a status.
+    Receive,
+    /// A response: an oversized message is replaced by trailers carrying
+    /// the status, ending the response.
+    Send,
+}
+
+pin_project! {
+    /// A body whose gRPC messages may not exceed a limit.
+    pub struct LimitedBody<B> {
+        #[pin]
+        inner: B,
+        walker: FrameWalker,
+        limit: usize,
+        direction: Direction,
+        done: bool,
+    }
+}
+
+impl<B> LimitedBody<B> {
+    /// Wraps `inner`; messages over `limit` bytes end it.
+    pub fn new(inner: B, limit: usize, direction: Direction) -> Self {
+        Self {
+            inner,
+            walker: FrameWalker::default(),
+            limit,
+            direction,
+            done: false,
+        }
+    }
+}
+
+fn too_large(length: u64, limit: usize, direction: Direction) -> Status {
+    let what = match direction {
+        Direction::Receive => "request",
+        Direction::Send => "response",
+    };
+    Status::resource_exhausted(format!(
+        "{what} message of {length} bytes is over the limit of {limit} bytes"
+    ))
+}
+
+impl<B> Body for LimitedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<crate::BoxError>,
+{
+    type Data = Bytes;
+    type Error = crate::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => frame,
+            Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Pending => return Poll::Pending,
+        };
+        let Some(data) = frame.data_ref() else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        let Some(length) = this.walker.feed(data, *this.limit) else {
+            return Poll::Ready(Some(Ok(frame)));
+        };
+        *this.done = true;
+        let status = too_large(length, *this.limit, *this.direction);
+        match this.direction {
+            Direction::Receive => Poll::Ready(Some(Err(status.into()))),
+            Direction::Send => {
+                let mut trailers = http::HeaderMap::new();
+                if let Err(status) = status.add_header(&mut trailers) {
+                    return Poll::Ready(Some(Err(status.into())));
+                }
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

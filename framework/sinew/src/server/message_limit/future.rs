@@ -1,0 +1,42 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use pin_project_lite::pin_project;
+use tonic::body::Body;
+
+use super::{Direction, LimitedBody};
+
+pin_project! {
+    /// Response future of [`MessageLimit`](super::MessageLimit).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+        max_send: usize,
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn new(inner: F, max_send: usize) -> Self {
+        Self { inner, max_send }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+{
+    type Output = Result<http::Response<Body>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let limit = *this.max_send;
+        this.inner.poll(cx).map(|result| {
+            result.map(|response| {
+                response.map(|body| Body::new(LimitedBody::new(body, limit, Direction::Send)))
+            })
+        })
+    }
+}

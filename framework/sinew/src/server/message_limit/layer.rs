@@ -1,0 +1,29 @@
+use tower::Layer;
+
+use super::MessageLimit;
+
+/// Wraps a service in [`MessageLimit`].
+#[derive(Debug, Clone, Copy)]
+pub struct MessageLimitLayer {
+    max_receive: usize,
+    max_send: usize,
+}
+
+impl MessageLimitLayer {
+    /// Requests' messages may have up to `max_receive` bytes, responses'
+    /// up to `max_send`.
+    pub fn new(max_receive: usize, max_send: usize) -> Self {
+        Self {
+            max_receive,
+            max_send,
+        }
+    }
+}
+
+impl<S> Layer<S> for MessageLimitLayer {
+    type Service = MessageLimit<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MessageLimit::new(inner, self.max_receive, self.max_send)
+    }
+}

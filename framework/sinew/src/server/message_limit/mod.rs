@@ -1,0 +1,101 @@
+//! Bounds the size of each gRPC message, in both directions, and answers
+//! `RESOURCE_EXHAUSTED` as the gRPC status code table says.
+//!
+//! The layer reads the five-byte header in front of every message as the
+//! bytes stream past, so an oversized request is refused from its header,
+//! before its body is buffered. tonic's own codec limit would answer
+//! `OUT_OF_RANGE`, and only after reading the whole message.
+//!
+//! - A request message over the receive limit fails the call with
+//!   `RESOURCE_EXHAUSTED`; the handler sees the failure as its request
+//!   stream's error, or is never called for a unary method.
+//! - A response message over the send limit is not sent: the response ends
+//!   there, with `RESOURCE_EXHAUSTED` in its trailers.
+
+mod body;
+mod future;
+mod layer;
+mod service;
+
+pub use body::{Direction, LimitedBody};
+pub use future::ResponseFuture;
+pub use layer::MessageLimitLayer;
+pub use service::MessageLimit;
+
+/// Walks the gRPC length-prefixed message framing of a byte stream.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FrameWalker {
+    header: [u8; 5],
+    header_len: usize,
+    remaining: u64,
+}
+
+impl FrameWalker {
+    /// Consumes a chunk; returns the length of the first message in it
+    /// whose header declares more than `limit` bytes.
+    pub(crate) fn feed(&mut self, mut chunk: &[u8], limit: usize) -> Option<u64> {
+        while !chunk.is_empty() {
+            if self.remaining > 0 {
+                let skip = usize::try_from(self.remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(chunk.len());
+                chunk = &chunk[skip..];
+                self.remaining -= skip as u64;
+                continue;
+            }
+            let take = (5 - self.header_len).min(chunk.len());
+            self.header[self.header_len..self.header_len + take].copy_from_slice(&chunk[..take]);
+            self.header_len += take;
+            chunk = &chunk[take..];
+            if self.header_len == 5 {
+                self.header_len = 0;
+                let length = u64::from(u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]));
+                if length > limit as u64 {
+                    return Some(length);
+                }
+                self.remaining = length;
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FrameWalker;
+
+    fn frame(len: u32) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend(std::iter::repeat_n(0xAB, len as usize));
+        out
+    }
+
+    #[test]
+    fn messages_within_the_limit_pass_in_any_chunking() {
+        let stream: Vec<u8> = [frame(10), frame(0), frame(100)].concat();
+        for chunk_size in [1, 2, 3, 5, 7, 64, 1000] {
+            let mut walker = FrameWalker::default();
+            for chunk in stream.chunks(chunk_size) {
+                assert_eq!(walker.feed(chunk, 100), None, "chunk size {chunk_size}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_oversized_header_is_caught_even_split_across_chunks() {
+        let stream: Vec<u8> = [frame(10), frame(101)].concat();
+        for chunk_size in [1, 2, 3, 6, 16] {
+            let mut walker = FrameWalker::default();
+            let found = stream
+                .chunks(chunk_size)
+                .find_map(|chunk| walker.feed(chunk, 100));
+            assert_eq!(found, Some(101), "chunk size {chunk_size}");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+use std::task::{Context, Poll};
+
+use tonic::body::Body;
+use tower::Service;
+
+use super::{Direction, LimitedBody, ResponseFuture};
+
+/// Bounds message sizes; see the [module docs](super).
+#[derive(Debug, Clone)]
+pub struct MessageLimit<S> {
+    inner: S,
+    max_receive: usize,
+    max_send: usize,
+}
+
+// === impl MessageLimit ===
+
+impl<S> MessageLimit<S> {
+    /// Wraps `inner` with these limits, in bytes.
+    pub fn new(inner: S, max_receive: usize, max_send: usize) -> Self {
+        Self {
+            inner,
+            max_receive,
+            max_send,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S> Service<http::Request<Body>> for MessageLimit<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let limit = self.max_receive;
+        let request =
+            request.map(|body| Body::new(LimitedBody::new(body, limit, Direction::Receive)));
+        ResponseFuture::new(self.inner.call(request), self.max_send)
+    }
+}

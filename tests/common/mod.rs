@@ -1,0 +1,180 @@
+//! Shared by the integration tests: the echo service, and a server on a
+//! free loopback port that a test can drain.
+
+#![allow(dead_code, reason = "each test file uses a different part")]
+
+use std::{net::SocketAddr, pin::Pin, time::Duration};
+
+use futures_util::{Stream, StreamExt};
+use sinew::{Server, health::HealthRegistry, server::ServerConfig};
+use sinew_workspace::proto::echo::v1::{
+    EchoReply, EchoRequest,
+    echo_server::{Echo, EchoServer},
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{Code, Request, Response, Status, Streaming, transport::Channel};
+
+/// Echoes requests; `delay_ms` waits, `fail_with` fails, a message of
+/// `"panic"` panics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EchoService;
+
+fn answer(request: &EchoRequest) -> Result<EchoReply, Status> {
+    if request.message == "panic" {
+        panic!("the echo handler was asked to panic");
+    }
+    if request.fail_with != 0 {
+        return Err(Status::new(Code::from(request.fail_with), "asked to fail"));
+    }
+    Ok(EchoReply {
+        message: request.message.clone(),
+        payload: request.payload.clone(),
+    })
+}
+
+async fn delayed(request: &EchoRequest) -> Result<EchoReply, Status> {
+    if request.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
+    }
+    answer(request)
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<EchoReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn get(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        delayed(request.get_ref()).await.map(Response::new)
+    }
+
+    async fn put(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        delayed(request.get_ref()).await.map(Response::new)
+    }
+
+    async fn post(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        delayed(request.get_ref()).await.map(Response::new)
+    }
+
+    type ExpandStream = ReplyStream;
+
+    async fn expand(
+        &self,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<Self::ExpandStream>, Status> {
+        let request = request.into_inner();
+        let reply = answer(&request)?;
+        let count = request.count as usize;
+        Ok(Response::new(Box::pin(
+            futures_util::stream::repeat(reply).take(count).map(Ok),
+        )))
+    }
+
+    async fn collect(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoReply>, Status> {
+        let mut stream = request.into_inner();
+        let mut message = String::new();
+        while let Some(item) = stream.next().await {
+            message.push_str(&item?.message);
+        }
+        Ok(Response::new(EchoReply {
+            message,
+            payload: Vec::new(),
+        }))
+    }
+
+    type ChatStream = ReplyStream;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let stream = request.into_inner();
+        Ok(Response::new(Box::pin(
+            stream.map(|item| item.and_then(|r| answer(&r))),
+        )))
+    }
+}
+
+/// A scaffolded server running on a free loopback port.
+pub(crate) struct Running {
+    pub(crate) addr: SocketAddr,
+    pub(crate) health: HealthRegistry,
+    stop: Option<oneshot::Sender<()>>,
+    pub(crate) task: JoinHandle<Result<(), sinew::server::ServerError>>,
+}
+
+impl Running {
+    /// Starts `server` on 127.0.0.1 with an OS-chosen port.
+    pub(crate) async fn start(server: Server) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let health = server.health();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_with_listener(listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            health,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// The echo service on a default server, with no lame-duck wait.
+    pub(crate) async fn echo() -> Self {
+        Self::start(echo_server(ServerConfig::new().lame_duck(Duration::ZERO))).await
+    }
+
+    /// A connected channel to the server.
+    pub(crate) async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    }
+
+    /// Starts the drain, as SIGTERM would.
+    pub(crate) fn begin_drain(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Drains and waits for the server to stop.
+    pub(crate) async fn stop(mut self) {
+        self.begin_drain();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// A server hosting the echo service with `config`.
+pub(crate) fn echo_server(config: ServerConfig) -> Server {
+    Server::new("echo")
+        .config(config)
+        .add_service(EchoServer::new(EchoService))
+}
+
+/// `SINEW_REQUIRE_SERVICES=1` turns a skipped test into a failure.
+pub(crate) fn require_services() -> bool {
+    std::env::var("SINEW_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// The path of a built example binary (cargo builds examples for tests).
+pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/examples/<name>
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let path = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.is_file(),
+        "example binary {} not found; `cargo test` builds examples, run it that way",
+        path.display()
+    );
+    path
+}

@@ -1,0 +1,210 @@
+//! The graceful drain: NOT_SERVING first, lame duck, stop accepting, let
+//! calls in flight finish within the grace period, exit.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use common::{Running, example_binary};
+use sinew::{
+    Server,
+    health::{
+        ServingStatus,
+        proto::{HealthCheckRequest, health_client::HealthClient},
+    },
+    server::ServerConfig,
+};
+use sinew_workspace::proto::greeter::v1::{
+    HelloReply, HelloRequest,
+    greeter_client::GreeterClient,
+    greeter_server::{Greeter, GreeterServer},
+};
+use tokio::sync::{Notify, mpsc};
+use tonic::{Request, Response, Status};
+
+/// A greeter that reports each call as it enters, then waits to be let go.
+struct Gate {
+    entered: mpsc::UnboundedSender<()>,
+    release: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl Greeter for Gate {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        let _ = self.entered.send(());
+        self.release.notified().await;
+        Ok(Response::new(HelloReply {
+            message: format!("Hello, {}!", request.into_inner().name),
+        }))
+    }
+}
+
+fn gated(config: ServerConfig) -> (Server, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
+    let (entered, entered_rx) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let server = Server::new("gated")
+        .config(config)
+        .add_service(GreeterServer::new(Gate {
+            entered,
+            release: release.clone(),
+        }));
+    (server, entered_rx, release)
+}
+
+#[tokio::test]
+async fn in_flight_calls_finish_and_watchers_see_not_serving_first() {
+    let config = ServerConfig::new()
+        .lame_duck(Duration::from_millis(50))
+        .grace_period(Duration::from_secs(30));
+    let (server, mut entered, release) = gated(config);
+    let mut running = Running::start(server).await;
+    let channel = running.channel().await;
+
+    let mut health = HealthClient::new(channel.clone());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "greeter.v1.Greeter".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+
+    let mut client = GreeterClient::new(channel);
+    let call = tokio::spawn(async move {
+        client
+            .say_hello(HelloRequest {
+                name: "in flight".to_owned(),
+            })
+            .await
+    });
+    entered.recv().await.expect("the call reached the handler");
+
+    running.begin_drain();
+    let status = watch.message().await.unwrap().unwrap().status();
+    assert_eq!(
+        status,
+        ServingStatus::NotServing,
+        "watchers hear of the drain first"
+    );
+    // After the lame-duck delay the watch stream ends, and the server stops
+    // accepting, while the call is still in its handler.
+    assert!(watch.message().await.map(|m| m.is_none()).unwrap_or(true));
+    assert!(
+        !running.task.is_finished(),
+        "the server waits for the call in flight"
+    );
+
+    release.notify_one();
+    let reply = call.await.unwrap().expect("the in-flight call completes");
+    assert_eq!(reply.into_inner().message, "Hello, in flight!");
+    tokio::time::timeout(Duration::from_secs(10), running.task)
+        .await
+        .expect("the server exits once the call is done")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn new_connections_are_refused_once_draining_stops_accepting() {
+    let mut running = Running::echo().await;
+    let addr = running.addr;
+    running.begin_drain();
+    tokio::time::timeout(Duration::from_secs(10), &mut running.task)
+        .await
+        .expect("an idle server drains at once")
+        .unwrap()
+        .unwrap();
+    let refused = tokio::net::TcpStream::connect(addr).await;
+    assert!(refused.is_err(), "the listener is closed after the drain");
+}
+
+#[tokio::test]
+async fn calls_still_running_after_the_grace_period_are_abandoned() {
+    let config = ServerConfig::new()
+        .lame_duck(Duration::ZERO)
+        .grace_period(Duration::from_millis(100));
+    let (server, mut entered, _release) = gated(config);
+    let mut running = Running::start(server).await;
+    let mut client = GreeterClient::new(running.channel().await);
+    let call = tokio::spawn(async move {
+        client
+            .say_hello(HelloRequest {
+                name: "stuck".to_owned(),
+            })
+            .await
+    });
+    entered.recv().await.unwrap();
+    running.begin_drain();
+    // The handler is never released: the grace period ends the wait.
+    tokio::time::timeout(Duration::from_secs(10), running.task)
+        .await
+        .expect("run returns after the grace period")
+        .unwrap()
+        .unwrap();
+    call.abort();
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let mut child = Command::new(example_binary("greeter"))
+        .args(["server", "--addr", &addr])
+        .env("SINEW_LAME_DUCK", "100ms")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Wait until it answers.
+    let mut client = None;
+    for _ in 0..200 {
+        if let Ok(c) = GreeterClient::connect(format!("http://{addr}")).await {
+            client = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = client.expect("the greeter server came up");
+    let reply = client
+        .say_hello(HelloRequest {
+            name: "process".to_owned(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().message, "Hello, process!");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let output = tokio::task::spawn_blocking(move || {
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        (status, stderr)
+    });
+    let (status, stderr) = tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("the process exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    assert!(stderr.contains("draining"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}

@@ -1,0 +1,104 @@
+//! Interop with an independent implementation: Python's grpcio calls a
+//! scaffolded service, checks its health and reads its reflection.
+//!
+//! Needs `python3` with `grpcio`, `grpcio-health-checking` and
+//! `grpcio-reflection` (`.ci/run` installs them). Without them the test
+//! skips with a loud message, unless `SINEW_REQUIRE_SERVICES=1`, where it
+//! fails.
+
+#![allow(clippy::print_stderr, reason = "a skipped test says so loudly")]
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::{Running, require_services};
+use sinew::{Server, server::ServerConfig};
+use sinew_workspace::proto::greeter::v1::{
+    HelloReply, HelloRequest,
+    greeter_server::{Greeter, GreeterServer},
+};
+use tonic::{Request, Response, Status};
+
+struct Greetings;
+
+#[tonic::async_trait]
+impl Greeter for Greetings {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        let name = request.into_inner().name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name is required"));
+        }
+        Ok(Response::new(HelloReply {
+            message: format!("Hello, {name}!"),
+        }))
+    }
+}
+
+fn grpcio_available() -> bool {
+    Command::new("python3")
+        .args(["-c", "import grpc, grpc_health.v1, grpc_reflection.v1alpha"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[tokio::test]
+async fn grpcio_calls_checks_health_and_reads_reflection() {
+    if !grpcio_available() {
+        assert!(
+            !require_services(),
+            "SINEW_REQUIRE_SERVICES=1 but python3 cannot import grpcio, grpc_health and grpc_reflection"
+        );
+        eprintln!(
+            "\n*** SKIPPED grpcio interop: python3 with grpcio, grpcio-health-checking and \
+             grpcio-reflection is not installed (pip install grpcio grpcio-health-checking \
+             grpcio-reflection) ***\n"
+        );
+        return;
+    }
+    let server = Server::new("greeter")
+        .config(ServerConfig::new().lame_duck(Duration::ZERO))
+        .add_service(GreeterServer::new(Greetings));
+    let running = Running::start(server).await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/interop/grpcio_client.py"
+    );
+    let addr = running.addr.to_string();
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("python3")
+            .args([script, &addr])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "grpcio client failed:\n{stdout}\n{stderr}"
+    );
+
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(seen["reply"], "Hello, python!");
+    assert_eq!(seen["empty_name"], "INVALID_ARGUMENT");
+    assert_eq!(seen["check_overall"], "SERVING");
+    assert_eq!(seen["check_greeter"], "SERVING");
+    assert_eq!(seen["check_unknown"], "NOT_FOUND");
+    assert_eq!(seen["watch_greeter"], "SERVING");
+    assert_eq!(seen["watch_unknown"], "SERVICE_UNKNOWN");
+    assert_eq!(
+        seen["services"],
+        serde_json::json!([
+            "greeter.v1.Greeter",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1.ServerReflection",
+            "grpc.reflection.v1alpha.ServerReflection",
+        ])
+    );
+    running.stop().await;
+}
