@@ -3,13 +3,9 @@
 
 mod common;
 
-use std::{
-    process::{Command, Stdio},
-    sync::Arc,
-    time::Duration,
-};
+use std::{process::Command, sync::Arc, time::Duration};
 
-use common::{Running, example_binary};
+use common::{GreeterProcess, Running};
 use sinew::{
     Server,
     health::{
@@ -157,29 +153,10 @@ async fn calls_still_running_after_the_grace_period_are_abandoned() {
 
 #[tokio::test]
 async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
-    let port = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
-    let addr = format!("127.0.0.1:{port}");
-    let mut child = Command::new(example_binary("greeter"))
-        .args(["server", "--addr", &addr])
-        .env("SINEW_LAME_DUCK", "100ms")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
+    let mut greeter = GreeterProcess::start(&[("SINEW_LAME_DUCK", "100ms")]).await;
+    let mut client = GreeterClient::connect(format!("http://{}", greeter.addr))
+        .await
         .unwrap();
-
-    // Wait until it answers.
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = GreeterClient::connect(format!("http://{addr}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut client = client.expect("the greeter server came up");
     let reply = client
         .say_hello(HelloRequest {
             name: "process".to_owned(),
@@ -189,14 +166,15 @@ async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
     assert_eq!(reply.into_inner().message, "Hello, process!");
 
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &greeter.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
+    let mut stderr_pipe = greeter.child.stderr.take().unwrap();
     let output = tokio::task::spawn_blocking(move || {
-        let status = child.wait().unwrap();
+        let status = greeter.child.wait().unwrap();
         let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+        std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
         (status, stderr)
     });
     let (status, stderr) = tokio::time::timeout(Duration::from_secs(20), output)

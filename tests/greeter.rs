@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::{
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+use std::process::Command;
 
-use common::example_binary;
+use common::{GreeterProcess, example_binary};
 
 #[test]
 fn the_demo_serves_calls_reports_health_drains_and_exits_zero() {
@@ -25,53 +22,21 @@ fn the_demo_serves_calls_reports_health_drains_and_exits_zero() {
     assert!(stdout.contains("drained"), "{stdout}");
 }
 
-/// Kills the server process when the test ends, however it ends.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn a_client_process_calls_a_server_process() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let addr = format!("127.0.0.1:{port}");
-    let _server = KillOnDrop(
-        Command::new(example_binary("greeter"))
-            .args(["server", "--addr", &addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    // The client fails until the server listens; try for up to ten seconds.
-    let mut last = None;
-    for _ in 0..100 {
-        let (binary, target) = (example_binary("greeter"), addr.clone());
-        let output = tokio::task::spawn_blocking(move || {
-            Command::new(binary)
-                .args(["client", "--addr", &target, "--name", "process"])
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        if output.status.success() {
-            let stdout = String::from_utf8_lossy(&output.stdout);
-            assert_eq!(stdout.trim(), "Hello, process!");
-            return;
-        }
-        last = Some(output);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the client never got a reply: {last:?}");
+    let server = GreeterProcess::start(&[]).await;
+    let (binary, target) = (example_binary("greeter"), server.addr.to_string());
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(binary)
+            .args(["client", "--addr", &target, "--name", "process"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(stdout.trim(), "Hello, process!");
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Interop with an independent implementation: Python's grpcio calls a
-//! scaffolded service, checks its health and reads its reflection.
+//! Interop with an independent implementation: Python's grpcio calls the
+//! greeter example's server process, checks its health and reads its
+//! reflection.
 //!
 //! Needs `python3` with `grpcio`, `grpcio-health-checking` and
 //! `grpcio-reflection` (`.ci/run` installs them). Without them the test
@@ -10,33 +11,9 @@
 
 mod common;
 
-use std::{process::Command, time::Duration};
+use std::process::Command;
 
-use common::{Running, require_services};
-use sinew::{Server, server::ServerConfig};
-use sinew_workspace::proto::greeter::v1::{
-    HelloReply, HelloRequest,
-    greeter_server::{Greeter, GreeterServer},
-};
-use tonic::{Request, Response, Status};
-
-struct Greetings;
-
-#[tonic::async_trait]
-impl Greeter for Greetings {
-    async fn say_hello(
-        &self,
-        request: Request<HelloRequest>,
-    ) -> Result<Response<HelloReply>, Status> {
-        let name = request.into_inner().name;
-        if name.is_empty() {
-            return Err(Status::invalid_argument("name is required"));
-        }
-        Ok(Response::new(HelloReply {
-            message: format!("Hello, {name}!"),
-        }))
-    }
-}
+use common::{GreeterProcess, require_services};
 
 fn grpcio_available() -> bool {
     Command::new("python3")
@@ -59,15 +36,13 @@ async fn grpcio_calls_checks_health_and_reads_reflection() {
         );
         return;
     }
-    let server = Server::new("greeter")
-        .config(ServerConfig::new().lame_duck(Duration::ZERO))
-        .add_service(GreeterServer::new(Greetings));
-    let running = Running::start(server).await;
+    // The greeter example, as its own process.
+    let greeter = GreeterProcess::start(&[]).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/grpcio_client.py"
     );
-    let addr = running.addr.to_string();
+    let addr = greeter.addr.to_string();
     let output = tokio::task::spawn_blocking(move || {
         Command::new("python3")
             .args([script, &addr])
@@ -100,5 +75,4 @@ async fn grpcio_calls_checks_health_and_reads_reflection() {
             "grpc.reflection.v1alpha.ServerReflection",
         ])
     );
-    running.stop().await;
 }

@@ -111,6 +111,34 @@ async fn a_panicking_handler_fails_only_its_call() {
 }
 
 #[tokio::test]
+async fn a_panicking_response_stream_ends_its_call_with_internal() {
+    let server = Running::echo().await;
+    let mut client = EchoClient::new(server.channel().await);
+    let mut stream = client
+        .expand(EchoRequest {
+            message: "panic in stream".to_owned(),
+            count: 3,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // tonic batches replies that are ready together, so the one before the
+    // panic may be lost with it; the call must end with INTERNAL either way.
+    let status = loop {
+        match stream.message().await {
+            Ok(Some(reply)) => assert_eq!(reply.message, "panic in stream"),
+            Ok(None) => panic!("the stream ended without an error"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::Internal);
+    assert_eq!(status.message(), "internal error");
+    still_serves(&mut client).await;
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn the_request_timeout_caps_what_a_caller_asks_for() {
     let config = ServerConfig::new()
         .lame_duck(Duration::ZERO)

@@ -15,7 +15,8 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::{Code, Request, Response, Status, Streaming, transport::Channel};
 
 /// Echoes requests; `delay_ms` waits, `fail_with` fails, a message of
-/// `"panic"` panics.
+/// `"panic"` panics in the handler, and `"panic in stream"` panics in
+/// `Expand`'s stream after its first reply.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct EchoService;
 
@@ -64,8 +65,16 @@ impl Echo for EchoService {
         let request = request.into_inner();
         let reply = answer(&request)?;
         let count = request.count as usize;
+        // "panic in stream" sends one reply, then panics inside the stream.
+        let panics = request.message == "panic in stream";
         Ok(Response::new(Box::pin(
-            futures_util::stream::repeat(reply).take(count).map(Ok),
+            futures_util::stream::repeat(reply)
+                .take(count)
+                .enumerate()
+                .map(move |(i, reply)| {
+                    assert!(!(panics && i == 1), "the echo stream was asked to panic");
+                    Ok(reply)
+                }),
         )))
     }
 
@@ -177,4 +186,52 @@ pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
         path.display()
     );
     path
+}
+
+/// The greeter example running as a server process on a free port; killed
+/// when dropped.
+pub(crate) struct GreeterProcess {
+    pub(crate) addr: SocketAddr,
+    pub(crate) child: std::process::Child,
+}
+
+impl GreeterProcess {
+    /// Starts `greeter server` with these extra environment variables and
+    /// waits until it answers health checks.
+    pub(crate) async fn start(env: &[(&str, &str)]) -> Self {
+        let addr: SocketAddr = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let child = std::process::Command::new(example_binary("greeter"))
+            .args(["server", "--addr", &addr.to_string()])
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let process = Self { addr, child };
+        for _ in 0..200 {
+            if let Ok(mut health) =
+                sinew::health::proto::health_client::HealthClient::connect(format!("http://{addr}"))
+                    .await
+            {
+                let asked = sinew::health::proto::HealthCheckRequest {
+                    service: String::new(),
+                };
+                if health.check(asked).await.is_ok() {
+                    return process;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the greeter server did not come up on {addr}");
+    }
+}
+
+impl Drop for GreeterProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

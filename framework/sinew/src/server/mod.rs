@@ -41,7 +41,9 @@ use tonic::{
 };
 use tower::Service;
 
-pub use catch_panic::{CatchPanic, CatchPanicLayer, ResponseFuture as CatchPanicFuture};
+pub use catch_panic::{
+    CatchPanic, CatchPanicLayer, PanicSafeBody, ResponseFuture as CatchPanicFuture,
+};
 pub use config::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ServerConfig, Settings};
 pub use deadline::{Deadline, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline};
 pub use definition::ServiceDefinition;
@@ -287,15 +289,18 @@ impl Server {
             routes.add_service(reflection().build_v1alpha()?);
         }
 
+        // Probes stop when the drain begins, or when this function returns
+        // for any other reason.
         let probe_task = (!probes.is_empty()).then(|| {
-            tokio::spawn(health::run_probes(
+            AbortOnDrop(tokio::spawn(health::run_probes(
                 probes,
                 health.clone(),
                 names.clone(),
                 settings.probe_interval,
                 settings.probe_timeout,
-            ))
+            )))
         });
+        let stop_probes = probe_task.as_ref().map(|task| task.0.abort_handle());
 
         let incoming = TcpIncoming::from(listener)
             .with_nodelay(Some(true))
@@ -308,8 +313,8 @@ impl Server {
         let drain = async move {
             signal.await;
             tracing::info!(server = %drain_name, ?lame_duck, "draining: reporting NOT_SERVING");
-            if let Some(task) = probe_task {
-                task.abort();
+            if let Some(probes) = stop_probes {
+                probes.abort();
             }
             drain_health.set(OVERALL, ServingStatus::NotServing);
             drain_health.set_all_but_liveness(ServingStatus::NotServing);
@@ -350,8 +355,18 @@ impl Server {
                 }
             }
         }
+        drop(probe_task);
         tracing::info!(server = %name, "stopped");
         Ok(())
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -10,6 +10,8 @@ use futures_util::future::CatchUnwind;
 use pin_project_lite::pin_project;
 use tonic::{Status, body::Body};
 
+use super::body::PanicSafeBody;
+
 pin_project! {
     /// Response future of [`CatchPanic`](super::CatchPanic).
     pub struct ResponseFuture<F> {
@@ -51,7 +53,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Running { future } => match future.poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(result),
+                Poll::Ready(Ok(result)) => Poll::Ready(
+                    result.map(|response| response.map(|body| Body::new(PanicSafeBody::new(body)))),
+                ),
                 Poll::Ready(Err(panic)) => Poll::Ready(Ok(internal_error(panic.as_ref()))),
                 Poll::Pending => Poll::Pending,
             },
@@ -62,14 +66,24 @@ where
     }
 }
 
-/// Logs the panic and builds the response the caller gets, which says
-/// nothing of it.
-pub(super) fn internal_error(panic: &(dyn Any + Send)) -> http::Response<Body> {
+/// The status a caller gets for a panic: it says nothing of the panic.
+#[allow(non_snake_case, reason = "reads as the constant it stands for")]
+pub(super) fn internal_status() -> Status {
+    Status::internal("internal error")
+}
+
+/// Logs a panic's message, where it has one.
+pub(super) fn log_panic(panic: &(dyn Any + Send)) {
     let message = panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(non-string panic payload)");
     tracing::error!(panic = message, "handler panicked; answering INTERNAL");
-    Status::internal("internal error").into_http()
+}
+
+/// Logs the panic and builds the response the caller gets.
+pub(super) fn internal_error(panic: &(dyn Any + Send)) -> http::Response<Body> {
+    log_panic(panic);
+    internal_status().into_http()
 }
