@@ -4,7 +4,9 @@
 // own generated code (the health service) do the same.
 extern crate self as sinew;
 
+pub mod client;
 pub mod contract;
+pub mod fault;
 pub mod health;
 pub mod server;
 

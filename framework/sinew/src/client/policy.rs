@@ -1,0 +1,273 @@
+//! The policy of one call, resolved before it is sent.
+//!
+//! The client resolves a [`CallPolicy`] per call from, lowest precedence
+//! first: the client's defaults, the contract's method table, a gRPC service
+//! config, and the caller's [`CallOptions`]. It travels in the request's
+//! extensions, where each layer reads the part it enforces. A request with
+//! no `CallPolicy` (a layer used on its own) gets the layer's own default.
+
+use std::time::Duration;
+
+use tonic::Code;
+
+use crate::contract::{self, Idempotency, Streaming};
+
+/// A set of gRPC status codes, as a bit set: `Copy`, and `const`-buildable.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct CodeSet(u32);
+
+impl CodeSet {
+    /// No codes.
+    pub const EMPTY: Self = Self(0);
+
+    /// The set of these codes.
+    pub const fn of(codes: &[Code]) -> Self {
+        let mut bits = 0u32;
+        let mut i = 0;
+        while i < codes.len() {
+            bits |= 1 << (codes[i] as u32);
+            i += 1;
+        }
+        Self(bits)
+    }
+
+    /// Whether `code` is in the set.
+    pub const fn contains(self, code: Code) -> bool {
+        self.0 & (1 << (code as u32)) != 0
+    }
+
+    /// The set with `code` added.
+    pub const fn with(self, code: Code) -> Self {
+        Self(self.0 | (1 << (code as u32)))
+    }
+
+    /// Whether the set is empty.
+    pub const fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::fmt::Debug for CodeSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let codes = (0..=16)
+            .map(Code::from_i32)
+            .filter(|code| self.contains(*code));
+        f.debug_set().entries(codes).finish()
+    }
+}
+
+/// gRFC A6 retry rules for one method.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included. Capped at
+    /// [`MAX_ATTEMPTS_CAP`] unless the client raises the cap.
+    pub max_attempts: u32,
+    /// Backoff ceiling before the first retry.
+    pub initial_backoff: Duration,
+    /// Ceiling of any backoff.
+    pub max_backoff: Duration,
+    /// Growth of the backoff ceiling per attempt.
+    pub backoff_multiplier: f64,
+    /// Codes that may be retried.
+    pub retryable_codes: CodeSet,
+}
+
+/// gRFC A6: `maxAttempts` above this is treated as this.
+pub const MAX_ATTEMPTS_CAP: u32 = 5;
+
+impl RetryPolicy {
+    /// sinew's default for methods that are safe to retry: 3 attempts, 50ms
+    /// first backoff up to 1s, doubling, on `UNAVAILABLE` (and
+    /// `RESOURCE_EXHAUSTED` when the server sends pushback).
+    pub const DEFAULT: Self = Self {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_secs(1),
+        backoff_multiplier: 2.0,
+        retryable_codes: CodeSet::of(&[Code::Unavailable]),
+    };
+}
+
+impl From<contract::RetryPolicy> for RetryPolicy {
+    fn from(p: contract::RetryPolicy) -> Self {
+        Self {
+            max_attempts: p.max_attempts,
+            initial_backoff: p.initial_backoff,
+            max_backoff: p.max_backoff,
+            backoff_multiplier: p.backoff_multiplier,
+            retryable_codes: CodeSet::of(p.retryable_codes),
+        }
+    }
+}
+
+/// Hedging rules for one method (only ever for `NO_SIDE_EFFECTS` methods).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HedgingPolicy {
+    /// Copies in all, the first included; capped like retries.
+    pub max_attempts: u32,
+    /// Wait before each further copy.
+    pub hedging_delay: Duration,
+    /// Codes that do not end the hedged call: another copy may still win.
+    pub non_fatal_codes: CodeSet,
+}
+
+impl From<contract::HedgingPolicy> for HedgingPolicy {
+    fn from(p: contract::HedgingPolicy) -> Self {
+        Self {
+            max_attempts: p.max_attempts,
+            hedging_delay: p.hedging_delay,
+            non_fatal_codes: CodeSet::of(p.non_fatal_codes),
+        }
+    }
+}
+
+/// Everything the layers need to know about one call. `Copy`; inserted
+/// into the request's extensions by the client.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CallPolicy {
+    /// The method's path, `/pkg.Service/Method`.
+    pub path: &'static str,
+    /// What the contract says about repeating the call.
+    pub idempotency: Idempotency,
+    /// Which sides of the call are streams. A request that is one message
+    /// (unary and server-streaming calls) can be buffered whole and sent
+    /// again; a request stream only while it fits the replay buffer.
+    pub streaming: Streaming,
+    /// The call's own timeout, before propagation shortens it.
+    pub timeout: Option<Duration>,
+    /// Retry rules, if the call may be retried on a status.
+    pub retry: Option<RetryPolicy>,
+    /// Hedging rules, if the call is hedged.
+    pub hedging: Option<HedgingPolicy>,
+    /// The caller opted in to retrying a method with side effects.
+    pub retry_side_effects: bool,
+}
+
+impl CallPolicy {
+    /// A policy that sets nothing: no timeout, no retries, no hedging, for
+    /// a unary method of unknown idempotency.
+    pub fn unknown(path: &'static str) -> Self {
+        Self {
+            path,
+            idempotency: Idempotency::Unknown,
+            streaming: Streaming::Unary,
+            timeout: None,
+            retry: None,
+            hedging: None,
+            retry_side_effects: false,
+        }
+    }
+
+    /// Whether the request is a single message, which can be buffered
+    /// whole.
+    pub fn single_request(&self) -> bool {
+        matches!(
+            self.streaming,
+            Streaming::Unary | Streaming::ServerStreaming
+        )
+    }
+
+    /// Whether a failed attempt that may have reached the server can be
+    /// sent again: the method is idempotent, or the caller opted in.
+    pub fn may_repeat(&self) -> bool {
+        self.idempotency.is_retry_safe() || self.retry_side_effects
+    }
+}
+
+/// When the whole call (every attempt, every backoff) must be over by.
+/// Set in the request's extensions by the deadline layer; the retry and
+/// hedging layers never start an attempt or a backoff past it, and send
+/// each attempt with a `grpc-timeout` of what is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CallDeadline(pub tokio::time::Instant);
+
+impl CallDeadline {
+    /// The time left, zero once passed.
+    pub fn remaining(self) -> Duration {
+        self.0
+            .saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
+/// Sets the `grpc-timeout` header to `timeout`, in the largest unit that
+/// keeps it within the header's eight digits (rounding up, so a deadline is
+/// never reported shorter than it is).
+pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
+    const MAX: u128 = 99_999_999;
+    let nanos = timeout.as_nanos();
+    let (value, unit) = [
+        (1u128, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ]
+    .into_iter()
+    .map(|(per, unit)| (nanos.div_ceil(per), unit))
+    .find(|(value, _)| *value <= MAX)
+    .unwrap_or((MAX, 'H'));
+    let text = format!("{value}{unit}");
+    if let Ok(value) = http::HeaderValue::from_str(&text) {
+        headers.insert("grpc-timeout", value);
+    }
+}
+
+/// Per-call choices of the caller, set on a `tonic::Request`'s extensions
+/// (see [`CallOptions::apply`]); they win over every other source.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallOptions {
+    /// This call's timeout.
+    pub timeout: Option<Duration>,
+    /// Retry a method whose contract declares no idempotency, on the
+    /// retry policy's codes. Only for callers who know better than the
+    /// contract (a request with its own idempotency key, say).
+    pub retry_side_effects: bool,
+    /// Turn retries and hedging off for this call.
+    pub no_retry: bool,
+}
+
+impl CallOptions {
+    /// Options that only set a timeout.
+    pub fn timeout(timeout: Duration) -> Self {
+        Self {
+            timeout: Some(timeout),
+            ..Self::default()
+        }
+    }
+
+    /// Puts these options on `request`.
+    pub fn apply<T>(self, request: &mut tonic::Request<T>) {
+        request.extensions_mut().insert(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_encoding_rounds_up_into_eight_digits() {
+        let encode = |d: Duration| {
+            let mut headers = http::HeaderMap::new();
+            set_grpc_timeout(&mut headers, d);
+            headers["grpc-timeout"].to_str().unwrap().to_owned()
+        };
+        assert_eq!(encode(Duration::from_nanos(5)), "5n");
+        assert_eq!(encode(Duration::from_millis(250)), "250000u");
+        assert_eq!(encode(Duration::from_secs(2)), "2000000u");
+        assert_eq!(encode(Duration::from_secs(3600)), "3600000m");
+        assert_eq!(encode(Duration::from_secs(200_000)), "200000S");
+    }
+
+    #[test]
+    fn code_sets() {
+        const SET: CodeSet = CodeSet::of(&[Code::Unavailable, Code::Ok, Code::Unauthenticated]);
+        assert!(SET.contains(Code::Unavailable));
+        assert!(SET.contains(Code::Ok));
+        assert!(SET.contains(Code::Unauthenticated));
+        assert!(!SET.contains(Code::Internal));
+        assert!(CodeSet::EMPTY.is_empty());
+        assert_eq!(format!("{:?}", CodeSet::of(&[Code::Aborted])), "{Aborted}");
+    }
+}
