@@ -8,6 +8,8 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::{Status, body::Body};
 
+use super::Deadline;
+
 pin_project! {
     /// Response future of [`ServerDeadline`](super::ServerDeadline).
     pub struct ResponseFuture<F> {
@@ -15,6 +17,7 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Sleep,
+        deadline: Deadline,
     }
 }
 
@@ -23,6 +26,7 @@ impl<F> ResponseFuture<F> {
         Self {
             inner,
             sleep: sleep_until(deadline),
+            deadline: Deadline::at(deadline),
         }
     }
 }
@@ -35,7 +39,9 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        if let Poll::Ready(result) = this.inner.poll(cx) {
+        // The handler runs inside this poll: give it the deadline.
+        let inner = this.inner;
+        if let Poll::Ready(result) = this.deadline.sync_scope(|| inner.poll(cx)) {
             return Poll::Ready(result);
         }
         match this.sleep.poll(cx) {

@@ -2,8 +2,11 @@
 //! the server's request timeout.
 //!
 //! The layer records the deadline in the request's extensions as a
-//! [`Deadline`], where a handler (and, through it, the calls it makes) can
-//! read what is left of the caller's budget. When the deadline passes
+//! [`Deadline`], and makes it the task's [`Deadline::current`] while the
+//! handler runs, so that the calls the handler makes with sinew's client
+//! inherit what is left of the caller's budget with no code from the user.
+//! (A task the handler spawns does not inherit it; pass the deadline along
+//! with [`Deadline::scope`].) When the deadline passes
 //! before the handler answers, the call fails with `DEADLINE_EXCEEDED` and
 //! the handler's future is dropped. Only the wait for the response headers
 //! is bounded: a response stream, once started, is the handler's to end.
@@ -24,7 +27,28 @@ use tokio::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline(Instant);
 
+tokio::task_local! {
+    static CURRENT: Deadline;
+}
+
 impl Deadline {
+    /// The deadline of the incoming call whose handler is running on this
+    /// task, if any.
+    pub fn current() -> Option<Self> {
+        CURRENT.try_with(|deadline| *deadline).ok()
+    }
+
+    /// Runs `future` with `self` as its [`current`](Self::current)
+    /// deadline.
+    pub async fn scope<F: Future>(self, future: F) -> F::Output {
+        CURRENT.scope(self, future).await
+    }
+
+    /// Runs `f` with `self` as the current deadline (for one poll).
+    pub(crate) fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+
     /// A deadline at `instant`.
     pub fn at(instant: Instant) -> Self {
         Self(instant)

@@ -1,0 +1,92 @@
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep, sleep_until};
+use tonic::{Status, body::Body};
+
+use super::DeadlineBody;
+use crate::BoxError;
+
+pin_project! {
+    /// Response future of [`ClientDeadline`](super::ClientDeadline).
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Bounded { #[pin] inner: F, #[pin] sleep: Sleep, deadline: Instant },
+        Unbounded { #[pin] inner: F },
+        Failed { status: Option<Status> },
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(super) fn bounded(inner: F, deadline: Instant) -> Self {
+        Self {
+            state: State::Bounded {
+                inner,
+                sleep: sleep_until(deadline),
+                deadline,
+            },
+        }
+    }
+
+    pub(super) fn unbounded(inner: F) -> Self {
+        Self {
+            state: State::Unbounded { inner },
+        }
+    }
+
+    pub(super) fn failed(status: Status) -> Self {
+        Self {
+            state: State::Failed {
+                status: Some(status),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<http::Response<Body>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<http::Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Bounded {
+                inner,
+                sleep,
+                deadline,
+            } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    let deadline = *deadline;
+                    return Poll::Ready(result.map_err(Into::into).map(|response| {
+                        response.map(|body| Body::new(DeadlineBody::new(body, deadline)))
+                    }));
+                }
+                match sleep.poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(Box::new(Status::deadline_exceeded(
+                        "deadline exceeded",
+                    )))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            StateProj::Unbounded { inner } => inner.poll(cx).map_err(Into::into),
+            StateProj::Failed { status } => Poll::Ready(Err(Box::new(
+                status
+                    .take()
+                    .expect("ResponseFuture polled after completion"),
+            ))),
+        }
+    }
+}
