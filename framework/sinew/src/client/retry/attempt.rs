@@ -1,0 +1,107 @@
+//! One attempt of a call: the request it sends, and how it is sent.
+
+use http::{HeaderName, HeaderValue, request::Parts};
+use tonic::{Code, body::Body};
+use tower::{Service, ServiceExt};
+
+use crate::client::{CallDeadline, DeadlineSpent, set_grpc_timeout, status_with_cause};
+
+/// How many attempts a call made, the first included (for a hedged call:
+/// how many copies were sent).
+///
+/// The retry and hedge layers insert it into the extensions of the
+/// response they return, success or failure, whenever the outcome is a
+/// response (a trailers-only status included). An `Err` outcome cannot
+/// carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Attempts(pub u32);
+
+/// gRFC A6: sent on every attempt after the first, with the number of
+/// attempts before it.
+pub(crate) const PREVIOUS_ATTEMPTS: HeaderName =
+    HeaderName::from_static("grpc-previous-rpc-attempts");
+
+/// The request of an attempt: a copy of `parts` with `body`, marked with
+/// the number of `previous` attempts, and with a `grpc-timeout` of what
+/// is left of `deadline`.
+pub(crate) fn request(
+    parts: &Parts,
+    body: Body,
+    previous: u32,
+    deadline: Option<CallDeadline>,
+) -> http::Request<Body> {
+    let mut request = http::Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = parts.uri.clone();
+    *request.version_mut() = parts.version;
+    *request.headers_mut() = parts.headers.clone();
+    *request.extensions_mut() = parts.extensions.clone();
+    if previous > 0 {
+        request
+            .headers_mut()
+            .insert(PREVIOUS_ATTEMPTS, HeaderValue::from(previous));
+    }
+    if let Some(deadline) = deadline {
+        set_grpc_timeout(request.headers_mut(), deadline.remaining());
+    }
+    request
+}
+
+/// Sends `request` on `service` (a clone: each attempt waits for its own
+/// readiness), giving up with `DEADLINE_EXCEEDED` when `deadline` passes
+/// before the response headers arrive.
+pub(crate) async fn send<S>(
+    mut service: S,
+    request: http::Request<Body>,
+    deadline: Option<CallDeadline>,
+) -> Result<http::Response<Body>, crate::BoxError>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Error: Into<crate::BoxError>,
+{
+    within(deadline, async move {
+        service
+            .ready()
+            .await
+            .map_err(Into::<crate::BoxError>::into)?
+            .call(request)
+            .await
+            .map_err(Into::into)
+    })
+    .await
+}
+
+/// Runs `work`, failing with `DEADLINE_EXCEEDED` if `deadline` passes
+/// first (and dropping `work`).
+pub(crate) async fn within<T>(
+    deadline: Option<CallDeadline>,
+    work: impl Future<Output = Result<T, crate::BoxError>>,
+) -> Result<T, crate::BoxError> {
+    match deadline {
+        None => work.await,
+        Some(deadline) => tokio::time::timeout_at(deadline.0, work)
+            .await
+            .unwrap_or_else(|_| Err(deadline_exceeded())),
+    }
+}
+
+/// The call's deadline passed while it was under way.
+pub(crate) fn deadline_exceeded() -> crate::BoxError {
+    tonic::Status::deadline_exceeded("deadline exceeded").into()
+}
+
+/// The call's deadline had passed before its first attempt.
+pub(crate) fn deadline_spent() -> crate::BoxError {
+    status_with_cause(Code::DeadlineExceeded, "deadline exceeded", DeadlineSpent).into()
+}
+
+/// Puts the attempt count on a response outcome.
+pub(crate) fn with_attempts(
+    result: Result<http::Response<Body>, crate::BoxError>,
+    attempts: u32,
+) -> Result<http::Response<Body>, crate::BoxError> {
+    result.map(|mut response| {
+        response.extensions_mut().insert(Attempts(attempts));
+        response
+    })
+}
