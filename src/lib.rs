@@ -5,3 +5,5 @@
 pub mod proto {
     sinew::include_contracts!();
 }
+
+pub mod echo;

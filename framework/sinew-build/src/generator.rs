@@ -20,6 +20,7 @@ pub(crate) struct SinewGenerator {
     pub(crate) policies: HashMap<String, Policy>,
     /// Only these services (fully qualified) get code; all when `None`.
     pub(crate) services: Option<HashSet<String>>,
+    pub(crate) build_client: bool,
     pub(crate) build_server: bool,
 }
 
@@ -96,6 +97,56 @@ impl SinewGenerator {
             }
         });
 
+        let client = self.build_client.then(|| {
+            let client_mod = format_ident!("{}_client", service.name.to_snake_case());
+            let client_type = format_ident!("{}Client", service.name);
+            let client_doc = format!(
+                " A client of `{full_name}` that comes wrapped in sinew's resilience layers: \
+                 deadlines, retries or hedging as the contract allows, a circuit breaker per \
+                 endpoint, a bulkhead and load balancing.\n\n \
+                 Build it with [`connect`](Self::connect); call the RPCs as on tonic's \
+                 [`{client_mod}::{client_type}`], which it dereferences to. Clones share \
+                 connections, breakers, bulkhead and retry throttle."
+            );
+            quote! {
+                #[doc = #client_doc]
+                #[derive(Debug, Clone)]
+                pub struct #client_type(#client_mod::#client_type<::sinew::client::Client>);
+
+                impl #client_type {
+                    /// Connects to the service with every resilience layer on, taking
+                    /// per-method policy from the contract (and the service config, if
+                    /// `config` has one). Connections are made lazily, per endpoint.
+                    pub async fn connect(
+                        config: ::sinew::client::ClientConfig,
+                    ) -> ::core::result::Result<Self, ::sinew::client::ClientError> {
+                        ::sinew::client::Client::connect::<#contract>(config)
+                            .await
+                            .map(|client| Self(#client_mod::#client_type::new(client)))
+                    }
+
+                    /// The tonic client underneath.
+                    pub fn into_inner(self) -> #client_mod::#client_type<::sinew::client::Client> {
+                        self.0
+                    }
+                }
+
+                impl ::core::ops::Deref for #client_type {
+                    type Target = #client_mod::#client_type<::sinew::client::Client>;
+
+                    fn deref(&self) -> &Self::Target {
+                        &self.0
+                    }
+                }
+
+                impl ::core::ops::DerefMut for #client_type {
+                    fn deref_mut(&mut self) -> &mut Self::Target {
+                        &mut self.0
+                    }
+                }
+            }
+        });
+
         quote! {
             #[doc = #contract_doc]
             #[derive(Debug, Clone, Copy, Default)]
@@ -111,6 +162,8 @@ impl SinewGenerator {
             }
 
             #server
+
+            #client
         }
     }
 

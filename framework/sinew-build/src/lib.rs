@@ -9,6 +9,10 @@
 //!   implementing `sinew::contract::Contract`, with a `MethodInfo` constant
 //!   per RPC giving its path, streaming kind, `idempotency_level`, and the
 //!   defaults of sinew's `(sinew.method)` option;
+//! - for every service, a resilient client `FooClient` (beside tonic's
+//!   `foo_client::FooClient`, which it dereferences to) built with
+//!   `FooClient::connect(config)`: deadlines, retries, hedging, a breaker,
+//!   a bulkhead and load balancing, with policy from the method table;
 //! - for every server, the glue that lets `sinew::Server` host it with its
 //!   message limits, health and reflection;
 //! - the encoded descriptor set of the contracts and their imports, as
@@ -253,6 +257,7 @@ impl Builder {
             tonic,
             policies,
             services: self.services.clone(),
+            build_client: self.build_client,
             build_server: self.build_server,
         }));
         for (path, attribute) in &self.type_attributes {

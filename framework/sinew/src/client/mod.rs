@@ -5,6 +5,7 @@
 pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
+mod channel;
 pub mod deadline;
 pub mod hedge;
 pub mod retry;
@@ -14,6 +15,7 @@ mod error;
 mod policy;
 mod rng;
 
+pub use channel::{Client, ClientConfig, ClientError};
 pub use error::{
     BreakerOpen, BulkheadFull, DeadlineSpent, InjectedFault, NoEndpoint, cause, status_with_cause,
     to_status,

@@ -96,6 +96,12 @@ impl Value for u32 {
     }
 }
 
+impl Value for String {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.trim().to_owned())
+    }
+}
+
 impl Value for bool {
     fn parse(text: &str) -> Result<Self, String> {
         match text.trim() {
@@ -220,6 +226,11 @@ settings! {
     probe_timeout: Duration = Duration::from_secs(2);
     /// Whether to serve gRPC reflection (v1 and v1alpha). Default true.
     reflection: bool = true;
+    /// Faults to inject into incoming calls, to rehearse failure, in the
+    /// form of [`FaultConfig::parse`](crate::fault::FaultConfig::parse),
+    /// such as `"/echo.v1.Echo/ error=UNAVAILABLE p=0.2; seed=7"`. Default
+    /// empty: none.
+    faults: String = String::new();
 }
 
 // === impl ServerConfig ===
@@ -328,15 +339,24 @@ impl Settings {
             ("probe_interval", self.probe_interval.is_zero()),
             ("probe_timeout", self.probe_timeout.is_zero()),
         ];
-        match positive.into_iter().find(|(_, zero)| *zero) {
-            Some((key, _)) => Err(invalid(
+        if let Some((key, _)) = positive.into_iter().find(|(_, zero)| *zero) {
+            return Err(invalid(
                 key,
                 "settings",
                 "0",
                 "must be above zero".to_owned(),
-            )),
-            None => Ok(()),
+            ));
         }
+        crate::fault::FaultConfig::parse(&self.faults)
+            .map(drop)
+            .map_err(|e| invalid("faults", "settings", &self.faults, e.to_string()))
+    }
+
+    /// The faults to inject, if any (checked when the settings loaded).
+    pub(crate) fn fault_config(&self) -> Option<crate::fault::FaultConfig> {
+        crate::fault::FaultConfig::parse(&self.faults)
+            .ok()
+            .filter(|config| !config.is_empty())
     }
 }
 

@@ -333,6 +333,10 @@ impl Server {
             .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
             .layer(CatchPanicLayer::new())
             .layer(DeadlineLayer::new(settings.request_timeout))
+            // With no faults configured this costs one check per call.
+            .layer(crate::fault::FaultLayer::new(
+                settings.fault_config().unwrap_or_default(),
+            ))
             .layer(MessageLimitLayer::new(
                 settings.max_receive_message_size,
                 settings.max_send_message_size,

@@ -137,18 +137,24 @@ fn find_status<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a Status> {
     None
 }
 
-/// Whether `error` proves that the request never reached the server: a
-/// connection that could not be made (a `tonic::ConnectError`, or an
-/// `io::Error` of kind `ConnectionRefused`) anywhere in its chain.
+/// Whether `error` proves that the request never reached the server,
+/// anywhere in its chain: a connection that could not be made (a
+/// `tonic::ConnectError`, or an `io::Error` of kind `ConnectionRefused`); a
+/// stream the server reset with `REFUSED_STREAM`, which HTTP/2 defines as
+/// "not processed"; or a stream cut by the server's `GOAWAY`, which only
+/// ends streams above the last one it processed.
 ///
-/// Walks `source()` and downcasts; never looks at messages. HTTP/2
-/// `REFUSED_STREAM` and a `GOAWAY` for an unprocessed stream would also
-/// qualify, but telling them apart needs `h2::Error`, which sinew does not
-/// depend on directly; such errors are treated as possibly processed.
+/// Walks `source()` and downcasts; never looks at messages.
 pub(crate) fn never_reached_server(error: &(dyn Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
         if error.is::<tonic::ConnectError>() {
+            return true;
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>()
+            && h2.is_remote()
+            && (h2.is_go_away() || h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+        {
             return true;
         }
         if let Some(io) = error.downcast_ref::<io::Error>() {

@@ -591,3 +591,35 @@ for health_server::HealthServer<T> {
         self.max_decoding_message_size(max_receive).max_encoding_message_size(max_send)
     }
 }
+/** A client of `grpc.health.v1.Health` that comes wrapped in sinew's resilience layers: deadlines, retries or hedging as the contract allows, a circuit breaker per endpoint, a bulkhead and load balancing.
+
+ Build it with [`connect`](Self::connect); call the RPCs as on tonic's [`health_client::HealthClient`], which it dereferences to. Clones share connections, breakers, bulkhead and retry throttle.*/
+#[derive(Debug, Clone)]
+pub struct HealthClient(health_client::HealthClient<::sinew::client::Client>);
+impl HealthClient {
+    /// Connects to the service with every resilience layer on, taking
+    /// per-method policy from the contract (and the service config, if
+    /// `config` has one). Connections are made lazily, per endpoint.
+    pub async fn connect(
+        config: ::sinew::client::ClientConfig,
+    ) -> ::core::result::Result<Self, ::sinew::client::ClientError> {
+        ::sinew::client::Client::connect::<HealthContract>(config)
+            .await
+            .map(|client| Self(health_client::HealthClient::new(client)))
+    }
+    /// The tonic client underneath.
+    pub fn into_inner(self) -> health_client::HealthClient<::sinew::client::Client> {
+        self.0
+    }
+}
+impl ::core::ops::Deref for HealthClient {
+    type Target = health_client::HealthClient<::sinew::client::Client>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+impl ::core::ops::DerefMut for HealthClient {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}

@@ -1,0 +1,192 @@
+//! What sinew costs over bare tonic, measured in one run.
+//!
+//! An echo service is served twice in this process: by a bare tonic server
+//! and called by a bare tonic client, and by the sinew scaffold and called
+//! by a sinew generated client with every default layer on (deadline,
+//! bulkhead, retries with throttling, circuit breaker, load balancer; and on
+//! the server the deadline ceiling, message limits and panic guard). Both
+//! pairs see the same load: 64 calls in flight from 64 tasks on the same
+//! runtime, in alternating rounds so that drift on the machine hits both.
+//!
+//! Run with: `cargo bench --bench overhead`
+//! (`SINEW_BENCH_ROUNDS` and `SINEW_BENCH_SECONDS` change the rounds per
+//! side, default 3, and the seconds per round, default 3).
+//!
+//! The last line is exactly:
+//! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n>`
+
+#![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sinew::{Server, client::ClientConfig, server::ServerConfig};
+use sinew_workspace::{
+    echo::EchoService,
+    proto::echo::v1::{self, EchoRequest, echo_client, echo_server::EchoServer},
+};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, server::TcpIncoming};
+
+const IN_FLIGHT: usize = 64;
+
+/// One call, made by one of the callers.
+type Call = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+fn env_number(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One side's numbers for a round.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    rps: f64,
+    p50_us: u64,
+    p99_us: u64,
+}
+
+/// Runs `IN_FLIGHT` callers for `seconds` and measures them.
+async fn round<C, F>(client: C, call: F, seconds: u64) -> Round
+where
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Call + Send + Sync + 'static,
+{
+    let call = Arc::new(call);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let client = client.clone();
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(50_000);
+                while Instant::now() < end {
+                    let begun = Instant::now();
+                    call(client.clone()).await;
+                    latencies.push(begun.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("caller task"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Round {
+        rps: latencies.len() as f64 / elapsed,
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+    }
+}
+
+fn request() -> EchoRequest {
+    EchoRequest {
+        message: "benchmark".to_owned(),
+        ..Default::default()
+    }
+}
+
+async fn bare_tonic_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true))),
+    );
+    addr
+}
+
+async fn sinew_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = Server::new("bench")
+        .config(ServerConfig::new().lame_duck(Duration::ZERO))
+        .add_service(EchoServer::new(EchoService));
+    tokio::spawn(server.serve_with_listener(listener, std::future::pending()));
+    addr
+}
+
+fn median(values: &mut [Round], key: impl Fn(&Round) -> f64) -> f64 {
+    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    key(&values[values.len() / 2])
+}
+
+fn main() {
+    let rounds = env_number("SINEW_BENCH_ROUNDS", 3);
+    let seconds = env_number("SINEW_BENCH_SECONDS", 3);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let tonic_addr = bare_tonic_server().await;
+        let sinew_addr = sinew_server().await;
+
+        let channel = Channel::from_shared(format!("http://{tonic_addr}"))
+            .expect("uri")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect to the tonic server");
+        let tonic_client = echo_client::EchoClient::new(channel);
+        let sinew_client = v1::EchoClient::connect(ClientConfig::endpoint(format!("http://{sinew_addr}")))
+            .await
+            .expect("connect to the sinew server");
+
+        let tonic_call = |mut c: echo_client::EchoClient<Channel>| -> Call {
+            Box::pin(async move {
+                c.put(request()).await.expect("tonic call");
+            })
+        };
+        let sinew_call = |mut c: v1::EchoClient| -> Call {
+            Box::pin(async move {
+                c.put(request()).await.expect("sinew call");
+            })
+        };
+
+        // Warm both up: connections, allocator, caches.
+        round(tonic_client.clone(), tonic_call, 1).await;
+        round(sinew_client.clone(), sinew_call, 1).await;
+
+        let (mut tonic_rounds, mut sinew_rounds) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            let t = round(tonic_client.clone(), tonic_call, seconds).await;
+            let s = round(sinew_client.clone(), sinew_call, seconds).await;
+            println!(
+                "round {}: tonic {:.0} rps p50 {}us p99 {}us | sinew {:.0} rps p50 {}us p99 {}us",
+                i + 1,
+                t.rps,
+                t.p50_us,
+                t.p99_us,
+                s.rps,
+                s.p50_us,
+                s.p99_us
+            );
+            tonic_rounds.push(t);
+            sinew_rounds.push(s);
+        }
+        let tonic_rps = median(&mut tonic_rounds, |r| r.rps);
+        let sinew_rps = median(&mut sinew_rounds, |r| r.rps);
+        let tonic_p99 = median(&mut tonic_rounds, |r| r.p99_us as f64);
+        let sinew_p99 = median(&mut sinew_rounds, |r| r.p99_us as f64);
+        println!(
+            "RESULT overhead_ratio={:.3} sinew_rps={:.0} tonic_rps={:.0} sinew_p99_us={:.0} tonic_p99_us={:.0}",
+            sinew_rps / tonic_rps,
+            sinew_rps,
+            tonic_rps,
+            sinew_p99,
+            tonic_p99
+        );
+    });
+}

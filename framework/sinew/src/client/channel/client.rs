@@ -1,0 +1,153 @@
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use tonic::body::Body;
+use tower::{Layer, Service, ServiceBuilder, util::BoxCloneSyncService};
+
+use super::{ClientConfig, ClientError, resolve::Resolver};
+use crate::{
+    BoxError,
+    client::{
+        CallOptions, CallPolicy, Rng,
+        balance::{Balance, Target},
+        breaker::BreakerLayer,
+        bulkhead::BulkheadLayer,
+        deadline::ClientDeadlineLayer,
+        hedge::HedgeLayer,
+        retry::{RetryLayer, RetryThrottle},
+    },
+    contract::{Contract, Idempotency, MethodInfo, Streaming},
+    fault::FaultLayer,
+};
+
+type Inner = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+
+/// A resilient gRPC channel for one contract: give it to a generated
+/// tonic client (`FooClient::connect(config)` does).
+///
+/// Cheap to clone; clones share the endpoints, breakers, bulkhead and
+/// retry throttle.
+#[derive(Clone)]
+pub struct Client {
+    resolver: Arc<Resolver>,
+    default: CallPolicy,
+    inner: Inner,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").finish_non_exhaustive()
+    }
+}
+
+// === impl Client ===
+
+impl Client {
+    /// A client of the contract `C`, with `config`.
+    pub async fn connect<C: Contract>(config: ClientConfig) -> Result<Self, ClientError> {
+        Self::connect_methods(C::METHODS, config).await
+    }
+
+    /// A client of a service with these methods, with `config`.
+    pub async fn connect_methods(
+        methods: &'static [MethodInfo],
+        config: ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let resolver = Resolver::new(
+            methods,
+            config.timeout,
+            config.retry,
+            config.service_config.as_ref(),
+        );
+        let rng = Arc::new(config.seed.map_or_else(Rng::from_entropy, Rng::seeded));
+
+        let endpoint_config = config.clone();
+        let make_endpoint = move |target: &Target| {
+            let mut endpoint = tonic::transport::Endpoint::from(target.connect().clone())
+                .origin(target.origin().clone())
+                .connect_timeout(endpoint_config.connect_timeout)
+                .tcp_nodelay(true);
+            if !endpoint_config.keepalive.is_zero() {
+                endpoint = endpoint
+                    .http2_keep_alive_interval(endpoint_config.keepalive)
+                    .keep_alive_timeout(
+                        endpoint_config
+                            .keepalive
+                            .min(std::time::Duration::from_secs(20)),
+                    );
+            }
+            let channel = endpoint.connect_lazy();
+            BreakerLayer::new(
+                endpoint_config
+                    .breaker
+                    .unwrap_or_else(crate::client::breaker::BreakerConfig::disabled),
+            )
+            .layer(channel)
+        };
+        let balance = Balance::discover(
+            config.discovery()?,
+            make_endpoint,
+            rng.clone(),
+            config.reconnect,
+        )
+        .await?;
+
+        let throttle = config
+            .service_config
+            .as_ref()
+            .and_then(|c| c.retry_throttling())
+            .map(|t| (t.max_tokens, t.token_ratio))
+            .or(config.throttle)
+            .map(|(max_tokens, ratio)| RetryThrottle::new(max_tokens, ratio));
+
+        let inner = ServiceBuilder::new()
+            .layer(ClientDeadlineLayer::new(None).headroom(config.headroom))
+            .option_layer(config.bulkhead.map(BulkheadLayer::new))
+            .layer(
+                HedgeLayer::new(throttle.clone(), rng.clone())
+                    .max_attempts_cap(config.max_attempts_cap),
+            )
+            .layer(RetryLayer::new(throttle, rng).max_attempts_cap(config.max_attempts_cap))
+            .option_layer(config.fault.clone().map(FaultLayer::new))
+            .service(balance);
+
+        let default = CallPolicy {
+            path: "",
+            idempotency: Idempotency::Unknown,
+            streaming: Streaming::Bidirectional,
+            timeout: config.timeout,
+            retry: config.retry,
+            hedging: None,
+            retry_side_effects: false,
+        };
+        Ok(Self {
+            resolver: Arc::new(resolver),
+            default,
+            inner: BoxCloneSyncService::new(inner),
+        })
+    }
+}
+
+impl Service<http::Request<Body>> for Client {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = <Inner as Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let options = request.extensions().get::<CallOptions>();
+        let policy = self
+            .resolver
+            .policy(request.uri().path(), options)
+            // A path the contract does not know: nothing is assumed about
+            // it, so it is treated as a stream with side effects.
+            .unwrap_or(self.default);
+        request.extensions_mut().insert(policy);
+        self.inner.call(request)
+    }
+}
