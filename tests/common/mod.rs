@@ -23,6 +23,11 @@ impl Running {
     /// Starts `server` on 127.0.0.1 with an OS-chosen port.
     pub(crate) async fn start(server: Server) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, server)
+    }
+
+    /// Starts `server` on a listener bound by the caller.
+    pub(crate) fn start_on(listener: TcpListener, server: Server) -> Self {
         let addr = listener.local_addr().unwrap();
         let health = server.health();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -138,5 +143,172 @@ impl Drop for GreeterProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// What a [`Scripted`] server saw of one call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Seen {
+    pub(crate) method: &'static str,
+    pub(crate) previous_attempts: Option<String>,
+    pub(crate) timeout: Option<String>,
+}
+
+/// An echo service that fails the first `fail_first` calls with `code`
+/// (adding `grpc-retry-pushback-ms` when `pushback` is set), then answers,
+/// and records every call it sees.
+#[derive(Debug, Clone)]
+pub(crate) struct Scripted {
+    pub(crate) fail_first: usize,
+    pub(crate) code: tonic::Code,
+    pub(crate) pushback: Option<&'static str>,
+    pub(crate) seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
+}
+
+impl Scripted {
+    pub(crate) fn failing(fail_first: usize, code: tonic::Code) -> Self {
+        Self {
+            fail_first,
+            code,
+            pushback: None,
+            seen: Default::default(),
+        }
+    }
+
+    /// Calls seen so far.
+    pub(crate) fn calls(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    pub(crate) fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    async fn answer(
+        &self,
+        method: &'static str,
+        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
+    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
+        let header = |name: &str| {
+            request
+                .metadata()
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
+        let n = {
+            let mut seen = self.seen.lock().unwrap();
+            seen.push(Seen {
+                method,
+                previous_attempts: header("grpc-previous-rpc-attempts"),
+                timeout: header("grpc-timeout"),
+            });
+            seen.len()
+        };
+        let request = request.into_inner();
+        if n <= self.fail_first {
+            let mut status = tonic::Status::new(self.code, "scripted failure");
+            if let Some(pushback) = self.pushback {
+                status
+                    .metadata_mut()
+                    .insert("grpc-retry-pushback-ms", pushback.parse().unwrap());
+            }
+            return Err(status);
+        }
+        if request.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
+        }
+        Ok(tonic::Response::new(
+            sinew_workspace::proto::echo::v1::EchoReply {
+                message: format!("{} #{n}", request.message),
+                payload: Vec::new(),
+            },
+        ))
+    }
+}
+
+#[tonic::async_trait]
+impl sinew_workspace::proto::echo::v1::echo_server::Echo for Scripted {
+    async fn get(
+        &self,
+        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
+    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
+        self.answer("Get", request).await
+    }
+
+    async fn put(
+        &self,
+        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
+    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
+        self.answer("Put", request).await
+    }
+
+    async fn post(
+        &self,
+        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
+    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
+        self.answer("Post", request).await
+    }
+
+    type ExpandStream = futures_util::stream::Empty<
+        Result<sinew_workspace::proto::echo::v1::EchoReply, tonic::Status>,
+    >;
+
+    async fn expand(
+        &self,
+        _request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
+    ) -> Result<tonic::Response<Self::ExpandStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not scripted"))
+    }
+
+    async fn collect(
+        &self,
+        _request: tonic::Request<tonic::Streaming<sinew_workspace::proto::echo::v1::EchoRequest>>,
+    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not scripted"))
+    }
+
+    type ChatStream = futures_util::stream::Empty<
+        Result<sinew_workspace::proto::echo::v1::EchoReply, tonic::Status>,
+    >;
+
+    async fn chat(
+        &self,
+        _request: tonic::Request<tonic::Streaming<sinew_workspace::proto::echo::v1::EchoRequest>>,
+    ) -> Result<tonic::Response<Self::ChatStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not scripted"))
+    }
+}
+
+/// Serves `service` on the scaffold on a free port.
+pub(crate) async fn serve_echo<S>(service: S) -> Running
+where
+    S: sinew_workspace::proto::echo::v1::echo_server::Echo,
+{
+    Running::start(
+        Server::new("scripted")
+            .config(ServerConfig::new().lame_duck(Duration::ZERO))
+            .add_service(EchoServer::new(service)),
+    )
+    .await
+}
+
+/// A resilient echo client of `servers`, seeded, with `tune` applied to
+/// the defaults.
+pub(crate) async fn echo_client(
+    servers: &[SocketAddr],
+    tune: impl FnOnce(sinew::client::ClientConfig) -> sinew::client::ClientConfig,
+) -> sinew_workspace::proto::echo::v1::EchoClient {
+    let config =
+        sinew::client::ClientConfig::endpoints(servers.iter().map(|a| format!("http://{a}")))
+            .seed(7);
+    sinew_workspace::proto::echo::v1::EchoClient::connect(tune(config))
+        .await
+        .unwrap()
+}
+
+pub(crate) fn echo(message: &str) -> sinew_workspace::proto::echo::v1::EchoRequest {
+    sinew_workspace::proto::echo::v1::EchoRequest {
+        message: message.to_owned(),
+        ..Default::default()
     }
 }

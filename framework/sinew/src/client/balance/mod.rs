@@ -13,8 +13,10 @@
 //!   doubles from [`ReconnectBackoff::initial`] up to its maximum, with
 //!   jitter, and resets on the first success.
 //!
-//! When every endpoint is ejected, calls fail at once with `UNAVAILABLE`
-//! and cause [`NoEndpoint`](super::NoEndpoint).
+//! When every endpoint is ejected, calls fail at once with `UNAVAILABLE`:
+//! with the cause [`BreakerOpen`](super::BreakerOpen) when a breaker is
+//! open (the call is handed to that endpoint's breaker, which refuses it
+//! without the network), else [`NoEndpoint`](super::NoEndpoint).
 //!
 //! The endpoints come from [`Discovery`]: a static list, or a DNS name that
 //! is re-resolved periodically. Endpoints that stay in the answer keep
@@ -173,16 +175,31 @@ mod tests {
         assert!(hits(&mocks, "b") > 0, "b takes calls again once available");
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn with_every_endpoint_backing_off_calls_fail_fast() {
+        let (balance, mocks) = balancer(&["a", "b"], 1).await;
+        for mock in mocks.values() {
+            mock.refusing.store(true, Ordering::SeqCst);
+        }
+        while hits(&mocks, "a") == 0 || hits(&mocks, "b") == 0 {
+            drop(call(&balance).await);
+        }
+        let before = hits(&mocks, "a") + hits(&mocks, "b");
+        let status = tonic::Status::from_error(call(&balance).await.unwrap_err());
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(cause::<NoEndpoint>(&status).is_some());
+        assert_eq!(hits(&mocks, "a") + hits(&mocks, "b"), before);
+    }
+
     #[tokio::test]
-    async fn with_every_endpoint_ejected_calls_fail_fast() {
+    async fn with_every_breaker_open_the_call_goes_to_a_breaker_to_refuse() {
         let (balance, mocks) = balancer(&["a", "b"], 1).await;
         for mock in mocks.values() {
             mock.ejected.store(true, Ordering::SeqCst);
         }
-        let status = tonic::Status::from_error(call(&balance).await.unwrap_err());
-        assert_eq!(status.code(), Code::Unavailable);
-        assert!(cause::<NoEndpoint>(&status).is_some());
-        assert_eq!(hits(&mocks, "a") + hits(&mocks, "b"), 0);
+        // The mock stands in for a breaker: it is handed the call.
+        drop(call(&balance).await);
+        assert_eq!(hits(&mocks, "a") + hits(&mocks, "b"), 1);
     }
 
     #[tokio::test(start_paused = true)]

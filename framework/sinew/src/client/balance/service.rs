@@ -206,7 +206,13 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let endpoints = self.snapshot();
         let now = Instant::now();
-        let Some(index) = self.pick(&endpoints, now) else {
+        // With every endpoint ejected, a call still goes to one whose
+        // breaker is open, if there is one: the breaker fails it at once,
+        // without the network, and the caller learns why (`BreakerOpen`).
+        let chosen = self
+            .pick(&endpoints, now)
+            .or_else(|| endpoints.iter().position(|e| !e.service.is_available(now)));
+        let Some(index) = chosen else {
             let status = status_with_cause(Code::Unavailable, "no endpoint available", NoEndpoint);
             return Box::pin(async move { Err(Box::new(status) as BoxError) });
         };

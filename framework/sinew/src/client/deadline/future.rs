@@ -70,9 +70,21 @@ where
             } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
                     let deadline = *deadline;
-                    return Poll::Ready(result.map_err(Into::into).map(|response| {
-                        response.map(|body| Body::new(DeadlineBody::new(body, deadline)))
-                    }));
+                    return Poll::Ready(match result {
+                        Ok(response) => {
+                            Ok(response.map(|body| Body::new(DeadlineBody::new(body, deadline))))
+                        }
+                        // tonic's channel enforces the grpc-timeout we send
+                        // and calls its expiry CANCELLED; it is this deadline.
+                        Err(error) => {
+                            let error = error.into();
+                            if timed_out(&*error) || Instant::now() >= deadline {
+                                Err(deadline_exceeded())
+                            } else {
+                                Err(error)
+                            }
+                        }
+                    });
                 }
                 match sleep.poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Err(Box::new(Status::deadline_exceeded(
@@ -89,4 +101,20 @@ where
             ))),
         }
     }
+}
+
+fn deadline_exceeded() -> BoxError {
+    Box::new(Status::deadline_exceeded("deadline exceeded"))
+}
+
+/// Whether tonic's own timeout expired somewhere in the error's chain.
+fn timed_out(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
 }

@@ -1,0 +1,233 @@
+//! Deadlines across hops: a handler's outgoing calls inherit what is left
+//! of its incoming deadline, less a headroom, with no code from the user;
+//! a call whose budget is spent fails locally without touching the network.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{Running, echo, echo_client};
+use sinew::{
+    Server,
+    client::{CallOptions, DeadlineSpent},
+    server::ServerConfig,
+};
+use sinew_workspace::proto::echo::v1::{
+    EchoClient, EchoReply, EchoRequest,
+    echo_server::{Echo, EchoServer},
+};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// A hop: records the `grpc-timeout` it was called with, waits
+/// `delay_ms`, then calls the next hop (if any) with sinew's client.
+#[derive(Clone)]
+struct Hop {
+    next: Option<EchoClient>,
+    seen: Arc<Mutex<Vec<Duration>>>,
+    /// For each failed outgoing call: was it refused locally because the
+    /// budget was spent?
+    spent: Arc<Mutex<Vec<bool>>>,
+}
+
+fn parse_timeout(value: &str) -> Duration {
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let n: u64 = digits.parse().unwrap();
+    match unit {
+        "n" => Duration::from_nanos(n),
+        "u" => Duration::from_micros(n),
+        "m" => Duration::from_millis(n),
+        "S" => Duration::from_secs(n),
+        other => panic!("unit {other}"),
+    }
+}
+
+#[tonic::async_trait]
+impl Echo for Hop {
+    async fn get(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        let timeout = request
+            .metadata()
+            .get("grpc-timeout")
+            .map(|v| parse_timeout(v.to_str().unwrap()))
+            .expect("every hop is called with a deadline");
+        self.seen.lock().unwrap().push(timeout);
+        let request = request.into_inner();
+        if request.delay_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
+        }
+        match &self.next {
+            // The next call carries no timeout of its own beyond the
+            // client's default: its deadline comes from this call's.
+            Some(next) => {
+                let result = next
+                    .clone()
+                    .put(EchoRequest {
+                        delay_ms: 0,
+                        ..request
+                    })
+                    .await;
+                if let Err(status) = &result {
+                    let spent = sinew::client::cause::<DeadlineSpent>(status).is_some();
+                    self.spent.lock().unwrap().push(spent);
+                }
+                result
+            }
+            None => Ok(Response::new(EchoReply {
+                message: request.message,
+                payload: Vec::new(),
+            })),
+        }
+    }
+
+    async fn put(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.get(request).await
+    }
+
+    async fn post(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.get(request).await
+    }
+
+    type ExpandStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
+
+    async fn expand(
+        &self,
+        _: Request<EchoRequest>,
+    ) -> Result<Response<Self::ExpandStream>, Status> {
+        Err(Status::unimplemented("hop"))
+    }
+
+    async fn collect(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoReply>, Status> {
+        Err(Status::unimplemented("hop"))
+    }
+
+    type ChatStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
+
+    async fn chat(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        Err(Status::unimplemented("hop"))
+    }
+}
+
+struct Started {
+    server: Running,
+    seen: Arc<Mutex<Vec<Duration>>>,
+    spent: Arc<Mutex<Vec<bool>>>,
+}
+
+/// A hop whose client to `next` keeps `headroom` of inherited deadlines.
+async fn hop(next: Option<SocketAddr>, headroom: Duration) -> Started {
+    let next = match next {
+        Some(addr) => Some(
+            echo_client(&[addr], |c| {
+                c.timeout(Duration::from_secs(60)).headroom(headroom)
+            })
+            .await,
+        ),
+        None => None,
+    };
+    let (seen, spent) = (Arc::default(), Arc::default());
+    let server = Server::new("hop")
+        .config(ServerConfig::new().lame_duck(Duration::ZERO))
+        .add_service(EchoServer::new(Hop {
+            next,
+            seen: Arc::clone(&seen),
+            spent: Arc::clone(&spent),
+        }));
+    Started {
+        server: Running::start(server).await,
+        seen,
+        spent,
+    }
+}
+
+fn first(seen: &Arc<Mutex<Vec<Duration>>>) -> Duration {
+    seen.lock().unwrap()[0]
+}
+
+#[tokio::test]
+async fn the_budget_shrinks_across_three_hops() {
+    let headroom = Duration::from_millis(5);
+    let c = hop(None, headroom).await;
+    let b = hop(Some(c.server.addr), headroom).await;
+    let a = hop(Some(b.server.addr), headroom).await;
+
+    let mut client = echo_client(&[a.server.addr], |c| c).await;
+    let mut request = Request::new(EchoRequest {
+        message: "through".to_owned(),
+        delay_ms: 20,
+        ..Default::default()
+    });
+    CallOptions::timeout(Duration::from_secs(2)).apply(&mut request);
+    let reply = client.put(request).await.unwrap();
+    assert_eq!(reply.into_inner().message, "through");
+
+    let (ta, tb, tc) = (first(&a.seen), first(&b.seen), first(&c.seen));
+    assert!(
+        ta <= Duration::from_secs(2),
+        "A got at most the caller's 2s: {ta:?}"
+    );
+    // B's budget is A's, less A's 20ms of work and the 5ms headroom; the
+    // 60s default of A's client never applies.
+    assert!(
+        tb + Duration::from_millis(25) <= ta,
+        "A {ta:?} then B {tb:?}"
+    );
+    assert!(
+        tc + Duration::from_millis(5) <= tb,
+        "B {tb:?} then C {tc:?}"
+    );
+    for hop in [a, b, c] {
+        hop.server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_spent_budget_fails_locally_without_calling_the_next_hop() {
+    let c = hop(None, Duration::from_millis(5)).await;
+    // B keeps 100ms of headroom: after 150ms of work on a 200ms budget it
+    // has about 50ms left, less than its headroom, well before its own
+    // server would give up on the call.
+    let b = hop(Some(c.server.addr), Duration::from_millis(100)).await;
+
+    let mut client = echo_client(&[b.server.addr], |c| c).await;
+    let mut request = Request::new(EchoRequest {
+        message: "late".to_owned(),
+        delay_ms: 150,
+        ..Default::default()
+    });
+    CallOptions::timeout(Duration::from_millis(200)).apply(&mut request);
+    let status = client.put(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+
+    assert_eq!(
+        *b.spent.lock().unwrap(),
+        [true],
+        "B's call was refused as spent"
+    );
+    assert!(c.seen.lock().unwrap().is_empty(), "C was never called");
+    for hop in [b, c] {
+        hop.server.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn the_contract_timeout_applies_when_the_caller_sets_none() {
+    let c = hop(None, Duration::from_millis(5)).await;
+    let mut client = echo_client(&[c.server.addr], |c| c).await;
+    client.get(echo("contract")).await.unwrap();
+    let timeout = first(&c.seen);
+    // Get's contract says 250ms.
+    assert!(
+        timeout <= Duration::from_millis(250) && timeout > Duration::from_millis(200),
+        "{timeout:?}"
+    );
+    c.server.stop().await;
+}

@@ -1,0 +1,121 @@
+//! Hedging through the generated client: a method the contract marks
+//! NO_SIDE_EFFECTS and hedges sends another copy when the first is slow,
+//! and the fast copy wins.
+
+mod common;
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use common::{Running, echo_client};
+use sinew::{Server, server::ServerConfig};
+use sinew_workspace::proto::echo::v1::{
+    EchoReply, EchoRequest,
+    echo_server::{Echo, EchoServer},
+};
+use tonic::{Request, Response, Status, Streaming};
+
+/// The first copy of each call is slow; later copies answer at once, saying
+/// which copy they were.
+#[derive(Clone, Default)]
+struct SlowFirstCopy {
+    copies: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+#[tonic::async_trait]
+impl Echo for SlowFirstCopy {
+    async fn get(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        let previous = request
+            .metadata()
+            .get("grpc-previous-rpc-attempts")
+            .map(|v| v.to_str().unwrap().to_owned());
+        self.copies.lock().unwrap().push(previous.clone());
+        if previous.is_none() {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+        Ok(Response::new(EchoReply {
+            message: format!("copy after {}", previous.unwrap_or_else(|| "0".to_owned())),
+            payload: Vec::new(),
+        }))
+    }
+
+    async fn put(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.get(request).await
+    }
+
+    async fn post(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.get(request).await
+    }
+
+    type ExpandStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
+
+    async fn expand(
+        &self,
+        _: Request<EchoRequest>,
+    ) -> Result<Response<Self::ExpandStream>, Status> {
+        Err(Status::unimplemented("hedging test"))
+    }
+
+    async fn collect(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoReply>, Status> {
+        Err(Status::unimplemented("hedging test"))
+    }
+
+    type ChatStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
+
+    async fn chat(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        Err(Status::unimplemented("hedging test"))
+    }
+}
+
+async fn start() -> (Running, SlowFirstCopy) {
+    let service = SlowFirstCopy::default();
+    let server = Server::new("hedging")
+        .config(ServerConfig::new().lame_duck(Duration::ZERO))
+        .add_service(EchoServer::new(service.clone()));
+    (Running::start(server).await, service)
+}
+
+fn request() -> EchoRequest {
+    EchoRequest {
+        message: "hedge".to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn the_fast_copy_wins() {
+    let (server, service) = start().await;
+    let mut client = echo_client(&[server.addr], |c| c).await;
+    // Get is NO_SIDE_EFFECTS and hedged by its contract: 3 copies, 20ms
+    // apart, within its 250ms timeout.
+    let reply = client
+        .get(request())
+        .await
+        .expect("the second copy answers");
+    assert_eq!(reply.into_inner().message, "copy after 1");
+    let copies = service.copies.lock().unwrap().clone();
+    assert_eq!(copies[..2], [None, Some("1".to_owned())]);
+    assert!(copies.len() <= 3);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn methods_that_are_not_free_of_side_effects_are_never_hedged() {
+    let (server, service) = start().await;
+    let mut client = echo_client(&[server.addr], |c| c).await;
+    let mut request = Request::new(request());
+    // Put (IDEMPOTENT) is slow on its only copy and times out.
+    sinew::client::CallOptions::timeout(Duration::from_millis(100)).apply(&mut request);
+    let status = client.put(request).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded);
+    assert_eq!(*service.copies.lock().unwrap(), [None]);
+    server.stop().await;
+}
