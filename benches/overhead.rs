@@ -8,6 +8,10 @@
 //! pairs see the same load: 64 calls in flight from 64 tasks on the same
 //! runtime, in alternating rounds so that drift on the machine hits both.
 //!
+//! To show where the cost goes, each side of sinew is also measured alone
+//! against bare tonic (a tonic client calling the sinew server, a sinew
+//! client calling the tonic server), in the same alternating rounds.
+//!
 //! Run with: `cargo bench --bench overhead`
 //! (`SINEW_BENCH_ROUNDS` and `SINEW_BENCH_SECONDS` change the rounds per
 //! side, default 3, and the seconds per round, default 3).
@@ -117,6 +121,34 @@ async fn sinew_server() -> SocketAddr {
     addr
 }
 
+async fn tonic_client(addr: SocketAddr) -> echo_client::EchoClient<Channel> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .expect("connect");
+    echo_client::EchoClient::new(channel)
+}
+
+async fn sinew_client(addr: SocketAddr) -> v1::EchoClient {
+    v1::EchoClient::connect(ClientConfig::endpoint(format!("http://{addr}")))
+        .await
+        .expect("connect")
+}
+
+fn tonic_call(mut client: echo_client::EchoClient<Channel>) -> Call {
+    Box::pin(async move {
+        client.put(request()).await.expect("tonic call");
+    })
+}
+
+fn sinew_call(mut client: v1::EchoClient) -> Call {
+    Box::pin(async move {
+        client.put(request()).await.expect("sinew call");
+    })
+}
+
 fn median(values: &mut [Round], key: impl Fn(&Round) -> f64) -> f64 {
     values.sort_by(|a, b| key(a).total_cmp(&key(b)));
     key(&values[values.len() / 2])
@@ -133,53 +165,56 @@ fn main() {
         let tonic_addr = bare_tonic_server().await;
         let sinew_addr = sinew_server().await;
 
-        let channel = Channel::from_shared(format!("http://{tonic_addr}"))
-            .expect("uri")
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .expect("connect to the tonic server");
-        let tonic_client = echo_client::EchoClient::new(channel);
-        let sinew_client = v1::EchoClient::connect(ClientConfig::endpoint(format!("http://{sinew_addr}")))
-            .await
-            .expect("connect to the sinew server");
+        let tonic_to_tonic = tonic_client(tonic_addr).await;
+        let tonic_to_sinew = tonic_client(sinew_addr).await;
+        let sinew_to_sinew = sinew_client(sinew_addr).await;
+        let sinew_to_tonic = sinew_client(tonic_addr).await;
 
-        let tonic_call = |mut c: echo_client::EchoClient<Channel>| -> Call {
-            Box::pin(async move {
-                c.put(request()).await.expect("tonic call");
-            })
-        };
-        let sinew_call = |mut c: v1::EchoClient| -> Call {
-            Box::pin(async move {
-                c.put(request()).await.expect("sinew call");
-            })
-        };
+        // Warm every pair up: connections, allocator, caches.
+        round(tonic_to_tonic.clone(), tonic_call, 1).await;
+        round(sinew_to_sinew.clone(), sinew_call, 1).await;
 
-        // Warm both up: connections, allocator, caches.
-        round(tonic_client.clone(), tonic_call, 1).await;
-        round(sinew_client.clone(), sinew_call, 1).await;
-
-        let (mut tonic_rounds, mut sinew_rounds) = (Vec::new(), Vec::new());
+        let mut sides: [(&str, Vec<Round>); 4] = [
+            ("tonic client -> tonic server", Vec::new()),
+            ("sinew client -> sinew server", Vec::new()),
+            ("tonic client -> sinew server", Vec::new()),
+            ("sinew client -> tonic server", Vec::new()),
+        ];
         for i in 0..rounds {
-            let t = round(tonic_client.clone(), tonic_call, seconds).await;
-            let s = round(sinew_client.clone(), sinew_call, seconds).await;
-            println!(
-                "round {}: tonic {:.0} rps p50 {}us p99 {}us | sinew {:.0} rps p50 {}us p99 {}us",
-                i + 1,
-                t.rps,
-                t.p50_us,
-                t.p99_us,
-                s.rps,
-                s.p50_us,
-                s.p99_us
-            );
-            tonic_rounds.push(t);
-            sinew_rounds.push(s);
+            let results = [
+                round(tonic_to_tonic.clone(), tonic_call, seconds).await,
+                round(sinew_to_sinew.clone(), sinew_call, seconds).await,
+                round(tonic_to_sinew.clone(), tonic_call, seconds).await,
+                round(sinew_to_tonic.clone(), sinew_call, seconds).await,
+            ];
+            for ((name, rounds), result) in sides.iter_mut().zip(results) {
+                println!(
+                    "round {}: {name}: {:.0} rps, p50 {}us, p99 {}us",
+                    i + 1,
+                    result.rps,
+                    result.p50_us,
+                    result.p99_us
+                );
+                rounds.push(result);
+            }
         }
-        let tonic_rps = median(&mut tonic_rounds, |r| r.rps);
-        let sinew_rps = median(&mut sinew_rounds, |r| r.rps);
-        let tonic_p99 = median(&mut tonic_rounds, |r| r.p99_us as f64);
-        let sinew_p99 = median(&mut sinew_rounds, |r| r.p99_us as f64);
+        let medians: Vec<(f64, f64)> = sides
+            .iter_mut()
+            .map(|(_, rounds)| {
+                (
+                    median(rounds, |r| r.rps),
+                    median(rounds, |r| r.p99_us as f64),
+                )
+            })
+            .collect();
+        let (tonic_rps, tonic_p99) = medians[0];
+        let (sinew_rps, sinew_p99) = medians[1];
+        // Where the cost goes: each side of sinew alone against bare tonic.
+        println!(
+            "breakdown: sinew server alone {:.3} of tonic; sinew client alone {:.3} of tonic",
+            medians[2].0 / tonic_rps,
+            medians[3].0 / tonic_rps
+        );
         println!(
             "RESULT overhead_ratio={:.3} sinew_rps={:.0} tonic_rps={:.0} sinew_p99_us={:.0} tonic_p99_us={:.0}",
             sinew_rps / tonic_rps,

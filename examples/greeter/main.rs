@@ -20,12 +20,12 @@ use std::{net::SocketAddr, process::ExitCode};
 
 use sinew::{
     Server,
-    health::proto::{HealthCheckRequest, health_client::HealthClient},
+    client::ClientConfig,
+    health::proto::{HealthCheckRequest, HealthClient},
     server::ServerConfig,
 };
 use sinew_workspace::proto::greeter::v1::{
-    HelloReply, HelloRequest,
-    greeter_client::GreeterClient,
+    GreeterClient, HelloReply, HelloRequest,
     greeter_server::{Greeter, GreeterServer},
 };
 use tonic::{Request, Response, Status};
@@ -57,9 +57,12 @@ fn server(config: ServerConfig) -> Server {
         .add_service(GreeterServer::new(Greetings))
 }
 
-/// Calls the service at `addr` and prints the reply.
+/// Calls the service at `addr` with the generated client, which comes with
+/// deadlines, retries, a circuit breaker, a bulkhead and load balancing
+/// on, and prints the reply.
 async fn call(addr: SocketAddr, name: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let mut client = GreeterClient::connect(format!("http://{addr}")).await?;
+    let mut client =
+        GreeterClient::connect(ClientConfig::endpoint(format!("http://{addr}"))).await?;
     let reply = client
         .say_hello(HelloRequest {
             name: name.to_owned(),
@@ -71,7 +74,8 @@ async fn call(addr: SocketAddr, name: &str) -> Result<(), Box<dyn std::error::Er
 
 /// Prints the server's overall health.
 async fn print_health(addr: SocketAddr) -> Result<(), Box<dyn std::error::Error>> {
-    let mut health = HealthClient::connect(format!("http://{addr}")).await?;
+    let mut health =
+        HealthClient::connect(ClientConfig::endpoint(format!("http://{addr}"))).await?;
     let status = health
         .check(HealthCheckRequest {
             service: String::new(),
