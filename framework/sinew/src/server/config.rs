@@ -124,7 +124,7 @@ impl Value for Duration {
 macro_rules! settings {
     ($( $(#[doc = $doc:expr])+ $field:ident : $ty:ty = $default:expr; )+) => {
         /// The settings a server runs with, once every source is applied.
-        /// See the [module docs](self) for the sources and their order.
+        /// See [`ServerConfig`] for the sources and their order.
         #[derive(Debug, Clone, PartialEq)]
         #[non_exhaustive]
         pub struct Settings {
@@ -140,6 +140,13 @@ macro_rules! settings {
         /// Settings chosen in code. They take precedence over the
         /// environment and the settings file; whatever is left unset comes
         /// from those, or from the defaults.
+        ///
+        /// Precedence, lowest to highest: the defaults; a TOML file named
+        /// by [`ServerConfig::config_file`] or `SINEW_CONFIG`, with the
+        /// keys in [`KEYS`]; environment variables `SINEW_<KEY>`; values
+        /// set here. Durations read `"250ms"`, `"5s"`; sizes are bytes; a
+        /// zero duration turns a keepalive off. Every value is checked at
+        /// start, and an invalid one fails the start naming the key.
         #[derive(Debug, Clone, Default)]
         pub struct ServerConfig {
             config_file: Option<PathBuf>,

@@ -9,7 +9,9 @@ use tower::Service;
 
 use super::{Deadline, ResponseFuture, parse_grpc_timeout};
 
-/// Bounds each call by its deadline; see the [module docs](super).
+/// Bounds each call by its deadline: the caller's `grpc-timeout`, capped by the
+/// ceiling; past it the call fails with `DEADLINE_EXCEEDED`. While the handler
+/// runs, the deadline is its task's [`Deadline::current`](super::Deadline::current).
 #[derive(Debug, Clone)]
 pub struct ServerDeadline<S> {
     inner: S,

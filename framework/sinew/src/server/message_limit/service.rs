@@ -5,7 +5,8 @@ use tower::Service;
 
 use super::{Direction, LimitedBody, ResponseFuture};
 
-/// Bounds message sizes; see the [module docs](super).
+/// Bounds the size of each gRPC message both ways, answering
+/// `RESOURCE_EXHAUSTED` (an oversized request is refused from its header).
 #[derive(Debug, Clone)]
 pub struct MessageLimit<S> {
     inner: S,
