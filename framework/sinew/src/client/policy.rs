@@ -189,6 +189,8 @@ impl CallDeadline {
     }
 }
 
+const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
+
 /// Sets the `grpc-timeout` header to `timeout`, in the largest unit that
 /// keeps it within the header's eight digits (rounding up, so a deadline is
 /// never reported shorter than it is).
@@ -207,9 +209,21 @@ pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
     .map(|(per, unit)| (nanos.div_ceil(per), unit))
     .find(|(value, _)| *value <= MAX)
     .unwrap_or((MAX, 'H'));
-    let text = format!("{value}{unit}");
-    if let Ok(value) = http::HeaderValue::from_str(&text) {
-        headers.insert("grpc-timeout", value);
+    // At most eight digits and a unit: format on the stack, right to left.
+    let mut text = [0u8; 9];
+    let mut start = 8;
+    text[8] = unit as u8;
+    let mut rest = value;
+    loop {
+        start -= 1;
+        text[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if let Ok(value) = http::HeaderValue::from_bytes(&text[start..]) {
+        headers.insert(GRPC_TIMEOUT, value);
     }
 }
 

@@ -98,6 +98,7 @@ where
             return ResponseFuture::failed(status);
         }
         request.extensions_mut().insert(CallDeadline(deadline));
+        request.extensions_mut().insert(super::Enforced);
         set_grpc_timeout(request.headers_mut(), deadline - now);
         ResponseFuture::bounded(self.inner.call(request), deadline)
     }

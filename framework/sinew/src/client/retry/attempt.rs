@@ -59,7 +59,13 @@ where
     S: Service<http::Request<Body>, Response = http::Response<Body>>,
     S::Error: Into<crate::BoxError>,
 {
-    within(deadline, async move {
+    // Under the deadline layer the deadline is already enforced on the
+    // whole call: a second timer per attempt would only cost.
+    let enforced = request
+        .extensions()
+        .get::<crate::client::deadline::Enforced>()
+        .is_some();
+    let attempt = async move {
         service
             .ready()
             .await
@@ -67,8 +73,12 @@ where
             .call(request)
             .await
             .map_err(Into::into)
-    })
-    .await
+    };
+    if enforced {
+        attempt.await
+    } else {
+        within(deadline, attempt).await
+    }
 }
 
 /// Runs `work`, failing with `DEADLINE_EXCEEDED` if `deadline` passes

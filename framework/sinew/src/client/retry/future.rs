@@ -2,6 +2,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -82,7 +83,7 @@ where
 {
     pub(super) fn retrying(
         inner: S,
-        settings: Settings,
+        settings: Arc<Settings>,
         policy: CallPolicy,
         deadline: Option<CallDeadline>,
         request: http::Request<Body>,
@@ -124,7 +125,7 @@ where
 /// The retrying call: attempt, classify, decide, wait, again.
 async fn run<S>(
     inner: S,
-    settings: Settings,
+    settings: Arc<Settings>,
     policy: CallPolicy,
     deadline: Option<CallDeadline>,
     request: http::Request<Body>,
@@ -145,8 +146,8 @@ where
     };
     let mut state = RetryState::new(
         &policy,
-        settings.throttle,
-        settings.rng,
+        settings.throttle.as_ref(),
+        &settings.rng,
         settings.max_attempts_cap,
     );
     let mut sent = 0u32;

@@ -95,6 +95,6 @@ impl<S> Layer<S> for RetryLayer {
     type Service = Retry<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry::with_settings(inner, self.settings.clone())
+        Retry::with_settings(inner, Arc::new(self.settings.clone()))
     }
 }

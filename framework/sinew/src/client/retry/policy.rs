@@ -175,7 +175,7 @@ pub(crate) fn never_reached_server(error: &(dyn Error + 'static)) -> bool {
 }
 
 /// The retry decisions of one call, attempt after attempt.
-pub(crate) struct RetryState {
+pub(crate) struct RetryState<'a> {
     retry: Option<RetryPolicy>,
     may_repeat: bool,
     max_attempts: u32,
@@ -183,18 +183,21 @@ pub(crate) struct RetryState {
     /// retries.
     counted: u32,
     transparent_left: u32,
+    /// Made at the first failure: a call that succeeds at once (the usual
+    /// case) never pays for it.
     backoff: Option<Backoff>,
-    throttle: Option<RetryThrottle>,
+    rng: &'a Arc<Rng>,
+    throttle: Option<&'a RetryThrottle>,
 }
 
 // === impl RetryState ===
 
-impl RetryState {
+impl<'a> RetryState<'a> {
     /// The state before the first attempt of a call with `policy`.
     pub(crate) fn new(
         policy: &CallPolicy,
-        throttle: Option<RetryThrottle>,
-        rng: Arc<Rng>,
+        throttle: Option<&'a RetryThrottle>,
+        rng: &'a Arc<Rng>,
         max_attempts_cap: u32,
     ) -> Self {
         let retry = policy.retry;
@@ -204,7 +207,8 @@ impl RetryState {
             max_attempts: retry.map_or(1, |r| r.max_attempts.clamp(1, max_attempts_cap.max(1))),
             counted: 1,
             transparent_left: TRANSPARENT_RETRIES,
-            backoff: retry.map(|r| Backoff::new(&r, rng)),
+            backoff: None,
+            rng,
             throttle,
         }
     }
@@ -226,7 +230,7 @@ impl RetryState {
         let code_retryable = self
             .retry
             .is_some_and(|retry| retry.retryable_codes.contains(failure.code));
-        if let Some(throttle) = &self.throttle
+        if let Some(throttle) = self.throttle
             && (code_retryable || failure.transport)
         {
             throttle.on_failure();
@@ -239,11 +243,12 @@ impl RetryState {
                 || matches!(failure.pushback, Pushback::Wait(_)))
             && (self.may_repeat || failure.never_sent)
             && self.counted < self.max_attempts
-            && self
-                .throttle
-                .as_ref()
-                .is_none_or(RetryThrottle::allows_retry);
-        if by_policy && let Some(backoff) = &mut self.backoff {
+            && self.throttle.is_none_or(RetryThrottle::allows_retry);
+        if by_policy && let Some(retry) = &self.retry {
+            let rng = self.rng;
+            let backoff = self
+                .backoff
+                .get_or_insert_with(|| Backoff::new(retry, rng.clone()));
             self.counted += 1;
             return Some(match failure.pushback {
                 Pushback::Wait(wait) => {
@@ -262,7 +267,7 @@ impl RetryState {
 
     /// Accounts a successful (or committed) call with the throttle.
     pub(crate) fn on_success(&self) {
-        if let Some(throttle) = &self.throttle {
+        if let Some(throttle) = self.throttle {
             throttle.on_success();
         }
     }
@@ -406,12 +411,8 @@ mod tests {
     #[test]
     fn never_sent_failures_use_the_policy_then_one_transparent_retry() {
         use crate::contract::Idempotency;
-        let mut state = RetryState::new(
-            &policy(Idempotency::Unknown),
-            None,
-            Arc::new(Rng::seeded(1)),
-            5,
-        );
+        let rng = Arc::new(Rng::seeded(1));
+        let mut state = RetryState::new(&policy(Idempotency::Unknown), None, &rng, 5);
         let never_sent = failure(Code::Unavailable, Pushback::Absent, true);
         // Two policy retries (3 attempts), then one transparent.
         assert!(state.on_failure(&never_sent).is_some());
@@ -424,12 +425,12 @@ mod tests {
     fn codes_outside_the_set_and_unsafe_methods_are_not_retried() {
         use crate::contract::Idempotency;
         let rng = Arc::new(Rng::seeded(1));
-        let mut state = RetryState::new(&policy(Idempotency::Idempotent), None, rng.clone(), 5);
+        let mut state = RetryState::new(&policy(Idempotency::Idempotent), None, &rng, 5);
         assert_eq!(
             state.on_failure(&failure(Code::Internal, Pushback::Absent, false)),
             None
         );
-        let mut state = RetryState::new(&policy(Idempotency::Unknown), None, rng, 5);
+        let mut state = RetryState::new(&policy(Idempotency::Unknown), None, &rng, 5);
         assert_eq!(
             state.on_failure(&failure(Code::Unavailable, Pushback::Absent, false)),
             None

@@ -1,4 +1,7 @@
-use std::task::{Context, Poll};
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -13,7 +16,7 @@ use crate::client::{CallDeadline, CallPolicy};
 #[derive(Debug, Clone)]
 pub struct Retry<S> {
     inner: S,
-    settings: Settings,
+    settings: Arc<Settings>,
 }
 
 // === impl Retry ===
@@ -26,7 +29,7 @@ impl<S> Retry<S> {
         RetryLayer::default().layer(inner)
     }
 
-    pub(super) fn with_settings(inner: S, settings: Settings) -> Self {
+    pub(super) fn with_settings(inner: S, settings: Arc<Settings>) -> Self {
         Self { inner, settings }
     }
 

@@ -88,6 +88,12 @@ impl RetryThrottle {
     /// A successful call: gives back `token_ratio` tokens, up to the max.
     pub(crate) fn on_success(&self) {
         let (ratio, max) = (self.bucket.ratio, self.bucket.max);
+        // The common case, a full bucket, only reads: every call of every
+        // task succeeds here, and a write would bounce the counter's cache
+        // line between cores on each of them.
+        if self.bucket.tokens.load(Ordering::Relaxed) >= max {
+            return;
+        }
         let _ = self
             .bucket
             .tokens
