@@ -3,6 +3,8 @@
 
 #![allow(dead_code, reason = "each test file uses a different part")]
 
+pub(crate) mod collector;
+
 use std::{net::SocketAddr, time::Duration};
 
 use sinew::{Server, health::HealthRegistry, server::ServerConfig};

@@ -9,6 +9,7 @@ pub mod contract;
 pub mod fault;
 pub mod health;
 pub mod server;
+pub mod telemetry;
 
 pub use server::Server;
 

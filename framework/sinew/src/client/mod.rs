@@ -10,6 +10,7 @@ pub mod deadline;
 pub mod hedge;
 pub mod retry;
 pub mod service_config;
+pub mod trace;
 
 mod error;
 mod policy;

@@ -101,14 +101,18 @@ impl HealthRegistry {
         let mut services = self.write();
         match services.get(service) {
             Some(sender) => {
-                sender.send_if_modified(|current| {
+                let changed = sender.send_if_modified(|current| {
                     let changed = *current != status;
                     *current = status;
                     changed
                 });
+                if changed {
+                    crate::telemetry::events::health_changed(service, status.as_str_name());
+                }
             }
             None => {
                 services.insert(service.to_owned(), watch::Sender::new(status));
+                crate::telemetry::events::health_changed(service, status.as_str_name());
             }
         }
     }

@@ -23,7 +23,8 @@
 //! 3. it stops accepting connections, ends `Watch` streams, and tells
 //!    clients to go away (HTTP/2 GOAWAY);
 //! 4. calls in flight finish, for up to the grace period;
-//! 5. `run` returns. Calls still running after the grace period are
+//! 5. telemetry is flushed, so the spans of the last calls are exported;
+//! 6. `run` returns. Calls still running after the grace period are
 //!    abandoned and logged.
 
 mod catch_panic;
@@ -32,6 +33,7 @@ mod deadline;
 mod definition;
 mod message_limit;
 mod signal;
+mod trace;
 
 use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
 
@@ -51,6 +53,7 @@ pub use message_limit::{
     Direction, LimitedBody, MessageLimit, MessageLimitLayer, ResponseFuture as MessageLimitFuture,
 };
 pub use signal::shutdown_signal;
+pub use trace::{ResponseFuture as ServerTraceFuture, ServerTrace, ServerTraceLayer};
 
 use crate::health::{
     self, HealthRegistry, HealthService, LIVENESS, OVERALL, Probe, ServingStatus,
@@ -331,6 +334,7 @@ impl Server {
             .http2_max_header_list_size(settings.max_header_list_size)
             .http2_keepalive_interval(nonzero(settings.http2_keepalive_interval))
             .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
+            .layer(ServerTraceLayer::new())
             .layer(CatchPanicLayer::new())
             .layer(DeadlineLayer::new(settings.request_timeout))
             // With no faults configured this costs one check per call.
@@ -360,6 +364,10 @@ impl Server {
             }
         }
         drop(probe_task);
+        // Spans of the last calls go out before the process can exit.
+        if let Err(error) = crate::telemetry::flush().await {
+            tracing::warn!(%error, "telemetry flush at drain failed");
+        }
         tracing::info!(server = %name, "stopped");
         Ok(())
     }

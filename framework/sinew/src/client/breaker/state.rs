@@ -211,6 +211,11 @@ impl Circuit {
     }
 
     fn enter(&mut self, mode: Mode) {
+        crate::telemetry::events::breaker_transition(match mode {
+            Mode::Closed => "closed",
+            Mode::Open { .. } => "open",
+            Mode::HalfOpen { .. } => "half_open",
+        });
         self.mode = mode;
         self.generation = self.generation.wrapping_add(1);
     }

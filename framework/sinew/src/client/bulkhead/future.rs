@@ -35,6 +35,7 @@ pin_project! {
     enum State<S, F> {
         Queued {
             wait: Wait,
+            since: tokio::time::Instant,
             service: Option<S>,
             request: Option<http::Request<Body>>,
         },
@@ -61,6 +62,7 @@ impl<S, F> ResponseFuture<S, F> {
         Self {
             state: State::Queued {
                 wait,
+                since: tokio::time::Instant::now(),
                 service: Some(service),
                 request: Some(request),
             },
@@ -99,15 +101,19 @@ where
                 StateProj::Rejected { timed_out } => return Poll::Ready(Err(full(*timed_out))),
                 StateProj::Queued {
                     wait,
+                    since,
                     service,
                     request,
                 } => match (ready!(wait.as_mut().poll(cx)), service.take()) {
                     (None, _) => State::Rejected { timed_out: true },
-                    (Some(slot), Some(service)) => State::Ready {
-                        service,
-                        request: request.take(),
-                        slot: Some(slot),
-                    },
+                    (Some(slot), Some(service)) => {
+                        crate::telemetry::events::bulkhead_waited(since.elapsed());
+                        State::Ready {
+                            service,
+                            request: request.take(),
+                            slot: Some(slot),
+                        }
+                    }
                     (Some(_), None) => return Poll::Ready(Err(spent())),
                 },
                 StateProj::Ready {
@@ -157,6 +163,7 @@ fn hold(response: http::Response<Body>, slot: Slot) -> http::Response<Body> {
 }
 
 fn full(timed_out: bool) -> BoxError {
+    crate::telemetry::events::bulkhead_rejected(timed_out);
     Box::new(status_with_cause(
         Code::ResourceExhausted,
         "too many concurrent calls",

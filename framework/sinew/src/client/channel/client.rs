@@ -103,6 +103,7 @@ impl Client {
             .map(|(max_tokens, ratio)| RetryThrottle::new(max_tokens, ratio));
 
         let inner = ServiceBuilder::new()
+            .layer(crate::client::trace::ClientTraceLayer::new())
             .layer(ClientDeadlineLayer::new(None).headroom(config.headroom))
             .option_layer(config.bulkhead.map(BulkheadLayer::new))
             .layer(

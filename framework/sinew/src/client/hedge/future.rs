@@ -172,6 +172,9 @@ where
                 let request = retry::request(&parts, body, sent, deadline);
                 // Copies are not bounded one by one: the deadline branch
                 // below ends them all.
+                if sent > 0 {
+                    crate::telemetry::events::hedge(request.uri().path(), sent + 1);
+                }
                 copies.push(retry::send(inner.clone(), request, None));
                 sent += 1;
                 next_copy = Instant::now() + policy.hedging_delay;

@@ -167,6 +167,9 @@ where
             Outcome::Failure(failure) => failure,
         };
         let wait = state.on_failure(&failure);
+        if state.throttled() {
+            crate::telemetry::events::retry_throttled(policy.path);
+        }
         let Some(wait) = wait.filter(|_| replay.can_replay()) else {
             return attempt::with_attempts(failure.result, sent);
         };
@@ -180,7 +183,9 @@ where
         }
         // Let go of the failed response (and so its HTTP/2 stream) now,
         // not after the wait.
+        let transparent = failure.never_sent && !policy.may_repeat();
         drop(failure);
+        crate::telemetry::events::retry(policy.path, sent + 1, wait, transparent);
         tokio::time::sleep(wait).await;
     }
 }

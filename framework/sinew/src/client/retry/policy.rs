@@ -188,6 +188,8 @@ pub(crate) struct RetryState<'a> {
     backoff: Option<Backoff>,
     rng: &'a Arc<Rng>,
     throttle: Option<&'a RetryThrottle>,
+    /// The last decision was "no" only because of the throttle.
+    throttled: bool,
 }
 
 // === impl RetryState ===
@@ -210,7 +212,14 @@ impl<'a> RetryState<'a> {
             backoff: None,
             rng,
             throttle,
+            throttled: false,
         }
+    }
+
+    /// Whether the last failure was not retried only because the throttle
+    /// refused it.
+    pub(crate) fn throttled(&self) -> bool {
+        self.throttled
     }
 
     /// Accounts a failed attempt with the throttle, then decides: `Some`
@@ -242,8 +251,10 @@ impl<'a> RetryState<'a> {
             && (failure.code != Code::ResourceExhausted
                 || matches!(failure.pushback, Pushback::Wait(_)))
             && (self.may_repeat || failure.never_sent)
-            && self.counted < self.max_attempts
-            && self.throttle.is_none_or(RetryThrottle::allows_retry);
+            && self.counted < self.max_attempts;
+        let throttle_allows = self.throttle.is_none_or(RetryThrottle::allows_retry);
+        self.throttled = by_policy && !throttle_allows;
+        let by_policy = by_policy && throttle_allows;
         if by_policy && let Some(retry) = &self.retry {
             let rng = self.rng;
             let backoff = self

@@ -1,0 +1,22 @@
+//! A span per outgoing RPC, following the OpenTelemetry RPC semantic
+//! conventions, and the `rpc.client.*` metrics.
+//!
+//! The span is named `package.Service/Method` and carries `rpc.system`,
+//! `rpc.service`, `rpc.method` and, at the end, `rpc.grpc.status_code`;
+//! its parent is the current span (so a call made in a handler is a child
+//! of the handler's incoming call), and its context is written into the
+//! request's `traceparent`, `tracestate` and baggage headers. Every layer
+//! below runs inside it, so retries, hedges, breaker refusals and bulkhead
+//! waits show up in it as events. Its status is an error for any code but
+//! OK.
+//!
+//! Until [`telemetry::init`](crate::telemetry::init) has run, the layer
+//! records nothing and costs one atomic load per call.
+
+mod future;
+mod layer;
+mod service;
+
+pub use future::ResponseFuture;
+pub use layer::ClientTraceLayer;
+pub use service::ClientTrace;

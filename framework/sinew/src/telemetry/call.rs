@@ -1,0 +1,213 @@
+//! One RPC's span and metrics, from its start to its status, on either
+//! side. Shared by the server's and the client's tracing layers.
+
+use std::{
+    pin::Pin,
+    sync::atomic::{AtomicBool, Ordering},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use opentelemetry::KeyValue;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tonic::Code;
+
+use super::metrics::{metrics, rpc_attributes, split_path};
+use crate::BoxError;
+
+/// Set by [`init`](super::init): while false, nothing is recorded and a
+/// call costs one atomic load here.
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns recording on (telemetry is installed).
+pub(crate) fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether telemetry is installed.
+pub(crate) fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
+
+/// Which side of the call this process is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Server,
+    Client,
+}
+
+/// A call in progress: its span, when it started, what to record it under.
+#[derive(Debug)]
+pub(crate) struct CallRecord {
+    side: Side,
+    span: tracing::Span,
+    start: Instant,
+    attributes: [KeyValue; 3],
+    done: bool,
+}
+
+impl CallRecord {
+    /// Starts recording a call to `path` with its `span`.
+    pub(crate) fn start(side: Side, path: &str, span: tracing::Span) -> Self {
+        let (service, method) = split_path(path);
+        let attributes = rpc_attributes(service, method);
+        let active = match side {
+            Side::Server => &metrics().server_active,
+            Side::Client => &metrics().client_active,
+        };
+        active.add(1, &attributes[1..]);
+        Self {
+            side,
+            span,
+            start: Instant::now(),
+            attributes,
+            done: false,
+        }
+    }
+
+    /// The call ended with `code`: record it on the span and in the
+    /// metrics. Only the first call counts.
+    pub(crate) fn finish(&mut self, code: Code) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.span.record("rpc.grpc.status_code", code as i32);
+        if is_error(self.side, code) {
+            self.span.record("otel.status_code", "ERROR");
+        }
+        let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
+        let [system, service, method] = self.attributes.clone();
+        let attributes = [
+            system,
+            service.clone(),
+            method.clone(),
+            KeyValue::new("rpc.grpc.status_code", code as i64),
+        ];
+        let (duration, active) = match self.side {
+            Side::Server => (&metrics().server_duration, &metrics().server_active),
+            Side::Client => (&metrics().client_duration, &metrics().client_active),
+        };
+        duration.record(elapsed, &attributes);
+        active.add(-1, &[service, method]);
+    }
+}
+
+impl Drop for CallRecord {
+    fn drop(&mut self) {
+        // Dropped before a status: the caller went away.
+        self.finish(Code::Cancelled);
+    }
+}
+
+/// Whether `code` marks the span as failed, per the RPC semantic
+/// conventions: on a client, any code but OK; on a server, only codes that
+/// say the server failed (not the caller's mistakes).
+fn is_error(side: Side, code: Code) -> bool {
+    match side {
+        Side::Client => code != Code::Ok,
+        Side::Server => matches!(
+            code,
+            Code::Unknown
+                | Code::DeadlineExceeded
+                | Code::Unimplemented
+                | Code::Internal
+                | Code::Unavailable
+                | Code::DataLoss
+        ),
+    }
+}
+
+/// The `grpc-status` in `headers`, if any.
+pub(crate) fn status_in(headers: &http::HeaderMap) -> Option<Code> {
+    let value = headers.get("grpc-status")?.to_str().ok()?;
+    value.parse::<i32>().ok().map(Code::from_i32)
+}
+
+/// Records the end of a response: at once when its status is in the
+/// headers, else when the body's trailers arrive.
+pub(crate) fn finish_on_response(
+    mut record: CallRecord,
+    response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    if let Some(code) = status_in(response.headers()) {
+        record.finish(code);
+        return response;
+    }
+    response.map(|body| tonic::body::Body::new(RecordedBody::new(body, record)))
+}
+
+/// The code a failed call (no response at all) is recorded with.
+pub(crate) fn code_of_error(error: &BoxError) -> Code {
+    match error.downcast_ref::<tonic::Status>() {
+        Some(status) => status.code(),
+        None => Code::Unavailable,
+    }
+}
+
+pin_project! {
+    /// A response body that records its call's status from its trailers.
+    pub(crate) struct RecordedBody<B> {
+        #[pin]
+        inner: B,
+        record: Option<CallRecord>,
+    }
+}
+
+impl<B> RecordedBody<B> {
+    fn new(inner: B, record: CallRecord) -> Self {
+        Self {
+            inner,
+            record: Some(record),
+        }
+    }
+}
+
+impl<B> Body for RecordedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref()
+                    && let Some(mut record) = this.record.take()
+                {
+                    record.finish(status_in(trailers).unwrap_or(Code::Unknown));
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(mut record) = this.record.take() {
+                    record.finish(Code::Unavailable);
+                }
+            }
+            Poll::Ready(None) => {
+                // The body ended without trailers: gRPC calls that UNKNOWN.
+                if let Some(mut record) = this.record.take() {
+                    record.finish(Code::Unknown);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,934 @@
+//! Telemetry settings: the standard OpenTelemetry environment variables,
+//! overridable in code.
+//!
+//! [`TelemetryConfig::from_env`] reads the variables in [`VARIABLES`]; the
+//! setters then override what they set, so code can pin a value whatever
+//! the environment says. The one exception is the service name: per the
+//! OpenTelemetry specification, `OTEL_SERVICE_NAME` (then a `service.name`
+//! in `OTEL_RESOURCE_ATTRIBUTES`) wins over the name given in code, so an
+//! operator can rename a deployment without a rebuild.
+//!
+//! Every value is checked where it is read, and an invalid one fails with a
+//! [`TelemetryError::Invalid`] naming the variable; values set in code are
+//! checked by [`init_with`](super::init_with), naming the setter. An empty
+//! variable counts as unset, as the specification asks.
+
+use std::{fmt, time::Duration};
+
+use super::TelemetryError;
+
+const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+const METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
+const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
+const TRACES_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT";
+const METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
+const PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+const TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+const METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
+const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
+const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
+const SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+const SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
+const METRIC_EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
+const BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
+const BSP_MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
+const BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
+const RUST_LOG: &str = "RUST_LOG";
+
+/// Every environment variable [`TelemetryConfig::from_env`] reads.
+///
+/// The OTLP exporter itself also honours `OTEL_EXPORTER_OTLP_HEADERS` (and
+/// the per-signal `_TRACES_HEADERS`, `_METRICS_HEADERS`) and
+/// `OTEL_EXPORTER_OTLP_COMPRESSION`, which sinew passes through untouched.
+pub const VARIABLES: &[&str] = &[
+    ENDPOINT,
+    TRACES_ENDPOINT,
+    METRICS_ENDPOINT,
+    TIMEOUT,
+    TRACES_TIMEOUT,
+    METRICS_TIMEOUT,
+    PROTOCOL,
+    TRACES_PROTOCOL,
+    METRICS_PROTOCOL,
+    SERVICE_NAME,
+    RESOURCE_ATTRIBUTES,
+    SAMPLER,
+    SAMPLER_ARG,
+    METRIC_EXPORT_INTERVAL,
+    BSP_MAX_QUEUE_SIZE,
+    BSP_MAX_EXPORT_BATCH_SIZE,
+    BSP_SCHEDULE_DELAY,
+    RUST_LOG,
+];
+
+/// The specification's default export timeout: 10s.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The specification's default metric export interval: 60s.
+const DEFAULT_METRIC_EXPORT_INTERVAL: Duration = Duration::from_secs(60);
+/// The specification's default span queue: 2048 spans.
+const DEFAULT_MAX_QUEUE_SIZE: usize = 2048;
+/// The specification's default export batch: 512 spans.
+const DEFAULT_MAX_EXPORT_BATCH_SIZE: usize = 512;
+/// The specification's default delay between span exports: 5s.
+const DEFAULT_SCHEDULE_DELAY: Duration = Duration::from_secs(5);
+/// Console log directives when `RUST_LOG` is unset.
+const DEFAULT_LOG_FILTER: &str = "info";
+
+/// How traces are sampled, as named by `OTEL_TRACES_SAMPLER`.
+///
+/// The parent-based samplers follow the caller's decision (carried in the
+/// `traceparent` header) and apply their own rule only to traces that
+/// start here; the others decide alone, so a service can drop a trace its
+/// caller keeps. A ratio keeps that fraction of traces, chosen by trace
+/// id, so every service with the same ratio keeps the same traces.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub enum TraceSampler {
+    /// `always_on`: record every span.
+    AlwaysOn,
+    /// `always_off`: record none. Trace ids are still made, so logs stay
+    /// correlated and callees still see a trace context.
+    AlwaysOff,
+    /// `traceidratio`: keep this fraction of traces, in `[0, 1]`.
+    TraceIdRatio(f64),
+    /// `parentbased_always_on`, the default: follow the caller; keep every
+    /// trace that starts here.
+    #[default]
+    ParentBasedAlwaysOn,
+    /// `parentbased_always_off`: follow the caller; drop every trace that
+    /// starts here.
+    ParentBasedAlwaysOff,
+    /// `parentbased_traceidratio`: follow the caller; keep this fraction,
+    /// in `[0, 1]`, of the traces that start here.
+    ParentBasedTraceIdRatio(f64),
+}
+
+/// Settings for [`init_with`](super::init_with).
+///
+/// Start from [`from_env`](Self::from_env) (the usual way) or
+/// [`new`](Self::new) (defaults only, ignoring the environment), then
+/// override in code:
+///
+/// ```
+/// use std::time::Duration;
+/// use sinew::telemetry::TelemetryConfig;
+///
+/// # fn main() -> Result<(), sinew::telemetry::TelemetryError> {
+/// let config = TelemetryConfig::from_env("greeter")?
+///     .sample_ratio(0.1)
+///     .metric_export_interval(Duration::from_secs(15))
+///     .resource_attribute("deployment.environment.name", "staging");
+/// # drop(config);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Without an endpoint (the default) nothing is exported: spans still get
+/// ids, so logs carry them and calls propagate them, but they go nowhere.
+#[derive(Debug, Clone)]
+pub struct TelemetryConfig {
+    pub(crate) service_name: String,
+    /// Whether the service name came from the environment, which code
+    /// cannot override.
+    service_name_pinned: bool,
+    /// In order; a later pair wins over an earlier one with the same key.
+    pub(crate) resource: Vec<(String, String)>,
+    pub(crate) traces_endpoint: Option<String>,
+    pub(crate) metrics_endpoint: Option<String>,
+    pub(crate) traces_timeout: Duration,
+    pub(crate) metrics_timeout: Duration,
+    pub(crate) sampler: TraceSampler,
+    pub(crate) metric_export_interval: Duration,
+    pub(crate) max_queue_size: usize,
+    pub(crate) max_export_batch_size: usize,
+    pub(crate) schedule_delay: Duration,
+    pub(crate) log_filter: String,
+}
+
+// === impl TraceSampler ===
+
+impl TraceSampler {
+    /// Reads `OTEL_TRACES_SAMPLER` and, for the ratio samplers,
+    /// `OTEL_TRACES_SAMPLER_ARG` (default 1.0). Other samplers ignore the
+    /// argument, as the specification asks.
+    fn parse(name: &str, arg: Option<&str>) -> Result<Self, TelemetryError> {
+        let ratio = || match arg {
+            None => Ok(1.0),
+            Some(text) => parse_ratio(SAMPLER_ARG, text),
+        };
+        Ok(match name.trim() {
+            "always_on" => Self::AlwaysOn,
+            "always_off" => Self::AlwaysOff,
+            "traceidratio" => Self::TraceIdRatio(ratio()?),
+            "parentbased_always_on" => Self::ParentBasedAlwaysOn,
+            "parentbased_always_off" => Self::ParentBasedAlwaysOff,
+            "parentbased_traceidratio" => Self::ParentBasedTraceIdRatio(ratio()?),
+            _ => {
+                return Err(TelemetryError::invalid(
+                    SAMPLER,
+                    name,
+                    "expected always_on, always_off, traceidratio, parentbased_always_on, \
+                     parentbased_always_off or parentbased_traceidratio",
+                ));
+            }
+        })
+    }
+
+    fn ratio(self) -> Option<f64> {
+        match self {
+            Self::TraceIdRatio(ratio) | Self::ParentBasedTraceIdRatio(ratio) => Some(ratio),
+            _ => None,
+        }
+    }
+
+    /// The SDK sampler.
+    pub(crate) fn to_sdk(self) -> opentelemetry_sdk::trace::Sampler {
+        use opentelemetry_sdk::trace::Sampler;
+        match self {
+            Self::AlwaysOn => Sampler::AlwaysOn,
+            Self::AlwaysOff => Sampler::AlwaysOff,
+            Self::TraceIdRatio(ratio) => Sampler::TraceIdRatioBased(ratio),
+            Self::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+            Self::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+            Self::ParentBasedTraceIdRatio(ratio) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
+            }
+        }
+    }
+}
+
+impl fmt::Display for TraceSampler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::AlwaysOn => f.write_str("always_on"),
+            Self::AlwaysOff => f.write_str("always_off"),
+            Self::TraceIdRatio(ratio) => write!(f, "traceidratio({ratio})"),
+            Self::ParentBasedAlwaysOn => f.write_str("parentbased_always_on"),
+            Self::ParentBasedAlwaysOff => f.write_str("parentbased_always_off"),
+            Self::ParentBasedTraceIdRatio(ratio) => write!(f, "parentbased_traceidratio({ratio})"),
+        }
+    }
+}
+
+// === impl TelemetryConfig ===
+
+impl TelemetryConfig {
+    /// The defaults, without reading the environment: service
+    /// `service_name`, no export, `parentbased_always_on` sampling,
+    /// metrics every 60s, a queue of 2048 spans exported in batches of 512
+    /// every 5s, a 10s export timeout, console logs at `info`.
+    pub fn new(service_name: impl Into<String>) -> Self {
+        Self {
+            service_name: service_name.into(),
+            service_name_pinned: false,
+            resource: Vec::new(),
+            traces_endpoint: None,
+            metrics_endpoint: None,
+            traces_timeout: DEFAULT_TIMEOUT,
+            metrics_timeout: DEFAULT_TIMEOUT,
+            sampler: TraceSampler::default(),
+            metric_export_interval: DEFAULT_METRIC_EXPORT_INTERVAL,
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            max_export_batch_size: DEFAULT_MAX_EXPORT_BATCH_SIZE,
+            schedule_delay: DEFAULT_SCHEDULE_DELAY,
+            log_filter: DEFAULT_LOG_FILTER.to_owned(),
+        }
+    }
+
+    /// The settings from this process's environment; `service_name` is
+    /// used unless `OTEL_SERVICE_NAME` or `OTEL_RESOURCE_ATTRIBUTES` names
+    /// the service.
+    pub fn from_env(service_name: impl Into<String>) -> Result<Self, TelemetryError> {
+        Self::from_env_with(service_name, |key| std::env::var(key).ok())
+    }
+
+    /// The settings from the environment as `env` reports it (tests pass a
+    /// map; nothing touches the process environment).
+    pub fn from_env_with(
+        service_name: impl Into<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, TelemetryError> {
+        let read = |key: &str| env(key).filter(|value| !value.trim().is_empty());
+        let mut config = Self::new(service_name);
+
+        for key in [PROTOCOL, TRACES_PROTOCOL, METRICS_PROTOCOL] {
+            if let Some(value) = read(key) {
+                check_protocol(key, &value)?;
+            }
+        }
+
+        let endpoint = read(ENDPOINT)
+            .map(|value| check_endpoint(ENDPOINT, &value))
+            .transpose()?;
+        config.traces_endpoint = match read(TRACES_ENDPOINT) {
+            Some(value) => Some(check_endpoint(TRACES_ENDPOINT, &value)?),
+            None => endpoint.clone(),
+        };
+        config.metrics_endpoint = match read(METRICS_ENDPOINT) {
+            Some(value) => Some(check_endpoint(METRICS_ENDPOINT, &value)?),
+            None => endpoint,
+        };
+
+        if let Some(value) = read(TIMEOUT) {
+            let timeout = parse_millis(TIMEOUT, &value)?;
+            config.traces_timeout = timeout;
+            config.metrics_timeout = timeout;
+        }
+        if let Some(value) = read(TRACES_TIMEOUT) {
+            config.traces_timeout = parse_millis(TRACES_TIMEOUT, &value)?;
+        }
+        if let Some(value) = read(METRICS_TIMEOUT) {
+            config.metrics_timeout = parse_millis(METRICS_TIMEOUT, &value)?;
+        }
+
+        if let Some(value) = read(RESOURCE_ATTRIBUTES) {
+            for (key, value) in parse_resource_attributes(&value)? {
+                if key == "service.name" {
+                    config.service_name = value;
+                    config.service_name_pinned = true;
+                } else {
+                    config.resource.push((key, value));
+                }
+            }
+        }
+        if let Some(value) = read(SERVICE_NAME) {
+            config.service_name = value.trim().to_owned();
+            config.service_name_pinned = true;
+        }
+
+        if let Some(name) = read(SAMPLER) {
+            config.sampler = TraceSampler::parse(&name, read(SAMPLER_ARG).as_deref())?;
+        }
+
+        if let Some(value) = read(METRIC_EXPORT_INTERVAL) {
+            config.metric_export_interval = parse_millis(METRIC_EXPORT_INTERVAL, &value)?;
+        }
+        if let Some(value) = read(BSP_MAX_QUEUE_SIZE) {
+            config.max_queue_size = parse_count(BSP_MAX_QUEUE_SIZE, &value)?;
+        }
+        if let Some(value) = read(BSP_MAX_EXPORT_BATCH_SIZE) {
+            config.max_export_batch_size = parse_count(BSP_MAX_EXPORT_BATCH_SIZE, &value)?;
+        }
+        if let Some(value) = read(BSP_SCHEDULE_DELAY) {
+            config.schedule_delay = parse_millis(BSP_SCHEDULE_DELAY, &value)?;
+        }
+
+        if let Some(value) = read(RUST_LOG) {
+            check_log_filter(RUST_LOG, &value)?;
+            config.log_filter = value;
+        }
+
+        Ok(config)
+    }
+
+    /// Exports traces and metrics to this OTLP/gRPC endpoint, such as
+    /// `http://localhost:4317`, replacing what the environment says for
+    /// both signals.
+    pub fn endpoint(self, endpoint: impl Into<String>) -> Self {
+        let endpoint = endpoint.into();
+        self.traces_endpoint(endpoint.clone())
+            .metrics_endpoint(endpoint)
+    }
+
+    /// Exports traces to this OTLP/gRPC endpoint.
+    pub fn traces_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.traces_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Exports metrics to this OTLP/gRPC endpoint.
+    pub fn metrics_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.metrics_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Exports nothing, whatever the environment says.
+    pub fn no_export(mut self) -> Self {
+        self.traces_endpoint = None;
+        self.metrics_endpoint = None;
+        self
+    }
+
+    /// How long one export may take, retries included, for both signals.
+    /// Must be above zero.
+    pub fn export_timeout(mut self, timeout: Duration) -> Self {
+        self.traces_timeout = timeout;
+        self.metrics_timeout = timeout;
+        self
+    }
+
+    /// How traces are sampled.
+    pub fn sampler(mut self, sampler: TraceSampler) -> Self {
+        self.sampler = sampler;
+        self
+    }
+
+    /// Keeps this fraction, in `[0, 1]`, of the traces that start here, and
+    /// follows the caller's decision for the others: shorthand for
+    /// [`TraceSampler::ParentBasedTraceIdRatio`].
+    pub fn sample_ratio(self, ratio: f64) -> Self {
+        self.sampler(TraceSampler::ParentBasedTraceIdRatio(ratio))
+    }
+
+    /// How often metrics are exported. Must be above zero.
+    pub fn metric_export_interval(mut self, interval: Duration) -> Self {
+        self.metric_export_interval = interval;
+        self
+    }
+
+    /// Adds an attribute to the resource that describes this process on
+    /// every span and metric, replacing one of the same key.
+    ///
+    /// `service.name` is the service name, which the environment wins
+    /// over: this sets it only if `OTEL_SERVICE_NAME` and
+    /// `OTEL_RESOURCE_ATTRIBUTES` did not.
+    pub fn resource_attribute(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        if key == "service.name" {
+            if !self.service_name_pinned {
+                self.service_name = value;
+            }
+        } else {
+            self.resource.push((key, value));
+        }
+        self
+    }
+
+    /// How many finished spans may wait for export. Beyond it, spans are
+    /// dropped and counted (see
+    /// [`Telemetry::dropped_spans`](super::Telemetry::dropped_spans)), so
+    /// memory stays bounded when the collector is slow or gone. Must be
+    /// above zero.
+    pub fn max_queue_size(mut self, size: usize) -> Self {
+        self.max_queue_size = size;
+        self
+    }
+
+    /// How long finished spans wait before they are exported in a batch
+    /// (sooner when a batch fills). Must be above zero.
+    pub fn schedule_delay(mut self, delay: Duration) -> Self {
+        self.schedule_delay = delay;
+        self
+    }
+
+    /// Which events the console shows, in `RUST_LOG` syntax
+    /// (`"info,sinew=debug"`), replacing what `RUST_LOG` says.
+    pub fn log_filter(mut self, directives: impl Into<String>) -> Self {
+        self.log_filter = directives.into();
+        self
+    }
+
+    /// Checks the values set in code, naming the setter at fault. Values
+    /// from the environment were checked when read.
+    pub(crate) fn validate(&self) -> Result<(), TelemetryError> {
+        if let Some(endpoint) = &self.traces_endpoint {
+            check_endpoint("traces_endpoint", endpoint)?;
+        }
+        if let Some(endpoint) = &self.metrics_endpoint {
+            check_endpoint("metrics_endpoint", endpoint)?;
+        }
+        if let Some(ratio) = self.sampler.ratio() {
+            check_ratio("sampler", &ratio.to_string(), ratio)?;
+        }
+        let positive = [
+            ("export_timeout", self.traces_timeout.is_zero()),
+            ("export_timeout", self.metrics_timeout.is_zero()),
+            (
+                "metric_export_interval",
+                self.metric_export_interval.is_zero(),
+            ),
+            ("max_queue_size", self.max_queue_size == 0),
+            ("schedule_delay", self.schedule_delay.is_zero()),
+        ];
+        if let Some((key, _)) = positive.into_iter().find(|(_, zero)| *zero) {
+            return Err(TelemetryError::invalid(key, "0", "must be above zero"));
+        }
+        check_log_filter("log_filter", &self.log_filter)
+    }
+
+    /// The export batch size, never above the queue size.
+    pub(crate) fn batch_size(&self) -> usize {
+        self.max_export_batch_size
+            .clamp(1, self.max_queue_size.max(1))
+    }
+}
+
+fn check_protocol(key: &str, value: &str) -> Result<(), TelemetryError> {
+    match value.trim() {
+        "grpc" => Ok(()),
+        _ => Err(TelemetryError::invalid(
+            key,
+            value,
+            "sinew exports OTLP over gRPC only; expected grpc (the collector's port 4317)",
+        )),
+    }
+}
+
+/// Checks an OTLP/gRPC endpoint: an `http://` URL with a host.
+fn check_endpoint(key: &str, value: &str) -> Result<String, TelemetryError> {
+    let value = value.trim();
+    let uri: http::Uri = value.parse().map_err(|e: http::uri::InvalidUri| {
+        TelemetryError::invalid(
+            key,
+            value,
+            format!("{e}; expected a URL like http://localhost:4317"),
+        )
+    })?;
+    match uri.scheme_str() {
+        Some("http") if uri.host().is_some_and(|host| !host.is_empty()) => Ok(value.to_owned()),
+        Some("https") => Err(TelemetryError::invalid(
+            key,
+            value,
+            "https needs TLS, which this build of sinew does not include; \
+             export to a local collector or agent over http://",
+        )),
+        _ => Err(TelemetryError::invalid(
+            key,
+            value,
+            "expected a URL like http://localhost:4317",
+        )),
+    }
+}
+
+fn parse_millis(key: &str, value: &str) -> Result<Duration, TelemetryError> {
+    match value.trim().parse::<u64>() {
+        Ok(0) => Err(TelemetryError::invalid(key, value, "must be above zero")),
+        Ok(millis) => Ok(Duration::from_millis(millis)),
+        Err(e) => Err(TelemetryError::invalid(
+            key,
+            value,
+            format!("{e}; expected milliseconds, a whole number"),
+        )),
+    }
+}
+
+fn parse_count(key: &str, value: &str) -> Result<usize, TelemetryError> {
+    match value.trim().parse::<usize>() {
+        Ok(0) => Err(TelemetryError::invalid(key, value, "must be above zero")),
+        Ok(count) => Ok(count),
+        Err(e) => Err(TelemetryError::invalid(
+            key,
+            value,
+            format!("{e}; expected a whole number"),
+        )),
+    }
+}
+
+fn parse_ratio(key: &str, value: &str) -> Result<f64, TelemetryError> {
+    let ratio = value.trim().parse::<f64>().map_err(|e| {
+        TelemetryError::invalid(key, value, format!("{e}; expected a number in [0, 1]"))
+    })?;
+    check_ratio(key, value, ratio)
+}
+
+fn check_ratio(key: &str, value: &str, ratio: f64) -> Result<f64, TelemetryError> {
+    if (0.0..=1.0).contains(&ratio) {
+        Ok(ratio)
+    } else {
+        Err(TelemetryError::invalid(
+            key,
+            value,
+            "expected a number in [0, 1]",
+        ))
+    }
+}
+
+fn check_log_filter(key: &str, value: &str) -> Result<(), TelemetryError> {
+    tracing_subscriber::EnvFilter::builder()
+        .parse(value)
+        .map(drop)
+        .map_err(|e| TelemetryError::invalid(key, value, e.to_string()))
+}
+
+/// Parses `OTEL_RESOURCE_ATTRIBUTES`: `key=value` pairs separated by commas,
+/// values percent-encoded (`team=a%2Cb` is `a,b`). Blanks around keys and
+/// values, and empty pairs, are ignored.
+fn parse_resource_attributes(text: &str) -> Result<Vec<(String, String)>, TelemetryError> {
+    let invalid = |reason: String| TelemetryError::invalid(RESOURCE_ATTRIBUTES, text, reason);
+    let mut pairs = Vec::new();
+    for pair in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+    {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(invalid(format!(
+                "{pair:?} is not key=value; expected key1=value1,key2=value2"
+            )));
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            return Err(invalid(format!("{pair:?} has an empty key")));
+        }
+        let value = percent_decode(value.trim())
+            .map_err(|reason| invalid(format!("the value of {key:?}: {reason}")))?;
+        pairs.push((key.to_owned(), value));
+    }
+    Ok(pairs)
+}
+
+/// Decodes `%XX` escapes; the result must be UTF-8.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|hex| std::str::from_utf8(hex).ok())
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or_else(|| format!("bad percent escape at byte {i}; expected %XX"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "percent escapes do not decode to UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    fn load(pairs: &[(&str, &str)]) -> Result<TelemetryConfig, TelemetryError> {
+        TelemetryConfig::from_env_with("from-code", env(pairs))
+    }
+
+    #[track_caller]
+    fn fails_naming(pairs: &[(&str, &str)], key: &str) -> TelemetryError {
+        let err = load(pairs).expect_err("the value is invalid");
+        assert_eq!(err.key(), Some(key), "{err}");
+        assert!(err.to_string().contains(key), "{err}");
+        err
+    }
+
+    #[test]
+    fn defaults_are_the_specifications() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.service_name, "from-code");
+        assert_eq!(config.traces_endpoint, None);
+        assert_eq!(config.metrics_endpoint, None);
+        assert_eq!(config.traces_timeout, Duration::from_secs(10));
+        assert_eq!(config.metrics_timeout, Duration::from_secs(10));
+        assert_eq!(config.sampler, TraceSampler::ParentBasedAlwaysOn);
+        assert_eq!(config.metric_export_interval, Duration::from_secs(60));
+        assert_eq!(config.max_queue_size, 2048);
+        assert_eq!(config.max_export_batch_size, 512);
+        assert_eq!(config.schedule_delay, Duration::from_secs(5));
+        assert_eq!(config.log_filter, "info");
+        assert!(config.resource.is_empty());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn the_generic_endpoint_serves_both_signals() {
+        let config = load(&[(ENDPOINT, "http://collector:4317")]).unwrap();
+        assert_eq!(
+            config.traces_endpoint.as_deref(),
+            Some("http://collector:4317")
+        );
+        assert_eq!(
+            config.metrics_endpoint.as_deref(),
+            Some("http://collector:4317")
+        );
+    }
+
+    #[test]
+    fn a_signal_endpoint_wins_over_the_generic_one() {
+        let config = load(&[
+            (ENDPOINT, "http://collector:4317"),
+            (TRACES_ENDPOINT, "http://tempo:4317"),
+            (METRICS_ENDPOINT, "http://prometheus:4317"),
+        ])
+        .unwrap();
+        assert_eq!(config.traces_endpoint.as_deref(), Some("http://tempo:4317"));
+        assert_eq!(
+            config.metrics_endpoint.as_deref(),
+            Some("http://prometheus:4317")
+        );
+
+        let config = load(&[(TRACES_ENDPOINT, "http://tempo:4317")]).unwrap();
+        assert_eq!(config.traces_endpoint.as_deref(), Some("http://tempo:4317"));
+        assert_eq!(config.metrics_endpoint, None);
+    }
+
+    #[test]
+    fn an_empty_variable_counts_as_unset() {
+        let config = load(&[(ENDPOINT, ""), (SAMPLER, "  "), (SERVICE_NAME, "")]).unwrap();
+        assert_eq!(config.traces_endpoint, None);
+        assert_eq!(config.sampler, TraceSampler::ParentBasedAlwaysOn);
+        assert_eq!(config.service_name, "from-code");
+    }
+
+    #[test]
+    fn invalid_endpoints_name_their_variable() {
+        for key in [ENDPOINT, TRACES_ENDPOINT, METRICS_ENDPOINT] {
+            fails_naming(&[(key, "localhost:4317")], key);
+            fails_naming(&[(key, "not a url")], key);
+            let err = fails_naming(&[(key, "https://collector:4317")], key);
+            assert!(err.to_string().contains("TLS"), "{err}");
+        }
+    }
+
+    #[test]
+    fn only_the_grpc_protocol_is_accepted() {
+        let config = load(&[(PROTOCOL, "grpc")]).unwrap();
+        assert_eq!(config.traces_endpoint, None);
+        for key in [PROTOCOL, TRACES_PROTOCOL, METRICS_PROTOCOL] {
+            fails_naming(&[(key, "http/protobuf")], key);
+        }
+    }
+
+    #[test]
+    fn timeouts_are_milliseconds_and_signal_ones_win() {
+        let config = load(&[(TIMEOUT, "2500")]).unwrap();
+        assert_eq!(config.traces_timeout, Duration::from_millis(2500));
+        assert_eq!(config.metrics_timeout, Duration::from_millis(2500));
+
+        let config = load(&[
+            (TIMEOUT, "2500"),
+            (TRACES_TIMEOUT, "100"),
+            (METRICS_TIMEOUT, "200"),
+        ])
+        .unwrap();
+        assert_eq!(config.traces_timeout, Duration::from_millis(100));
+        assert_eq!(config.metrics_timeout, Duration::from_millis(200));
+
+        for key in [TIMEOUT, TRACES_TIMEOUT, METRICS_TIMEOUT] {
+            fails_naming(&[(key, "5s")], key);
+            fails_naming(&[(key, "0")], key);
+            fails_naming(&[(key, "-1")], key);
+        }
+    }
+
+    #[test]
+    fn otel_service_name_wins_over_code_and_resource_attributes() {
+        let config = load(&[(SERVICE_NAME, "from-env")]).unwrap();
+        assert_eq!(config.service_name, "from-env");
+
+        let config = load(&[
+            (SERVICE_NAME, "from-env"),
+            (RESOURCE_ATTRIBUTES, "service.name=from-attributes"),
+        ])
+        .unwrap();
+        assert_eq!(config.service_name, "from-env");
+
+        let config = load(&[(RESOURCE_ATTRIBUTES, "service.name=from-attributes")]).unwrap();
+        assert_eq!(config.service_name, "from-attributes");
+        assert!(config.resource.is_empty(), "{:?}", config.resource);
+
+        // Code cannot override the environment's name.
+        let config = load(&[(SERVICE_NAME, "from-env")])
+            .unwrap()
+            .resource_attribute("service.name", "from-setter");
+        assert_eq!(config.service_name, "from-env");
+        let config = load(&[])
+            .unwrap()
+            .resource_attribute("service.name", "from-setter");
+        assert_eq!(config.service_name, "from-setter");
+    }
+
+    #[test]
+    fn resource_attributes_are_split_trimmed_and_percent_decoded() {
+        let config = load(&[(
+            RESOURCE_ATTRIBUTES,
+            " team = payments ,deployment.environment.name=prod%2Deu,note=a%2Cb%3Dc%20d, ,k=",
+        )])
+        .unwrap();
+        assert_eq!(
+            config.resource,
+            [
+                ("team".to_owned(), "payments".to_owned()),
+                (
+                    "deployment.environment.name".to_owned(),
+                    "prod-eu".to_owned()
+                ),
+                ("note".to_owned(), "a,b=c d".to_owned()),
+                ("k".to_owned(), String::new()),
+            ]
+        );
+
+        let config = load(&[(RESOURCE_ATTRIBUTES, "city=K%C3%B6ln")]).unwrap();
+        assert_eq!(config.resource, [("city".to_owned(), "Köln".to_owned())]);
+    }
+
+    #[test]
+    fn malformed_resource_attributes_name_the_variable() {
+        for text in [
+            "team",
+            "=payments",
+            "team=payments,oops",
+            "note=100%",
+            "note=%zz",
+            "note=%C3",
+        ] {
+            let err = fails_naming(&[(RESOURCE_ATTRIBUTES, text)], RESOURCE_ATTRIBUTES);
+            assert!(err.to_string().contains(text), "{err}");
+        }
+    }
+
+    #[test]
+    fn code_attributes_come_after_the_environments() {
+        let config = load(&[(RESOURCE_ATTRIBUTES, "team=payments")])
+            .unwrap()
+            .resource_attribute("team", "search");
+        assert_eq!(config.resource.last().unwrap().1, "search");
+    }
+
+    #[test]
+    fn every_sampler_parses() {
+        let cases = [
+            ("always_on", TraceSampler::AlwaysOn),
+            ("always_off", TraceSampler::AlwaysOff),
+            ("traceidratio", TraceSampler::TraceIdRatio(1.0)),
+            ("parentbased_always_on", TraceSampler::ParentBasedAlwaysOn),
+            ("parentbased_always_off", TraceSampler::ParentBasedAlwaysOff),
+            (
+                "parentbased_traceidratio",
+                TraceSampler::ParentBasedTraceIdRatio(1.0),
+            ),
+        ];
+        for (name, sampler) in cases {
+            assert_eq!(load(&[(SAMPLER, name)]).unwrap().sampler, sampler, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_sampler_argument_is_the_ratio() {
+        let config = load(&[(SAMPLER, "traceidratio"), (SAMPLER_ARG, "0.25")]).unwrap();
+        assert_eq!(config.sampler, TraceSampler::TraceIdRatio(0.25));
+        let config = load(&[(SAMPLER, "parentbased_traceidratio"), (SAMPLER_ARG, "0")]).unwrap();
+        assert_eq!(config.sampler, TraceSampler::ParentBasedTraceIdRatio(0.0));
+        // Samplers without an argument ignore it.
+        let config = load(&[(SAMPLER, "always_on"), (SAMPLER_ARG, "lots")]).unwrap();
+        assert_eq!(config.sampler, TraceSampler::AlwaysOn);
+    }
+
+    #[test]
+    fn invalid_samplers_name_their_variable() {
+        fails_naming(&[(SAMPLER, "jaeger_remote")], SAMPLER);
+        fails_naming(&[(SAMPLER, "AlwaysOn")], SAMPLER);
+        for arg in ["1.5", "-0.1", "half", "NaN"] {
+            fails_naming(
+                &[(SAMPLER, "traceidratio"), (SAMPLER_ARG, arg)],
+                SAMPLER_ARG,
+            );
+        }
+    }
+
+    #[test]
+    fn metric_interval_and_span_queue_are_read() {
+        let config = load(&[
+            (METRIC_EXPORT_INTERVAL, "1500"),
+            (BSP_MAX_QUEUE_SIZE, "64"),
+            (BSP_MAX_EXPORT_BATCH_SIZE, "128"),
+            (BSP_SCHEDULE_DELAY, "50"),
+        ])
+        .unwrap();
+        assert_eq!(config.metric_export_interval, Duration::from_millis(1500));
+        assert_eq!(config.max_queue_size, 64);
+        assert_eq!(config.schedule_delay, Duration::from_millis(50));
+        // A batch never exceeds the queue.
+        assert_eq!(config.batch_size(), 64);
+
+        for key in [METRIC_EXPORT_INTERVAL, BSP_SCHEDULE_DELAY] {
+            fails_naming(&[(key, "1m")], key);
+            fails_naming(&[(key, "0")], key);
+        }
+        for key in [BSP_MAX_QUEUE_SIZE, BSP_MAX_EXPORT_BATCH_SIZE] {
+            fails_naming(&[(key, "many")], key);
+            fails_naming(&[(key, "0")], key);
+        }
+    }
+
+    #[test]
+    fn rust_log_sets_the_console_filter() {
+        let config = load(&[(RUST_LOG, "warn,sinew=debug")]).unwrap();
+        assert_eq!(config.log_filter, "warn,sinew=debug");
+        fails_naming(&[(RUST_LOG, "sinew=loud")], RUST_LOG);
+    }
+
+    #[test]
+    fn setters_override_the_environment() {
+        let config = load(&[
+            (ENDPOINT, "http://collector:4317"),
+            (SAMPLER, "always_off"),
+            (METRIC_EXPORT_INTERVAL, "1000"),
+        ])
+        .unwrap()
+        .endpoint("http://127.0.0.1:4317")
+        .sample_ratio(0.5)
+        .metric_export_interval(Duration::from_secs(3));
+        assert_eq!(
+            config.traces_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(
+            config.metrics_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(config.sampler, TraceSampler::ParentBasedTraceIdRatio(0.5));
+        assert_eq!(config.metric_export_interval, Duration::from_secs(3));
+        config.validate().unwrap();
+
+        let config = load(&[(ENDPOINT, "http://collector:4317")])
+            .unwrap()
+            .no_export();
+        assert_eq!(config.traces_endpoint, None);
+        assert_eq!(config.metrics_endpoint, None);
+    }
+
+    #[test]
+    fn invalid_values_set_in_code_name_their_setter() {
+        let base = || TelemetryConfig::new("svc");
+        let cases = [
+            (base().endpoint("collector:4317"), "traces_endpoint"),
+            (base().metrics_endpoint("ftp://x"), "metrics_endpoint"),
+            (base().sample_ratio(2.0), "sampler"),
+            (base().sampler(TraceSampler::TraceIdRatio(-1.0)), "sampler"),
+            (base().export_timeout(Duration::ZERO), "export_timeout"),
+            (
+                base().metric_export_interval(Duration::ZERO),
+                "metric_export_interval",
+            ),
+            (base().max_queue_size(0), "max_queue_size"),
+            (base().schedule_delay(Duration::ZERO), "schedule_delay"),
+            (base().log_filter("sinew=loud"), "log_filter"),
+        ];
+        for (config, key) in cases {
+            let err = config.validate().expect_err(key);
+            assert_eq!(err.key(), Some(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_variable_read_is_listed() {
+        let read = std::cell::RefCell::new(Vec::new());
+        TelemetryConfig::from_env_with("svc", |key| {
+            read.borrow_mut().push(key.to_owned());
+            None
+        })
+        .unwrap();
+        let mut read = read.into_inner();
+        // The sampler argument is read only with a sampler.
+        read.push(SAMPLER_ARG.to_owned());
+        read.sort();
+        let mut listed: Vec<_> = VARIABLES.iter().map(|key| (*key).to_owned()).collect();
+        listed.sort();
+        assert_eq!(read, listed);
+    }
+}

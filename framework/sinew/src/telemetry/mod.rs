@@ -1,0 +1,102 @@
+//! Traces, metrics and logs over OpenTelemetry, set up in one call.
+//!
+//! ```no_run
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> { Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let telemetry = sinew::telemetry::init("greeter")?;
+//!     serve().await?; // e.g. sinew::Server::new("greeter")...run().await
+//!     telemetry.shutdown().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`init`] installs, for the whole process: the OpenTelemetry tracer and
+//! meter providers, the W3C trace-context and baggage propagator, and a
+//! `tracing` subscriber that prints readable logs to stderr and turns
+//! `tracing` spans into OpenTelemetry spans. The scaffold and the clients
+//! then trace and measure every call with no code from you: incoming calls
+//! continue the caller's trace, outgoing calls carry it on, and the
+//! `tracing` events of a handler land in its call's span and, on the
+//! console, end with its `trace_id=` and `span_id=`.
+//!
+//! # Pointing sinew at a collector
+//!
+//! Set the standard OpenTelemetry variables; any OTLP/gRPC receiver will
+//! do: an OpenTelemetry Collector, Jaeger (1.35 and later), Grafana Tempo
+//! or Alloy, or a vendor's agent.
+//!
+//! ```text
+//! # Jaeger all-in-one, UI on http://localhost:16686:
+//! docker run --rm -p 16686:16686 -p 4317:4317 jaegertracing/all-in-one
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example greeter
+//! ```
+//!
+//! sinew speaks OTLP over gRPC (port 4317) in plain text; `https://`
+//! endpoints and `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` are refused at
+//! start, with an error naming the variable. Run a collector or agent
+//! beside the service for TLS to a remote backend.
+//!
+//! # Variables
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | where to send traces and metrics | none: no export |
+//! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `_METRICS_ENDPOINT` | the same, for one signal; wins over the above | |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`, `_METRICS_`) | one export's bound, retries included, in ms | 10000 |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`, `_METRICS_`) | must be `grpc` if set | `grpc` |
+//! | `OTEL_SERVICE_NAME` | the service name; wins over the name in code | the name passed to [`init`] |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,key2=value2`, values percent-encoded, on every span and metric | none |
+//! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` |
+//! | `OTEL_TRACES_SAMPLER_ARG` | the ratio for the ratio samplers, in `[0, 1]` | 1.0 |
+//! | `OTEL_METRIC_EXPORT_INTERVAL` | between metric exports, in ms | 60000 |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE` | finished spans waiting for export; beyond, dropped and counted | 2048 |
+//! | `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | spans per export | 512 |
+//! | `OTEL_BSP_SCHEDULE_DELAY` | between span exports, in ms | 5000 |
+//! | `RUST_LOG` | which events the console shows | `info` |
+//!
+//! An invalid value fails [`init`] with a [`TelemetryError`] naming the
+//! variable; an empty one counts as unset. The OTLP exporter also reads
+//! `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and
+//! their per-signal forms) itself. Code can override every value but the
+//! service name through [`TelemetryConfig`] and [`init_with`].
+//!
+//! # Without an endpoint
+//!
+//! Nothing is exported and nothing is sent anywhere, but everything else
+//! works: calls get trace and span ids, which the console lines carry and
+//! outgoing calls propagate, so a service without a collector still joins
+//! its callers' traces for the services that have one.
+//!
+//! # Off the request path
+//!
+//! Exporting never slows or fails a call. Finished spans go into a bounded
+//! queue that a background thread exports in batches; when the collector
+//! is slow or gone and the queue is full, spans are dropped and counted
+//! ([`Telemetry::dropped_spans`]). Metrics are aggregated in memory and
+//! exported by a background thread on their interval. A failing export is
+//! logged once, when it starts failing, and once when it recovers.
+//!
+//! # The drain
+//!
+//! On shutdown the server drains its calls and then calls [`flush`], which
+//! exports what the last calls recorded, waiting at most [`FLUSH_TIMEOUT`].
+//! [`Telemetry::shutdown`] at the end of `main` exports what is left and
+//! stops the exporters, waiting at most [`SHUTDOWN_TIMEOUT`]; dropping the
+//! guard does the same, blocking. Neither hangs on a dead collector: past
+//! the bound, the rest is abandoned and an error says so.
+
+pub(crate) mod call;
+mod config;
+mod error;
+pub(crate) mod events;
+mod export;
+mod install;
+mod logs;
+pub mod metrics;
+pub mod propagation;
+mod queue;
+
+pub use config::{TelemetryConfig, TraceSampler, VARIABLES};
+pub use error::TelemetryError;
+pub use install::{FLUSH_TIMEOUT, SHUTDOWN_TIMEOUT, Telemetry, flush, init, init_with};

@@ -1,0 +1,224 @@
+//! Traces and metrics across three chained services, received by an
+//! in-process OTLP collector: one trace, the right parent for every hop,
+//! the retry visible on the span that retried, statuses and attributes as
+//! the semantic conventions say, and the metrics with the right counts.
+//!
+//! Telemetry is process-wide, so this file holds one test.
+
+mod common;
+
+use std::{collections::HashMap, net::SocketAddr, time::Duration};
+
+use common::{Running, Scripted, collector::Collector, echo, echo_client, serve_echo};
+use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
+use sinew::telemetry::{TelemetryConfig, init_with};
+use sinew_workspace::proto::echo::v1::{EchoClient, EchoReply, EchoRequest, echo_server::Echo};
+use tonic::{Code, Request, Response, Status, Streaming};
+
+/// Forwards `Put` to the next service with sinew's client.
+#[derive(Clone)]
+struct Relay {
+    next: EchoClient,
+}
+
+#[tonic::async_trait]
+impl Echo for Relay {
+    async fn get(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.put(request).await
+    }
+
+    async fn put(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        tracing::info!("relaying");
+        self.next.clone().put(request.into_inner()).await
+    }
+
+    async fn post(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        self.put(request).await
+    }
+
+    type ExpandStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
+
+    async fn expand(
+        &self,
+        _: Request<EchoRequest>,
+    ) -> Result<Response<Self::ExpandStream>, Status> {
+        Err(Status::unimplemented("relay"))
+    }
+
+    async fn collect(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<EchoReply>, Status> {
+        Err(Status::unimplemented("relay"))
+    }
+
+    type ChatStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
+
+    async fn chat(
+        &self,
+        _: Request<Streaming<EchoRequest>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        Err(Status::unimplemented("relay"))
+    }
+}
+
+async fn relay_to(next: SocketAddr) -> Running {
+    let next = echo_client(&[next], |c| c).await;
+    serve_echo(Relay { next }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_across_three_services_with_metrics() {
+    let collector = Collector::start().await;
+    let telemetry = init_with(
+        TelemetryConfig::new("chain")
+            .endpoint(collector.endpoint())
+            .schedule_delay(Duration::from_millis(50))
+            .metric_export_interval(Duration::from_millis(200)),
+    )
+    .expect("telemetry installs");
+
+    // client -> A -> B -> C; C fails its first call, so B's call retries.
+    let c_script = Scripted::failing(1, Code::Unavailable);
+    let c = serve_echo(c_script.clone()).await;
+    let b = relay_to(c.addr).await;
+    let a = relay_to(b.addr).await;
+    let mut client = echo_client(&[a.addr], |c| c).await;
+    let reply = client.put(echo("traced")).await.expect("the chain answers");
+    assert_eq!(reply.into_inner().message, "traced #2");
+    assert_eq!(c_script.calls(), 2);
+
+    // 3 client spans (test -> A, A -> B, B -> C) and 4 server spans (A, B,
+    // and C twice).
+    let arrived = collector
+        .wait_for(
+            |c| c.spans_named("echo.v1.Echo/Put").len() >= 7,
+            Duration::from_secs(20),
+        )
+        .await;
+    let spans = collector.spans_named("echo.v1.Echo/Put");
+    assert!(arrived, "spans received: {:?}", collector.span_names());
+    assert_eq!(spans.len(), 7);
+
+    let trace_id = spans[0].trace_id();
+    assert!(spans.iter().all(|s| s.trace_id() == trace_id), "one trace");
+
+    let clients: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind() == SpanKind::Client)
+        .collect();
+    let servers: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind() == SpanKind::Server)
+        .collect();
+    assert_eq!((clients.len(), servers.len()), (3, 4));
+    let by_id: HashMap<String, _> = spans.iter().map(|s| (s.span_id(), s)).collect();
+    let parent_kind = |s: &&_| {
+        let s: &common::collector::ReceivedSpan = s;
+        s.parent_span_id()
+            .and_then(|p| by_id.get(&p))
+            .map(|p| p.kind())
+    };
+
+    // The test's call is the root; every server span's parent is a client
+    // span; every other client span's parent is the server span whose
+    // handler made it.
+    let roots: Vec<_> = clients
+        .iter()
+        .filter(|s| parent_kind(s).is_none())
+        .collect();
+    assert_eq!(roots.len(), 1, "one root");
+    assert!(
+        servers
+            .iter()
+            .all(|s| parent_kind(s) == Some(SpanKind::Client))
+    );
+    assert_eq!(
+        clients
+            .iter()
+            .filter(|s| parent_kind(s) == Some(SpanKind::Server))
+            .count(),
+        2
+    );
+
+    // The call that retried is the client span with two server children,
+    // and it shows the retry as an event.
+    let retried = clients
+        .iter()
+        .find(|client| {
+            servers
+                .iter()
+                .filter(|s| s.parent_span_id() == Some(client.span_id()))
+                .count()
+                == 2
+        })
+        .expect("B's call to C has both attempts as children");
+    assert!(
+        retried.span.events.iter().any(|e| e.name == "retrying"),
+        "events: {:?}",
+        retried.span.events
+    );
+
+    // Attributes and statuses, per the RPC semantic conventions.
+    for span in &spans {
+        assert_eq!(span.str_attribute("rpc.system"), Some("grpc"));
+        assert_eq!(span.str_attribute("rpc.service"), Some("echo.v1.Echo"));
+        assert_eq!(span.str_attribute("rpc.method"), Some("Put"));
+    }
+    let failed: Vec<_> = servers
+        .iter()
+        .filter(|s| s.int_attribute("rpc.grpc.status_code") == Some(14))
+        .collect();
+    assert_eq!(failed.len(), 1, "C's first attempt failed UNAVAILABLE");
+    assert_eq!(failed[0].status_code(), StatusCode::Error);
+    assert!(
+        servers
+            .iter()
+            .all(|s| s.str_attribute("network.peer.address") == Some("127.0.0.1"))
+    );
+    let ok = spans
+        .iter()
+        .filter(|s| s.int_attribute("rpc.grpc.status_code") == Some(0))
+        .count();
+    assert_eq!(ok, 6);
+
+    // Metrics: durations per side, and the retry counted.
+    let counted = |c: &Collector, name: &str| -> u64 {
+        c.latest_data_points(name)
+            .iter()
+            .filter_map(|p| p.value.count())
+            .sum()
+    };
+    let metrics_arrived = collector
+        .wait_for(
+            |c| {
+                counted(c, "rpc.server.duration") >= 4
+                    && counted(c, "rpc.client.duration") >= 3
+                    && !c.latest_data_points("sinew.client.retries").is_empty()
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        metrics_arrived,
+        "metrics received: {:?}",
+        collector.metric_names()
+    );
+    assert_eq!(counted(&collector, "rpc.server.duration"), 4);
+    assert_eq!(counted(&collector, "rpc.client.duration"), 3);
+    let retries: f64 = collector
+        .latest_data_points("sinew.client.retries")
+        .iter()
+        .filter_map(|p| p.value.as_f64())
+        .sum();
+    assert_eq!(retries, 1.0);
+
+    for server in [a, b, c] {
+        server.stop().await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())
+        .await
+        .expect("shutdown is bounded")
+        .expect("shutdown succeeds");
+    collector.stop().await;
+}
