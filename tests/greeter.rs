@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::{process::Command, time::Duration};
 
 use common::{GreeterProcess, example_binary};
 
@@ -47,4 +47,63 @@ fn bad_arguments_exit_two_with_usage() {
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("usage"));
+}
+
+#[tokio::test]
+async fn server_and_client_processes_export_one_trace() {
+    use common::collector::Collector;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+
+    let collector = Collector::start().await;
+    let endpoint = collector.endpoint();
+    let mut server =
+        GreeterProcess::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())]).await;
+
+    let (binary, target, env) = (
+        example_binary("greeter"),
+        server.addr.to_string(),
+        endpoint.clone(),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(binary)
+            .args(["client", "--addr", &target, "--name", "traced"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", env)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(output.status.success(), "{output:?}");
+
+    // The server flushes its spans as it drains.
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || server.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    let name = "greeter.v1.Greeter/SayHello";
+    let both = collector
+        .wait_for(
+            |c| {
+                let spans = c.spans_named(name);
+                spans.iter().any(|s| s.kind() == SpanKind::Client)
+                    && spans.iter().any(|s| s.kind() == SpanKind::Server)
+            },
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(both, "spans: {:?}", collector.span_names());
+    let spans = collector.spans_named(name);
+    let client = spans.iter().find(|s| s.kind() == SpanKind::Client).unwrap();
+    let server = spans.iter().find(|s| s.kind() == SpanKind::Server).unwrap();
+    assert_eq!(client.service_name.as_deref(), Some("greeter-client"));
+    assert_eq!(server.service_name.as_deref(), Some("greeter"));
+    assert_eq!(server.trace_id(), client.trace_id(), "one trace");
+    assert_eq!(server.parent_span_id(), Some(client.span_id()));
+    collector.stop().await;
 }

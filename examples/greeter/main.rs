@@ -9,6 +9,11 @@
 //!   serves until SIGTERM or Ctrl-C, then drains.
 //! - `cargo run --example greeter -- client [--addr 127.0.0.1:50051] [--name NAME]`:
 //!   calls a running server and prints the reply.
+//!
+//! With `OTEL_EXPORTER_OTLP_ENDPOINT` set (say `http://localhost:4317`),
+//! the server and the client export their spans and metrics; a collector
+//! shows the client's call and the server's handling as one trace. The
+//! server flushes on drain, the client before it exits.
 
 #![allow(
     clippy::print_stdout,
@@ -141,14 +146,22 @@ fn parse_args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
-        .with_writer(std::io::stderr)
-        .init();
     let args = match parse_args() {
         Ok(args) => args,
         Err(e) => {
             eprintln!("{e}\nusage: greeter [server|client] [--addr HOST:PORT] [--name NAME]");
+            return ExitCode::from(2);
+        }
+    };
+    // Traces, metrics and logs, from the standard OTEL_* variables.
+    let service = match args.mode.as_deref() {
+        Some("client") => "greeter-client",
+        _ => "greeter",
+    };
+    let telemetry = match sinew::telemetry::init(service) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
@@ -164,6 +177,9 @@ async fn main() -> ExitCode {
         Some("client") => call(args.addr.unwrap_or(default_addr), &args.name).await,
         _ => demo(&args.name).await,
     };
+    if let Err(e) = telemetry.shutdown().await {
+        eprintln!("telemetry: {e}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
