@@ -8,6 +8,11 @@
 //! pairs see the same load: 64 calls in flight from 64 tasks on the same
 //! runtime, in alternating rounds so that drift on the machine hits both.
 //!
+//! Then OpenTelemetry is switched on (100% sampling, spans and metrics
+//! exported over OTLP to a collector in this process that drops what it
+//! receives), and the traced sinew pair is measured against the bare tonic
+//! pair again, in alternating rounds: `traced_ratio`.
+//!
 //! To show where the cost goes, each side of sinew is also measured alone
 //! against bare tonic (a tonic client calling the sinew server, a sinew
 //! client calling the tonic server), in the same alternating rounds.
@@ -17,7 +22,7 @@
 //! side, default 3, and the seconds per round, default 3).
 //!
 //! The last line is exactly:
-//! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n>`
+//! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n> traced_ratio=<traced sinew rps / tonic rps>`
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -27,6 +32,16 @@ use std::{
     time::{Duration, Instant},
 };
 
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+    },
+    trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+};
 use sinew::{Server, client::ClientConfig, server::ServerConfig};
 use sinew_workspace::{
     echo::EchoService,
@@ -149,6 +164,42 @@ fn sinew_call(mut client: v1::EchoClient) -> Call {
     })
 }
 
+/// An OTLP collector that accepts everything and keeps nothing.
+#[derive(Clone, Copy)]
+struct Sink;
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        _request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl MetricsService for Sink {
+    async fn export(
+        &self,
+        _request: tonic::Request<ExportMetricsServiceRequest>,
+    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
+async fn otlp_sink() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(Sink))
+            .add_service(MetricsServiceServer::new(Sink))
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    addr
+}
+
 fn median(values: &mut [Round], key: impl Fn(&Round) -> f64) -> f64 {
     values.sort_by(|a, b| key(a).total_cmp(&key(b)));
     key(&values[values.len() / 2])
@@ -215,13 +266,45 @@ fn main() {
             medians[2].0 / tonic_rps,
             medians[3].0 / tonic_rps
         );
+
+        // Now with telemetry on, exporting to a sink in this process.
+        let sink = otlp_sink().await;
+        let telemetry = sinew::telemetry::init_with(
+            sinew::telemetry::TelemetryConfig::new("overhead")
+                .endpoint(format!("http://{sink}"))
+                .log_filter("warn"),
+        )
+        .expect("telemetry");
+        let traced = sinew_client(sinew_addr).await;
+        round(traced.clone(), sinew_call, 1).await;
+        let (mut tonic_again, mut traced_rounds) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            let t = round(tonic_to_tonic.clone(), tonic_call, seconds).await;
+            let s = round(traced.clone(), sinew_call, seconds).await;
+            println!(
+                "traced round {}: tonic {:.0} rps | sinew traced {:.0} rps, p50 {}us, p99 {}us",
+                i + 1,
+                t.rps,
+                s.rps,
+                s.p50_us,
+                s.p99_us
+            );
+            tonic_again.push(t);
+            traced_rounds.push(s);
+        }
+        let traced_ratio =
+            median(&mut traced_rounds, |r| r.rps) / median(&mut tonic_again, |r| r.rps);
+        println!("dropped spans: {}", telemetry.dropped_spans());
+        let _ = telemetry.shutdown().await;
+
         println!(
-            "RESULT overhead_ratio={:.3} sinew_rps={:.0} tonic_rps={:.0} sinew_p99_us={:.0} tonic_p99_us={:.0}",
+            "RESULT overhead_ratio={:.3} sinew_rps={:.0} tonic_rps={:.0} sinew_p99_us={:.0} tonic_p99_us={:.0} traced_ratio={:.3}",
             sinew_rps / tonic_rps,
             sinew_rps,
             tonic_rps,
             sinew_p99,
-            tonic_p99
+            tonic_p99,
+            traced_ratio
         );
     });
 }
