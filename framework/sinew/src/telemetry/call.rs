@@ -14,7 +14,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::metrics::{metrics, rpc_attributes, split_path};
+use super::metrics::{metrics, rpc_attributes};
 use crate::BoxError;
 
 /// Set by [`init`](super::init): while false, nothing is recorded and a
@@ -51,8 +51,7 @@ pub(crate) struct CallRecord {
 impl CallRecord {
     /// Starts recording a call to `path` with its `span`.
     pub(crate) fn start(side: Side, path: &str, span: tracing::Span) -> Self {
-        let (service, method) = split_path(path);
-        let attributes = rpc_attributes(service, method);
+        let attributes = rpc_attributes(path);
         let active = match side {
             Side::Server => &metrics().server_active,
             Side::Client => &metrics().client_active,

@@ -75,7 +75,10 @@ where
         write!(writer, "{}: ", meta.target())?;
         ctx.format_fields(writer.by_ref(), event)?;
 
-        let cx = opentelemetry::Context::current();
+        // The ids come from the current `tracing` span, not from an
+        // activated OpenTelemetry context: activation is off, since it
+        // would cost a context switch on every poll of every call.
+        let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
         let span = cx.span();
         let ids = span.span_context();
         if ids.is_valid() {
@@ -105,11 +108,31 @@ pub(crate) fn subscriber(
         .with_ansi(std::io::stderr().is_terminal())
         .event_format(ConsoleFormat::default())
         .with_filter(console_filter);
-    let otel = tracing_opentelemetry::layer()
+    let otel = otel_layer(tracer);
+    Ok(tracing_subscriber::registry().with(otel).with(console))
+}
+
+/// The layer that turns `tracing` spans into OpenTelemetry spans. Per
+/// span, only what the conventions ask for: no thread, code location or
+/// busy/idle attributes, and no context activation on every poll (sinew
+/// injects from the span itself, and the console reads the span's ids).
+fn otel_layer<S>(
+    tracer: SdkTracer,
+) -> tracing_subscriber::filter::Filtered<
+    tracing_opentelemetry::OpenTelemetryLayer<S, SdkTracer>,
+    LevelFilter,
+    S,
+>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_threads(false)
-        .with_filter(LevelFilter::INFO);
-    Ok(tracing_subscriber::registry().with(otel).with(console))
+        .with_location(false)
+        .with_tracked_inactivity(false)
+        .with_context_activation(false)
+        .with_filter(LevelFilter::INFO)
 }
 
 #[cfg(test)]
@@ -166,9 +189,7 @@ mod tests {
             .with_ansi(false)
             .event_format(ConsoleFormat::default())
             .with_filter(EnvFilter::new("info"));
-        let otel = tracing_opentelemetry::layer()
-            .with_tracer(pipeline.tracer())
-            .with_filter(LevelFilter::INFO);
+        let otel = otel_layer(pipeline.tracer());
         let subscriber = tracing_subscriber::registry().with(otel).with(console);
         tracing::subscriber::with_default(subscriber, f)
     }
@@ -180,7 +201,7 @@ mod tests {
             let span = tracing::info_span!("handle", rpc.method = "SayHello");
             let _entered = span.enter();
             tracing::info!(user = 7, "greeting");
-            let cx = opentelemetry::Context::current();
+            let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&span);
             let ids = cx.span().span_context().clone();
             (ids.trace_id().to_string(), ids.span_id().to_string())
         });
