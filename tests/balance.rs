@@ -6,7 +6,7 @@ mod common;
 
 use std::{net::SocketAddr, time::Duration};
 
-use common::{Running, Scripted, echo, echo_client};
+use common::{Running, Scripted, UnaryEcho, echo, echo_client};
 use sinew::{
     Server,
     client::{balance::ReconnectBackoff, breaker::BreakerConfig},
@@ -20,7 +20,7 @@ async fn serve_on(addr: SocketAddr, script: Scripted) -> Running {
     let listener = TcpListener::bind(addr).await.unwrap();
     let server = Server::new("balanced")
         .config(ServerConfig::new().lame_duck(Duration::ZERO))
-        .add_service(EchoServer::new(script));
+        .add_service(EchoServer::new(UnaryEcho(script)));
     Running::start_on(listener, server)
 }
 

@@ -10,17 +10,16 @@ use std::{
     time::Duration,
 };
 
-use common::{Running, echo, echo_client};
+use common::{Running, Unary, UnaryEcho, echo, echo_client};
 use sinew::{
     Server,
     client::{CallOptions, DeadlineSpent},
     server::ServerConfig,
 };
 use sinew_workspace::proto::echo::v1::{
-    EchoClient, EchoReply, EchoRequest,
-    echo_server::{Echo, EchoServer},
+    EchoClient, EchoReply, EchoRequest, echo_server::EchoServer,
 };
-use tonic::{Code, Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status};
 
 /// A hop: records the `grpc-timeout` it was called with, waits
 /// `delay_ms`, then calls the next hop (if any) with sinew's client.
@@ -46,8 +45,12 @@ fn parse_timeout(value: &str) -> Duration {
 }
 
 #[tonic::async_trait]
-impl Echo for Hop {
-    async fn get(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+impl Unary for Hop {
+    async fn unary(
+        &self,
+        _method: &'static str,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
         let timeout = request
             .metadata()
             .get("grpc-timeout")
@@ -81,39 +84,6 @@ impl Echo for Hop {
             })),
         }
     }
-
-    async fn put(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.get(request).await
-    }
-
-    async fn post(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.get(request).await
-    }
-
-    type ExpandStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
-
-    async fn expand(
-        &self,
-        _: Request<EchoRequest>,
-    ) -> Result<Response<Self::ExpandStream>, Status> {
-        Err(Status::unimplemented("hop"))
-    }
-
-    async fn collect(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoReply>, Status> {
-        Err(Status::unimplemented("hop"))
-    }
-
-    type ChatStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
-
-    async fn chat(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<Self::ChatStream>, Status> {
-        Err(Status::unimplemented("hop"))
-    }
 }
 
 struct Started {
@@ -136,11 +106,11 @@ async fn hop(next: Option<SocketAddr>, headroom: Duration) -> Started {
     let (seen, spent) = (Arc::default(), Arc::default());
     let server = Server::new("hop")
         .config(ServerConfig::new().lame_duck(Duration::ZERO))
-        .add_service(EchoServer::new(Hop {
+        .add_service(EchoServer::new(UnaryEcho(Hop {
             next,
             seen: Arc::clone(&seen),
             spent: Arc::clone(&spent),
-        }));
+        })));
     Started {
         server: Running::start(server).await,
         seen,

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Running, Scripted, echo, echo_client, serve_echo};
+use common::{Running, Scripted, UnaryEcho, echo, echo_client, serve_echo};
 use sinew::{Server, fault::FaultConfig, server::ServerConfig};
 use sinew_workspace::proto::echo::v1::echo_server::EchoServer;
 use tonic::Code;
@@ -18,7 +18,7 @@ async fn faulty_server(faults: &str, script: Scripted) -> Running {
     Running::start(
         Server::new("faulty")
             .config(config)
-            .add_service(EchoServer::new(script)),
+            .add_service(EchoServer::new(UnaryEcho(script))),
     )
     .await
 }
@@ -96,7 +96,7 @@ async fn an_invalid_fault_setting_stops_the_server_naming_the_key() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let server = Server::new("bad")
         .config(ServerConfig::new().faults("/echo.v1.Echo/Get error=NOPE".to_owned()))
-        .add_service(EchoServer::new(Scripted::failing(0, Code::Ok)));
+        .add_service(EchoServer::new(UnaryEcho(Scripted::failing(0, Code::Ok))));
     let error = server
         .serve_with_listener(listener, std::future::ready(()))
         .await

@@ -9,13 +9,10 @@ use std::{
     time::Duration,
 };
 
-use common::{Running, echo_client};
+use common::{Running, Unary, UnaryEcho, echo_client};
 use sinew::{Server, server::ServerConfig};
-use sinew_workspace::proto::echo::v1::{
-    EchoReply, EchoRequest,
-    echo_server::{Echo, EchoServer},
-};
-use tonic::{Request, Response, Status, Streaming};
+use sinew_workspace::proto::echo::v1::{EchoReply, EchoRequest, echo_server::EchoServer};
+use tonic::{Request, Response, Status};
 
 /// The first copy of each call is slow; later copies answer at once, saying
 /// which copy they were.
@@ -25,8 +22,12 @@ struct SlowFirstCopy {
 }
 
 #[tonic::async_trait]
-impl Echo for SlowFirstCopy {
-    async fn get(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+impl Unary for SlowFirstCopy {
+    async fn unary(
+        &self,
+        _method: &'static str,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
         let previous = request
             .metadata()
             .get("grpc-previous-rpc-attempts")
@@ -40,46 +41,13 @@ impl Echo for SlowFirstCopy {
             payload: Vec::new(),
         }))
     }
-
-    async fn put(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.get(request).await
-    }
-
-    async fn post(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.get(request).await
-    }
-
-    type ExpandStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
-
-    async fn expand(
-        &self,
-        _: Request<EchoRequest>,
-    ) -> Result<Response<Self::ExpandStream>, Status> {
-        Err(Status::unimplemented("hedging test"))
-    }
-
-    async fn collect(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoReply>, Status> {
-        Err(Status::unimplemented("hedging test"))
-    }
-
-    type ChatStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
-
-    async fn chat(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<Self::ChatStream>, Status> {
-        Err(Status::unimplemented("hedging test"))
-    }
 }
 
 async fn start() -> (Running, SlowFirstCopy) {
     let service = SlowFirstCopy::default();
     let server = Server::new("hedging")
         .config(ServerConfig::new().lame_duck(Duration::ZERO))
-        .add_service(EchoServer::new(service.clone()));
+        .add_service(EchoServer::new(UnaryEcho(service.clone())));
     (Running::start(server).await, service)
 }
 

@@ -9,11 +9,11 @@ mod common;
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
-use common::{Running, Scripted, collector::Collector, echo, echo_client, serve_echo};
+use common::{Running, Scripted, Unary, collector::Collector, echo, echo_client, serve_echo};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use sinew::telemetry::{TelemetryConfig, init_with};
-use sinew_workspace::proto::echo::v1::{EchoClient, EchoReply, EchoRequest, echo_server::Echo};
-use tonic::{Code, Request, Response, Status, Streaming};
+use sinew_workspace::proto::echo::v1::{EchoClient, EchoReply, EchoRequest};
+use tonic::{Code, Request, Response, Status};
 
 /// Forwards `Put` to the next service with sinew's client.
 #[derive(Clone)]
@@ -22,43 +22,14 @@ struct Relay {
 }
 
 #[tonic::async_trait]
-impl Echo for Relay {
-    async fn get(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.put(request).await
-    }
-
-    async fn put(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+impl Unary for Relay {
+    async fn unary(
+        &self,
+        _method: &'static str,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
         tracing::info!("relaying");
         self.next.clone().put(request.into_inner()).await
-    }
-
-    async fn post(&self, request: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
-        self.put(request).await
-    }
-
-    type ExpandStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
-
-    async fn expand(
-        &self,
-        _: Request<EchoRequest>,
-    ) -> Result<Response<Self::ExpandStream>, Status> {
-        Err(Status::unimplemented("relay"))
-    }
-
-    async fn collect(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<EchoReply>, Status> {
-        Err(Status::unimplemented("relay"))
-    }
-
-    type ChatStream = futures_util::stream::Empty<Result<EchoReply, Status>>;
-
-    async fn chat(
-        &self,
-        _: Request<Streaming<EchoRequest>>,
-    ) -> Result<Response<Self::ChatStream>, Status> {
-        Err(Status::unimplemented("relay"))
     }
 }
 

@@ -9,9 +9,12 @@ use std::{net::SocketAddr, time::Duration};
 
 use sinew::{Server, health::HealthRegistry, server::ServerConfig};
 pub(crate) use sinew_workspace::echo::EchoService;
-use sinew_workspace::proto::echo::v1::echo_server::EchoServer;
+use sinew_workspace::proto::echo::v1::{
+    EchoReply, EchoRequest,
+    echo_server::{Echo, EchoServer},
+};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::transport::Channel;
+use tonic::{Request, transport::Channel};
 
 /// A scaffolded server running on a free loopback port.
 pub(crate) struct Running {
@@ -189,8 +192,8 @@ impl Scripted {
     async fn answer(
         &self,
         method: &'static str,
-        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
-    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
+        request: Request<EchoRequest>,
+    ) -> Result<tonic::Response<EchoReply>, tonic::Status> {
         let header = |name: &str| {
             request
                 .metadata()
@@ -219,77 +222,78 @@ impl Scripted {
         if request.delay_ms > 0 {
             tokio::time::sleep(Duration::from_millis(u64::from(request.delay_ms))).await;
         }
-        Ok(tonic::Response::new(
-            sinew_workspace::proto::echo::v1::EchoReply {
-                message: format!("{} #{n}", request.message),
-                payload: Vec::new(),
-            },
-        ))
+        Ok(tonic::Response::new(EchoReply {
+            message: format!("{} #{n}", request.message),
+            payload: Vec::new(),
+        }))
     }
 }
 
 #[tonic::async_trait]
-impl sinew_workspace::proto::echo::v1::echo_server::Echo for Scripted {
-    async fn get(
-        &self,
-        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
-    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
-        self.answer("Get", request).await
-    }
-
-    async fn put(
-        &self,
-        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
-    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
-        self.answer("Put", request).await
-    }
-
-    async fn post(
-        &self,
-        request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
-    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
-        self.answer("Post", request).await
-    }
-
-    type ExpandStream = futures_util::stream::Empty<
-        Result<sinew_workspace::proto::echo::v1::EchoReply, tonic::Status>,
-    >;
-
-    async fn expand(
-        &self,
-        _request: tonic::Request<sinew_workspace::proto::echo::v1::EchoRequest>,
-    ) -> Result<tonic::Response<Self::ExpandStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not scripted"))
-    }
-
-    async fn collect(
-        &self,
-        _request: tonic::Request<tonic::Streaming<sinew_workspace::proto::echo::v1::EchoRequest>>,
-    ) -> Result<tonic::Response<sinew_workspace::proto::echo::v1::EchoReply>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not scripted"))
-    }
-
-    type ChatStream = futures_util::stream::Empty<
-        Result<sinew_workspace::proto::echo::v1::EchoReply, tonic::Status>,
-    >;
-
-    async fn chat(
-        &self,
-        _request: tonic::Request<tonic::Streaming<sinew_workspace::proto::echo::v1::EchoRequest>>,
-    ) -> Result<tonic::Response<Self::ChatStream>, tonic::Status> {
-        Err(tonic::Status::unimplemented("not scripted"))
+impl Unary for Scripted {
+    async fn unary(&self, method: &'static str, request: Request<EchoRequest>) -> Reply {
+        self.answer(method, request).await
     }
 }
 
-/// Serves `service` on the scaffold on a free port.
-pub(crate) async fn serve_echo<S>(service: S) -> Running
-where
-    S: sinew_workspace::proto::echo::v1::echo_server::Echo,
-{
+type Reply = Result<tonic::Response<EchoReply>, tonic::Status>;
+
+/// A test service that only answers the unary methods of the echo
+/// contract; [`UnaryEcho`] serves it.
+#[tonic::async_trait]
+pub(crate) trait Unary: Send + Sync + 'static {
+    /// Answers `Get`, `Put` or `Post` (named by `method`).
+    async fn unary(&self, method: &'static str, request: Request<EchoRequest>) -> Reply;
+}
+
+/// Serves a [`Unary`] as the echo service; its streaming methods are
+/// unimplemented.
+#[derive(Debug, Clone)]
+pub(crate) struct UnaryEcho<T>(pub(crate) T);
+
+#[tonic::async_trait]
+impl<T: Unary> Echo for UnaryEcho<T> {
+    async fn get(&self, request: Request<EchoRequest>) -> Reply {
+        self.0.unary("Get", request).await
+    }
+
+    async fn put(&self, request: Request<EchoRequest>) -> Reply {
+        self.0.unary("Put", request).await
+    }
+
+    async fn post(&self, request: Request<EchoRequest>) -> Reply {
+        self.0.unary("Post", request).await
+    }
+
+    type ExpandStream = futures_util::stream::Empty<Result<EchoReply, tonic::Status>>;
+
+    async fn expand(
+        &self,
+        _request: Request<EchoRequest>,
+    ) -> Result<tonic::Response<Self::ExpandStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("unary test service"))
+    }
+
+    async fn collect(&self, _request: Request<tonic::Streaming<EchoRequest>>) -> Reply {
+        Err(tonic::Status::unimplemented("unary test service"))
+    }
+
+    type ChatStream = futures_util::stream::Empty<Result<EchoReply, tonic::Status>>;
+
+    async fn chat(
+        &self,
+        _request: Request<tonic::Streaming<EchoRequest>>,
+    ) -> Result<tonic::Response<Self::ChatStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("unary test service"))
+    }
+}
+
+/// Serves `service` as the echo service on the scaffold on a free port.
+pub(crate) async fn serve_echo(service: impl Unary) -> Running {
     Running::start(
         Server::new("scripted")
             .config(ServerConfig::new().lame_duck(Duration::ZERO))
-            .add_service(EchoServer::new(service)),
+            .add_service(EchoServer::new(UnaryEcho(service))),
     )
     .await
 }
@@ -308,8 +312,8 @@ pub(crate) async fn echo_client(
         .unwrap()
 }
 
-pub(crate) fn echo(message: &str) -> sinew_workspace::proto::echo::v1::EchoRequest {
-    sinew_workspace::proto::echo::v1::EchoRequest {
+pub(crate) fn echo(message: &str) -> EchoRequest {
+    EchoRequest {
         message: message.to_owned(),
         ..Default::default()
     }

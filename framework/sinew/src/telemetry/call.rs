@@ -2,6 +2,7 @@
 //! side. Shared by the server's and the client's tracing layers.
 
 use std::{
+    future::Future,
     pin::Pin,
     sync::atomic::{AtomicBool, Ordering},
     task::{Context, Poll},
@@ -13,6 +14,7 @@ use opentelemetry::KeyValue;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Code;
+use tracing::instrument::Instrumented;
 
 use super::metrics::{metrics, rpc_attributes};
 use crate::BoxError;
@@ -208,5 +210,71 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    /// Response future of the server's and the client's tracing layers
+    /// ([`ServerTrace`](crate::server::ServerTrace),
+    /// [`ClientTrace`](crate::client::trace::ClientTrace)): records the
+    /// call's status when its response (or failure) arrives.
+    pub struct TracedFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Off { #[pin] inner: F },
+        Recorded { #[pin] inner: Instrumented<F>, record: Option<CallRecord> },
+    }
+}
+
+impl<F> TracedFuture<F> {
+    pub(crate) fn off(inner: F) -> Self {
+        Self {
+            state: State::Off { inner },
+        }
+    }
+
+    pub(crate) fn recorded(inner: Instrumented<F>, record: CallRecord) -> Self {
+        Self {
+            state: State::Recorded {
+                inner,
+                record: Some(record),
+            },
+        }
+    }
+}
+
+impl<F, E> Future for TracedFuture<F>
+where
+    F: Future<Output = Result<http::Response<tonic::body::Body>, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<http::Response<tonic::body::Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Off { inner } => inner.poll(cx).map_err(Into::into),
+            StateProj::Recorded { inner, record } => {
+                let result = match inner.poll(cx) {
+                    Poll::Ready(result) => result.map_err(Into::into),
+                    Poll::Pending => return Poll::Pending,
+                };
+                let Some(mut record) = record.take() else {
+                    return Poll::Ready(result);
+                };
+                Poll::Ready(match result {
+                    Ok(response) => Ok(finish_on_response(record, response)),
+                    Err(error) => {
+                        record.finish(code_of_error(&error));
+                        Err(error)
+                    }
+                })
+            }
+        }
     }
 }

@@ -75,10 +75,7 @@ where
         write!(writer, "{}: ", meta.target())?;
         ctx.format_fields(writer.by_ref(), event)?;
 
-        // The ids come from the current `tracing` span, not from an
-        // activated OpenTelemetry context: activation is off, since it
-        // would cost a context switch on every poll of every call.
-        let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&tracing::Span::current());
+        let cx = opentelemetry::Context::current();
         let span = cx.span();
         let ids = span.span_context();
         if ids.is_valid() {
@@ -114,8 +111,8 @@ pub(crate) fn subscriber(
 
 /// The layer that turns `tracing` spans into OpenTelemetry spans. Per
 /// span, only what the conventions ask for: no thread, code location or
-/// busy/idle attributes, and no context activation on every poll (sinew
-/// injects from the span itself, and the console reads the span's ids).
+/// busy/idle attributes. Context activation stays on: the console reads
+/// the ids of the active context.
 fn otel_layer<S>(
     tracer: SdkTracer,
 ) -> tracing_subscriber::filter::Filtered<
@@ -131,7 +128,6 @@ where
         .with_threads(false)
         .with_location(false)
         .with_tracked_inactivity(false)
-        .with_context_activation(false)
         .with_filter(LevelFilter::INFO)
 }
 
@@ -201,7 +197,7 @@ mod tests {
             let span = tracing::info_span!("handle", rpc.method = "SayHello");
             let _entered = span.enter();
             tracing::info!(user = 7, "greeting");
-            let cx = tracing_opentelemetry::OpenTelemetrySpanExt::context(&span);
+            let cx = opentelemetry::Context::current();
             let ids = cx.span().span_context().clone();
             (ids.trace_id().to_string(), ids.span_id().to_string())
         });

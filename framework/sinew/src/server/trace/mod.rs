@@ -13,10 +13,10 @@
 //! Until [`telemetry::init`](crate::telemetry::init) has run, the layer
 //! records nothing and costs one atomic load per call.
 
-mod future;
 mod layer;
 mod service;
 
-pub use future::ResponseFuture;
+/// Response future of the layer.
+pub use crate::telemetry::call::TracedFuture as ResponseFuture;
 pub use layer::ServerTraceLayer;
 pub use service::ServerTrace;

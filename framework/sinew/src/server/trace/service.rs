@@ -5,11 +5,10 @@ use tower::Service;
 use tracing::{Instrument, field::Empty};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::ResponseFuture;
 use crate::{
     BoxError,
     telemetry::{
-        call::{self, CallRecord, Side},
+        call::{self, CallRecord, Side, TracedFuture as ResponseFuture},
         metrics::split_path,
         propagation,
     },
