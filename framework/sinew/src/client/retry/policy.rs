@@ -138,8 +138,10 @@ fn find_status<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a Status> {
 }
 
 /// Whether `error` proves that the request never reached the server,
-/// anywhere in its chain: a connection that could not be made (a
-/// `tonic::ConnectError`, or an `io::Error` of kind `ConnectionRefused`); a
+/// anywhere in its chain: a circuit breaker that refused it
+/// ([`BreakerOpen`](crate::client::BreakerOpen): another endpoint may take
+/// it); a connection that could not be made (a `tonic::ConnectError`, or an
+/// `io::Error` of kind `ConnectionRefused`); a
 /// stream the server reset with `REFUSED_STREAM`, which HTTP/2 defines as
 /// "not processed"; or a stream cut by the server's `GOAWAY`, which only
 /// ends streams above the last one it processed.
@@ -148,7 +150,7 @@ fn find_status<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a Status> {
 pub(crate) fn never_reached_server(error: &(dyn Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
-        if error.is::<tonic::ConnectError>() {
+        if error.is::<tonic::ConnectError>() || error.is::<crate::client::BreakerOpen>() {
             return true;
         }
         if let Some(h2) = error.downcast_ref::<h2::Error>()
@@ -347,6 +349,13 @@ mod tests {
         let status = Status::from_error(Box::new(Wrapper(Box::new(connect))));
         assert_eq!(status.code(), Code::Unavailable);
         assert!(never_reached_server(&status));
+        // A breaker's refusal: the call went nowhere.
+        let refused_by_breaker = crate::client::status_with_cause(
+            Code::Unavailable,
+            "circuit breaker open",
+            crate::client::BreakerOpen { retry_after: None },
+        );
+        assert!(never_reached_server(&refused_by_breaker));
     }
 
     #[test]
