@@ -28,7 +28,8 @@ impl Unary for Relay {
         _method: &'static str,
         request: Request<EchoRequest>,
     ) -> Result<Response<EchoReply>, Status> {
-        tracing::info!("relaying");
+        // A span of the handler's own, around its own work.
+        tracing::info_span!("relay work").in_scope(|| tracing::info!("relaying"));
         self.next.clone().put(request.into_inner()).await
     }
 }
@@ -152,6 +153,15 @@ async fn one_trace_across_three_services_with_metrics() {
         .filter(|s| s.int_attribute("rpc.grpc.status_code") == Some(0))
         .count();
     assert_eq!(ok, 6);
+
+    // The handlers' own `tracing` spans are children of their calls.
+    let own = collector.spans_named("relay work");
+    assert_eq!(own.len(), 2, "one per relay");
+    for span in &own {
+        assert_eq!(span.trace_id(), trace_id);
+        let parent = span.parent_span_id().and_then(|p| by_id.get(&p).copied());
+        assert_eq!(parent.map(|p| p.kind()), Some(SpanKind::Server));
+    }
 
     // Metrics: durations per side, and the retry counted.
     let counted = |c: &Collector, name: &str| -> u64 {

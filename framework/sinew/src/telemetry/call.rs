@@ -4,17 +4,24 @@
 use std::{
     future::Future,
     pin::Pin,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
 };
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use opentelemetry::KeyValue;
+use opentelemetry::{
+    Context as OtelContext, KeyValue,
+    context::WithContext,
+    global::{self, BoxedTracer},
+    trace::{SpanKind, Status, TraceContextExt, Tracer},
+};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Code;
-use tracing::instrument::Instrumented;
 
 use super::metrics::{metrics, rpc_attributes};
 use crate::BoxError;
@@ -40,45 +47,78 @@ pub(crate) enum Side {
     Client,
 }
 
-/// A call in progress: its span, when it started, what to record it under.
+/// sinew's tracer, from the global provider (installed by `init` before
+/// any call is recorded).
+fn tracer() -> &'static BoxedTracer {
+    static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
+    TRACER.get_or_init(|| global::tracer("sinew"))
+}
+
+/// A call in progress: its OpenTelemetry span (in a context), when it
+/// started, what to record it under.
+///
+/// The span is made with the OpenTelemetry API directly rather than
+/// through `tracing`: the bridge cost a third of the throughput per call.
 #[derive(Debug)]
 pub(crate) struct CallRecord {
     side: Side,
-    span: tracing::Span,
+    cx: OtelContext,
     start: Instant,
     attributes: [KeyValue; 3],
     done: bool,
 }
 
 impl CallRecord {
-    /// Starts recording a call to `path` with its `span`.
-    pub(crate) fn start(side: Side, path: &str, span: tracing::Span) -> Self {
+    /// Starts recording a call to `path` as a child of `parent`, with
+    /// `extra` attributes beside the RPC ones.
+    pub(crate) fn start(
+        side: Side,
+        path: &str,
+        parent: &OtelContext,
+        extra: Vec<KeyValue>,
+    ) -> Self {
         let attributes = rpc_attributes(path);
-        let active = match side {
-            Side::Server => &metrics().server_active,
-            Side::Client => &metrics().client_active,
+        let (kind, active) = match side {
+            Side::Server => (SpanKind::Server, &metrics().server_active),
+            Side::Client => (SpanKind::Client, &metrics().client_active),
         };
+        let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len());
+        span_attributes.extend(attributes.iter().cloned());
+        span_attributes.extend(extra);
+        let span = tracer()
+            .span_builder(path.trim_start_matches('/').to_owned())
+            .with_kind(kind)
+            .with_attributes(span_attributes)
+            .start_with_context(tracer(), parent);
         active.add(1, &attributes[1..]);
         Self {
             side,
-            span,
+            cx: parent.with_span(span),
             start: Instant::now(),
             attributes,
             done: false,
         }
     }
 
-    /// The call ended with `code`: record it on the span and in the
-    /// metrics. Only the first call counts.
+    /// The context whose span is this call's: attach it while the call
+    /// runs, and inject it into outgoing headers.
+    pub(crate) fn context(&self) -> OtelContext {
+        self.cx.clone()
+    }
+
+    /// The call ended with `code`: record it on the span, end the span,
+    /// and record the metrics. Only the first call counts.
     pub(crate) fn finish(&mut self, code: Code) {
         if self.done {
             return;
         }
         self.done = true;
-        self.span.record("rpc.grpc.status_code", code as i32);
+        let span = self.cx.span();
+        span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
         if is_error(self.side, code) {
-            self.span.record("otel.status_code", "ERROR");
+            span.set_status(Status::error(code.description()));
         }
+        span.end();
         let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
         let [system, service, method] = self.attributes.clone();
         let attributes = [
@@ -228,7 +268,7 @@ pin_project! {
     #[project = StateProj]
     enum State<F> {
         Off { #[pin] inner: F },
-        Recorded { #[pin] inner: Instrumented<F>, record: Option<CallRecord> },
+        Recorded { #[pin] inner: WithContext<F>, record: Option<CallRecord> },
     }
 }
 
@@ -239,7 +279,7 @@ impl<F> TracedFuture<F> {
         }
     }
 
-    pub(crate) fn recorded(inner: Instrumented<F>, record: CallRecord) -> Self {
+    pub(crate) fn recorded(inner: WithContext<F>, record: CallRecord) -> Self {
         Self {
             state: State::Recorded {
                 inner,

@@ -4,22 +4,37 @@
 
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
+use opentelemetry::{Context, KeyValue, trace::TraceContextExt};
 
 use super::{
     call::enabled,
     metrics::{metrics, split_path},
 };
 
+/// Adds an event to the span of the call under way (the client's span,
+/// whose context the tracing layer attaches while the layers below run).
+fn span_event(name: &'static str, attributes: Vec<KeyValue>) {
+    Context::map_current(|cx| {
+        let span = cx.span();
+        if span.is_recording() {
+            span.add_event(name, attributes);
+        }
+    });
+}
+
 /// A retry is about to wait `wait` and send attempt number `attempt`.
 pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool) {
-    tracing::info!(
-        attempt,
-        backoff_ms = wait.as_secs_f64() * 1000.0,
-        transparent,
-        "retrying"
-    );
+    let backoff_ms = wait.as_secs_f64() * 1000.0;
+    tracing::info!(attempt, backoff_ms, transparent, "retrying");
     if enabled() {
+        span_event(
+            "retrying",
+            vec![
+                KeyValue::new("attempt", i64::from(attempt)),
+                KeyValue::new("backoff_ms", backoff_ms),
+                KeyValue::new("transparent", transparent),
+            ],
+        );
         let reason = if transparent { "transparent" } else { "status" };
         metrics().retries.add(
             1,
@@ -35,6 +50,7 @@ pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool)
 pub(crate) fn retry_throttled(path: &str) {
     tracing::info!("retry throttled");
     if enabled() {
+        span_event("retry throttled", Vec::new());
         metrics().retries_throttled.add(
             1,
             &[KeyValue::new("rpc.method", split_path(path).1.to_owned())],
@@ -46,6 +62,7 @@ pub(crate) fn retry_throttled(path: &str) {
 pub(crate) fn hedge(path: &str, copy: u32) {
     tracing::info!(copy, "sending a hedged copy");
     if enabled() {
+        span_event("hedging", vec![KeyValue::new("copy", i64::from(copy))]);
         metrics().hedges.add(
             1,
             &[KeyValue::new("rpc.method", split_path(path).1.to_owned())],
@@ -57,6 +74,10 @@ pub(crate) fn hedge(path: &str, copy: u32) {
 pub(crate) fn breaker_transition(to: &'static str) {
     tracing::info!(to, "circuit breaker state change");
     if enabled() {
+        span_event(
+            "circuit breaker state change",
+            vec![KeyValue::new("to", to)],
+        );
         metrics()
             .breaker_transitions
             .add(1, &[KeyValue::new("to", to)]);
@@ -66,6 +87,9 @@ pub(crate) fn breaker_transition(to: &'static str) {
 /// An open circuit breaker refused a call.
 pub(crate) fn breaker_refused() {
     tracing::info!("circuit breaker open: call refused");
+    if enabled() {
+        span_event("circuit breaker open", Vec::new());
+    }
 }
 
 /// The bulkhead refused a call.
@@ -73,6 +97,7 @@ pub(crate) fn bulkhead_rejected(timed_out: bool) {
     let reason = if timed_out { "timeout" } else { "full" };
     tracing::info!(reason, "bulkhead refused the call");
     if enabled() {
+        span_event("bulkhead refused", vec![KeyValue::new("reason", reason)]);
         metrics()
             .bulkhead_rejections
             .add(1, &[KeyValue::new("reason", reason)]);
@@ -84,6 +109,7 @@ pub(crate) fn bulkhead_waited(waited: Duration) {
     let ms = waited.as_secs_f64() * 1000.0;
     tracing::info!(waited_ms = ms, "waited for a bulkhead slot");
     if enabled() {
+        span_event("bulkhead wait", vec![KeyValue::new("waited_ms", ms)]);
         metrics().bulkhead_queue_time.record(ms, &[]);
     }
 }

@@ -1,15 +1,13 @@
 use std::task::{Context, Poll};
 
+use opentelemetry::{Context as OtelContext, KeyValue, context::FutureExt as _};
 use tonic::body::Body;
 use tower::Service;
-use tracing::{Instrument, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     BoxError,
     telemetry::{
         call::{self, CallRecord, Side, TracedFuture as ResponseFuture},
-        metrics::split_path,
         propagation,
     },
 };
@@ -62,26 +60,27 @@ where
         if !call::enabled() {
             return ResponseFuture::off(self.inner.call(request));
         }
-        let path = request.uri().path().to_owned();
-        let (service, method) = split_path(&path);
-        let span = tracing::info_span!(
-            "grpc.client",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "client",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = Empty,
-            otel.status_code = Empty,
-            server.address = request.uri().host().map(str::to_owned),
+        let extra = request
+            .uri()
+            .host()
+            .map(|host| vec![KeyValue::new("server.address", host.to_owned())])
+            .unwrap_or_default();
+        // The parent is the current context: in a handler, the incoming
+        // call's span.
+        let record = CallRecord::start(
+            Side::Client,
+            request.uri().path(),
+            &OtelContext::current(),
+            extra,
         );
+        let cx = record.context();
         // Every attempt carries this call's context.
-        propagation::inject(&span.context(), request.headers_mut());
-        let record = CallRecord::start(Side::Client, &path, span.clone());
+        propagation::inject(&cx, request.headers_mut());
+        // The layers below run in it: their events land on this span.
         let future = {
-            let _entered = span.enter();
+            let _attached = cx.clone().attach();
             self.inner.call(request)
         };
-        ResponseFuture::recorded(future.instrument(span), record)
+        ResponseFuture::recorded(future.with_context(cx), record)
     }
 }

@@ -1,15 +1,13 @@
 use std::task::{Context, Poll};
 
+use opentelemetry::{KeyValue, context::FutureExt as _};
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::Service;
-use tracing::{Instrument, field::Empty};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     BoxError,
     telemetry::{
         call::{self, CallRecord, Side, TracedFuture as ResponseFuture},
-        metrics::split_path,
         propagation,
     },
 };
@@ -62,31 +60,26 @@ where
         if !call::enabled() {
             return ResponseFuture::off(self.inner.call(request));
         }
-        let path = request.uri().path();
-        let (service, method) = split_path(path);
         let peer = request
             .extensions()
             .get::<TcpConnectInfo>()
             .and_then(TcpConnectInfo::remote_addr);
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %path.trim_start_matches('/'),
-            otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = Empty,
-            otel.status_code = Empty,
-            network.peer.address = peer.map(|p| p.ip().to_string()),
-            network.peer.port = peer.map(|p| p.port()),
-        );
-        // A malformed or absent traceparent leaves the span a root.
-        let _ = span.set_parent(propagation::extract(request.headers()));
-        let record = CallRecord::start(Side::Server, path, span.clone());
+        let extra = peer.map_or_else(Vec::new, |peer| {
+            vec![
+                KeyValue::new("network.peer.address", peer.ip().to_string()),
+                KeyValue::new("network.peer.port", i64::from(peer.port())),
+            ]
+        });
+        // A malformed or absent traceparent makes the span a root.
+        let parent = propagation::extract(request.headers());
+        let record = CallRecord::start(Side::Server, request.uri().path(), &parent, extra);
+        // The handler runs in the call's context: its logs carry the ids,
+        // and the calls it makes are children of this span.
+        let cx = record.context();
         let future = {
-            let _entered = span.enter();
+            let _attached = cx.clone().attach();
             self.inner.call(request)
         };
-        ResponseFuture::recorded(future.instrument(span), record)
+        ResponseFuture::recorded(future.with_context(cx), record)
     }
 }
