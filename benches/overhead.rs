@@ -10,8 +10,8 @@
 //!
 //! Then OpenTelemetry is switched on (100% sampling, spans and metrics
 //! exported over OTLP to a collector in this process that drops what it
-//! receives), and the traced sinew pair is measured against the bare tonic
-//! pair again, in alternating rounds: `traced_ratio`.
+//! receives without decoding it), and the traced sinew pair is measured
+//! against the bare tonic pair again, in alternating rounds: `traced_ratio`.
 //!
 //! To show where the cost goes, each side of sinew is also measured alone
 //! against bare tonic (a tonic client calling the sinew server, a sinew
@@ -19,7 +19,10 @@
 //!
 //! Run with: `cargo bench --bench overhead`
 //! (`SINEW_BENCH_ROUNDS` and `SINEW_BENCH_SECONDS` change the rounds per
-//! side, default 3, and the seconds per round, default 3).
+//! side, default 3, and the seconds per round, default 3;
+//! `SINEW_BENCH_ONLY=tonic`, `sinew` or `traced` runs that pair alone, for
+//! a profiler, and prints no RESULT line; `traced-unexported` and
+//! `traced-unsampled` trace without an endpoint, and sample nothing).
 //!
 //! The last line is exactly:
 //! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n> traced_ratio=<traced sinew rps / tonic rps>`
@@ -32,16 +35,6 @@ use std::{
     time::{Duration, Instant},
 };
 
-use opentelemetry_proto::tonic::collector::{
-    metrics::v1::{
-        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-        metrics_service_server::{MetricsService, MetricsServiceServer},
-    },
-    trace::v1::{
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
-    },
-};
 use sinew::{Server, client::ClientConfig, server::ServerConfig};
 use sinew_workspace::{
     echo::EchoService,
@@ -66,6 +59,7 @@ fn env_number(key: &str, default: u64) -> u64 {
 #[derive(Debug, Clone, Copy)]
 struct Round {
     rps: f64,
+    calls: usize,
     p50_us: u64,
     p99_us: u64,
 }
@@ -103,6 +97,7 @@ where
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Round {
         rps: latencies.len() as f64 / elapsed,
+        calls: latencies.len(),
         p50_us: at(0.50),
         p99_us: at(0.99),
     }
@@ -164,28 +159,95 @@ fn sinew_call(mut client: v1::EchoClient) -> Call {
     })
 }
 
-/// An OTLP collector that accepts everything and keeps nothing.
+/// An OTLP collector that accepts every export and keeps nothing.
+///
+/// It does not decode what it receives: it shares the process, and so the
+/// two cores, with the pairs being measured, and a real collector runs
+/// elsewhere. Decoding would charge sinew for the collector's work.
 #[derive(Clone, Copy)]
-struct Sink;
+struct Sink<const METRICS: bool>;
 
-#[tonic::async_trait]
-impl TraceService for Sink {
-    async fn export(
-        &self,
-        _request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+/// Reads a message without decoding it; writes the empty message (every
+/// OTLP export response is valid empty).
+#[derive(Clone, Copy, Default)]
+struct DiscardCodec;
+
+impl tonic::codec::Codec for DiscardCodec {
+    type Encode = ();
+    type Decode = ();
+    type Encoder = DiscardCodec;
+    type Decoder = DiscardCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        DiscardCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        DiscardCodec
     }
 }
 
-#[tonic::async_trait]
-impl MetricsService for Sink {
-    async fn export(
-        &self,
-        _request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        Ok(tonic::Response::new(ExportMetricsServiceResponse::default()))
+impl tonic::codec::Encoder for DiscardCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        (): (),
+        _dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), Self::Error> {
+        Ok(())
     }
+}
+
+impl tonic::codec::Decoder for DiscardCodec {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<()>, Self::Error> {
+        use bytes::Buf as _;
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+impl<const METRICS: bool> tonic::server::UnaryService<()> for Sink<METRICS> {
+    type Response = ();
+    type Future = std::future::Ready<Result<tonic::Response<()>, tonic::Status>>;
+
+    fn call(&mut self, _request: tonic::Request<()>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(())))
+    }
+}
+
+impl<const METRICS: bool> tower::Service<http::Request<tonic::body::Body>> for Sink<METRICS> {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(DiscardCodec);
+            Ok(grpc.unary(Sink::<METRICS>, request).await)
+        })
+    }
+}
+
+impl tonic::server::NamedService for Sink<false> {
+    const NAME: &'static str = "opentelemetry.proto.collector.trace.v1.TraceService";
+}
+
+impl tonic::server::NamedService for Sink<true> {
+    const NAME: &'static str = "opentelemetry.proto.collector.metrics.v1.MetricsService";
 }
 
 async fn otlp_sink() -> SocketAddr {
@@ -193,8 +255,8 @@ async fn otlp_sink() -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(TraceServiceServer::new(Sink))
-            .add_service(MetricsServiceServer::new(Sink))
+            .add_service(Sink::<false>)
+            .add_service(Sink::<true>)
             .serve_with_incoming(TcpIncoming::from(listener)),
     );
     addr
@@ -212,6 +274,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if let Ok(which) = std::env::var("SINEW_BENCH_ONLY") {
+        runtime.block_on(one_pair(&which, rounds, seconds));
+        return;
+    }
     runtime.block_on(async {
         let tonic_addr = bare_tonic_server().await;
         let sinew_addr = sinew_server().await;
@@ -294,7 +360,11 @@ fn main() {
         }
         let traced_ratio =
             median(&mut traced_rounds, |r| r.rps) / median(&mut tonic_again, |r| r.rps);
-        println!("dropped spans: {}", telemetry.dropped_spans());
+        println!(
+            "dropped spans: {}, failed spans: {}",
+            telemetry.dropped_spans(),
+            telemetry.failed_spans()
+        );
         let _ = telemetry.shutdown().await;
 
         println!(
@@ -307,4 +377,53 @@ fn main() {
             traced_ratio
         );
     });
+}
+
+/// One pair alone, for a profiler: see `SINEW_BENCH_ONLY` in the crate docs.
+async fn one_pair(which: &str, rounds: u64, seconds: u64) {
+    let mut telemetry = None;
+    if which.starts_with("traced") {
+        let sink = otlp_sink().await;
+        let mut config = sinew::telemetry::TelemetryConfig::new("overhead");
+        if which == "traced" {
+            config = config.endpoint(format!("http://{sink}"));
+        }
+        if which == "traced-off" {
+            config = config.sampler(sinew::telemetry::TraceSampler::AlwaysOff);
+        }
+        telemetry =
+            Some(sinew::telemetry::init_with(config.log_filter("warn")).expect("telemetry"));
+    }
+    for i in 0..rounds {
+        let r = if which == "tonic" {
+            round(
+                tonic_client(bare_tonic_server().await).await,
+                tonic_call,
+                seconds,
+            )
+            .await
+        } else {
+            round(
+                sinew_client(sinew_server().await).await,
+                sinew_call,
+                seconds,
+            )
+            .await
+        };
+        println!(
+            "{which} round {}: {:.0} rps, {} calls, p99 {}us",
+            i + 1,
+            r.rps,
+            r.calls,
+            r.p99_us
+        );
+    }
+    if let Some(telemetry) = telemetry {
+        println!(
+            "dropped spans: {}, failed spans: {}",
+            telemetry.dropped_spans(),
+            telemetry.failed_spans()
+        );
+        let _ = telemetry.shutdown().await;
+    }
 }
