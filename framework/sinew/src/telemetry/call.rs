@@ -16,23 +16,31 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::{
     Context as OtelContext, KeyValue,
     context::WithContext,
-    global::{self, BoxedTracer},
-    trace::{SpanKind, Status, TraceContextExt, Tracer},
+    trace::{SpanBuilder, SpanKind, Status, TraceContextExt},
 };
+use opentelemetry_sdk::trace::SdkTracer;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::metrics::{metrics, rpc_attributes};
+use super::{
+    method::{Method, method},
+    metrics::metrics,
+};
 use crate::BoxError;
 
 /// Set by [`init`](super::init): while false, nothing is recorded and a
 /// call costs one atomic load here.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// Turns recording on (telemetry is installed).
-pub(crate) fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
+/// sinew's tracer, set once by [`init`](super::init). Held as the SDK's own
+/// type rather than the global `BoxedTracer`, whose spans come boxed.
+static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+
+/// Turns recording on with `tracer` (telemetry is installed).
+pub(crate) fn enable(tracer: SdkTracer) {
+    let _ = TRACER.set(tracer);
+    ENABLED.store(true, Ordering::Release);
 }
 
 /// Whether telemetry is installed.
@@ -45,13 +53,6 @@ pub(crate) fn enabled() -> bool {
 pub(crate) enum Side {
     Server,
     Client,
-}
-
-/// sinew's tracer, from the global provider (installed by `init` before
-/// any call is recorded).
-fn tracer() -> &'static BoxedTracer {
-    static TRACER: OnceLock<BoxedTracer> = OnceLock::new();
-    TRACER.get_or_init(|| global::tracer("sinew"))
 }
 
 /// A call in progress: its OpenTelemetry span (in a context), when it
@@ -71,40 +72,42 @@ pub(crate) struct CallRecord {
 
 impl CallRecord {
     /// Starts recording a call to `path` as a child of `parent`, with
-    /// `extra` attributes beside the RPC ones.
+    /// `extra` attributes beside the RPC ones. `None` if telemetry is not
+    /// installed.
     pub(crate) fn start(
         side: Side,
         path: &str,
         parent: &OtelContext,
-        extra: Vec<KeyValue>,
-    ) -> Self {
-        let attributes = rpc_attributes(path);
+        extra: &[KeyValue],
+    ) -> Option<Self> {
+        let tracer = TRACER.get()?;
+        let Method { name, attributes } = method(path);
         let (kind, active) = match side {
             Side::Server => (SpanKind::Server, &metrics().server_active),
             Side::Client => (SpanKind::Client, &metrics().client_active),
         };
-        let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len());
+        // Room for the status code, set when the call ends.
+        let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
         span_attributes.extend(attributes.iter().cloned());
-        span_attributes.extend(extra);
-        let span = tracer()
-            .span_builder(path.trim_start_matches('/').to_owned())
+        span_attributes.extend(extra.iter().cloned());
+        let span = SpanBuilder::from_name(name)
             .with_kind(kind)
             .with_attributes(span_attributes)
-            .start_with_context(tracer(), parent);
+            .start_with_context(tracer, parent);
         active.add(1, &attributes[1..]);
-        Self {
+        Some(Self {
             side,
             cx: parent.with_span(span),
             start: Instant::now(),
             attributes,
             done: false,
-        }
+        })
     }
 
     /// The context whose span is this call's: attach it while the call
     /// runs, and inject it into outgoing headers.
-    pub(crate) fn context(&self) -> OtelContext {
-        self.cx.clone()
+    pub(crate) fn context(&self) -> &OtelContext {
+        &self.cx
     }
 
     /// The call ended with `code`: record it on the span, end the span,
@@ -114,25 +117,23 @@ impl CallRecord {
             return;
         }
         self.done = true;
+        let status_code = KeyValue::new("rpc.grpc.status_code", code as i64);
         let span = self.cx.span();
-        span.set_attribute(KeyValue::new("rpc.grpc.status_code", code as i64));
+        span.set_attribute(status_code.clone());
         if is_error(self.side, code) {
             span.set_status(Status::error(code.description()));
         }
         span.end();
         let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
         let [system, service, method] = self.attributes.clone();
-        let attributes = [
-            system,
-            service.clone(),
-            method.clone(),
-            KeyValue::new("rpc.grpc.status_code", code as i64),
-        ];
         let (duration, active) = match self.side {
             Side::Server => (&metrics().server_duration, &metrics().server_active),
             Side::Client => (&metrics().client_duration, &metrics().client_active),
         };
-        duration.record(elapsed, &attributes);
+        duration.record(
+            elapsed,
+            &[system, service.clone(), method.clone(), status_code],
+        );
         active.add(-1, &[service, method]);
     }
 }

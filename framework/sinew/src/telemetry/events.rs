@@ -6,10 +6,7 @@ use std::time::Duration;
 
 use opentelemetry::{Context, KeyValue, trace::TraceContextExt};
 
-use super::{
-    call::enabled,
-    metrics::{metrics, split_path},
-};
+use super::{call::enabled, method::split_path, metrics::metrics};
 
 /// Adds an event to the span of the call under way (the client's span,
 /// whose context the tracing layer attaches while the layers below run).

@@ -103,7 +103,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         pipeline
     };
     // The scaffold's and the clients' layers record from now on.
-    call::enable();
+    call::enable(pipeline.tracer());
 
     let TelemetryConfig {
         service_name,

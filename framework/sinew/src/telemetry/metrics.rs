@@ -18,14 +18,10 @@
 //! | `sinew.client.bulkhead.queue_time` | histogram | ms | |
 //! | `sinew.health.status_changes` | counter | {change} | `service`, `status` |
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    sync::{Arc, OnceLock},
-};
+use std::sync::OnceLock;
 
 use opentelemetry::{
-    KeyValue, StringValue, global,
+    global,
     metrics::{Counter, Histogram, UpDownCounter},
 };
 
@@ -116,41 +112,4 @@ pub(crate) fn metrics() -> &'static Metrics {
                 .build(),
         }
     })
-}
-
-/// The attributes of an RPC to `path`, as the semantic conventions name
-/// them.
-///
-/// Built once per path and thread, with reference-counted strings: a call
-/// then clones counters instead of allocating strings, and the counters
-/// stay on the thread's own cache lines.
-pub(crate) fn rpc_attributes(path: &str) -> [KeyValue; 3] {
-    thread_local! {
-        static CACHE: RefCell<HashMap<Box<str>, [KeyValue; 3]>> = RefCell::new(HashMap::new());
-    }
-    /// Paths beyond this many per thread are not cached: a client calling
-    /// unbounded paths must not grow memory without bound.
-    const MAX_CACHED: usize = 1024;
-    CACHE.with(|cache| {
-        if let Some(attributes) = cache.borrow().get(path) {
-            return attributes.clone();
-        }
-        let (service, method) = split_path(path);
-        let attributes = [
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", StringValue::from(Arc::<str>::from(service))),
-            KeyValue::new("rpc.method", StringValue::from(Arc::<str>::from(method))),
-        ];
-        let mut cache = cache.borrow_mut();
-        if cache.len() < MAX_CACHED {
-            cache.insert(path.into(), attributes.clone());
-        }
-        attributes
-    })
-}
-
-/// Splits `/pkg.Service/Method` into service and method.
-pub(crate) fn split_path(path: &str) -> (&str, &str) {
-    let path = path.strip_prefix('/').unwrap_or(path);
-    path.split_once('/').unwrap_or((path, ""))
 }

@@ -93,6 +93,7 @@ pub(crate) mod events;
 mod export;
 mod install;
 mod logs;
+mod method;
 pub mod metrics;
 pub mod propagation;
 mod queue;

@@ -1,6 +1,10 @@
-use std::task::{Context, Poll};
+use std::{
+    cell::RefCell,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
-use opentelemetry::{Context as OtelContext, KeyValue, context::FutureExt as _};
+use opentelemetry::{Context as OtelContext, KeyValue, StringValue, context::FutureExt as _};
 use tonic::body::Body;
 use tower::Service;
 
@@ -60,20 +64,18 @@ where
         if !call::enabled() {
             return ResponseFuture::off(self.inner.call(request));
         }
-        let extra = request
-            .uri()
-            .host()
-            .map(|host| vec![KeyValue::new("server.address", host.to_owned())])
-            .unwrap_or_default();
+        let host = request.uri().host().map(server_address);
         // The parent is the current context: in a handler, the incoming
         // call's span.
-        let record = CallRecord::start(
+        let Some(record) = CallRecord::start(
             Side::Client,
             request.uri().path(),
             &OtelContext::current(),
-            extra,
-        );
-        let cx = record.context();
+            host.as_slice(),
+        ) else {
+            return ResponseFuture::off(self.inner.call(request));
+        };
+        let cx = record.context().clone();
         // Every attempt carries this call's context.
         propagation::inject(&cx, request.headers_mut());
         // The layers below run in it: their events land on this span.
@@ -83,4 +85,26 @@ where
         };
         ResponseFuture::recorded(future.with_context(cx), record)
     }
+}
+
+/// The `server.address` attribute for `host`.
+///
+/// Each thread keeps the last one it made: a client mostly calls the same
+/// few hosts, so calls share the string rather than copying it each time.
+fn server_address(host: &str) -> KeyValue {
+    thread_local! {
+        static LAST: RefCell<Option<StringValue>> = const { RefCell::new(None) };
+    }
+    let value = LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some(value) if value.as_str() == host => value.clone(),
+            _ => {
+                let value = StringValue::from(Arc::<str>::from(host));
+                *last = Some(value.clone());
+                value
+            }
+        }
+    });
+    KeyValue::new("server.address", value)
 }

@@ -1,6 +1,11 @@
-use std::task::{Context, Poll};
+use std::{
+    cell::RefCell,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    task::{Context, Poll},
+};
 
-use opentelemetry::{KeyValue, context::FutureExt as _};
+use opentelemetry::{KeyValue, StringValue, context::FutureExt as _};
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::Service;
 
@@ -63,23 +68,51 @@ where
         let peer = request
             .extensions()
             .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
-        let extra = peer.map_or_else(Vec::new, |peer| {
-            vec![
-                KeyValue::new("network.peer.address", peer.ip().to_string()),
-                KeyValue::new("network.peer.port", i64::from(peer.port())),
-            ]
-        });
+            .and_then(TcpConnectInfo::remote_addr)
+            .map(peer_attributes);
         // A malformed or absent traceparent makes the span a root.
         let parent = propagation::extract(request.headers());
-        let record = CallRecord::start(Side::Server, request.uri().path(), &parent, extra);
+        let Some(record) = CallRecord::start(
+            Side::Server,
+            request.uri().path(),
+            &parent,
+            peer.as_ref().map_or(&[], |peer| &peer[..]),
+        ) else {
+            return ResponseFuture::off(self.inner.call(request));
+        };
         // The handler runs in the call's context: its logs carry the ids,
         // and the calls it makes are children of this span.
-        let cx = record.context();
+        let cx = record.context().clone();
         let future = {
             let _attached = cx.clone().attach();
             self.inner.call(request)
         };
         ResponseFuture::recorded(future.with_context(cx), record)
     }
+}
+
+/// `network.peer.address` and `network.peer.port` of `peer`.
+///
+/// The address is a string attribute; each thread keeps the last one it
+/// made, so that the calls of one connection share it rather than
+/// formatting it each time.
+fn peer_attributes(peer: SocketAddr) -> [KeyValue; 2] {
+    thread_local! {
+        static LAST: RefCell<Option<(IpAddr, StringValue)>> = const { RefCell::new(None) };
+    }
+    let address = LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((ip, address)) if *ip == peer.ip() => address.clone(),
+            _ => {
+                let address = StringValue::from(Arc::<str>::from(peer.ip().to_string()));
+                *last = Some((peer.ip(), address.clone()));
+                address
+            }
+        }
+    });
+    [
+        KeyValue::new("network.peer.address", address),
+        KeyValue::new("network.peer.port", i64::from(peer.port())),
+    ]
 }
