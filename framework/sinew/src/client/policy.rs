@@ -178,13 +178,45 @@ impl CallPolicy {
 /// Set in the request's extensions by the deadline layer; the retry and
 /// hedging layers never start an attempt or a backoff past it, and send
 /// each attempt with a `grpc-timeout` of what is left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct CallDeadline(pub tokio::time::Instant);
+///
+/// One extension says both when and whether the deadline layer enforces
+/// it (a deadline set by hand is only respected, not enforced, so the
+/// retry layer bounds each attempt itself): each extension costs an
+/// allocation per call, and another per attempt it is copied into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CallDeadline {
+    at: tokio::time::Instant,
+    enforced: bool,
+}
 
 impl CallDeadline {
+    /// A deadline at `at`, for layers below to respect.
+    pub fn new(at: tokio::time::Instant) -> Self {
+        Self {
+            at,
+            enforced: false,
+        }
+    }
+
+    /// A deadline that the deadline layer enforces on the whole call, so
+    /// the layers below need no timer of their own for it.
+    pub(crate) fn enforced(at: tokio::time::Instant) -> Self {
+        Self { at, enforced: true }
+    }
+
+    /// When the call must be over by.
+    pub fn at(self) -> tokio::time::Instant {
+        self.at
+    }
+
+    /// Whether the deadline layer enforces it.
+    pub(crate) fn is_enforced(self) -> bool {
+        self.enforced
+    }
+
     /// The time left, zero once passed.
     pub fn remaining(self) -> Duration {
-        self.0
+        self.at
             .saturating_duration_since(tokio::time::Instant::now())
     }
 }

@@ -33,12 +33,6 @@ use std::time::Duration;
 #[cfg(test)]
 use tower::Layer;
 
-/// Put in a request's extensions by [`ClientDeadline`]: the call's
-/// deadline is enforced out here, so the layers below need no timer of
-/// their own for it (they still never start work past it).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Enforced;
-
 /// The default headroom kept from an inherited deadline: 5ms, enough for a
 /// reply to travel back over a data-centre network.
 pub const DEFAULT_HEADROOM: Duration = Duration::from_millis(5);
@@ -125,7 +119,7 @@ mod tests {
         assert_eq!(seen[0].0.as_deref(), Some("100000u"));
         assert_eq!(
             seen[0].1,
-            Some(CallDeadline(start + Duration::from_millis(100)))
+            Some(CallDeadline::enforced(start + Duration::from_millis(100)))
         );
     }
 

@@ -97,8 +97,11 @@ where
                 status_with_cause(Code::DeadlineExceeded, "deadline exceeded", DeadlineSpent);
             return ResponseFuture::failed(status);
         }
-        request.extensions_mut().insert(CallDeadline(deadline));
-        request.extensions_mut().insert(super::Enforced);
+        // The deadline is enforced out here: the layers below need no timer
+        // of their own for it (they still never start work past it).
+        request
+            .extensions_mut()
+            .insert(CallDeadline::enforced(deadline));
         set_grpc_timeout(request.headers_mut(), deadline - now);
         ResponseFuture::bounded(self.inner.call(request), deadline)
     }

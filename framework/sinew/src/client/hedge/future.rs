@@ -115,7 +115,7 @@ where
         .max_attempts
         .clamp(1, settings.max_attempts_cap.max(1));
     let throttle = settings.throttle;
-    let deadline_at = deadline.map(|deadline| deadline.0);
+    let deadline_at = deadline.map(CallDeadline::at);
     let mut copies = FuturesUnordered::new();
     let mut sent = 0u32;
     let mut next_copy = Instant::now();

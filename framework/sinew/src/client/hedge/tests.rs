@@ -306,7 +306,7 @@ async fn the_deadline_ends_a_hedged_call() {
     let start = Instant::now();
     request
         .extensions_mut()
-        .insert(CallDeadline(start + Duration::from_millis(150)));
+        .insert(CallDeadline::new(start + Duration::from_millis(150)));
     let outcome = call(&layer(&RetryThrottle::default()), &mock, request).await;
     assert_eq!(code(&outcome), Code::DeadlineExceeded);
     assert_eq!(start.elapsed(), Duration::from_millis(150));

@@ -61,10 +61,7 @@ where
 {
     // Under the deadline layer the deadline is already enforced on the
     // whole call: a second timer per attempt would only cost.
-    let enforced = request
-        .extensions()
-        .get::<crate::client::deadline::Enforced>()
-        .is_some();
+    let enforced = deadline.is_some_and(CallDeadline::is_enforced);
     let attempt = async move {
         service
             .ready()
@@ -89,7 +86,7 @@ pub(crate) async fn within<T>(
 ) -> Result<T, crate::BoxError> {
     match deadline {
         None => work.await,
-        Some(deadline) => tokio::time::timeout_at(deadline.0, work)
+        Some(deadline) => tokio::time::timeout_at(deadline.at(), work)
             .await
             .unwrap_or_else(|_| Err(deadline_exceeded())),
     }

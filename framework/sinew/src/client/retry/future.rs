@@ -177,7 +177,7 @@ where
         // at (or after) it would fail for sure, and the caller is better
         // served by the failure it has now.
         if let Some(deadline) = deadline
-            && Instant::now() + wait >= deadline.0
+            && Instant::now() + wait >= deadline.at()
         {
             return attempt::with_attempts(failure.result, sent);
         }

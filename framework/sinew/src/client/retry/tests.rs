@@ -68,7 +68,7 @@ fn request(policy: Option<CallPolicy>, body: Body) -> http::Request<Body> {
 fn with_deadline(mut request: http::Request<Body>, after: Duration) -> http::Request<Body> {
     request
         .extensions_mut()
-        .insert(CallDeadline(Instant::now() + after));
+        .insert(CallDeadline::new(Instant::now() + after));
     request
 }
 
