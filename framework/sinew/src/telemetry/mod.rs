@@ -94,6 +94,7 @@ mod export;
 mod install;
 mod logs;
 pub mod metrics;
+mod otlp;
 pub mod propagation;
 mod queue;
 
