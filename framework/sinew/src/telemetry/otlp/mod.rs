@@ -21,8 +21,10 @@
 //! `opentelemetry-proto`'s own transform makes of the same spans. Metrics,
 //! far fewer, still go through `opentelemetry-otlp`.
 
+mod codec;
 mod encode;
+mod exporter;
+mod retry;
 mod wire;
 
-#[allow(unused_imports)] // Until the exporter uses it.
-pub(crate) use encode::TraceEncoder;
+pub(crate) use exporter::OtlpSpanExporter;
