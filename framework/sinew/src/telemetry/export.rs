@@ -8,9 +8,17 @@
 //! path:
 //!
 //! - spans go through a bounded queue to the batch processor's thread
-//!   (see [`queue`](super::queue)); ending a span never blocks or fails;
+//!   (see [`queue`](super::queue)); ending a span never blocks or fails.
+//!   That thread encodes each batch with sinew's own OTLP exporter (see
+//!   [`otlp`](super::otlp)), which allocates nothing per span, and sends
+//!   it on the runtime `build` ran in;
 //! - metrics are aggregated in memory as they are recorded, and the
-//!   periodic reader's thread collects and exports them on its interval.
+//!   periodic reader's thread collects and exports them on its interval,
+//!   with `opentelemetry-otlp`'s exporter.
+//!
+//! Every setting comes from the [`TelemetryConfig`], except that the
+//! metric exporter also reads `OTEL_EXPORTER_OTLP_HEADERS` and
+//! `_METRICS_HEADERS` from the process itself.
 //!
 //! An export that cannot reach the collector fails after the export
 //! timeout (retries included); the data is lost, counted for spans, and a
@@ -41,6 +49,7 @@ use opentelemetry_sdk::{
 
 use super::{
     TelemetryConfig, TelemetryError,
+    otlp::OtlpSpanExporter,
     queue::{CountingExporter, CountingProcessor, QueueCounters},
 };
 
@@ -69,8 +78,8 @@ struct ReportingMetricExporter<E> {
 
 impl Pipeline {
     /// Builds the providers `config` describes. Exporting needs a tokio
-    /// runtime (the gRPC channel's connection runs on it); without an
-    /// endpoint, none is needed.
+    /// runtime (the gRPC channels' connections, and span exports, run on
+    /// it); without an endpoint, none is needed.
     pub(crate) fn build(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
         config.validate()?;
         let exports_traces = config.traces_endpoint.is_some();
@@ -86,14 +95,21 @@ impl Pipeline {
             .with_sampler(config.sampler.to_sdk())
             .with_resource(resource.clone());
         if let Some(endpoint) = &config.traces_endpoint {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(config.traces_timeout)
+            let rejected = Arc::clone(&counters);
+            let exporter = config
+                .traces_headers
+                .0
+                .iter()
+                .fold(
+                    OtlpSpanExporter::builder(endpoint),
+                    |builder, (key, value)| builder.header(key, value),
+                )
+                .timeout(config.traces_timeout)
+                .on_rejected(move |spans| rejected.record_rejected(spans))
                 .build()
                 .map_err(|e| TelemetryError::Exporter {
                     signal: "traces",
-                    reason: e.to_string(),
+                    reason: error_chain(&e),
                 })?;
             // The builder's defaults read the OTEL_BSP_* variables from the
             // process; every value that matters is set from `config`.
@@ -196,6 +212,18 @@ pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
         )
         .with_service_name(config.service_name.clone())
         .build()
+}
+
+/// `error` and its sources, for a message.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A flush or shutdown of one signal's provider.
