@@ -481,6 +481,81 @@ mod tests {
         assert_eq!(pipeline.counters.dropped(), 0);
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_reach_the_collector_with_the_configured_headers() {
+        use opentelemetry_proto::tonic::collector::trace::v1::{
+            ExportTracePartialSuccess, ExportTraceServiceResponse,
+        };
+
+        use super::super::otlp::testing::Collector;
+
+        // The first export is a partial success: one span rejected.
+        let (collector, addr) = Collector::start([Ok(ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 1,
+                error_message: "one too many".to_owned(),
+            }),
+        })])
+        .await;
+        let config = TelemetryConfig::new("svc")
+            .traces_endpoint(format!("http://{addr}"))
+            .traces_header("Authorization", "Bearer token")
+            .schedule_delay(Duration::from_secs(3600));
+        let pipeline = Pipeline::build(&config).unwrap();
+        let tracer = pipeline.tracer();
+        tracer.start("first").end();
+        tracer.start("second").end();
+
+        let flushed = {
+            let pipeline = pipeline.clone();
+            off_runtime("flush", move || pipeline.flush(Duration::from_secs(10))).await
+        };
+        flushed.unwrap();
+
+        let requests = collector.requests();
+        assert_eq!(requests.len(), 1);
+        let (metadata, request) = &requests[0];
+        assert_eq!(
+            metadata.get("authorization").unwrap().to_str().unwrap(),
+            "Bearer token"
+        );
+        let resource_spans = &request.resource_spans[0];
+        let names: Vec<&str> = resource_spans.scope_spans[0]
+            .spans
+            .iter()
+            .map(|span| span.name.as_str())
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(
+            resource_spans.scope_spans[0].scope.as_ref().unwrap().name,
+            SCOPE
+        );
+        let service = resource_spans
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+        assert!(
+            matches!(service, Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(name)) if name == "svc"),
+            "{service:?}"
+        );
+        // The rejected span counts as failed; the batch went through.
+        assert_eq!(pipeline.counters.failed(), 1);
+        assert_eq!(pipeline.counters.dropped(), 0);
+
+        let shut = {
+            let pipeline = pipeline.clone();
+            off_runtime("shutdown", move || {
+                pipeline.shutdown(Duration::from_secs(5))
+            })
+            .await
+        };
+        shut.unwrap();
+    }
+
     #[test]
     fn a_job_past_the_bound_is_reported_as_timed_out() {
         let (_hold, wait) = mpsc::channel::<()>();

@@ -391,7 +391,6 @@ impl ExportError {
 mod tests {
     use std::{
         borrow::Cow,
-        collections::VecDeque,
         net::SocketAddr,
         sync::atomic::AtomicU64,
         task::{Context, Poll, Wake, Waker},
@@ -404,65 +403,11 @@ mod tests {
     };
     use opentelemetry_proto::tonic::collector::trace::v1::{
         ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
-        trace_service_server::{TraceService, TraceServiceServer},
     };
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
     use tokio::net::TcpListener;
-    use tonic::{Response, transport::server::TcpIncoming};
 
-    use super::*;
-
-    /// What the test collector received, and what it answers next.
-    #[derive(Debug, Default)]
-    struct Received {
-        requests: Vec<(MetadataMap, ExportTraceServiceRequest)>,
-        /// Answers to give, in order; then success.
-        script: VecDeque<Result<ExportTraceServiceResponse, Status>>,
-    }
-
-    /// A collector on a free loopback port. Clones share what it got.
-    #[derive(Debug, Clone, Default)]
-    struct Collector(Arc<Mutex<Received>>);
-
-    #[tonic::async_trait]
-    impl TraceService for Collector {
-        async fn export(
-            &self,
-            request: Request<ExportTraceServiceRequest>,
-        ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-            let mut received = self.0.lock().unwrap();
-            let (metadata, _, request) = request.into_parts();
-            received.requests.push((metadata, request));
-            received
-                .script
-                .pop_front()
-                .unwrap_or_else(|| Ok(ExportTraceServiceResponse::default()))
-                .map(Response::new)
-        }
-    }
-
-    impl Collector {
-        /// Starts serving; answers `script` first.
-        async fn start(
-            script: impl IntoIterator<Item = Result<ExportTraceServiceResponse, Status>>,
-        ) -> (Self, SocketAddr) {
-            let collector = Self::default();
-            collector.0.lock().unwrap().script.extend(script);
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let service = TraceServiceServer::new(collector.clone());
-            tokio::spawn(
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming(TcpIncoming::from(listener)),
-            );
-            (collector, addr)
-        }
-
-        fn requests(&self) -> Vec<(MetadataMap, ExportTraceServiceRequest)> {
-            self.0.lock().unwrap().requests.clone()
-        }
-    }
+    use super::{super::testing::Collector, *};
 
     fn endpoint(addr: SocketAddr) -> String {
         format!("http://{addr}")

@@ -25,6 +25,8 @@ mod codec;
 mod encode;
 mod exporter;
 mod retry;
+#[cfg(test)]
+pub(crate) mod testing;
 mod wire;
 
 pub(crate) use exporter::OtlpSpanExporter;
