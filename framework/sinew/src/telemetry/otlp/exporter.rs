@@ -51,8 +51,10 @@ type RejectedHook = Arc<dyn Fn(u64) + Send + Sync>;
 ///
 /// Build it inside a tokio runtime, with [`builder`](Self::builder); its
 /// exports then run on that runtime, whatever thread calls
-/// [`export`](SpanExporter::export). Without retries, an export fails at
-/// once if the runtime is gone.
+/// [`export`](SpanExporter::export). Once that runtime has shut down,
+/// exports fail at once. If the runtime is alive but never gets to run
+/// the call (its only thread blocked), the caller waits: bound such
+/// waits from outside, as the pipeline's flush and shutdown do.
 pub(crate) struct OtlpSpanExporter {
     /// Behind a lock for its scratch space only: the SDK never exports
     /// concurrently on one exporter, so it is never contended.
