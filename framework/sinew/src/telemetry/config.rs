@@ -26,6 +26,10 @@ const METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
 const PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
 const TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 const METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
+const HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
+const TRACES_HEADERS: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
+const COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
+const TRACES_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
 const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 const SAMPLER: &str = "OTEL_TRACES_SAMPLER";
@@ -38,9 +42,10 @@ const RUST_LOG: &str = "RUST_LOG";
 
 /// Every environment variable [`TelemetryConfig::from_env`] reads.
 ///
-/// The OTLP exporter itself also honours `OTEL_EXPORTER_OTLP_HEADERS` (and
-/// the per-signal `_TRACES_HEADERS`, `_METRICS_HEADERS`) and
-/// `OTEL_EXPORTER_OTLP_COMPRESSION`, which sinew passes through untouched.
+/// The metric exporter (`opentelemetry-otlp`) also reads, by itself,
+/// `OTEL_EXPORTER_OTLP_HEADERS` and `_METRICS_HEADERS` (dropping pairs it
+/// cannot use), and the compression variables, which it ignores: this
+/// build has no gzip, so metrics go uncompressed whatever they say.
 pub const VARIABLES: &[&str] = &[
     ENDPOINT,
     TRACES_ENDPOINT,
@@ -51,6 +56,10 @@ pub const VARIABLES: &[&str] = &[
     PROTOCOL,
     TRACES_PROTOCOL,
     METRICS_PROTOCOL,
+    HEADERS,
+    TRACES_HEADERS,
+    COMPRESSION,
+    TRACES_COMPRESSION,
     SERVICE_NAME,
     RESOURCE_ATTRIBUTES,
     SAMPLER,
@@ -104,6 +113,11 @@ pub enum TraceSampler {
     ParentBasedTraceIdRatio(f64),
 }
 
+/// Export headers: keys lowercased and unique, in order. Their values are
+/// often credentials, so `Debug` shows only the keys.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub(crate) struct Headers(pub(crate) Vec<(String, String)>);
+
 /// Settings for [`init_with`](super::init_with).
 ///
 /// Start from [`from_env`](Self::from_env) (the usual way) or
@@ -138,6 +152,8 @@ pub struct TelemetryConfig {
     pub(crate) metrics_endpoint: Option<String>,
     pub(crate) traces_timeout: Duration,
     pub(crate) metrics_timeout: Duration,
+    /// Sent with every trace export.
+    pub(crate) traces_headers: Headers,
     pub(crate) sampler: TraceSampler,
     pub(crate) metric_export_interval: Duration,
     pub(crate) max_queue_size: usize,
@@ -211,13 +227,35 @@ impl fmt::Display for TraceSampler {
     }
 }
 
+// === impl Headers ===
+
+impl Headers {
+    /// Sets `key` (lowercased) to `value`, in place if it is there.
+    fn set(&mut self, key: &str, value: String) {
+        let key = key.to_ascii_lowercase();
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(header) => header.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, _)| (key, "<redacted>")))
+            .finish()
+    }
+}
+
 // === impl TelemetryConfig ===
 
 impl TelemetryConfig {
     /// The defaults, without reading the environment: service
     /// `service_name`, no export, `parentbased_always_on` sampling,
     /// metrics every 60s, a queue of 2048 spans exported in batches of 512
-    /// every 5s, a 10s export timeout, console logs at `info`.
+    /// every 5s, a 10s export timeout, no export headers, console logs at
+    /// `info`.
     pub fn new(service_name: impl Into<String>) -> Self {
         Self {
             service_name: service_name.into(),
@@ -227,6 +265,7 @@ impl TelemetryConfig {
             metrics_endpoint: None,
             traces_timeout: DEFAULT_TIMEOUT,
             metrics_timeout: DEFAULT_TIMEOUT,
+            traces_headers: Headers::default(),
             sampler: TraceSampler::default(),
             metric_export_interval: DEFAULT_METRIC_EXPORT_INTERVAL,
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
@@ -280,6 +319,29 @@ impl TelemetryConfig {
         }
         if let Some(value) = read(METRICS_TIMEOUT) {
             config.metrics_timeout = parse_millis(METRICS_TIMEOUT, &value)?;
+        }
+
+        // The per-signal variable replaces the generic one whole, as the
+        // specification has every per-signal option override its generic
+        // one. Both are checked: the metric exporter reads the generic one.
+        let headers = read(HEADERS)
+            .map(|value| parse_headers(HEADERS, &value))
+            .transpose()?;
+        let traces_headers = read(TRACES_HEADERS)
+            .map(|value| parse_headers(TRACES_HEADERS, &value))
+            .transpose()?;
+        config.traces_headers = Headers(traces_headers.or(headers).unwrap_or_default());
+
+        // Traces are sent uncompressed; saying otherwise fails rather than
+        // being ignored. The per-signal variable wins.
+        let compression = read(COMPRESSION);
+        match read(TRACES_COMPRESSION) {
+            Some(value) => check_compression(TRACES_COMPRESSION, &value)?,
+            None => {
+                if let Some(value) = compression {
+                    check_compression(COMPRESSION, &value)?;
+                }
+            }
         }
 
         if let Some(value) = read(RESOURCE_ATTRIBUTES) {
@@ -358,6 +420,20 @@ impl TelemetryConfig {
         self
     }
 
+    /// Sends `key: value` as gRPC metadata with every trace export, such
+    /// as a collector's or vendor's credentials, replacing a header of the
+    /// same key (keys are case-insensitive, sent lowercased) from
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS` or `OTEL_EXPORTER_OTLP_HEADERS`.
+    ///
+    /// The key must be a valid header name not reserved by gRPC (`te`,
+    /// `content-type`, `grpc-*`) nor ending in `-bin`; the value printable
+    /// ASCII. Metrics do not get it: their exporter reads
+    /// `OTEL_EXPORTER_OTLP_HEADERS` and `_METRICS_HEADERS` itself.
+    pub fn traces_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.traces_headers.set(&key.into(), value.into());
+        self
+    }
+
     /// How traces are sampled.
     pub fn sampler(mut self, sampler: TraceSampler) -> Self {
         self.sampler = sampler;
@@ -428,6 +504,9 @@ impl TelemetryConfig {
         if let Some(endpoint) = &self.metrics_endpoint {
             check_endpoint("metrics_endpoint", endpoint)?;
         }
+        for (key, value) in &self.traces_headers.0 {
+            check_header("traces_header", key, value)?;
+        }
         if let Some(ratio) = self.sampler.ratio() {
             check_ratio("sampler", &ratio.to_string(), ratio)?;
         }
@@ -463,6 +542,77 @@ fn check_protocol(key: &str, value: &str) -> Result<(), TelemetryError> {
             "sinew exports OTLP over gRPC only; expected grpc (the collector's port 4317)",
         )),
     }
+}
+
+/// Checks a compression setting: only `none` is supported.
+fn check_compression(key: &str, value: &str) -> Result<(), TelemetryError> {
+    if value.trim().eq_ignore_ascii_case("none") {
+        Ok(())
+    } else {
+        Err(TelemetryError::invalid(
+            key,
+            value,
+            "sinew sends traces uncompressed (this build has no gzip); expected none or unset",
+        ))
+    }
+}
+
+/// Parses `OTEL_EXPORTER_OTLP_HEADERS` or `_TRACES_HEADERS`: `key=value`
+/// pairs separated by commas, as in W3C baggage without properties;
+/// values percent-encoded, keys lowercased. Blanks around keys and values,
+/// and empty pairs, are ignored; of a key given twice, the last wins.
+fn parse_headers(variable: &str, text: &str) -> Result<Vec<(String, String)>, TelemetryError> {
+    // The values may be credentials: the error names the header, never
+    // quotes the text.
+    let invalid = |reason: String| TelemetryError::invalid(variable, "<redacted>", reason);
+    let mut headers = Headers::default();
+    for (index, pair) in text
+        .split(',')
+        .map(str::trim)
+        .filter(|pair| !pair.is_empty())
+        .enumerate()
+    {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(invalid(format!(
+                "entry {} is not key=value; expected key1=value1,key2=value2",
+                index + 1
+            )));
+        };
+        let key = key.trim().to_ascii_lowercase();
+        let value = percent_decode(value.trim())
+            .map_err(|reason| invalid(format!("the value of {key:?}: {reason}")))?;
+        check_header(variable, &key, &value)?;
+        headers.set(&key, value);
+    }
+    Ok(headers.0)
+}
+
+/// Checks a header for gRPC metadata: a valid, unreserved, text (not
+/// `-bin`) key and a printable ASCII value. Names `key`, never shows the
+/// value.
+fn check_header(variable: &str, key: &str, value: &str) -> Result<(), TelemetryError> {
+    let invalid = |reason: String| TelemetryError::invalid(variable, "<redacted>", reason);
+    if key.is_empty() {
+        return Err(invalid("a header has an empty key".to_owned()));
+    }
+    if tonic::metadata::AsciiMetadataKey::from_bytes(key.as_bytes()).is_err() {
+        return Err(invalid(format!(
+            "{key:?} is not a valid text metadata key (header name characters, \
+             not ending in -bin)"
+        )));
+    }
+    if matches!(key, "te" | "content-type") || key.starts_with("grpc-") {
+        return Err(invalid(format!("{key:?} is reserved by gRPC")));
+    }
+    // gRPC's ASCII values: space and printable ASCII. (tonic would also
+    // take bytes above 0x7f, which peers may reject.)
+    let printable = value.bytes().all(|byte| matches!(byte, 0x20..=0x7e));
+    if !printable || tonic::metadata::AsciiMetadataValue::try_from(value).is_err() {
+        return Err(invalid(format!(
+            "the value of {key:?} is not printable ASCII (percent-decoded)"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an OTLP/gRPC endpoint: an `http://` URL with a host.
@@ -694,6 +844,98 @@ mod tests {
     }
 
     #[test]
+    fn headers_are_split_decoded_and_lowercased() {
+        let config = load(&[(
+            HEADERS,
+            " Authorization = Bearer%20abc%3D%3D ,x-tenant=acme, ,X-Tenant=acme2,empty=",
+        )])
+        .unwrap();
+        assert_eq!(
+            config.traces_headers.0,
+            [
+                ("authorization".to_owned(), "Bearer abc==".to_owned()),
+                ("x-tenant".to_owned(), "acme2".to_owned()),
+                ("empty".to_owned(), String::new()),
+            ]
+        );
+        assert!(load(&[]).unwrap().traces_headers.0.is_empty());
+    }
+
+    #[test]
+    fn the_traces_headers_replace_the_generic_ones_whole() {
+        let config = load(&[(HEADERS, "a=1,b=2"), (TRACES_HEADERS, "b=3")]).unwrap();
+        assert_eq!(config.traces_headers.0, [("b".to_owned(), "3".to_owned())]);
+        let config = load(&[(TRACES_HEADERS, "c=4")]).unwrap();
+        assert_eq!(config.traces_headers.0, [("c".to_owned(), "4".to_owned())]);
+    }
+
+    #[test]
+    fn invalid_headers_name_their_variable_but_not_their_value() {
+        for key in [HEADERS, TRACES_HEADERS] {
+            for text in [
+                "secret-token",
+                "=secret",
+                "bad key=secret",
+                "k=secret%zz",
+                "k=secret%C3%A9",
+                "k=secret%0A",
+                "te=secret",
+                "content-type=secret",
+                "grpc-timeout=secret",
+                "x-bin=secret",
+            ] {
+                let err = fails_naming(&[(key, text)], key);
+                assert!(!err.to_string().contains("secret"), "{err}");
+            }
+            // Nor does the configuration's debug output show values.
+            let config = load(&[(key, "authorization=secret")]).unwrap();
+            let debug = format!("{config:?}");
+            assert!(
+                debug.contains("authorization") && !debug.contains("secret"),
+                "{debug}"
+            );
+        }
+        // The generic variable is checked even when overridden: the
+        // metric exporter reads it.
+        fails_naming(&[(HEADERS, "oops"), (TRACES_HEADERS, "a=1")], HEADERS);
+    }
+
+    #[test]
+    fn only_no_compression_is_accepted() {
+        for value in ["none", "NONE", " None "] {
+            load(&[(COMPRESSION, value), (TRACES_COMPRESSION, value)]).unwrap();
+        }
+        for key in [COMPRESSION, TRACES_COMPRESSION] {
+            let err = fails_naming(&[(key, "gzip")], key);
+            assert!(err.to_string().contains("uncompressed"), "{err}");
+            fails_naming(&[(key, "zstd")], key);
+        }
+        // The traces variable wins over the generic one.
+        load(&[(COMPRESSION, "gzip"), (TRACES_COMPRESSION, "none")]).unwrap();
+        fails_naming(
+            &[(COMPRESSION, "none"), (TRACES_COMPRESSION, "gzip")],
+            TRACES_COMPRESSION,
+        );
+    }
+
+    #[test]
+    fn a_header_set_in_code_replaces_the_environments() {
+        let config = load(&[(HEADERS, "authorization=from-env,x-a=1")])
+            .unwrap()
+            .traces_header("Authorization", "from-code")
+            .traces_header("x-b", "2");
+        assert_eq!(
+            config.traces_headers.0,
+            [
+                ("authorization".to_owned(), "from-code".to_owned()),
+                ("x-a".to_owned(), "1".to_owned()),
+                ("x-b".to_owned(), "2".to_owned()),
+            ]
+        );
+        config.validate().unwrap();
+    }
+
+    #[test]
     fn timeouts_are_milliseconds_and_signal_ones_win() {
         let config = load(&[(TIMEOUT, "2500")]).unwrap();
         assert_eq!(config.traces_timeout, Duration::from_millis(2500));
@@ -908,6 +1150,10 @@ mod tests {
             (base().max_queue_size(0), "max_queue_size"),
             (base().schedule_delay(Duration::ZERO), "schedule_delay"),
             (base().log_filter("sinew=loud"), "log_filter"),
+            (base().traces_header("grpc-status", "0"), "traces_header"),
+            (base().traces_header("x-bin", "AA=="), "traces_header"),
+            (base().traces_header("x-line", "a\nb"), "traces_header"),
+            (base().traces_header("", "x"), "traces_header"),
         ];
         for (config, key) in cases {
             let err = config.validate().expect_err(key);

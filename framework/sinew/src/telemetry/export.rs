@@ -8,9 +8,17 @@
 //! path:
 //!
 //! - spans go through a bounded queue to the batch processor's thread
-//!   (see [`queue`](super::queue)); ending a span never blocks or fails;
+//!   (see [`queue`](super::queue)); ending a span never blocks or fails.
+//!   That thread encodes each batch with sinew's own OTLP exporter (see
+//!   [`otlp`](super::otlp)), which allocates nothing per span, and sends
+//!   it on the runtime `build` ran in;
 //! - metrics are aggregated in memory as they are recorded, and the
-//!   periodic reader's thread collects and exports them on its interval.
+//!   periodic reader's thread collects and exports them on its interval,
+//!   with `opentelemetry-otlp`'s exporter.
+//!
+//! Every setting comes from the [`TelemetryConfig`], except that the
+//! metric exporter also reads `OTEL_EXPORTER_OTLP_HEADERS` and
+//! `_METRICS_HEADERS` from the process itself.
 //!
 //! An export that cannot reach the collector fails after the export
 //! timeout (retries included); the data is lost, counted for spans, and a
@@ -41,6 +49,7 @@ use opentelemetry_sdk::{
 
 use super::{
     TelemetryConfig, TelemetryError,
+    otlp::OtlpSpanExporter,
     queue::{CountingExporter, CountingProcessor, QueueCounters},
 };
 
@@ -69,8 +78,8 @@ struct ReportingMetricExporter<E> {
 
 impl Pipeline {
     /// Builds the providers `config` describes. Exporting needs a tokio
-    /// runtime (the gRPC channel's connection runs on it); without an
-    /// endpoint, none is needed.
+    /// runtime (the gRPC channels' connections, and span exports, run on
+    /// it); without an endpoint, none is needed.
     pub(crate) fn build(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
         config.validate()?;
         let exports_traces = config.traces_endpoint.is_some();
@@ -86,14 +95,21 @@ impl Pipeline {
             .with_sampler(config.sampler.to_sdk())
             .with_resource(resource.clone());
         if let Some(endpoint) = &config.traces_endpoint {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(config.traces_timeout)
+            let rejected = Arc::clone(&counters);
+            let exporter = config
+                .traces_headers
+                .0
+                .iter()
+                .fold(
+                    OtlpSpanExporter::builder(endpoint),
+                    |builder, (key, value)| builder.header(key, value),
+                )
+                .timeout(config.traces_timeout)
+                .on_rejected(move |spans| rejected.record_rejected(spans))
                 .build()
                 .map_err(|e| TelemetryError::Exporter {
                     signal: "traces",
-                    reason: e.to_string(),
+                    reason: error_chain(&e),
                 })?;
             // The builder's defaults read the OTEL_BSP_* variables from the
             // process; every value that matters is set from `config`.
@@ -196,6 +212,18 @@ pub(crate) fn resource(config: &TelemetryConfig) -> Resource {
         )
         .with_service_name(config.service_name.clone())
         .build()
+}
+
+/// `error` and its sources, for a message.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A flush or shutdown of one signal's provider.
@@ -451,6 +479,81 @@ mod tests {
         );
         assert_eq!(pipeline.counters.failed(), 10);
         assert_eq!(pipeline.counters.dropped(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_reach_the_collector_with_the_configured_headers() {
+        use opentelemetry_proto::tonic::collector::trace::v1::{
+            ExportTracePartialSuccess, ExportTraceServiceResponse,
+        };
+
+        use super::super::otlp::testing::Collector;
+
+        // The first export is a partial success: one span rejected.
+        let (collector, addr) = Collector::start([Ok(ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 1,
+                error_message: "one too many".to_owned(),
+            }),
+        })])
+        .await;
+        let config = TelemetryConfig::new("svc")
+            .traces_endpoint(format!("http://{addr}"))
+            .traces_header("Authorization", "Bearer token")
+            .schedule_delay(Duration::from_secs(3600));
+        let pipeline = Pipeline::build(&config).unwrap();
+        let tracer = pipeline.tracer();
+        tracer.start("first").end();
+        tracer.start("second").end();
+
+        let flushed = {
+            let pipeline = pipeline.clone();
+            off_runtime("flush", move || pipeline.flush(Duration::from_secs(10))).await
+        };
+        flushed.unwrap();
+
+        let requests = collector.requests();
+        assert_eq!(requests.len(), 1);
+        let (metadata, request) = &requests[0];
+        assert_eq!(
+            metadata.get("authorization").unwrap().to_str().unwrap(),
+            "Bearer token"
+        );
+        let resource_spans = &request.resource_spans[0];
+        let names: Vec<&str> = resource_spans.scope_spans[0]
+            .spans
+            .iter()
+            .map(|span| span.name.as_str())
+            .collect();
+        assert_eq!(names, ["first", "second"]);
+        assert_eq!(
+            resource_spans.scope_spans[0].scope.as_ref().unwrap().name,
+            SCOPE
+        );
+        let service = resource_spans
+            .resource
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+        assert!(
+            matches!(service, Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(name)) if name == "svc"),
+            "{service:?}"
+        );
+        // The rejected span counts as failed; the batch went through.
+        assert_eq!(pipeline.counters.failed(), 1);
+        assert_eq!(pipeline.counters.dropped(), 0);
+
+        let shut = {
+            let pipeline = pipeline.clone();
+            off_runtime("shutdown", move || {
+                pipeline.shutdown(Duration::from_secs(5))
+            })
+            .await
+        };
+        shut.unwrap();
     }
 
     #[test]

@@ -45,6 +45,9 @@
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `_METRICS_ENDPOINT` | the same, for one signal; wins over the above | |
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`, `_METRICS_`) | one export's bound, retries included, in ms | 10000 |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`, `_METRICS_`) | must be `grpc` if set | `grpc` |
+//! | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,key2=value2`, values percent-encoded, sent as gRPC metadata with every export (credentials, tenant ids); keys are lowercased | none |
+//! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS` | the same for traces; when set, replaces the above whole for traces | |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION`, `_TRACES_COMPRESSION` | must be `none` if set: traces are sent uncompressed (the second wins for traces) | none |
 //! | `OTEL_SERVICE_NAME` | the service name; wins over the name in code | the name passed to [`init`] |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,key2=value2`, values percent-encoded, on every span and metric | none |
 //! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` |
@@ -56,10 +59,16 @@
 //! | `RUST_LOG` | which events the console shows | `info` |
 //!
 //! An invalid value fails [`init`] with a [`TelemetryError`] naming the
-//! variable; an empty one counts as unset. The OTLP exporter also reads
-//! `OTEL_EXPORTER_OTLP_HEADERS` and `OTEL_EXPORTER_OTLP_COMPRESSION` (and
-//! their per-signal forms) itself. Code can override every value but the
-//! service name through [`TelemetryConfig`] and [`init_with`].
+//! variable (never quoting a header's value); an empty one counts as
+//! unset. Code can override every value but the service name through
+//! [`TelemetryConfig`] and [`init_with`].
+//!
+//! Spans are exported by sinew's own OTLP exporter, which takes all of its
+//! settings from the [`TelemetryConfig`]. Metrics, far fewer, go through
+//! `opentelemetry-otlp`, which reads `OTEL_EXPORTER_OTLP_HEADERS` and
+//! `OTEL_EXPORTER_OTLP_METRICS_HEADERS` itself (skipping pairs it cannot
+//! use) and sends uncompressed whatever the compression variables say
+//! (`_METRICS_COMPRESSION` is not checked).
 //!
 //! # Without an endpoint
 //!
@@ -95,6 +104,7 @@ mod install;
 mod logs;
 mod method;
 pub mod metrics;
+mod otlp;
 pub mod propagation;
 mod queue;
 

@@ -20,7 +20,10 @@
 //! What `dropped` does not count: spans the sampler did not keep (they
 //! never reach a processor), spans ended after shutdown, and spans in
 //! batches the collector did not take; those are counted in `failed`
-//! instead, whether the export failed or timed out.
+//! instead, whether the export failed or timed out, and so are the spans
+//! a collector rejected from a batch it otherwise took (an OTLP partial
+//! success, which the exporter reports through
+//! [`record_rejected`](QueueCounters::record_rejected)).
 
 use std::{
     fmt,
@@ -77,6 +80,11 @@ impl QueueCounters {
     /// Spans in batches the exporter could not deliver.
     pub(crate) fn failed(&self) -> u64 {
         self.failed.load(Ordering::Relaxed)
+    }
+
+    /// Counts spans a collector rejected from a batch it accepted.
+    pub(crate) fn record_rejected(&self, spans: u64) {
+        self.failed.fetch_add(spans, Ordering::Relaxed);
     }
 
     /// Takes a place in the queue, or counts a drop if there is none.

@@ -1,0 +1,1084 @@
+//! `ExportTraceServiceRequest` (OTLP trace v1), encoded straight from the
+//! SDK's spans.
+//!
+//! The output decodes to exactly what `opentelemetry-proto`'s transform
+//! (`group_spans_by_resource_and_scope`) builds for the same batch and
+//! resource, and is byte for byte what prost would encode from it: fields
+//! in field number order, proto3 defaults (empty strings
+//! and bytes, zero numbers) left out, while message fields the transform
+//! always sets (`resource`, `scope`, `status`, every attribute's `value`)
+//! and oneof values (`bool_value: false`) are always written.
+//!
+//! What it avoids is the transform's intermediate structs: a `String` per
+//! attribute key and value, `Vec`s for ids, events and links. Encoding
+//! makes two passes over the batch: the first measures every span and
+//! groups the spans by instrumentation scope, the second writes them into
+//! one buffer of the exact size. A nested message's length is computed
+//! again when it is written, which costs arithmetic but no memory. The
+//! scratch space for the first pass is kept from batch to batch, so once
+//! it has grown to the largest batch, a batch costs one allocation: its
+//! buffer.
+
+use std::time::SystemTime;
+
+use bytes::{BufMut, Bytes};
+use opentelemetry::{
+    Array, InstrumentationScope, KeyValue, Value,
+    trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceState},
+};
+use opentelemetry_sdk::{Resource, trace::SpanData};
+
+use super::wire::{
+    fixed32_field_len, fixed64_field_len, len_field_len, put_bytes, put_fixed32_field,
+    put_fixed64_field, put_len_prefix, put_varint_field, varint_field_len,
+};
+
+/// Field numbers, message by message, from the OTLP protos
+/// (`opentelemetry/proto/{collector/trace,trace,common,resource}/v1`).
+mod field {
+    /// `ExportTraceServiceRequest`.
+    pub(super) mod request {
+        pub(in super::super) const RESOURCE_SPANS: u32 = 1;
+    }
+    /// `ResourceSpans`.
+    pub(super) mod resource_spans {
+        pub(in super::super) const RESOURCE: u32 = 1;
+        pub(in super::super) const SCOPE_SPANS: u32 = 2;
+        pub(in super::super) const SCHEMA_URL: u32 = 3;
+    }
+    /// `Resource`.
+    pub(super) mod resource {
+        pub(in super::super) const ATTRIBUTES: u32 = 1;
+    }
+    /// `ScopeSpans`.
+    pub(super) mod scope_spans {
+        pub(in super::super) const SCOPE: u32 = 1;
+        pub(in super::super) const SPANS: u32 = 2;
+        pub(in super::super) const SCHEMA_URL: u32 = 3;
+    }
+    /// `InstrumentationScope`.
+    pub(super) mod scope {
+        pub(in super::super) const NAME: u32 = 1;
+        pub(in super::super) const VERSION: u32 = 2;
+        pub(in super::super) const ATTRIBUTES: u32 = 3;
+    }
+    /// `Span`.
+    pub(super) mod span {
+        pub(in super::super) const TRACE_ID: u32 = 1;
+        pub(in super::super) const SPAN_ID: u32 = 2;
+        pub(in super::super) const TRACE_STATE: u32 = 3;
+        pub(in super::super) const PARENT_SPAN_ID: u32 = 4;
+        pub(in super::super) const NAME: u32 = 5;
+        pub(in super::super) const KIND: u32 = 6;
+        pub(in super::super) const START_TIME_UNIX_NANO: u32 = 7;
+        pub(in super::super) const END_TIME_UNIX_NANO: u32 = 8;
+        pub(in super::super) const ATTRIBUTES: u32 = 9;
+        pub(in super::super) const DROPPED_ATTRIBUTES_COUNT: u32 = 10;
+        pub(in super::super) const EVENTS: u32 = 11;
+        pub(in super::super) const DROPPED_EVENTS_COUNT: u32 = 12;
+        pub(in super::super) const LINKS: u32 = 13;
+        pub(in super::super) const DROPPED_LINKS_COUNT: u32 = 14;
+        pub(in super::super) const STATUS: u32 = 15;
+        pub(in super::super) const FLAGS: u32 = 16;
+    }
+    /// `Span.Event`.
+    pub(super) mod event {
+        pub(in super::super) const TIME_UNIX_NANO: u32 = 1;
+        pub(in super::super) const NAME: u32 = 2;
+        pub(in super::super) const ATTRIBUTES: u32 = 3;
+        pub(in super::super) const DROPPED_ATTRIBUTES_COUNT: u32 = 4;
+    }
+    /// `Span.Link`.
+    pub(super) mod link {
+        pub(in super::super) const TRACE_ID: u32 = 1;
+        pub(in super::super) const SPAN_ID: u32 = 2;
+        pub(in super::super) const TRACE_STATE: u32 = 3;
+        pub(in super::super) const ATTRIBUTES: u32 = 4;
+        pub(in super::super) const DROPPED_ATTRIBUTES_COUNT: u32 = 5;
+        pub(in super::super) const FLAGS: u32 = 6;
+    }
+    /// `Status`.
+    pub(super) mod status {
+        pub(in super::super) const MESSAGE: u32 = 2;
+        pub(in super::super) const CODE: u32 = 3;
+    }
+    /// `KeyValue`.
+    pub(super) mod key_value {
+        pub(in super::super) const KEY: u32 = 1;
+        pub(in super::super) const VALUE: u32 = 2;
+    }
+    /// `AnyValue` (each a member of its `value` oneof).
+    pub(super) mod any_value {
+        pub(in super::super) const STRING_VALUE: u32 = 1;
+        pub(in super::super) const BOOL_VALUE: u32 = 2;
+        pub(in super::super) const INT_VALUE: u32 = 3;
+        pub(in super::super) const DOUBLE_VALUE: u32 = 4;
+        pub(in super::super) const ARRAY_VALUE: u32 = 5;
+    }
+    /// `ArrayValue`.
+    pub(super) mod array_value {
+        pub(in super::super) const VALUES: u32 = 1;
+    }
+}
+
+/// `SpanFlags.SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK`: the flags say
+/// whether the parent (or, on a link, the linked span) is remote.
+const CONTEXT_HAS_IS_REMOTE: u32 = 0x100;
+/// `SpanFlags.SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK`: it is.
+const CONTEXT_IS_REMOTE: u32 = 0x200;
+
+/// Encodes batches of spans as `ExportTraceServiceRequest`s under one
+/// resource.
+///
+/// Not `Sync` in use: [`encode`](Self::encode) takes `&mut self` for its
+/// scratch space, so an exporter keeps it behind a lock (uncontended: the
+/// SDK never exports concurrently on one exporter).
+#[derive(Debug)]
+pub(crate) struct TraceEncoder {
+    /// The `resource` field of `ResourceSpans`, key and length included:
+    /// the same for every batch, so encoded once.
+    resource_field: Vec<u8>,
+    /// The `schema_url` field of `ResourceSpans`, or nothing without one.
+    schema_url_field: Vec<u8>,
+    /// Per span of the batch being encoded: its group and encoded length.
+    spans: Vec<Measured>,
+    /// The batch's spans grouped by instrumentation scope, in order of
+    /// first appearance (the transform's order).
+    groups: Vec<ScopeGroup>,
+}
+
+/// A span of the batch, measured.
+#[derive(Debug, Clone, Copy)]
+struct Measured {
+    /// Its index in [`TraceEncoder::groups`].
+    group: usize,
+    /// The length of its `Span` message.
+    len: usize,
+}
+
+/// The spans of one instrumentation scope.
+#[derive(Debug, Clone, Copy)]
+struct ScopeGroup {
+    /// The index of its first span, whose scope it is written with (as the
+    /// transform does when scopes are equal but list their attributes in
+    /// another order).
+    first: usize,
+    /// The length of its `ScopeSpans` message.
+    len: usize,
+}
+
+// === impl TraceEncoder ===
+
+impl TraceEncoder {
+    /// An encoder for spans of an empty resource, until
+    /// [`set_resource`](Self::set_resource).
+    pub(crate) fn new() -> Self {
+        let mut encoder = Self {
+            resource_field: Vec::new(),
+            schema_url_field: Vec::new(),
+            spans: Vec::new(),
+            groups: Vec::new(),
+        };
+        encoder.set_resource(&Resource::builder_empty().build());
+        encoder
+    }
+
+    /// Encodes `resource` once, for every batch from now on.
+    pub(crate) fn set_resource(&mut self, resource: &Resource) {
+        use field::{resource as f, resource_spans};
+
+        let len: usize = resource
+            .iter()
+            .map(|(key, value)| kv_field_len(f::ATTRIBUTES, key.as_str(), value))
+            .sum();
+        let mut field = Vec::with_capacity(len_field_len(resource_spans::RESOURCE, len));
+        // Always present, even empty: the transform always sets it.
+        put_len_prefix(&mut field, resource_spans::RESOURCE, len);
+        for (key, value) in resource.iter() {
+            put_kv_field(&mut field, f::ATTRIBUTES, key.as_str(), value);
+        }
+        self.resource_field = field;
+
+        let schema_url = resource.schema_url().unwrap_or_default();
+        let mut field = Vec::with_capacity(str_field_len(resource_spans::SCHEMA_URL, schema_url));
+        put_str_field(&mut field, resource_spans::SCHEMA_URL, schema_url);
+        self.schema_url_field = field;
+    }
+
+    /// Encodes `spans` as one `ExportTraceServiceRequest`: one
+    /// `ResourceSpans` (even for no spans, as the transform makes), holding
+    /// a `ScopeSpans` per instrumentation scope.
+    pub(crate) fn encode(&mut self, spans: &[SpanData]) -> Bytes {
+        use field::{request, resource_spans, scope_spans};
+
+        // Pass 1: group and measure.
+        self.spans.clear();
+        self.groups.clear();
+        for (index, span) in spans.iter().enumerate() {
+            let scope = &span.instrumentation_scope;
+            let found = self
+                .groups
+                .iter()
+                .position(|group| same_scope(&spans[group.first].instrumentation_scope, scope));
+            let group = found.unwrap_or_else(|| {
+                self.groups.push(ScopeGroup {
+                    first: index,
+                    len: len_field_len(scope_spans::SCOPE, scope_len(scope))
+                        + str_field_len(scope_spans::SCHEMA_URL, schema_url(scope)),
+                });
+                self.groups.len() - 1
+            });
+            let len = span_len(span);
+            self.groups[group].len += len_field_len(scope_spans::SPANS, len);
+            self.spans.push(Measured { group, len });
+        }
+        let resource_spans_len = self.resource_field.len()
+            + self
+                .groups
+                .iter()
+                .map(|group| len_field_len(resource_spans::SCOPE_SPANS, group.len))
+                .sum::<usize>()
+            + self.schema_url_field.len();
+        let total = len_field_len(request::RESOURCE_SPANS, resource_spans_len);
+
+        // Pass 2: write. A Vec of exactly `total` bytes becomes `Bytes`
+        // without another allocation.
+        let mut buf = Vec::with_capacity(total);
+        put_len_prefix(&mut buf, request::RESOURCE_SPANS, resource_spans_len);
+        buf.put_slice(&self.resource_field);
+        for (index, group) in self.groups.iter().enumerate() {
+            let scope = &spans[group.first].instrumentation_scope;
+            put_len_prefix(&mut buf, resource_spans::SCOPE_SPANS, group.len);
+            put_len_prefix(&mut buf, scope_spans::SCOPE, scope_len(scope));
+            put_scope(&mut buf, scope);
+            let members = spans
+                .iter()
+                .zip(&self.spans)
+                .filter(|(_, measured)| measured.group == index);
+            for (span, measured) in members {
+                put_len_prefix(&mut buf, scope_spans::SPANS, measured.len);
+                put_span(&mut buf, span);
+            }
+            put_str_field(&mut buf, scope_spans::SCHEMA_URL, schema_url(scope));
+        }
+        buf.put_slice(&self.schema_url_field);
+        debug_assert_eq!(buf.len(), total, "the measured and written sizes differ");
+        Bytes::from(buf)
+    }
+}
+
+impl Default for TraceEncoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Whether two scopes are equal as the SDK sees them (attributes in any
+/// order), without the SDK's equality's allocations in the usual case:
+/// clones of one scope, attributes in the same order.
+fn same_scope(a: &InstrumentationScope, b: &InstrumentationScope) -> bool {
+    a.name() == b.name()
+        && a.version() == b.version()
+        && a.schema_url() == b.schema_url()
+        && (a.attributes().eq(b.attributes()) || a == b)
+}
+
+fn schema_url(scope: &InstrumentationScope) -> &str {
+    scope.schema_url().unwrap_or_default()
+}
+
+/// The length of an `InstrumentationScope` message.
+fn scope_len(scope: &InstrumentationScope) -> usize {
+    use field::scope;
+
+    str_field_len(scope::NAME, scope.name())
+        + str_field_len(scope::VERSION, scope.version().unwrap_or_default())
+        + scope
+            .attributes()
+            .map(|kv| kv_field_len(scope::ATTRIBUTES, kv.key.as_str(), &kv.value))
+            .sum::<usize>()
+}
+
+fn put_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
+    use field::scope as f;
+
+    put_str_field(buf, f::NAME, scope.name());
+    put_str_field(buf, f::VERSION, scope.version().unwrap_or_default());
+    for kv in scope.attributes() {
+        put_kv_field(buf, f::ATTRIBUTES, kv.key.as_str(), &kv.value);
+    }
+}
+
+/// The length of a `Span` message.
+fn span_len(span: &SpanData) -> usize {
+    use field::span as f;
+
+    let context = &span.span_context;
+    len_field_len(f::TRACE_ID, 16)
+        + len_field_len(f::SPAN_ID, 8)
+        + trace_state_field_len(f::TRACE_STATE, context.trace_state())
+        + parent_field_len(span.parent_span_id)
+        + str_field_len(f::NAME, &span.name)
+        + varint_field_len(f::KIND, kind(&span.span_kind))
+        + fixed64_nonzero_len(f::START_TIME_UNIX_NANO, nanos(span.start_time))
+        + fixed64_nonzero_len(f::END_TIME_UNIX_NANO, nanos(span.end_time))
+        + attributes_len(f::ATTRIBUTES, &span.attributes)
+        + varint_nonzero_len(f::DROPPED_ATTRIBUTES_COUNT, span.dropped_attributes_count)
+        + span
+            .events
+            .iter()
+            .map(|event| len_field_len(f::EVENTS, event_len(event)))
+            .sum::<usize>()
+        + varint_nonzero_len(f::DROPPED_EVENTS_COUNT, span.events.dropped_count)
+        + span
+            .links
+            .iter()
+            .map(|link| len_field_len(f::LINKS, link_len(link)))
+            .sum::<usize>()
+        + varint_nonzero_len(f::DROPPED_LINKS_COUNT, span.links.dropped_count)
+        + len_field_len(f::STATUS, status_len(&span.status))
+        + fixed32_field_len(f::FLAGS)
+}
+
+fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
+    use field::span as f;
+
+    let context = &span.span_context;
+    put_bytes(buf, f::TRACE_ID, &context.trace_id().to_bytes());
+    put_bytes(buf, f::SPAN_ID, &context.span_id().to_bytes());
+    put_trace_state_field(buf, f::TRACE_STATE, context.trace_state());
+    if span.parent_span_id != SpanId::INVALID {
+        put_bytes(buf, f::PARENT_SPAN_ID, &span.parent_span_id.to_bytes());
+    }
+    put_str_field(buf, f::NAME, &span.name);
+    put_varint_field(buf, f::KIND, kind(&span.span_kind));
+    put_fixed64_nonzero(buf, f::START_TIME_UNIX_NANO, nanos(span.start_time));
+    put_fixed64_nonzero(buf, f::END_TIME_UNIX_NANO, nanos(span.end_time));
+    put_attributes(buf, f::ATTRIBUTES, &span.attributes);
+    put_varint_nonzero(
+        buf,
+        f::DROPPED_ATTRIBUTES_COUNT,
+        span.dropped_attributes_count,
+    );
+    for event in span.events.iter() {
+        put_len_prefix(buf, f::EVENTS, event_len(event));
+        put_event(buf, event);
+    }
+    put_varint_nonzero(buf, f::DROPPED_EVENTS_COUNT, span.events.dropped_count);
+    for link in span.links.iter() {
+        put_len_prefix(buf, f::LINKS, link_len(link));
+        put_link(buf, link);
+    }
+    put_varint_nonzero(buf, f::DROPPED_LINKS_COUNT, span.links.dropped_count);
+    // Always present, even `Unset` with no message: the transform always
+    // sets it.
+    put_len_prefix(buf, f::STATUS, status_len(&span.status));
+    put_status(buf, &span.status);
+    // Last, as prost writes fields in field number order.
+    put_fixed32_field(buf, f::FLAGS, flags(context, span.parent_span_is_remote));
+}
+
+fn parent_field_len(parent: SpanId) -> usize {
+    if parent == SpanId::INVALID {
+        0
+    } else {
+        len_field_len(field::span::PARENT_SPAN_ID, 8)
+    }
+}
+
+/// The span's trace flags, plus whether its parent is remote: the
+/// transform always sets the "has is-remote" bit, for spans and links.
+fn flags(context: &SpanContext, remote: bool) -> u32 {
+    let mut flags = u32::from(context.trace_flags().to_u8()) | CONTEXT_HAS_IS_REMOTE;
+    if remote {
+        flags |= CONTEXT_IS_REMOTE;
+    }
+    flags
+}
+
+/// `Span.SpanKind`.
+fn kind(kind: &SpanKind) -> u64 {
+    match kind {
+        SpanKind::Internal => 1,
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+        SpanKind::Producer => 4,
+        SpanKind::Consumer => 5,
+    }
+}
+
+/// Nanoseconds since the Unix epoch; 0 for earlier times, as the
+/// transform does.
+fn nanos(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |since| since.as_nanos() as u64)
+}
+
+/// The length of a `Status` message: its message only for an error.
+fn status_len(status: &Status) -> usize {
+    use field::status as f;
+
+    let (code, message) = status_parts(status);
+    str_field_len(f::MESSAGE, message) + varint_nonzero_len(f::CODE, code)
+}
+
+fn put_status(buf: &mut Vec<u8>, status: &Status) {
+    use field::status as f;
+
+    let (code, message) = status_parts(status);
+    put_str_field(buf, f::MESSAGE, message);
+    put_varint_nonzero(buf, f::CODE, code);
+}
+
+/// `Status.StatusCode` and the message.
+fn status_parts(status: &Status) -> (u32, &str) {
+    match status {
+        Status::Unset => (0, ""),
+        Status::Ok => (1, ""),
+        Status::Error { description } => (2, description),
+    }
+}
+
+/// The length of a `Span.Event` message.
+fn event_len(event: &Event) -> usize {
+    use field::event as f;
+
+    fixed64_nonzero_len(f::TIME_UNIX_NANO, nanos(event.timestamp))
+        + str_field_len(f::NAME, &event.name)
+        + attributes_len(f::ATTRIBUTES, &event.attributes)
+        + varint_nonzero_len(f::DROPPED_ATTRIBUTES_COUNT, event.dropped_attributes_count)
+}
+
+fn put_event(buf: &mut Vec<u8>, event: &Event) {
+    use field::event as f;
+
+    put_fixed64_nonzero(buf, f::TIME_UNIX_NANO, nanos(event.timestamp));
+    put_str_field(buf, f::NAME, &event.name);
+    put_attributes(buf, f::ATTRIBUTES, &event.attributes);
+    put_varint_nonzero(
+        buf,
+        f::DROPPED_ATTRIBUTES_COUNT,
+        event.dropped_attributes_count,
+    );
+}
+
+/// The length of a `Span.Link` message.
+fn link_len(link: &Link) -> usize {
+    use field::link as f;
+
+    let context = &link.span_context;
+    len_field_len(f::TRACE_ID, 16)
+        + len_field_len(f::SPAN_ID, 8)
+        + trace_state_field_len(f::TRACE_STATE, context.trace_state())
+        + attributes_len(f::ATTRIBUTES, &link.attributes)
+        + varint_nonzero_len(f::DROPPED_ATTRIBUTES_COUNT, link.dropped_attributes_count)
+        + fixed32_field_len(f::FLAGS)
+}
+
+fn put_link(buf: &mut Vec<u8>, link: &Link) {
+    use field::link as f;
+
+    let context = &link.span_context;
+    put_bytes(buf, f::TRACE_ID, &context.trace_id().to_bytes());
+    put_bytes(buf, f::SPAN_ID, &context.span_id().to_bytes());
+    put_trace_state_field(buf, f::TRACE_STATE, context.trace_state());
+    put_attributes(buf, f::ATTRIBUTES, &link.attributes);
+    put_varint_nonzero(
+        buf,
+        f::DROPPED_ATTRIBUTES_COUNT,
+        link.dropped_attributes_count,
+    );
+    put_fixed32_field(buf, f::FLAGS, flags(context, context.is_remote()));
+}
+
+/// The length of a trace state as its W3C header (`k1=v1,k2=v2`),
+/// measured without building it.
+fn trace_state_len(state: &TraceState) -> usize {
+    let mut len = 0;
+    for (index, (key, value)) in state.into_iter().enumerate() {
+        // A comma before every entry but the first.
+        len += usize::from(index > 0) + key.len() + 1 + value.len();
+    }
+    len
+}
+
+/// The length of a trace state field; left out when the state is empty.
+fn trace_state_field_len(tag: u32, state: &TraceState) -> usize {
+    match trace_state_len(state) {
+        0 => 0,
+        len => len_field_len(tag, len),
+    }
+}
+
+/// Writes a trace state as the header `TraceState::header` would make,
+/// without making it.
+fn put_trace_state_field(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
+    let len = trace_state_len(state);
+    if len == 0 {
+        return;
+    }
+    put_len_prefix(buf, tag, len);
+    for (index, (key, value)) in state.into_iter().enumerate() {
+        if index > 0 {
+            buf.put_u8(b',');
+        }
+        buf.put_slice(key.as_bytes());
+        buf.put_u8(b'=');
+        buf.put_slice(value.as_bytes());
+    }
+}
+
+fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
+    attributes
+        .iter()
+        .map(|kv| kv_field_len(tag, kv.key.as_str(), &kv.value))
+        .sum()
+}
+
+fn put_attributes(buf: &mut Vec<u8>, tag: u32, attributes: &[KeyValue]) {
+    for kv in attributes {
+        put_kv_field(buf, tag, kv.key.as_str(), &kv.value);
+    }
+}
+
+/// The length of a `KeyValue` field, key and length included.
+fn kv_field_len(tag: u32, key: &str, value: &Value) -> usize {
+    len_field_len(tag, kv_len(key, value))
+}
+
+/// The length of a `KeyValue` message. Its `value` is always present.
+fn kv_len(key: &str, value: &Value) -> usize {
+    use field::key_value as f;
+
+    str_field_len(f::KEY, key) + len_field_len(f::VALUE, any_value_len(value))
+}
+
+fn put_kv_field(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
+    use field::key_value as f;
+
+    put_len_prefix(buf, tag, kv_len(key, value));
+    put_str_field(buf, f::KEY, key);
+    put_len_prefix(buf, f::VALUE, any_value_len(value));
+    put_any_value(buf, value);
+}
+
+/// An attribute value or array element, borrowed: `AnyValue`'s members
+/// that the API's values map to.
+#[derive(Debug, Clone, Copy)]
+enum Scalar<'a> {
+    Bool(bool),
+    Int(i64),
+    Double(f64),
+    Str(&'a str),
+}
+
+/// The length of an `AnyValue` message. A value of a kind this encoder
+/// does not know (the API's `Value` may grow) is an empty `AnyValue`,
+/// where the transform would panic.
+fn any_value_len(value: &Value) -> usize {
+    match value {
+        Value::Array(array) => len_field_len(field::any_value::ARRAY_VALUE, array_len(array)),
+        value => scalar(value).map_or(0, scalar_len),
+    }
+}
+
+fn put_any_value(buf: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Array(array) => {
+            put_len_prefix(buf, field::any_value::ARRAY_VALUE, array_len(array));
+            for_each_element(array, |element| {
+                put_len_prefix(buf, field::array_value::VALUES, scalar_len(element));
+                put_scalar(buf, element);
+            });
+        }
+        value => {
+            if let Some(value) = scalar(value) {
+                put_scalar(buf, value);
+            }
+        }
+    }
+}
+
+fn scalar(value: &Value) -> Option<Scalar<'_>> {
+    match value {
+        Value::Bool(value) => Some(Scalar::Bool(*value)),
+        Value::I64(value) => Some(Scalar::Int(*value)),
+        Value::F64(value) => Some(Scalar::Double(*value)),
+        Value::String(value) => Some(Scalar::Str(value.as_str())),
+        _ => None,
+    }
+}
+
+/// The length of an `ArrayValue` message.
+fn array_len(array: &Array) -> usize {
+    let mut len = 0;
+    for_each_element(array, |element| {
+        len += len_field_len(field::array_value::VALUES, scalar_len(element));
+    });
+    len
+}
+
+/// Calls `f` on each element of `array`. Elements of a kind this encoder
+/// does not know are skipped.
+fn for_each_element<'a>(array: &'a Array, mut f: impl FnMut(Scalar<'a>)) {
+    match array {
+        Array::Bool(values) => values.iter().for_each(|v| f(Scalar::Bool(*v))),
+        Array::I64(values) => values.iter().for_each(|v| f(Scalar::Int(*v))),
+        Array::F64(values) => values.iter().for_each(|v| f(Scalar::Double(*v))),
+        Array::String(values) => values.iter().for_each(|v| f(Scalar::Str(v.as_str()))),
+        _ => {}
+    }
+}
+
+/// The length of an `AnyValue` holding `value`. A oneof member is written
+/// even when it is its type's default (`false`, `0`, `""`), or it would
+/// decode as no value at all.
+fn scalar_len(value: Scalar<'_>) -> usize {
+    use field::any_value as f;
+
+    match value {
+        Scalar::Bool(value) => varint_field_len(f::BOOL_VALUE, u64::from(value)),
+        Scalar::Int(value) => varint_field_len(f::INT_VALUE, value as u64),
+        Scalar::Double(_) => fixed64_field_len(f::DOUBLE_VALUE),
+        Scalar::Str(value) => len_field_len(f::STRING_VALUE, value.len()),
+    }
+}
+
+fn put_scalar(buf: &mut Vec<u8>, value: Scalar<'_>) {
+    use field::any_value as f;
+
+    match value {
+        Scalar::Bool(value) => put_varint_field(buf, f::BOOL_VALUE, u64::from(value)),
+        // int64 is sent as its two's complement: ten bytes when negative.
+        Scalar::Int(value) => put_varint_field(buf, f::INT_VALUE, value as u64),
+        Scalar::Double(value) => put_fixed64_field(buf, f::DOUBLE_VALUE, value.to_bits()),
+        Scalar::Str(value) => put_bytes(buf, f::STRING_VALUE, value.as_bytes()),
+    }
+}
+
+/// The length of a string field; proto3 leaves an empty one out.
+fn str_field_len(tag: u32, value: &str) -> usize {
+    if value.is_empty() {
+        0
+    } else {
+        len_field_len(tag, value.len())
+    }
+}
+
+fn put_str_field(buf: &mut Vec<u8>, tag: u32, value: &str) {
+    if !value.is_empty() {
+        put_bytes(buf, tag, value.as_bytes());
+    }
+}
+
+/// The length of a varint field; proto3 leaves a zero out.
+fn varint_nonzero_len(tag: u32, value: impl Into<u64>) -> usize {
+    match value.into() {
+        0 => 0,
+        value => varint_field_len(tag, value),
+    }
+}
+
+fn put_varint_nonzero(buf: &mut Vec<u8>, tag: u32, value: impl Into<u64>) {
+    match value.into() {
+        0 => {}
+        value => put_varint_field(buf, tag, value),
+    }
+}
+
+/// The length of a `fixed64` field; proto3 leaves a zero out.
+fn fixed64_nonzero_len(tag: u32, value: u64) -> usize {
+    if value == 0 {
+        0
+    } else {
+        fixed64_field_len(tag)
+    }
+}
+
+fn put_fixed64_nonzero(buf: &mut Vec<u8>, tag: u32, value: u64) {
+    if value != 0 {
+        put_fixed64_field(buf, tag, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        sync::{Arc, Mutex},
+        time::Duration,
+    };
+
+    use opentelemetry::{
+        Context, StringValue,
+        trace::{
+            Span as _, SpanBuilder, TraceContextExt as _, TraceFlags, TraceId, Tracer as _,
+            TracerProvider as _,
+        },
+    };
+    use opentelemetry_proto::{
+        tonic::collector::trace::v1::ExportTraceServiceRequest,
+        transform::{
+            common::tonic::ResourceAttributesWithSchema,
+            trace::tonic::group_spans_by_resource_and_scope,
+        },
+    };
+    use opentelemetry_sdk::{
+        error::OTelSdkResult,
+        trace::{SdkTracerProvider, SpanExporter, SpanLimits},
+    };
+    use prost::Message as _;
+
+    use super::*;
+
+    /// Keeps what the provider hands it: the spans, and the resource.
+    #[derive(Debug, Clone, Default)]
+    struct Collecting {
+        spans: Arc<Mutex<Vec<SpanData>>>,
+        resource: Arc<Mutex<Option<Resource>>>,
+    }
+
+    impl SpanExporter for Collecting {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.spans.lock().unwrap().extend(batch);
+            Ok(())
+        }
+
+        fn set_resource(&mut self, resource: &Resource) {
+            *self.resource.lock().unwrap() = Some(resource.clone());
+        }
+    }
+
+    impl Collecting {
+        fn take(&self) -> (Vec<SpanData>, Resource) {
+            let spans = std::mem::take(&mut *self.spans.lock().unwrap());
+            let resource = self.resource.lock().unwrap().clone().expect("a resource");
+            (spans, resource)
+        }
+    }
+
+    /// What `opentelemetry-proto`'s transform (what `opentelemetry-otlp`
+    /// sends) makes of `spans` under `resource`.
+    fn reference(spans: &[SpanData], resource: &Resource) -> ExportTraceServiceRequest {
+        let resource = ResourceAttributesWithSchema::from(resource);
+        ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(spans.to_vec(), &resource),
+        }
+    }
+
+    /// Encodes `spans` and checks the bytes decode to the reference and
+    /// are what prost would write for it.
+    #[track_caller]
+    fn assert_encodes_like_the_transform(spans: &[SpanData], resource: &Resource) {
+        let mut encoder = TraceEncoder::new();
+        encoder.set_resource(resource);
+        let bytes = encoder.encode(spans);
+        let expected = reference(spans, resource);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_ref()).expect("valid protobuf");
+        assert_eq!(decoded, expected);
+        assert_eq!(bytes.as_ref(), expected.encode_to_vec().as_slice());
+
+        // The scratch space is reused: the next batch is as good.
+        let again = encoder.encode(spans);
+        assert_eq!(again, bytes);
+    }
+
+    fn provider(exporter: Collecting, resource: Resource) -> SdkTracerProvider {
+        SdkTracerProvider::builder()
+            .with_resource(resource)
+            .with_span_limits(SpanLimits {
+                max_events_per_span: 3,
+                max_attributes_per_span: 24,
+                max_links_per_span: 2,
+                max_attributes_per_event: 2,
+                max_attributes_per_link: 1,
+            })
+            .with_simple_exporter(exporter)
+            .build()
+    }
+
+    fn resource() -> Resource {
+        Resource::builder_empty()
+            .with_schema_url(
+                [
+                    KeyValue::new("service.name", "encoder-test"),
+                    KeyValue::new("service.instance.id", "a%b,c=d é"),
+                    KeyValue::new("host.cpus", 2),
+                    KeyValue::new("sampled.share", 0.25),
+                    KeyValue::new("canary", true),
+                    KeyValue::new(
+                        "regions",
+                        Value::Array(Array::String(vec!["eu".into(), "us".into()])),
+                    ),
+                ],
+                "https://opentelemetry.io/schemas/1.26.0",
+            )
+            .build()
+    }
+
+    /// Attributes of every value type, edge values included.
+    fn every_value() -> Vec<KeyValue> {
+        vec![
+            KeyValue::new("string", "hello"),
+            KeyValue::new("string.empty", ""),
+            KeyValue::new("string.owned", String::from("owned ✓")),
+            KeyValue::new("bool.true", true),
+            KeyValue::new("bool.false", false),
+            KeyValue::new("int", 42),
+            KeyValue::new("int.zero", 0),
+            KeyValue::new("int.negative", -7),
+            KeyValue::new("int.min", i64::MIN),
+            KeyValue::new("int.max", i64::MAX),
+            KeyValue::new("double", 1.5),
+            KeyValue::new("double.zero", 0.0),
+            KeyValue::new("double.negative", -2.25),
+            KeyValue::new("bools", Value::Array(Array::Bool(vec![true, false]))),
+            KeyValue::new("ints", Value::Array(Array::I64(vec![0, -1, 1 << 40]))),
+            KeyValue::new("doubles", Value::Array(Array::F64(vec![0.0, 3.5]))),
+            KeyValue::new(
+                "strings",
+                Value::Array(Array::String(vec![
+                    StringValue::from("a"),
+                    StringValue::from(""),
+                    StringValue::from(String::from("c")),
+                ])),
+            ),
+            KeyValue::new("empty.array", Value::Array(Array::I64(Vec::new()))),
+            KeyValue::new("", "an empty key"),
+        ]
+    }
+
+    fn remote_context(state: &str) -> SpanContext {
+        SpanContext::new(
+            TraceId::from(0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10),
+            SpanId::from(0x1112_1314_1516_1718),
+            TraceFlags::SAMPLED,
+            true,
+            state.parse().unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_batch_encodes_exactly_as_the_transform_makes_it() {
+        let exporter = Collecting::default();
+        let provider = provider(exporter.clone(), resource());
+        let scope = |attributes: Vec<KeyValue>| {
+            InstrumentationScope::builder("sinew")
+                .with_version("0.1.0")
+                .with_schema_url("https://opentelemetry.io/schemas/1.27.0")
+                .with_attributes(attributes)
+                .build()
+        };
+        let sinew = provider.tracer_with_scope(scope(vec![
+            KeyValue::new("a", 1),
+            KeyValue::new("b", "two"),
+        ]));
+        // Equal to sinew's scope as the SDK sees it: the attributes in
+        // another order. Its spans join sinew's group.
+        let sinew_again = provider.tracer_with_scope(scope(vec![
+            KeyValue::new("b", "two"),
+            KeyValue::new("a", 1),
+        ]));
+        let other = provider.tracer("other-library");
+
+        // A root span with every kind of attribute, and events.
+        let mut root = sinew
+            .span_builder("root")
+            .with_kind(SpanKind::Server)
+            .with_attributes(every_value())
+            .start(&sinew);
+        root.add_event("no attributes", Vec::new());
+        root.add_event(
+            "with attributes",
+            vec![
+                KeyValue::new("event.int", 3),
+                KeyValue::new("event.ok", true),
+            ],
+        );
+        root.add_event_with_timestamp(
+            "at the epoch",
+            SystemTime::UNIX_EPOCH,
+            vec![KeyValue::new(
+                "event.array",
+                Value::Array(Array::F64(vec![1.0])),
+            )],
+        );
+        root.set_status(Status::Ok);
+        let root_cx = Context::current_with_span(root);
+
+        // A child, of another library, interleaved.
+        let mut child = other
+            .span_builder("child")
+            .with_kind(SpanKind::Client)
+            .start_with_context(&other, &root_cx);
+        child.set_status(Status::error("the callee failed"));
+        child.end();
+
+        // A child of a remote parent, with its trace state, and links.
+        let remote = Context::new().with_remote_span_context(remote_context("vendor=a,other=b"));
+        let mut from_remote = sinew_again
+            .span_builder("from remote")
+            .with_kind(SpanKind::Consumer)
+            .with_links(vec![
+                Link::new(
+                    remote_context("linked=1"),
+                    vec![KeyValue::new("link.kind", "follows")],
+                    0,
+                ),
+                Link::with_context(root_cx.span().span_context().clone()),
+            ])
+            .start_with_context(&sinew_again, &remote);
+        from_remote.set_status(Status::error(""));
+        from_remote.end();
+
+        // A span over every limit: dropped attributes, events, links.
+        let mut attributes = every_value();
+        attributes.extend((0..10).map(|i| KeyValue::new(format!("extra.{i}"), i)));
+        let mut overflowing = SpanBuilder::from_name("overflowing")
+            .with_kind(SpanKind::Producer)
+            .with_attributes(attributes)
+            .with_links(vec![
+                Link::new(
+                    remote_context(""),
+                    vec![KeyValue::new("x", 1), KeyValue::new("y", 2)],
+                    0,
+                ),
+                Link::with_context(remote_context("")),
+                Link::with_context(remote_context("")),
+            ])
+            .with_start_time(SystemTime::UNIX_EPOCH - Duration::from_secs(1))
+            .start_with_context(&other, &root_cx);
+        for i in 0..5 {
+            overflowing.add_event(
+                format!("event {i}"),
+                vec![
+                    KeyValue::new("p", i),
+                    KeyValue::new("q", i),
+                    KeyValue::new("r", i),
+                ],
+            );
+        }
+        overflowing.end();
+
+        let internal = sinew.start_with_context("internal", &root_cx);
+        drop(internal);
+        root_cx.span().end();
+
+        let (spans, resource) = exporter.take();
+        assert_eq!(spans.len(), 5);
+        let dropped = &spans[2];
+        assert_eq!(dropped.name, "overflowing");
+        assert!(dropped.dropped_attributes_count > 0);
+        assert!(dropped.events.dropped_count > 0);
+        assert!(dropped.links.dropped_count > 0);
+        assert!(dropped.events[0].dropped_attributes_count > 0);
+        assert!(dropped.links[0].dropped_attributes_count > 0);
+        assert!(spans[1].parent_span_is_remote);
+
+        assert_encodes_like_the_transform(&spans, &resource);
+
+        let decoded = ExportTraceServiceRequest::decode(
+            {
+                let mut encoder = TraceEncoder::new();
+                encoder.set_resource(&resource);
+                encoder.encode(&spans)
+            }
+            .as_ref(),
+        )
+        .unwrap();
+        // Two groups, in order of their first span to end: the other
+        // library's, then sinew's, each with its spans in batch order.
+        let scopes = &decoded.resource_spans[0].scope_spans;
+        let names =
+            |i: usize| -> Vec<&str> { scopes[i].spans.iter().map(|s| s.name.as_str()).collect() };
+        assert_eq!(scopes.len(), 2);
+        assert_eq!(names(0), ["child", "overflowing"]);
+        assert_eq!(names(1), ["from remote", "internal", "root"]);
+        // Remote parent: sampled, "has is-remote" and "is remote".
+        assert_eq!(scopes[1].spans[0].flags, 0x301);
+        assert_eq!(scopes[1].spans[0].trace_state, "vendor=a,other=b");
+        assert_eq!(scopes[1].spans[1].flags, 0x101);
+        // The sinew group is written with its first span's scope.
+        let attributes: Vec<&str> = scopes[1]
+            .scope
+            .as_ref()
+            .unwrap()
+            .attributes
+            .iter()
+            .map(|kv| kv.key.as_str())
+            .collect();
+        assert_eq!(attributes, ["b", "a"]);
+    }
+
+    #[test]
+    fn spans_of_every_kind_and_status_encode_as_the_transform_makes_them() {
+        let exporter = Collecting::default();
+        let provider = provider(exporter.clone(), Resource::builder_empty().build());
+        let tracer = provider.tracer("kinds");
+        let kinds = [
+            SpanKind::Internal,
+            SpanKind::Server,
+            SpanKind::Client,
+            SpanKind::Producer,
+            SpanKind::Consumer,
+        ];
+        let statuses = [Status::Unset, Status::Ok, Status::error("no")];
+        for kind in kinds {
+            for status in &statuses {
+                let mut span = tracer
+                    .span_builder("")
+                    .with_kind(kind.clone())
+                    .start(&tracer);
+                span.set_status(status.clone());
+                span.end();
+            }
+        }
+        let (spans, resource) = exporter.take();
+        assert_eq!(spans.len(), 15);
+        assert_encodes_like_the_transform(&spans, &resource);
+    }
+
+    #[test]
+    fn an_empty_batch_is_a_valid_request_without_spans() {
+        // One instance: a resource's attribute order is its map's.
+        let resource = resource();
+        let mut encoder = TraceEncoder::new();
+        encoder.set_resource(&resource);
+        let bytes = encoder.encode(&[]);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_ref()).expect("valid protobuf");
+        // As the transform makes it: the resource, and no scopes.
+        assert_eq!(decoded, reference(&[], &resource));
+        assert_eq!(decoded.resource_spans.len(), 1);
+        assert!(decoded.resource_spans[0].scope_spans.is_empty());
+        assert_eq!(
+            decoded.resource_spans[0].schema_url,
+            "https://opentelemetry.io/schemas/1.26.0"
+        );
+    }
+
+    #[test]
+    fn without_a_resource_the_resource_is_empty() {
+        let bytes = TraceEncoder::new().encode(&[]);
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_ref()).unwrap();
+        let expected = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(
+                Vec::new(),
+                &ResourceAttributesWithSchema::default(),
+            ),
+        };
+        assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn trace_states_are_written_as_their_header() {
+        for header in ["", "a=1", "a=1,b=2", "vendor=x,other=y,z=0"] {
+            let state: TraceState = header.parse().unwrap();
+            assert_eq!(trace_state_len(&state), state.header().len(), "{header}");
+            let mut buf = Vec::new();
+            put_trace_state_field(&mut buf, 3, &state);
+            assert_eq!(buf.len(), trace_state_field_len(3, &state), "{header}");
+            if !header.is_empty() {
+                assert_eq!(&buf[2..], state.header().as_bytes());
+            }
+        }
+    }
+}

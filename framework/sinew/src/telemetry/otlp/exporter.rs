@@ -1,0 +1,733 @@
+//! The span exporter: a batch encoded by [`TraceEncoder`], sent as one
+//! unary gRPC call on a tonic channel.
+//!
+//! The SDK's batch processor calls [`SpanExporter::export`] from a thread
+//! of its own and blocks on the returned future outside any tokio runtime.
+//! The channel's connection lives on the runtime the exporter was built
+//! in, so the call runs there: `export` encodes the batch on the batch
+//! thread, spawns the call on the runtime and the future waits for it.
+//! The call is bounded by the export timeout, retries included, so a dead
+//! or silent collector costs the batch thread at most that long.
+
+use std::{
+    error::Error as _,
+    fmt,
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use opentelemetry_sdk::{
+    Resource,
+    error::{OTelSdkError, OTelSdkResult},
+    trace::{SpanData, SpanExporter},
+};
+use tokio::{runtime::Handle, task::JoinHandle, time::Instant};
+use tonic::{
+    Request, Status,
+    client::Grpc,
+    metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap},
+    transport::{Channel, Endpoint},
+};
+
+use super::{
+    codec::{ExportCodec, PartialSuccess},
+    encode::TraceEncoder,
+    retry::{Backoff, is_retryable},
+};
+
+/// The method every OTLP/gRPC trace receiver serves.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// Told how many spans a collector rejected from a batch it accepted.
+type RejectedHook = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Exports spans to an OTLP/gRPC collector, encoding them straight from
+/// the SDK's [`SpanData`] (see [`TraceEncoder`]).
+///
+/// Build it inside a tokio runtime, with [`builder`](Self::builder); its
+/// exports then run on that runtime, whatever thread calls
+/// [`export`](SpanExporter::export). Once that runtime has shut down,
+/// exports fail at once. If the runtime is alive but never gets to run
+/// the call (its only thread blocked), the caller waits: bound such
+/// waits from outside, as the pipeline's flush and shutdown do.
+pub(crate) struct OtlpSpanExporter {
+    /// Behind a lock for its scratch space only: the SDK never exports
+    /// concurrently on one exporter, so it is never contended.
+    encoder: Mutex<TraceEncoder>,
+    client: Grpc<Channel>,
+    /// Sent with every export.
+    metadata: MetadataMap,
+    runtime: Handle,
+    timeout: Duration,
+    on_rejected: Option<RejectedHook>,
+    /// Whether a rejection was logged: the first is, the rest are only
+    /// counted.
+    rejection_logged: Arc<AtomicBool>,
+    shut_down: AtomicBool,
+}
+
+/// Settings for an [`OtlpSpanExporter`].
+pub(crate) struct OtlpSpanExporterBuilder {
+    endpoint: String,
+    timeout: Duration,
+    headers: Vec<(String, String)>,
+    on_rejected: Option<RejectedHook>,
+}
+
+/// An [`OtlpSpanExporter`] could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum BuildError {
+    /// Not called inside a tokio runtime, which the channel needs.
+    #[error("the OTLP exporter needs a tokio runtime")]
+    NoRuntime,
+    /// The endpoint is not a URI tonic can connect to.
+    #[error("invalid endpoint {endpoint:?}")]
+    Endpoint {
+        /// As given.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// A header is not valid as gRPC metadata.
+    #[error("invalid header {key:?}: not a valid gRPC metadata key and ASCII value")]
+    Header {
+        /// Its name, as given.
+        key: String,
+    },
+}
+
+/// An export failed. Converted to the SDK's error at the exporter's edge.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub(crate) enum ExportError {
+    /// The call failed: the collector answered with an error, or it could
+    /// not be reached. The status's message, which can echo request
+    /// headers back, is not shown.
+    #[error("the export call failed with gRPC status {:?}", .0.code())]
+    Call(#[source] Status),
+    /// The export did not finish within the export timeout.
+    #[error("the export did not finish within {0:?}")]
+    TimedOut(Duration),
+    /// The runtime the exporter was built in shut down, or the call
+    /// panicked.
+    #[error("the export task did not finish")]
+    Task(#[source] tokio::task::JoinError),
+    /// The exporter was shut down.
+    #[error("the exporter is shut down")]
+    ShutDown,
+}
+
+/// One export: everything the spawned task needs, owned.
+struct Call {
+    client: Grpc<Channel>,
+    metadata: MetadataMap,
+    body: Bytes,
+    timeout: Duration,
+}
+
+// === impl OtlpSpanExporter ===
+
+impl OtlpSpanExporter {
+    /// Settings for an exporter to `endpoint` (`http://host:port`), with
+    /// the specification's default 10s timeout and no headers.
+    pub(crate) fn builder(endpoint: impl Into<String>) -> OtlpSpanExporterBuilder {
+        OtlpSpanExporterBuilder {
+            endpoint: endpoint.into(),
+            timeout: Duration::from_secs(10),
+            headers: Vec::new(),
+            on_rejected: None,
+        }
+    }
+
+    /// Encodes `batch` and spawns its export; `None` for an empty batch,
+    /// which is not sent.
+    fn start(
+        &self,
+        batch: &[SpanData],
+    ) -> Result<Option<JoinHandle<Result<PartialSuccess, ExportError>>>, ExportError> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(ExportError::ShutDown);
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let body = self
+            .encoder
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .encode(batch);
+        let call = Call {
+            client: self.client.clone(),
+            metadata: self.metadata.clone(),
+            body,
+            timeout: self.timeout,
+        };
+        Ok(Some(self.runtime.spawn(call.run())))
+    }
+}
+
+impl fmt::Debug for OtlpSpanExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The metadata can hold credentials.
+        f.debug_struct("OtlpSpanExporter")
+            .field("timeout", &self.timeout)
+            .field("headers", &self.metadata.len())
+            .field("shut_down", &self.shut_down)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanExporter for OtlpSpanExporter {
+    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+        // Encoded here, on the caller's thread; the spans are dropped
+        // before the call is even sent.
+        let started = self.start(&batch);
+        drop(batch);
+        let on_rejected = self.on_rejected.clone();
+        let rejection_logged = Arc::clone(&self.rejection_logged);
+        async move {
+            let outcome = match started {
+                Ok(Some(call)) => call.await.unwrap_or_else(|e| Err(ExportError::Task(e))),
+                Ok(None) => Ok(PartialSuccess::default()),
+                Err(e) => Err(e),
+            };
+            let partial = outcome.map_err(ExportError::into_sdk)?;
+            if partial.rejected_spans > 0 || !partial.error_message.is_empty() {
+                let rejected = u64::try_from(partial.rejected_spans).unwrap_or(0);
+                if !rejection_logged.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "sinew::telemetry",
+                        rejected_spans = rejected,
+                        message = %partial.error_message,
+                        "the collector rejected spans it was sent; \
+                         further rejections are counted, not logged",
+                    );
+                }
+                if let Some(on_rejected) = on_rejected.filter(|_| rejected > 0) {
+                    on_rejected(rejected);
+                }
+            }
+            Ok(())
+        }
+    }
+
+    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
+        // Nothing is buffered here: exports in flight finish or time out
+        // on their own.
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            Err(OTelSdkError::AlreadyShutdown)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn set_resource(&mut self, resource: &Resource) {
+        self.encoder
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_resource(resource);
+    }
+}
+
+// === impl OtlpSpanExporterBuilder ===
+
+impl OtlpSpanExporterBuilder {
+    /// How long one export may take, retries included.
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sends `key: value` as metadata with every export. `key` is
+    /// lowercased.
+    pub(crate) fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((key.into(), value.into()));
+        self
+    }
+
+    /// Calls `hook` with the count of spans a collector rejected from a
+    /// batch it otherwise accepted (an OTLP partial success). The export
+    /// still succeeds: the rest of the batch was delivered.
+    pub(crate) fn on_rejected(mut self, hook: impl Fn(u64) + Send + Sync + 'static) -> Self {
+        self.on_rejected = Some(Arc::new(hook));
+        self
+    }
+
+    /// The exporter. Must be called inside a tokio runtime; connects
+    /// lazily, on the first export.
+    pub(crate) fn build(self) -> Result<OtlpSpanExporter, BuildError> {
+        let runtime = Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
+        let endpoint_error = |source| BuildError::Endpoint {
+            endpoint: self.endpoint.clone(),
+            source,
+        };
+        let endpoint = Endpoint::from_shared(self.endpoint.clone())
+            .map_err(endpoint_error)?
+            .user_agent(concat!("sinew/", env!("CARGO_PKG_VERSION")))
+            .map_err(endpoint_error)?
+            // A collector that never accepts the connection fails within
+            // the export's bound rather than the OS's.
+            .connect_timeout(self.timeout)
+            // Exports are single requests that wait for their answer.
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+
+        let mut metadata = MetadataMap::with_capacity(self.headers.len());
+        for (key, value) in &self.headers {
+            let invalid = || BuildError::Header { key: key.clone() };
+            let name = AsciiMetadataKey::from_bytes(key.to_ascii_lowercase().as_bytes())
+                .map_err(|_| invalid())?;
+            let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| invalid())?;
+            metadata.insert(name, value);
+        }
+
+        Ok(OtlpSpanExporter {
+            encoder: Mutex::new(TraceEncoder::new()),
+            client: Grpc::new(channel),
+            metadata,
+            runtime,
+            timeout: self.timeout,
+            on_rejected: self.on_rejected,
+            rejection_logged: Arc::new(AtomicBool::new(false)),
+            shut_down: AtomicBool::new(false),
+        })
+    }
+}
+
+impl fmt::Debug for OtlpSpanExporterBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpSpanExporterBuilder")
+            .field("endpoint", &self.endpoint)
+            .field("timeout", &self.timeout)
+            .field("headers", &self.headers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Call ===
+
+impl Call {
+    /// Sends the batch, retrying transient failures, within the timeout.
+    async fn run(mut self) -> Result<PartialSuccess, ExportError> {
+        let timeout = self.timeout;
+        let deadline = Instant::now() + timeout;
+        tokio::time::timeout_at(deadline, self.with_retries(deadline))
+            .await
+            .unwrap_or(Err(ExportError::TimedOut(timeout)))
+    }
+
+    async fn with_retries(&mut self, deadline: Instant) -> Result<PartialSuccess, ExportError> {
+        let mut backoff = Backoff::new();
+        loop {
+            let status = match self.attempt().await {
+                Ok(partial) => return Ok(partial),
+                Err(status) => status,
+            };
+            if !is_retryable(status.code()) {
+                return Err(ExportError::Call(status));
+            }
+            match backoff.next_delay() {
+                // A retry that could not finish in time is not worth
+                // starting, and the last error says more than a timeout.
+                Some(delay) if Instant::now() + delay < deadline => {
+                    tokio::time::sleep(delay).await;
+                }
+                _ => return Err(ExportError::Call(status)),
+            }
+        }
+    }
+
+    async fn attempt(&mut self) -> Result<PartialSuccess, Status> {
+        self.client
+            .ready()
+            .await
+            .map_err(|e| Status::from_error(Box::new(e)))?;
+        let mut request = Request::new(self.body.clone());
+        if !self.metadata.is_empty() {
+            *request.metadata_mut() = self.metadata.clone();
+        }
+        let response = self
+            .client
+            .unary(request, PathAndQuery::from_static(EXPORT_PATH), ExportCodec)
+            .await?;
+        Ok(response.into_inner())
+    }
+}
+
+// === impl ExportError ===
+
+impl ExportError {
+    /// The SDK's error. Its text names the cause, down the source chain,
+    /// for the log line the queue writes.
+    fn into_sdk(self) -> OTelSdkError {
+        match self {
+            Self::TimedOut(timeout) => OTelSdkError::Timeout(timeout),
+            Self::ShutDown => OTelSdkError::AlreadyShutdown,
+            error => {
+                let mut text = error.to_string();
+                let mut source = error.source();
+                // The call's own status is skipped: its message is the
+                // collector's, which may echo what it was sent.
+                if let Self::Call(status) = &error {
+                    source = status.source();
+                }
+                while let Some(cause) = source {
+                    text.push_str(": ");
+                    text.push_str(&cause.to_string());
+                    source = cause.source();
+                }
+                OTelSdkError::InternalFailure(text)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        borrow::Cow,
+        net::SocketAddr,
+        sync::atomic::AtomicU64,
+        task::{Context, Poll, Wake, Waker},
+        time::SystemTime,
+    };
+
+    use opentelemetry::{
+        InstrumentationScope, KeyValue,
+        trace::{SpanContext, SpanId, SpanKind, Status as SpanStatus, TraceFlags, TraceId},
+    };
+    use opentelemetry_proto::tonic::collector::trace::v1::{
+        ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+    };
+    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use tokio::net::TcpListener;
+
+    use super::{super::testing::Collector, *};
+
+    fn endpoint(addr: SocketAddr) -> String {
+        format!("http://{addr}")
+    }
+
+    fn span(name: &'static str) -> SpanData {
+        SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(7),
+                SpanId::from(8),
+                TraceFlags::SAMPLED,
+                false,
+                Default::default(),
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: Cow::Borrowed(name),
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            attributes: vec![KeyValue::new("rpc.method", "Say")],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: SpanStatus::Ok,
+            instrumentation_scope: InstrumentationScope::builder("sinew").build(),
+        }
+    }
+
+    fn span_names(request: &ExportTraceServiceRequest) -> Vec<&str> {
+        request
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|s| s.name.as_str())
+            .collect()
+    }
+
+    /// Polls `future` to completion on this thread, outside any runtime,
+    /// as the SDK's batch thread does.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        struct Unpark(std::thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            match future.as_mut().poll(&mut cx) {
+                Poll::Ready(output) => return output,
+                Poll::Pending => std::thread::park(),
+            }
+        }
+    }
+
+    /// Exports `batch` from a plain thread, outside the runtime, and waits
+    /// for it without blocking the runtime.
+    async fn export_from_a_thread(
+        exporter: Arc<OtlpSpanExporter>,
+        batch: Vec<SpanData>,
+    ) -> OTelSdkResult {
+        let thread = std::thread::spawn(move || {
+            assert!(Handle::try_current().is_err(), "the thread is in a runtime");
+            block_on(exporter.export(batch))
+        });
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_arrive_with_the_resource_and_the_headers() {
+        let (collector, addr) = Collector::start([]).await;
+        let mut exporter = OtlpSpanExporter::builder(endpoint(addr))
+            .header("Authorization", "Bearer abc")
+            .header("x-tenant", "acme")
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name("exporter-test")
+                .build(),
+        );
+
+        exporter
+            .export(vec![span("first"), span("second")])
+            .await
+            .unwrap();
+
+        let requests = collector.requests();
+        assert_eq!(requests.len(), 1);
+        let (metadata, request) = &requests[0];
+        assert_eq!(span_names(request), ["first", "second"]);
+        let resource = request.resource_spans[0].resource.as_ref().unwrap();
+        assert_eq!(resource.attributes[0].key, "service.name");
+        assert_eq!(
+            metadata.get("authorization").unwrap().to_str().unwrap(),
+            "Bearer abc"
+        );
+        assert_eq!(metadata.get("x-tenant").unwrap().to_str().unwrap(), "acme");
+        assert!(
+            metadata
+                .get("user-agent")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with("sinew/")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn export_works_when_polled_from_a_thread_outside_the_runtime() {
+        let (collector, addr) = Collector::start([]).await;
+        let exporter = Arc::new(
+            OtlpSpanExporter::builder(endpoint(addr))
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+        );
+        for name in ["one", "two"] {
+            export_from_a_thread(Arc::clone(&exporter), vec![span(name)])
+                .await
+                .unwrap();
+        }
+        let requests = collector.requests();
+        let names: Vec<&str> = requests.iter().flat_map(|(_, r)| span_names(r)).collect();
+        assert_eq!(names, ["one", "two"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_closed_port_fails_promptly() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let timeout = Duration::from_secs(3);
+        let exporter = Arc::new(
+            OtlpSpanExporter::builder(endpoint(closed))
+                .timeout(timeout)
+                .build()
+                .unwrap(),
+        );
+        let started = std::time::Instant::now();
+        let result = export_from_a_thread(exporter, vec![span("lost")]).await;
+        let elapsed = started.elapsed();
+        // Refused connections are retried (100ms, 200ms, 400ms, plus
+        // jitter), then the last error is returned.
+        match result {
+            Err(OTelSdkError::InternalFailure(message)) => {
+                assert!(message.contains("Unavailable"), "{message}");
+            }
+            other => panic!("expected a failure, got {other:?}"),
+        }
+        assert!(elapsed < timeout, "took {elapsed:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_collector_fails_at_the_timeout() {
+        // Accepts connections and never says a word.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                held.push(socket);
+            }
+        });
+        let timeout = Duration::from_millis(500);
+        let exporter = Arc::new(
+            OtlpSpanExporter::builder(endpoint(addr))
+                .timeout(timeout)
+                .build()
+                .unwrap(),
+        );
+        let started = std::time::Instant::now();
+        let result = export_from_a_thread(exporter, vec![span("lost")]).await;
+        let elapsed = started.elapsed();
+        assert!(
+            matches!(result, Err(OTelSdkError::Timeout(t)) if t == timeout),
+            "{result:?}"
+        );
+        assert!(
+            elapsed >= timeout && elapsed < timeout + Duration::from_secs(2),
+            "took {elapsed:?}"
+        );
+        silent.abort();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn transient_failures_are_retried_and_others_are_not() {
+        let (collector, addr) = Collector::start([
+            Err(Status::unavailable("restarting")),
+            Ok(ExportTraceServiceResponse::default()),
+        ])
+        .await;
+        let exporter = OtlpSpanExporter::builder(endpoint(addr))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        exporter.export(vec![span("retried")]).await.unwrap();
+        assert_eq!(collector.requests().len(), 2);
+
+        let (collector, addr) =
+            Collector::start([Err(Status::invalid_argument("secret-echo"))]).await;
+        let exporter = OtlpSpanExporter::builder(endpoint(addr))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let err = exporter.export(vec![span("refused")]).await.unwrap_err();
+        assert_eq!(collector.requests().len(), 1);
+        // The code is reported; the collector's message is not.
+        let text = err.to_string();
+        assert!(text.contains("InvalidArgument"), "{text}");
+        assert!(!text.contains("secret-echo"), "{text}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rejected_spans_are_reported_and_the_export_succeeds() {
+        let (_collector, addr) = Collector::start([Ok(ExportTraceServiceResponse {
+            partial_success: Some(ExportTracePartialSuccess {
+                rejected_spans: 2,
+                error_message: "too old".to_owned(),
+            }),
+        })])
+        .await;
+        let rejected = Arc::new(AtomicU64::new(0));
+        let exporter = OtlpSpanExporter::builder(endpoint(addr))
+            .timeout(Duration::from_secs(5))
+            .on_rejected({
+                let rejected = Arc::clone(&rejected);
+                move |spans| {
+                    rejected.fetch_add(spans, Ordering::Relaxed);
+                }
+            })
+            .build()
+            .unwrap();
+        exporter
+            .export(vec![span("a"), span("b"), span("c")])
+            .await
+            .unwrap();
+        assert_eq!(rejected.load(Ordering::Relaxed), 2);
+        // A full success reports nothing.
+        exporter.export(vec![span("d")]).await.unwrap();
+        assert_eq!(rejected.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_is_sent_for_an_empty_batch_or_after_shutdown() {
+        let (collector, addr) = Collector::start([]).await;
+        let exporter = OtlpSpanExporter::builder(endpoint(addr)).build().unwrap();
+        exporter.export(Vec::new()).await.unwrap();
+        exporter.shutdown().unwrap();
+        assert!(matches!(
+            exporter.export(vec![span("late")]).await,
+            Err(OTelSdkError::AlreadyShutdown)
+        ));
+        assert!(matches!(
+            exporter.shutdown(),
+            Err(OTelSdkError::AlreadyShutdown)
+        ));
+        assert!(collector.requests().is_empty());
+    }
+
+    #[test]
+    fn an_export_after_the_runtime_is_gone_fails_at_once() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let exporter = runtime
+            .block_on(async {
+                OtlpSpanExporter::builder("http://127.0.0.1:9")
+                    .timeout(Duration::from_secs(30))
+                    .build()
+            })
+            .unwrap();
+        drop(runtime);
+        let started = std::time::Instant::now();
+        let result = block_on(exporter.export(vec![span("orphan")]));
+        assert!(
+            matches!(result, Err(OTelSdkError::InternalFailure(_))),
+            "{result:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn building_needs_a_runtime_and_a_valid_endpoint_and_headers() {
+        assert!(matches!(
+            OtlpSpanExporter::builder("http://127.0.0.1:4317").build(),
+            Err(BuildError::NoRuntime)
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _entered = runtime.enter();
+        assert!(matches!(
+            OtlpSpanExporter::builder("not a uri").build(),
+            Err(BuildError::Endpoint { .. })
+        ));
+        assert!(matches!(
+            OtlpSpanExporter::builder("http://127.0.0.1:4317")
+                .header("x-bin", "binary")
+                .build(),
+            Err(BuildError::Header { .. })
+        ));
+        assert!(matches!(
+            OtlpSpanExporter::builder("http://127.0.0.1:4317")
+                .header("x-line", "a\nb")
+                .build(),
+            Err(BuildError::Header { .. })
+        ));
+    }
+}

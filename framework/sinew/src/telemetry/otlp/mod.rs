@@ -1,0 +1,32 @@
+//! OTLP/gRPC span export without the intermediate protobuf structs.
+//!
+//! `opentelemetry-otlp` converts every span into `opentelemetry-proto`'s
+//! generated structs (a `String` per attribute key and value, `Vec`s for
+//! ids, events and links) and only then encodes them: about fifteen heap
+//! allocations per span, on a path that runs for every call. Here spans
+//! are encoded straight from the SDK's `SpanData` into one buffer per
+//! batch, sized up front, so a span costs no allocation of its own.
+//!
+//! - [`wire`]: the protobuf wire primitives (varints, keys,
+//!   length-delimited and fixed-width fields) and their sizes;
+//! - [`encode`]: the OTLP trace messages, measured then written; the
+//!   resource, the same for every batch, is encoded once;
+//! - [`codec`]: the gRPC codec that sends the encoded bytes and reads the
+//!   response's partial success;
+//! - [`retry`]: which failures are retried, and the backoff between tries;
+//! - [`exporter`]: the SDK `SpanExporter` that ties them together on a
+//!   tonic channel.
+//!
+//! The output is checked, in the tests beside the encoder, against what
+//! `opentelemetry-proto`'s own transform makes of the same spans. Metrics,
+//! far fewer, still go through `opentelemetry-otlp`.
+
+mod codec;
+mod encode;
+mod exporter;
+mod retry;
+#[cfg(test)]
+pub(crate) mod testing;
+mod wire;
+
+pub(crate) use exporter::OtlpSpanExporter;
