@@ -11,7 +11,8 @@
 //!   (see [`queue`](super::queue)); ending a span never blocks or fails.
 //!   That thread encodes each batch with sinew's own OTLP exporter (see
 //!   [`otlp`](super::otlp)), which allocates nothing per span, and sends
-//!   it on the runtime `build` ran in;
+//!   it from a runtime thread of the exporter's own (`sinew-otlp`), so
+//!   a busy application runtime does not hold exports up;
 //! - metrics are aggregated in memory as they are recorded, and the
 //!   periodic reader's thread collects and exports them on its interval,
 //!   with `opentelemetry-otlp`'s exporter.
@@ -77,9 +78,10 @@ struct ReportingMetricExporter<E> {
 // === impl Pipeline ===
 
 impl Pipeline {
-    /// Builds the providers `config` describes. Exporting needs a tokio
-    /// runtime (the gRPC channels' connections, and span exports, run on
-    /// it); without an endpoint, none is needed.
+    /// Builds the providers `config` describes. Exporting metrics needs a
+    /// tokio runtime (their gRPC channel's connection runs on it); spans
+    /// are exported from a runtime thread of their own. Without an
+    /// endpoint, none is needed.
     pub(crate) fn build(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
         config.validate()?;
         let exports_traces = config.traces_endpoint.is_some();

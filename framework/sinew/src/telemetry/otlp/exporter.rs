@@ -3,11 +3,18 @@
 //!
 //! The SDK's batch processor calls [`SpanExporter::export`] from a thread
 //! of its own and blocks on the returned future outside any tokio runtime.
-//! The channel's connection lives on the runtime the exporter was built
-//! in, so the call runs there: `export` encodes the batch on the batch
-//! thread, spawns the call on the runtime and the future waits for it.
-//! The call is bounded by the export timeout, retries included, so a dead
-//! or silent collector costs the batch thread at most that long.
+//! The channel's connection lives on a small runtime of the exporter's
+//! own, on a thread of its own (`sinew-otlp`), so the call runs there:
+//! `export` encodes the batch on the batch thread, spawns the call on the
+//! exporter's runtime and the future waits for it. The call is bounded by
+//! the export timeout, retries included, so a dead or silent collector
+//! costs the batch thread at most that long.
+//!
+//! Why not the application's runtime: under load its workers have every
+//! task of every call in their queues, and an export waits its turn
+//! behind all of them; meanwhile the span queue fills and spans are
+//! dropped. A thread of its own gets its share of the processor from the
+//! operating system, whatever the application's runtime is doing.
 
 use std::{
     error::Error as _,
@@ -26,7 +33,7 @@ use opentelemetry_sdk::{
     error::{OTelSdkError, OTelSdkResult},
     trace::{SpanData, SpanExporter},
 };
-use tokio::{runtime::Handle, task::JoinHandle, time::Instant};
+use tokio::{runtime::Handle, sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::{
     Request, Status,
     client::Grpc,
@@ -49,12 +56,10 @@ type RejectedHook = Arc<dyn Fn(u64) + Send + Sync>;
 /// Exports spans to an OTLP/gRPC collector, encoding them straight from
 /// the SDK's [`SpanData`] (see [`TraceEncoder`]).
 ///
-/// Build it inside a tokio runtime, with [`builder`](Self::builder); its
-/// exports then run on that runtime, whatever thread calls
-/// [`export`](SpanExporter::export). Once that runtime has shut down,
-/// exports fail at once. If the runtime is alive but never gets to run
-/// the call (its only thread blocked), the caller waits: bound such
-/// waits from outside, as the pipeline's flush and shutdown do.
+/// Build it with [`builder`](Self::builder); its exports run on its own
+/// runtime thread (see the module docs), whatever thread calls
+/// [`export`](SpanExporter::export). Dropping the exporter stops that
+/// thread; exports still in flight then fail.
 pub(crate) struct OtlpSpanExporter {
     /// Behind a lock for its scratch space only: the SDK never exports
     /// concurrently on one exporter, so it is never contended.
@@ -62,7 +67,10 @@ pub(crate) struct OtlpSpanExporter {
     client: Grpc<Channel>,
     /// Sent with every export.
     metadata: MetadataMap,
+    /// The exporter's own runtime, driven by its thread.
     runtime: Handle,
+    /// Dropped with the exporter, which ends the runtime's thread.
+    _stop: oneshot::Sender<()>,
     timeout: Duration,
     on_rejected: Option<RejectedHook>,
     /// Whether a rejection was logged: the first is, the rest are only
@@ -83,9 +91,9 @@ pub(crate) struct OtlpSpanExporterBuilder {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum BuildError {
-    /// Not called inside a tokio runtime, which the channel needs.
-    #[error("the OTLP exporter needs a tokio runtime")]
-    NoRuntime,
+    /// The exporter's runtime or its thread could not be started.
+    #[error("cannot start the OTLP exporter's thread")]
+    Thread(#[source] std::io::Error),
     /// The endpoint is not a URI tonic can connect to.
     #[error("invalid endpoint {endpoint:?}")]
     Endpoint {
@@ -115,8 +123,7 @@ pub(crate) enum ExportError {
     /// The export did not finish within the export timeout.
     #[error("the export did not finish within {0:?}")]
     TimedOut(Duration),
-    /// The runtime the exporter was built in shut down, or the call
-    /// panicked.
+    /// The exporter's runtime stopped, or the call panicked.
     #[error("the export task did not finish")]
     Task(#[source] tokio::task::JoinError),
     /// The exporter was shut down.
@@ -260,10 +267,9 @@ impl OtlpSpanExporterBuilder {
         self
     }
 
-    /// The exporter. Must be called inside a tokio runtime; connects
-    /// lazily, on the first export.
+    /// The exporter, with its runtime thread started. Connects lazily, on
+    /// the first export.
     pub(crate) fn build(self) -> Result<OtlpSpanExporter, BuildError> {
-        let runtime = Handle::try_current().map_err(|_| BuildError::NoRuntime)?;
         let endpoint_error = |source| BuildError::Endpoint {
             endpoint: self.endpoint.clone(),
             source,
@@ -277,7 +283,13 @@ impl OtlpSpanExporterBuilder {
             .connect_timeout(self.timeout)
             // Exports are single requests that wait for their answer.
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let (runtime, stop) = start_runtime()?;
+        // The channel's worker task is spawned where it is made: on the
+        // exporter's runtime.
+        let channel = {
+            let _entered = runtime.enter();
+            endpoint.connect_lazy()
+        };
 
         let mut metadata = MetadataMap::with_capacity(self.headers.len());
         for (key, value) in &self.headers {
@@ -293,6 +305,7 @@ impl OtlpSpanExporterBuilder {
             client: Grpc::new(channel),
             metadata,
             runtime,
+            _stop: stop,
             timeout: self.timeout,
             on_rejected: self.on_rejected,
             rejection_logged: Arc::new(AtomicBool::new(false)),
@@ -309,6 +322,26 @@ impl fmt::Debug for OtlpSpanExporterBuilder {
             .field("headers", &self.headers.len())
             .finish_non_exhaustive()
     }
+}
+
+/// Starts a current-thread runtime on a thread of its own, running until
+/// the returned sender is dropped.
+fn start_runtime() -> Result<(Handle, oneshot::Sender<()>), BuildError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(BuildError::Thread)?;
+    let handle = runtime.handle().clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("sinew-otlp".to_owned())
+        .spawn(move || {
+            // Ends when the sender is sent to or dropped; dropping the
+            // runtime then cancels what is still running on it.
+            let _ = runtime.block_on(stopped);
+        })
+        .map_err(BuildError::Thread)?;
+    Ok((handle, stop))
 }
 
 // === impl Call ===
@@ -679,22 +712,15 @@ mod tests {
     }
 
     #[test]
-    fn an_export_after_the_runtime_is_gone_fails_at_once() {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
+    fn exports_run_on_the_exporters_own_thread_even_with_no_other_runtime() {
+        // Built and used with no runtime anywhere: the exporter brings its
+        // own. A closed port fails the export promptly, from there.
+        let exporter = OtlpSpanExporter::builder("http://127.0.0.1:9")
+            .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        let exporter = runtime
-            .block_on(async {
-                OtlpSpanExporter::builder("http://127.0.0.1:9")
-                    .timeout(Duration::from_secs(30))
-                    .build()
-            })
-            .unwrap();
-        drop(runtime);
         let started = std::time::Instant::now();
-        let result = block_on(exporter.export(vec![span("orphan")]));
+        let result = block_on(exporter.export(vec![span("alone")]));
         assert!(
             matches!(result, Err(OTelSdkError::InternalFailure(_))),
             "{result:?}"
@@ -703,16 +729,7 @@ mod tests {
     }
 
     #[test]
-    fn building_needs_a_runtime_and_a_valid_endpoint_and_headers() {
-        assert!(matches!(
-            OtlpSpanExporter::builder("http://127.0.0.1:4317").build(),
-            Err(BuildError::NoRuntime)
-        ));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _entered = runtime.enter();
+    fn building_needs_a_valid_endpoint_and_headers() {
         assert!(matches!(
             OtlpSpanExporter::builder("not a uri").build(),
             Err(BuildError::Endpoint { .. })
