@@ -194,6 +194,54 @@ async fn one_trace_across_three_services_with_metrics() {
         .sum();
     assert_eq!(retries, 1.0);
 
+    // Calls in flight, per side: a slow call through the chain is in
+    // flight on three servers (A, B, C) and three clients (test -> A,
+    // A -> B, B -> C), all in this process; once it ends, none are. It
+    // stays under Put's 1s timeout, and lasts four metric exports.
+    let in_flight = |c: &Collector, name: &str| -> Option<f64> {
+        c.latest_data_points(name)
+            .iter()
+            .find(|p| p.str_attribute("rpc.method") == Some("Put"))
+            .and_then(|p| p.value.as_f64())
+    };
+    let both = |c: &Collector| {
+        (
+            in_flight(c, "rpc.server.active_requests"),
+            in_flight(c, "rpc.client.active_requests"),
+        )
+    };
+    let mut slow_request = echo("slow");
+    slow_request.delay_ms = 800;
+    let slow = tokio::spawn({
+        let mut client = client.clone();
+        async move { client.put(slow_request).await }
+    });
+    let during = collector
+        .wait_for(
+            |c| both(c) == (Some(3.0), Some(3.0)),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        during,
+        "in flight during the slow call: {:?}",
+        both(&collector)
+    );
+    slow.await
+        .expect("the slow call's task")
+        .expect("the slow call answers");
+    let after = collector
+        .wait_for(
+            |c| both(c) == (Some(0.0), Some(0.0)),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        after,
+        "in flight after the slow call: {:?}",
+        both(&collector)
+    );
+
     for server in [a, b, c] {
         server.stop().await;
     }

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use super::{
-    method::{Method, method},
+    method::{Gauge, Method, method},
     metrics::metrics,
 };
 use crate::BoxError;
@@ -67,6 +67,7 @@ pub(crate) struct CallRecord {
     cx: OtelContext,
     start: Instant,
     attributes: [KeyValue; 3],
+    active: &'static Gauge,
     done: bool,
 }
 
@@ -81,11 +82,16 @@ impl CallRecord {
         extra: &[KeyValue],
     ) -> Option<Self> {
         let tracer = TRACER.get()?;
-        let Method { name, attributes } = method(path);
-        let (kind, active) = match side {
-            Side::Server => (SpanKind::Server, &metrics().server_active),
-            Side::Client => (SpanKind::Client, &metrics().client_active),
+        let Method {
+            name,
+            attributes,
+            active,
+        } = method(path);
+        let kind = match side {
+            Side::Server => SpanKind::Server,
+            Side::Client => SpanKind::Client,
         };
+        let active = active.side(side == Side::Server);
         // Room for the status code, set when the call ends.
         let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
         span_attributes.extend(attributes.iter().cloned());
@@ -94,12 +100,13 @@ impl CallRecord {
             .with_kind(kind)
             .with_attributes(span_attributes)
             .start_with_context(tracer, parent);
-        active.add(1, &attributes[1..]);
+        active.enter();
         Some(Self {
             side,
             cx: parent.with_span(span),
             start: Instant::now(),
             attributes,
+            active,
             done: false,
         })
     }
@@ -126,15 +133,12 @@ impl CallRecord {
         span.end();
         let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
         let [system, service, method] = self.attributes.clone();
-        let (duration, active) = match self.side {
-            Side::Server => (&metrics().server_duration, &metrics().server_active),
-            Side::Client => (&metrics().client_duration, &metrics().client_active),
+        let duration = match self.side {
+            Side::Server => &metrics().server_duration,
+            Side::Client => &metrics().client_duration,
         };
-        duration.record(
-            elapsed,
-            &[system, service.clone(), method.clone(), status_code],
-        );
-        active.add(-1, &[service, method]);
+        duration.record(elapsed, &[system, service, method, status_code]);
+        self.active.exit();
     }
 }
 

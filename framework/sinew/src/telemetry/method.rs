@@ -1,5 +1,6 @@
-//! What a call is recorded under: its span name and its RPC attributes,
-//! worked out once per method path rather than once per call.
+//! What a call is recorded under: its span name, its RPC attributes and
+//! its method's count of calls in flight, worked out once per method path
+//! rather than once per call.
 //!
 //! Every call to the same method has the same span name
 //! (`package.Service/Method`) and the same `rpc.system`, `rpc.service` and
@@ -8,34 +9,68 @@
 //!
 //! 1. Each thread keeps a map from path to [`Method`]. A hit clones
 //!    reference-counted strings on the thread's own cache lines.
-//! 2. On a miss, the span name is interned process-wide. The OpenTelemetry
-//!    SDK keeps span names as `Cow<'static, str>`, so an interned name is
-//!    leaked once and then borrowed by every span of that method.
+//! 2. On a miss, the method is registered process-wide. The OpenTelemetry
+//!    SDK keeps span names as `Cow<'static, str>`, so a registered name is
+//!    leaked once and then borrowed by every span of that method; its
+//!    [`Active`] counters are leaked beside it.
 //! 3. Both are bounded ([`MAX_METHODS`]): a peer sending calls to endless
 //!    made-up paths cannot grow memory. Past the bound a path gets an
-//!    owned name and fresh attributes per call, as if there were no cache.
+//!    owned name and fresh attributes per call, as if there were no cache,
+//!    and its calls in flight are counted under `_OTHER`.
+//!
+//! The calls in flight (`rpc.{server,client}.active_requests`) are plain
+//! atomic counters here, read by the meter when it collects: an increment
+//! and a decrement per call instead of two attribute-set lookups in the
+//! SDK.
 
 use std::{
     borrow::Cow,
     cell::RefCell,
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, PoisonError},
+    collections::HashMap,
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicBool, AtomicI64, Ordering},
+    },
 };
 
-use opentelemetry::{KeyValue, StringValue};
+use opentelemetry::{KeyValue, StringValue, metrics::AsyncInstrument};
 
-/// How many distinct paths are cached per thread, and interned in all.
-/// Well above what one process serves and calls; the interned names cost
-/// about a hundred bytes each.
+/// How many distinct paths are cached per thread, and registered in all.
+/// Well above what one process serves and calls; a registered method
+/// costs a few hundred bytes.
 pub(crate) const MAX_METHODS: usize = 1024;
 
-/// The span name and RPC attributes of one method.
+/// The span name, RPC attributes and in-flight counters of one method.
 #[derive(Debug, Clone)]
 pub(crate) struct Method {
     /// `package.Service/Method`.
     pub(crate) name: Cow<'static, str>,
     /// `rpc.system`, `rpc.service`, `rpc.method`, in that order.
     pub(crate) attributes: [KeyValue; 3],
+    /// The method's calls in flight (shared with every path past the
+    /// bound, under `_OTHER`).
+    pub(crate) active: &'static Active,
+}
+
+/// Calls in flight of one method, on each side.
+#[derive(Debug)]
+pub(crate) struct Active {
+    /// `rpc.service` and `rpc.method`, as the counters are reported.
+    attributes: [KeyValue; 2],
+    server: Gauge,
+    client: Gauge,
+}
+
+/// One side's count. Aligned to a cache line of its own: a process that
+/// serves and calls a method updates both sides at once from different
+/// cores.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct Gauge {
+    value: AtomicI64,
+    /// Whether a call was ever counted here: a method only ever called is
+    /// not reported as served, and the other way round.
+    used: AtomicBool,
 }
 
 /// The [`Method`] of a call to `path` (`/package.Service/Method`).
@@ -58,56 +93,146 @@ pub(crate) fn method(path: &str) -> Method {
 
 fn build(path: &str) -> Method {
     let (service, method) = split_path(path);
+    let (name, active) = match registry().register(path) {
+        Some(registered) => (Cow::Borrowed(registered.name), registered.active),
+        None => (
+            Cow::Owned(path.strip_prefix('/').unwrap_or(path).to_owned()),
+            overflow(),
+        ),
+    };
     Method {
-        name: intern(path.strip_prefix('/').unwrap_or(path)),
+        name,
         attributes: [
             KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", StringValue::from(Arc::<str>::from(service))),
-            KeyValue::new("rpc.method", StringValue::from(Arc::<str>::from(method))),
+            KeyValue::new("rpc.service", shared(service)),
+            KeyValue::new("rpc.method", shared(method)),
         ],
+        active,
     }
 }
 
-/// `name` as a `'static` string, from the process-wide [`Interner`].
-fn intern(name: &str) -> Cow<'static, str> {
-    static NAMES: Mutex<Option<Interner>> = Mutex::new(None);
-    // Only a set insert happens under the lock; a panic cannot leave the
-    // set half-updated, so poisoning is ignored.
-    let mut names = NAMES.lock().unwrap_or_else(PoisonError::into_inner);
-    names
-        .get_or_insert_with(|| Interner::new(MAX_METHODS))
-        .intern(name)
+fn shared(text: &str) -> StringValue {
+    StringValue::from(Arc::<str>::from(text))
 }
 
-/// Span names leaked once each, up to a bound.
+/// Reports every registered method's calls in flight on the server
+/// (`server` true) or client side to `observer`: the callback of the
+/// `rpc.*.active_requests` instruments.
+pub(crate) fn observe_active(server: bool, observer: &dyn AsyncInstrument<i64>) {
+    let registry = registry();
+    let overflow = OVERFLOW.get().into_iter();
+    for active in registry.methods.values().map(|m| m.active).chain(overflow) {
+        let gauge = if server {
+            &active.server
+        } else {
+            &active.client
+        };
+        if gauge.used.load(Ordering::Relaxed) {
+            observer.observe(gauge.value.load(Ordering::Relaxed), &active.attributes);
+        }
+    }
+}
+
+// === impl Active ===
+
+impl Active {
+    fn new(service: &str, method: &str) -> Self {
+        Self {
+            attributes: [
+                KeyValue::new("rpc.service", shared(service)),
+                KeyValue::new("rpc.method", shared(method)),
+            ],
+            server: Gauge::default(),
+            client: Gauge::default(),
+        }
+    }
+
+    /// The server side's count (`server` true), or the client side's.
+    pub(crate) fn side(&self, server: bool) -> &Gauge {
+        if server { &self.server } else { &self.client }
+    }
+}
+
+// === impl Gauge ===
+
+impl Gauge {
+    /// A call started.
+    pub(crate) fn enter(&self) {
+        // Read first: after the first call the flag is only ever read, so
+        // its cache line stays shared.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
+        self.value.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call ended.
+    pub(crate) fn exit(&self) {
+        self.value.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Where the calls of paths past the bound are counted.
+static OVERFLOW: OnceLock<Active> = OnceLock::new();
+
+fn overflow() -> &'static Active {
+    OVERFLOW.get_or_init(|| Active::new("_OTHER", "_OTHER"))
+}
+
+/// The process-wide registry of methods.
+fn registry() -> MutexGuard<'static, Registry> {
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+    // Only a map insert happens under the lock; a panic cannot leave the
+    // map half-updated, so poisoning is ignored.
+    REGISTRY
+        .get_or_init(|| Mutex::new(Registry::new(MAX_METHODS)))
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Methods registered once each, leaked, up to a bound.
 #[derive(Debug)]
-struct Interner {
-    names: HashSet<&'static str>,
+struct Registry {
+    methods: HashMap<&'static str, Registered>,
     max: usize,
 }
 
-// === impl Interner ===
+/// A registered method: its span name and counters, for the life of the
+/// process.
+#[derive(Debug, Clone, Copy)]
+struct Registered {
+    name: &'static str,
+    active: &'static Active,
+}
 
-impl Interner {
+// === impl Registry ===
+
+impl Registry {
     fn new(max: usize) -> Self {
         Self {
-            names: HashSet::new(),
+            methods: HashMap::new(),
             max,
         }
     }
 
-    /// `name`, borrowed from the set; an owned copy once the set is full.
-    fn intern(&mut self, name: &str) -> Cow<'static, str> {
-        if let Some(interned) = self.names.get(name) {
-            return Cow::Borrowed(interned);
+    /// The registration of `path`, made now if there is room; `None` once
+    /// the registry is full.
+    fn register(&mut self, path: &str) -> Option<Registered> {
+        if let Some(registered) = self.methods.get(path) {
+            return Some(*registered);
         }
-        if self.names.len() >= self.max {
-            return Cow::Owned(name.to_owned());
+        if self.methods.len() >= self.max {
+            return None;
         }
+        let (service, method) = split_path(path);
         // Leaked on purpose, at most `max` times: see the module docs.
-        let interned: &'static str = Box::leak(name.into());
-        self.names.insert(interned);
-        Cow::Borrowed(interned)
+        let path: &'static str = Box::leak(path.into());
+        let registered = Registered {
+            name: path.strip_prefix('/').unwrap_or(path),
+            active: Box::leak(Box::new(Active::new(service, method))),
+        };
+        self.methods.insert(path, registered);
+        Some(registered)
     }
 }
 
@@ -134,29 +259,70 @@ mod tests {
     }
 
     #[test]
-    fn the_same_path_borrows_one_interned_name() {
-        let a = method("/test.Interned/Once");
-        let b = build("/test.Interned/Once");
-        match (a.name, b.name) {
-            (Cow::Borrowed(a), Cow::Borrowed(b)) => assert!(std::ptr::eq(a, b)),
-            other => panic!("not interned: {other:?}"),
+    fn every_thread_shares_one_registration_per_path() {
+        let here = method("/test.Registered/Once");
+        let there = std::thread::spawn(|| method("/test.Registered/Once"))
+            .join()
+            .unwrap();
+        match (&here.name, &there.name) {
+            (Cow::Borrowed(a), Cow::Borrowed(b)) => assert!(std::ptr::eq(*a, *b)),
+            other => panic!("not registered: {other:?}"),
         }
+        assert!(std::ptr::eq(here.active, there.active));
     }
 
     #[test]
-    fn past_the_bound_names_are_owned_and_still_right() {
-        let mut interner = Interner::new(2);
-        let first = interner.intern("bound.A/M");
-        assert!(matches!(first, Cow::Borrowed(_)));
-        assert!(matches!(interner.intern("bound.B/M"), Cow::Borrowed(_)));
-        let late = interner.intern("bound.C/M");
-        assert!(matches!(late, Cow::Owned(_)), "{late:?}");
-        assert_eq!(late, "bound.C/M");
-        // Names interned before the bound are still shared.
-        match (first, interner.intern("bound.A/M")) {
-            (Cow::Borrowed(a), Cow::Borrowed(b)) => assert!(std::ptr::eq(a, b)),
-            other => panic!("not interned: {other:?}"),
+    fn past_the_bound_paths_are_named_right_and_counted_apart() {
+        let mut registry = Registry::new(2);
+        let first = registry.register("/bound.A/M").unwrap();
+        assert!(registry.register("/bound.B/M").is_some());
+        assert!(registry.register("/bound.C/M").is_none());
+        // Paths registered before the bound are still shared.
+        let again = registry.register("/bound.A/M").unwrap();
+        assert!(std::ptr::eq(first.name, again.name));
+        assert!(std::ptr::eq(first.active, again.active));
+        assert_eq!(first.name, "bound.A/M");
+    }
+
+    /// Collects what a callback observes.
+    #[derive(Default)]
+    struct Observed(Mutex<Vec<(i64, Vec<KeyValue>)>>);
+
+    impl AsyncInstrument<i64> for Observed {
+        fn observe(&self, measurement: i64, attributes: &[KeyValue]) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((measurement, attributes.to_vec()));
         }
+    }
+
+    fn observed(server: bool, method: &str) -> Option<i64> {
+        let observed = Observed::default();
+        observe_active(server, &observed);
+        let points = observed.0.into_inner().unwrap();
+        points
+            .into_iter()
+            .find(|(_, attributes)| attributes[1] == KeyValue::new("rpc.method", method.to_owned()))
+            .map(|(value, _)| value)
+    }
+
+    #[test]
+    fn calls_in_flight_are_counted_per_method_and_side() {
+        let method = method("/test.Active/Count");
+        // Never called on either side: not reported.
+        assert_eq!(observed(true, "Count"), None);
+        assert_eq!(observed(false, "Count"), None);
+
+        let served = method.active.side(true);
+        served.enter();
+        served.enter();
+        assert_eq!(observed(true, "Count"), Some(2));
+        // The client side was never used: still not reported.
+        assert_eq!(observed(false, "Count"), None);
+        served.exit();
+        served.exit();
+        assert_eq!(observed(true, "Count"), Some(0));
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! |---|---|---|---|
 //! | `rpc.server.duration` | histogram | ms | `rpc.system`, `rpc.service`, `rpc.method`, `rpc.grpc.status_code` |
 //! | `rpc.client.duration` | histogram | ms | the same |
-//! | `rpc.server.active_requests` | up-down counter | {request} | `rpc.service`, `rpc.method` |
-//! | `rpc.client.active_requests` | up-down counter | {request} | `rpc.service`, `rpc.method` |
+//! | `rpc.server.active_requests` | up-down counter (observed when collected) | {request} | `rpc.service`, `rpc.method` |
+//! | `rpc.client.active_requests` | up-down counter (observed when collected) | {request} | `rpc.service`, `rpc.method` |
 //! | `sinew.client.retries` | counter | {attempt} | `rpc.method`, `reason` (`status`, `transparent`) |
 //! | `sinew.client.retries_throttled` | counter | {attempt} | `rpc.method` |
 //! | `sinew.client.hedges` | counter | {attempt} | `rpc.method` |
@@ -22,16 +22,21 @@ use std::sync::OnceLock;
 
 use opentelemetry::{
     global,
-    metrics::{Counter, Histogram, UpDownCounter},
+    metrics::{Counter, Histogram, ObservableUpDownCounter},
 };
+
+use super::method::observe_active;
 
 /// Every instrument sinew records to.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     pub(crate) server_duration: Histogram<f64>,
     pub(crate) client_duration: Histogram<f64>,
-    pub(crate) server_active: UpDownCounter<i64>,
-    pub(crate) client_active: UpDownCounter<i64>,
+    /// Observed from the per-method counters in
+    /// [`method`](super::method) when the meter collects; held so the
+    /// callbacks stay registered.
+    _server_active: ObservableUpDownCounter<i64>,
+    _client_active: ObservableUpDownCounter<i64>,
     pub(crate) retries: Counter<u64>,
     pub(crate) retries_throttled: Counter<u64>,
     pub(crate) hedges: Counter<u64>,
@@ -64,15 +69,17 @@ pub(crate) fn metrics() -> &'static Metrics {
                 .with_description("Duration of outgoing RPCs, every attempt and wait included")
                 .with_boundaries(buckets.clone())
                 .build(),
-            server_active: meter
-                .i64_up_down_counter("rpc.server.active_requests")
+            _server_active: meter
+                .i64_observable_up_down_counter("rpc.server.active_requests")
                 .with_unit("{request}")
                 .with_description("Incoming RPCs in flight")
+                .with_callback(|observer| observe_active(true, observer))
                 .build(),
-            client_active: meter
-                .i64_up_down_counter("rpc.client.active_requests")
+            _client_active: meter
+                .i64_observable_up_down_counter("rpc.client.active_requests")
                 .with_unit("{request}")
                 .with_description("Outgoing RPCs in flight")
+                .with_callback(|observer| observe_active(false, observer))
                 .build(),
             retries: meter
                 .u64_counter("sinew.client.retries")
