@@ -254,7 +254,11 @@ pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
             break;
         }
     }
-    if let Ok(value) = http::HeaderValue::from_bytes(&text[start..]) {
+    // Backed by a shared buffer from the start: the retry layer copies the
+    // headers into every attempt, and a value copied from a plain vector
+    // costs a second allocation the first time it is cloned.
+    let text = bytes::Bytes::from_owner(text).slice(start..);
+    if let Ok(value) = http::HeaderValue::from_maybe_shared(text) {
         headers.insert(GRPC_TIMEOUT, value);
     }
 }

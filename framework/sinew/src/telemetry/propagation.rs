@@ -99,7 +99,11 @@ fn traceparent(span: &SpanContext) -> HeaderValue {
     out[at] = b'-';
     out[at + 1] = b'0';
     out[at + 2] = if span.is_sampled() { b'1' } else { b'0' };
-    HeaderValue::from_bytes(&out).expect("lowercase hex and dashes are a valid header value")
+    // Backed by a shared buffer from the start: the retry layer copies the
+    // headers into every attempt, and a value copied from a plain vector
+    // costs a second allocation the first time it is cloned.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+        .expect("lowercase hex and dashes are a valid header value")
 }
 
 /// Parses a `traceparent` as the W3C Trace Context spec says: lowercase

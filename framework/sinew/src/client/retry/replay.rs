@@ -35,7 +35,10 @@ impl Replay {
     /// not more than once. A body that fails while being read fails the
     /// call: no attempt could send it either.
     pub(crate) async fn buffer(mut body: Body, limit: usize) -> Result<Self, crate::BoxError> {
-        let mut chunks: Vec<Bytes> = Vec::new();
+        // The usual body is one encoded message in one chunk: it is kept
+        // as it is, and a list of chunks is only started for a second one.
+        let mut first: Option<Bytes> = None;
+        let mut more: Vec<Bytes> = Vec::new();
         let mut len = 0usize;
         let mut trailers = None;
         while let Some(frame) = body.frame().await {
@@ -43,8 +46,13 @@ impl Replay {
             match frame.into_data() {
                 Ok(data) => {
                     len = len.saturating_add(data.len());
-                    chunks.push(data);
+                    if first.is_none() {
+                        first = Some(data);
+                    } else {
+                        more.push(data);
+                    }
                     if len > limit {
+                        let chunks = first.into_iter().chain(more).collect();
                         return Ok(Self::Once(Some(rejoin(chunks, body))));
                     }
                 }
@@ -55,13 +63,14 @@ impl Replay {
                 }
             }
         }
-        let data = match chunks.len() {
-            0 => Bytes::new(),
-            // The usual case, one encoded message in one chunk: no copy.
-            1 => chunks.swap_remove(0),
-            _ => {
+        let data = match (first, more.is_empty()) {
+            (None, _) => Bytes::new(),
+            // One chunk: no copy.
+            (Some(data), true) => data,
+            (Some(first), false) => {
                 let mut data = BytesMut::with_capacity(len);
-                for chunk in &chunks {
+                data.extend_from_slice(&first);
+                for chunk in &more {
                     data.extend_from_slice(chunk);
                 }
                 data.freeze()
@@ -355,6 +364,28 @@ mod tests {
                 b"abcd"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn one_chunk_or_none_is_kept_as_it_is() {
+        for (chunks, expected) in [(&[&b"whole"[..]][..], &b"whole"[..]), (&[][..], &b""[..])] {
+            let mut replay = Replay::buffer(stream_of(chunks), 8).await.unwrap();
+            assert!(matches!(replay, Replay::Buffered(_)));
+            for _ in 0..2 {
+                assert_eq!(
+                    read_all(replay.next_body().unwrap()).await.unwrap(),
+                    expected
+                );
+            }
+        }
+        // A single chunk over the limit still goes out, once.
+        let mut replay = Replay::buffer(stream_of(&[b"too long"]), 4).await.unwrap();
+        assert!(!matches!(replay, Replay::Buffered(_)));
+        assert_eq!(
+            read_all(replay.next_body().unwrap()).await.unwrap(),
+            b"too long"
+        );
+        assert!(replay.next_body().is_none());
     }
 
     #[tokio::test]
