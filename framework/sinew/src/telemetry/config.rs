@@ -12,11 +12,21 @@
 //! [`TelemetryError::Invalid`] naming the variable; values set in code are
 //! checked by [`init_with`](super::init_with), naming the setter. An empty
 //! variable counts as unset, as the specification asks.
+//!
+//! `OTEL_SDK_DISABLED` is the exception both ways. It is never invalid: the
+//! specification makes any value but `true` (in any case) mean false, to be
+//! warned about rather than refused. And it wins over code, as the service
+//! name does: it is the operator's switch for turning telemetry off in a
+//! hurry, and a `.disabled(flag)` in code must not quietly undo it. While it
+//! is on, the other variables go unused, so the first invalid one (say an
+//! endpoint left over from before the switch) is logged rather than failing
+//! the start; only `RUST_LOG`, which the console still uses, must be valid.
 
 use std::{fmt, time::Duration};
 
 use super::TelemetryError;
 
+const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
 const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
 const METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
@@ -47,6 +57,7 @@ const RUST_LOG: &str = "RUST_LOG";
 /// cannot use), and the compression variables, which it ignores: this
 /// build has no gzip, so metrics go uncompressed whatever they say.
 pub const VARIABLES: &[&str] = &[
+    SDK_DISABLED,
     ENDPOINT,
     TRACES_ENDPOINT,
     METRICS_ENDPOINT,
@@ -140,8 +151,22 @@ pub(crate) struct Headers(pub(crate) Vec<(String, String)>);
 ///
 /// Without an endpoint (the default) nothing is exported: spans still get
 /// ids, so logs carry them and calls propagate them, but they go nowhere.
+/// [`disabled`](Self::disabled) goes further and records nothing at all.
 #[derive(Debug, Clone)]
 pub struct TelemetryConfig {
+    /// Whether telemetry is off, console logs aside: set by
+    /// `OTEL_SDK_DISABLED=true` or by code.
+    pub(crate) disabled: bool,
+    /// Whether `OTEL_SDK_DISABLED` set `disabled`, which code cannot undo.
+    pub(crate) disabled_by_env: bool,
+    /// An `OTEL_SDK_DISABLED` that is neither `true` nor `false`, taken as
+    /// false; logged once the console is up, as the specification asks.
+    pub(crate) unrecognised_disabled: Option<String>,
+    /// The first invalid variable met while telemetry was disabled, where
+    /// reading stopped; logged once the console is up, so the operator
+    /// learns of it before switching telemetry back on makes it fail the
+    /// start.
+    pub(crate) ignored: Option<String>,
     pub(crate) service_name: String,
     /// Whether the service name came from the environment, which code
     /// cannot override.
@@ -252,12 +277,16 @@ impl fmt::Debug for Headers {
 
 impl TelemetryConfig {
     /// The defaults, without reading the environment: service
-    /// `service_name`, no export, `parentbased_always_on` sampling,
+    /// `service_name`, enabled, no export, `parentbased_always_on` sampling,
     /// metrics every 60s, a queue of 2048 spans exported in batches of 512
     /// every 5s, a 10s export timeout, no export headers, console logs at
     /// `info`.
     pub fn new(service_name: impl Into<String>) -> Self {
         Self {
+            disabled: false,
+            disabled_by_env: false,
+            unrecognised_disabled: None,
+            ignored: None,
             service_name: service_name.into(),
             service_name_pinned: false,
             resource: Vec::new(),
@@ -291,6 +320,41 @@ impl TelemetryConfig {
         let read = |key: &str| env(key).filter(|value| !value.trim().is_empty());
         let mut config = Self::new(service_name);
 
+        if let Some(value) = read(SDK_DISABLED) {
+            match parse_bool(&value) {
+                Some(disabled) => {
+                    config.disabled = disabled;
+                    config.disabled_by_env = disabled;
+                }
+                None => config.unrecognised_disabled = Some(value),
+            }
+        }
+
+        // The console logs whether or not telemetry is disabled, so its
+        // filter must be valid either way.
+        if let Some(value) = read(RUST_LOG) {
+            check_log_filter(RUST_LOG, &value)?;
+            config.log_filter = value;
+        }
+
+        // Disabled, nothing uses the other settings: one left invalid must
+        // not keep the service from starting when an operator has just
+        // switched telemetry off to get it going.
+        if let Err(error) = config.read_sdk_settings(read) {
+            if !config.disabled {
+                return Err(error);
+            }
+            config.ignored = Some(error.to_string());
+        }
+        Ok(config)
+    }
+
+    /// Reads every variable but `OTEL_SDK_DISABLED` and `RUST_LOG` into
+    /// `self`, stopping at the first invalid one.
+    fn read_sdk_settings(
+        &mut self,
+        read: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), TelemetryError> {
         for key in [PROTOCOL, TRACES_PROTOCOL, METRICS_PROTOCOL] {
             if let Some(value) = read(key) {
                 check_protocol(key, &value)?;
@@ -300,25 +364,25 @@ impl TelemetryConfig {
         let endpoint = read(ENDPOINT)
             .map(|value| check_endpoint(ENDPOINT, &value))
             .transpose()?;
-        config.traces_endpoint = match read(TRACES_ENDPOINT) {
+        self.traces_endpoint = match read(TRACES_ENDPOINT) {
             Some(value) => Some(check_endpoint(TRACES_ENDPOINT, &value)?),
             None => endpoint.clone(),
         };
-        config.metrics_endpoint = match read(METRICS_ENDPOINT) {
+        self.metrics_endpoint = match read(METRICS_ENDPOINT) {
             Some(value) => Some(check_endpoint(METRICS_ENDPOINT, &value)?),
             None => endpoint,
         };
 
         if let Some(value) = read(TIMEOUT) {
             let timeout = parse_millis(TIMEOUT, &value)?;
-            config.traces_timeout = timeout;
-            config.metrics_timeout = timeout;
+            self.traces_timeout = timeout;
+            self.metrics_timeout = timeout;
         }
         if let Some(value) = read(TRACES_TIMEOUT) {
-            config.traces_timeout = parse_millis(TRACES_TIMEOUT, &value)?;
+            self.traces_timeout = parse_millis(TRACES_TIMEOUT, &value)?;
         }
         if let Some(value) = read(METRICS_TIMEOUT) {
-            config.metrics_timeout = parse_millis(METRICS_TIMEOUT, &value)?;
+            self.metrics_timeout = parse_millis(METRICS_TIMEOUT, &value)?;
         }
 
         // The per-signal variable replaces the generic one whole, as the
@@ -330,7 +394,7 @@ impl TelemetryConfig {
         let traces_headers = read(TRACES_HEADERS)
             .map(|value| parse_headers(TRACES_HEADERS, &value))
             .transpose()?;
-        config.traces_headers = Headers(traces_headers.or(headers).unwrap_or_default());
+        self.traces_headers = Headers(traces_headers.or(headers).unwrap_or_default());
 
         // Traces are sent uncompressed; saying otherwise fails rather than
         // being ignored. The per-signal variable wins.
@@ -347,41 +411,36 @@ impl TelemetryConfig {
         if let Some(value) = read(RESOURCE_ATTRIBUTES) {
             for (key, value) in parse_resource_attributes(&value)? {
                 if key == "service.name" {
-                    config.service_name = value;
-                    config.service_name_pinned = true;
+                    self.service_name = value;
+                    self.service_name_pinned = true;
                 } else {
-                    config.resource.push((key, value));
+                    self.resource.push((key, value));
                 }
             }
         }
         if let Some(value) = read(SERVICE_NAME) {
-            config.service_name = value.trim().to_owned();
-            config.service_name_pinned = true;
+            self.service_name = value.trim().to_owned();
+            self.service_name_pinned = true;
         }
 
         if let Some(name) = read(SAMPLER) {
-            config.sampler = TraceSampler::parse(&name, read(SAMPLER_ARG).as_deref())?;
+            self.sampler = TraceSampler::parse(&name, read(SAMPLER_ARG).as_deref())?;
         }
 
         if let Some(value) = read(METRIC_EXPORT_INTERVAL) {
-            config.metric_export_interval = parse_millis(METRIC_EXPORT_INTERVAL, &value)?;
+            self.metric_export_interval = parse_millis(METRIC_EXPORT_INTERVAL, &value)?;
         }
         if let Some(value) = read(BSP_MAX_QUEUE_SIZE) {
-            config.max_queue_size = parse_count(BSP_MAX_QUEUE_SIZE, &value)?;
+            self.max_queue_size = parse_count(BSP_MAX_QUEUE_SIZE, &value)?;
         }
         if let Some(value) = read(BSP_MAX_EXPORT_BATCH_SIZE) {
-            config.max_export_batch_size = parse_count(BSP_MAX_EXPORT_BATCH_SIZE, &value)?;
+            self.max_export_batch_size = parse_count(BSP_MAX_EXPORT_BATCH_SIZE, &value)?;
         }
         if let Some(value) = read(BSP_SCHEDULE_DELAY) {
-            config.schedule_delay = parse_millis(BSP_SCHEDULE_DELAY, &value)?;
+            self.schedule_delay = parse_millis(BSP_SCHEDULE_DELAY, &value)?;
         }
 
-        if let Some(value) = read(RUST_LOG) {
-            check_log_filter(RUST_LOG, &value)?;
-            config.log_filter = value;
-        }
-
-        Ok(config)
+        Ok(())
     }
 
     /// Exports traces and metrics to this OTLP/gRPC endpoint, such as
@@ -402,6 +461,20 @@ impl TelemetryConfig {
     /// Exports metrics to this OTLP/gRPC endpoint.
     pub fn metrics_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.metrics_endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// Turns telemetry off (`true`): [`init_with`](super::init_with) then
+    /// installs the console logs and the propagator only, records no spans
+    /// or metrics, exports nothing and starts no threads, and the
+    /// scaffold's and clients' layers cost one atomic load per call. The
+    /// code equivalent of `OTEL_SDK_DISABLED=true`.
+    ///
+    /// `false` does not turn back on what `OTEL_SDK_DISABLED=true` turned
+    /// off: that is the operator's switch, and it wins over code, so
+    /// `.disabled(args.no_telemetry)` cannot override it.
+    pub fn disabled(mut self, disabled: bool) -> Self {
+        self.disabled = disabled || self.disabled_by_env;
         self
     }
 
@@ -530,6 +603,21 @@ impl TelemetryConfig {
     pub(crate) fn batch_size(&self) -> usize {
         self.max_export_batch_size
             .clamp(1, self.max_queue_size.max(1))
+    }
+}
+
+/// Reads a specification boolean: `true` in any case is true and `false`
+/// in any case false, blanks around them ignored; anything else is `None`,
+/// which callers take as false (never as true: the specification forbids
+/// widening what counts as true) and warn about.
+fn parse_bool(value: &str) -> Option<bool> {
+    let value = value.trim();
+    if value.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if value.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
     }
 }
 
@@ -782,6 +870,73 @@ mod tests {
         assert_eq!(config.log_filter, "info");
         assert!(config.resource.is_empty());
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn otel_sdk_disabled_is_true_in_any_case_and_nothing_else() {
+        for value in ["true", "TRUE", "True", " tRuE "] {
+            let config = load(&[(SDK_DISABLED, value)]).unwrap();
+            assert!(config.disabled, "{value:?}");
+            assert_eq!(config.unrecognised_disabled, None, "{value:?}");
+        }
+        // Unset, empty and false leave telemetry on, quietly.
+        for pairs in [&[][..], &[(SDK_DISABLED, "")], &[(SDK_DISABLED, "FALSE")]] {
+            let config = load(pairs).unwrap();
+            assert!(!config.disabled, "{pairs:?}");
+            assert_eq!(config.unrecognised_disabled, None, "{pairs:?}");
+        }
+        // Anything else is false too, never an error, but is kept to be
+        // warned about; and no other spelling of true sneaks in.
+        for value in ["1", "yes", "on", "t", "truee", "disabled"] {
+            let config = load(&[(SDK_DISABLED, value)]).unwrap();
+            assert!(!config.disabled, "{value:?}");
+            assert_eq!(config.unrecognised_disabled.as_deref(), Some(value));
+        }
+    }
+
+    #[test]
+    fn disabled_ignores_invalid_sdk_settings_but_not_rust_log() {
+        let invalid = [
+            (ENDPOINT, "https://collector:4317"),
+            (PROTOCOL, "http/protobuf"),
+            (HEADERS, "secret-token"),
+            (TRACES_COMPRESSION, "gzip"),
+            (SAMPLER, "jaeger_remote"),
+            (BSP_MAX_QUEUE_SIZE, "0"),
+        ];
+        for (key, value) in invalid {
+            // Enabled, each fails the start...
+            fails_naming(&[(key, value)], key);
+            // ...disabled, it is only reported, naming the variable.
+            let config = load(&[(SDK_DISABLED, "true"), (key, value)]).unwrap();
+            assert!(config.disabled);
+            let ignored = config.ignored.expect(key);
+            assert!(ignored.contains(key), "{ignored}");
+            assert!(!ignored.contains("secret"), "{ignored}");
+        }
+        assert_eq!(load(&[(SDK_DISABLED, "true")]).unwrap().ignored, None);
+
+        // The console still logs, through RUST_LOG.
+        fails_naming(
+            &[(SDK_DISABLED, "true"), (RUST_LOG, "sinew=loud")],
+            RUST_LOG,
+        );
+        let config = load(&[(SDK_DISABLED, "true"), (RUST_LOG, "warn")]).unwrap();
+        assert_eq!(config.log_filter, "warn");
+    }
+
+    #[test]
+    fn code_can_disable_but_not_undo_otel_sdk_disabled() {
+        let config = TelemetryConfig::new("svc");
+        assert!(!config.disabled);
+        let config = config.disabled(true);
+        assert!(config.disabled && !config.disabled_by_env);
+        assert!(!config.disabled(false).disabled);
+
+        let config = load(&[(SDK_DISABLED, "true")]).unwrap().disabled(false);
+        assert!(config.disabled);
+        let config = load(&[(SDK_DISABLED, "false")]).unwrap().disabled(true);
+        assert!(config.disabled);
     }
 
     #[test]

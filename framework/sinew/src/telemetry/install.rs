@@ -73,12 +73,24 @@ pub fn init(service_name: impl Into<String>) -> Result<Telemetry, TelemetryError
 /// - the global `tracing` subscriber: console logs to stderr carrying trace
 ///   ids, and the bridge turning `tracing` spans into OpenTelemetry spans.
 ///
-/// It succeeds once per process. It fails, installing nothing, on an
-/// invalid setting; with [`TelemetryError::AlreadyInstalled`] if it already
-/// succeeded; with [`TelemetryError::SubscriberInstalled`] if something else
-/// installed a `tracing` subscriber; and with [`TelemetryError::NoRuntime`]
-/// if it must export but was called outside a tokio runtime.
+/// Disabled (`OTEL_SDK_DISABLED=true` or
+/// [`TelemetryConfig::disabled`]), it installs the propagator and the
+/// console logs only, which then carry no ids: no providers, no exporters,
+/// no threads, and the scaffold's and clients' layers stay off, at one
+/// atomic load per call. No setting but the log filter is checked, and no
+/// runtime is needed. The returned guard reports nothing and its
+/// `shutdown` returns at once.
+///
+/// It succeeds once per process, disabled or not. It fails, installing
+/// nothing, on an invalid setting; with
+/// [`TelemetryError::AlreadyInstalled`] if it already succeeded; with
+/// [`TelemetryError::SubscriberInstalled`] if something else installed a
+/// `tracing` subscriber; and with [`TelemetryError::NoRuntime`] if it must
+/// export but was called outside a tokio runtime.
 pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    if config.disabled {
+        return init_disabled(&config);
+    }
     let pipeline = {
         let mut installed = installed();
         if installed.done {
@@ -91,10 +103,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         tracing::subscriber::set_global_default(subscriber)
             .map_err(|_| TelemetryError::SubscriberInstalled)?;
 
-        global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ]));
+        set_propagator();
         global::set_tracer_provider(pipeline.tracer_provider.clone());
         global::set_meter_provider(pipeline.meter_provider.clone());
 
@@ -110,6 +119,8 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         traces_endpoint,
         metrics_endpoint,
         sampler,
+        unrecognised_disabled,
+        ignored,
         ..
     } = config;
     tracing::info!(
@@ -120,9 +131,78 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         %sampler,
         "telemetry installed",
     );
+    report_unused_settings(unrecognised_disabled.as_deref(), ignored.as_deref());
     Ok(Telemetry {
         pipeline: Some(pipeline),
     })
+}
+
+/// [`init_with`] for a disabled `config`: the console and the propagator,
+/// and nothing that records, exports, spawns or needs a runtime.
+fn init_disabled(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    {
+        let mut installed = installed();
+        if installed.done {
+            return Err(TelemetryError::AlreadyInstalled);
+        }
+        let subscriber = logs::console_subscriber(&config.log_filter)?;
+        tracing::subscriber::set_global_default(subscriber)
+            .map_err(|_| TelemetryError::SubscriberInstalled)?;
+        // The specification leaves propagators alone when the SDK is
+        // disabled; code that injects or extracts through the global one
+        // keeps working. (The scaffold's layers, being off, do neither.)
+        set_propagator();
+        // `call::enable` is not called: the layers stay off, and the global
+        // providers stay the API's no-op ones.
+        installed.done = true;
+    }
+
+    let by = if config.disabled_by_env {
+        "OTEL_SDK_DISABLED"
+    } else {
+        "code"
+    };
+    tracing::info!(
+        target: "sinew::telemetry",
+        service = %config.service_name,
+        "telemetry is disabled by {by}: console logs only, no traces or metrics recorded or exported",
+    );
+    report_unused_settings(
+        config.unrecognised_disabled.as_deref(),
+        config.ignored.as_deref(),
+    );
+    Ok(Telemetry { pipeline: None })
+}
+
+/// W3C `traceparent`/`tracestate`, then W3C `baggage`, as the global
+/// propagator.
+fn set_propagator() {
+    global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ]));
+}
+
+/// Warns of what the configuration read but did not act on: an
+/// `OTEL_SDK_DISABLED` that is neither `true` nor `false`, and why a
+/// setting was `ignored` while telemetry is disabled. Only now can it:
+/// `from_env` runs before there is a console to warn on.
+fn report_unused_settings(unrecognised_disabled: Option<&str>, ignored: Option<&str>) {
+    if let Some(value) = unrecognised_disabled {
+        tracing::warn!(
+            target: "sinew::telemetry",
+            value = %value,
+            "OTEL_SDK_DISABLED is neither true nor false; taken as false, so telemetry is on",
+        );
+    }
+    if let Some(error) = ignored {
+        tracing::warn!(
+            target: "sinew::telemetry",
+            %error,
+            "ignored while telemetry is disabled; it fails the start once OTEL_SDK_DISABLED \
+             is unset",
+        );
+    }
 }
 
 /// Exports the spans and metrics waiting in the global providers, waiting
@@ -148,6 +228,9 @@ pub async fn flush() -> Result<(), TelemetryError> {
 /// thread for up to [`SHUTDOWN_TIMEOUT`]. Prefer `shutdown().await`: on a
 /// current-thread runtime, a blocking drop stalls the very runtime the
 /// exports need, and they fail at the bound.
+///
+/// With telemetry disabled it holds nothing: its counters stay at zero,
+/// and `shutdown` and dropping return at once.
 #[derive(Debug)]
 #[must_use = "dropping the guard shuts telemetry down"]
 pub struct Telemetry {

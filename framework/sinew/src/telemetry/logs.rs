@@ -11,6 +11,9 @@
 //!   OpenTelemetry spans, whatever `RUST_LOG` says: quieting the console
 //!   does not lose traces (use `OTEL_TRACES_SAMPLER` for that), and
 //!   `RUST_LOG=trace` does not export the runtime's internals.
+//!
+//! With telemetry disabled there is only the console layer, and its lines
+//! carry no ids.
 
 use std::{fmt, io::IsTerminal as _};
 
@@ -18,7 +21,7 @@ use opentelemetry::trace::TraceContextExt as _;
 use opentelemetry_sdk::trace::SdkTracer;
 use tracing::{Event, Subscriber};
 use tracing_subscriber::{
-    EnvFilter, Layer as _,
+    EnvFilter, Layer,
     filter::LevelFilter,
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields,
@@ -97,16 +100,36 @@ pub(crate) fn subscriber(
     log_filter: &str,
     tracer: SdkTracer,
 ) -> Result<impl Subscriber + Send + Sync + 'static, TelemetryError> {
+    let console = console_layer(log_filter)?;
+    let otel = otel_layer(tracer);
+    Ok(tracing_subscriber::registry().with(otel).with(console))
+}
+
+/// The subscriber [`init_with`](super::init_with) installs when telemetry
+/// is disabled: the console layer alone. With no OpenTelemetry layer no
+/// context is ever current, so the lines carry no ids.
+pub(crate) fn console_subscriber(
+    log_filter: &str,
+) -> Result<impl Subscriber + Send + Sync + 'static, TelemetryError> {
+    Ok(tracing_subscriber::registry().with(console_layer(log_filter)?))
+}
+
+/// The console layer: [`ConsoleFormat`] lines to stderr, filtered by
+/// `log_filter`.
+fn console_layer<S>(
+    log_filter: &str,
+) -> Result<impl Layer<S> + Send + Sync + 'static, TelemetryError>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
     let console_filter = EnvFilter::builder()
         .parse(log_filter)
         .map_err(|e| TelemetryError::invalid("log_filter", log_filter, e.to_string()))?;
-    let console = tracing_subscriber::fmt::layer()
+    Ok(tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .event_format(ConsoleFormat::default())
-        .with_filter(console_filter);
-    let otel = otel_layer(tracer);
-    Ok(tracing_subscriber::registry().with(otel).with(console))
+        .with_filter(console_filter))
 }
 
 /// The layer that turns `tracing` spans into OpenTelemetry spans. Per
@@ -260,6 +283,8 @@ mod tests {
         let err = subscriber("sinew=loud", pipeline.tracer())
             .map(drop)
             .unwrap_err();
+        assert_eq!(err.key(), Some("log_filter"));
+        let err = console_subscriber("sinew=loud").map(drop).unwrap_err();
         assert_eq!(err.key(), Some("log_filter"));
     }
 }

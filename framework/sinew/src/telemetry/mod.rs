@@ -18,7 +18,9 @@
 //! then trace and measure every call with no code from you: incoming calls
 //! continue the caller's trace, outgoing calls carry it on, and the
 //! `tracing` events of a handler land in its call's span and, on the
-//! console, end with its `trace_id=` and `span_id=`.
+//! console, end with its `trace_id=` and `span_id=`. With
+//! `OTEL_SDK_DISABLED=true` it installs the console logs and the propagator
+//! only (see [below](#switching-telemetry-off)).
 //!
 //! # Pointing sinew at a collector
 //!
@@ -41,6 +43,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
+//! | `OTEL_SDK_DISABLED` | `true` (any case) switches telemetry off, console logs aside; wins over code. Any other value leaves it on (one that is not `false` is warned about) | on |
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | where to send traces and metrics | none: no export |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `_METRICS_ENDPOINT` | the same, for one signal; wins over the above | |
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`, `_METRICS_`) | one export's bound, retries included, in ms | 10000 |
@@ -60,8 +63,8 @@
 //!
 //! An invalid value fails [`init`] with a [`TelemetryError`] naming the
 //! variable (never quoting a header's value); an empty one counts as
-//! unset. Code can override every value but the service name through
-//! [`TelemetryConfig`] and [`init_with`].
+//! unset. Code can override every value but the service name and
+//! `OTEL_SDK_DISABLED=true` through [`TelemetryConfig`] and [`init_with`].
 //!
 //! Spans are exported by sinew's own OTLP exporter, which takes all of its
 //! settings from the [`TelemetryConfig`]. Metrics, far fewer, go through
@@ -76,6 +79,27 @@
 //! works: calls get trace and span ids, which the console lines carry and
 //! outgoing calls propagate, so a service without a collector still joins
 //! its callers' traces for the services that have one.
+//!
+//! # Switching telemetry off
+//!
+//! `OTEL_SDK_DISABLED=true`, or [`TelemetryConfig::disabled`] in code,
+//! turns everything off but the console: [`init`] installs the console
+//! logs (with no `trace_id=` or `span_id=`) and the W3C propagator, and
+//! no tracer or meter provider, no exporter and no thread. The scaffold's
+//! and the clients' layers stay off, costing one atomic load per call, so
+//! calls record no spans or metrics and do not pass their callers' trace
+//! context on: the traces of the services they call start there.
+//! [`flush`] and [`Telemetry::shutdown`] return at once, and the span
+//! counters stay at zero. An info line says telemetry is disabled, and by
+//! what.
+//!
+//! It is the switch to reach for when telemetry itself is the trouble, so
+//! it asks little: no tokio runtime, and no valid `OTEL_*` settings. The
+//! first invalid one is logged as a warning instead of failing the start
+//! (it fails the start again once telemetry is switched back on); only
+//! `RUST_LOG`, which the console still uses, must be valid. [`init`] still
+//! succeeds once per process and still refuses to replace another
+//! `tracing` subscriber.
 //!
 //! # Off the request path
 //!
