@@ -50,8 +50,10 @@ async fn one_trace_across_three_services_with_metrics() {
     )
     .expect("telemetry installs");
 
-    // client -> A -> B -> C; C fails its first call, so B's call retries.
-    let c_script = Scripted::failing(1, Code::Unavailable);
+    // client -> A -> B -> C; C fails its first call, asking for a retry in
+    // 5ms, so B's call retries.
+    let mut c_script = Scripted::failing(1, Code::Unavailable);
+    c_script.pushback = Some("5");
     let c = serve_echo(c_script.clone()).await;
     let b = relay_to(c.addr).await;
     let a = relay_to(b.addr).await;
@@ -125,10 +127,27 @@ async fn one_trace_across_three_services_with_metrics() {
                 == 2
         })
         .expect("B's call to C has both attempts as children");
-    assert!(
-        retried.span.events.iter().any(|e| e.name == "retrying"),
-        "events: {:?}",
-        retried.span.events
+    let retrying = retried
+        .span
+        .events
+        .iter()
+        .find(|e| e.name == "retrying")
+        .unwrap_or_else(|| panic!("events: {:?}", retried.span.events));
+    let event_attribute = |key: &str| {
+        retrying
+            .attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|value| value.value.clone())
+    };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    assert_eq!(event_attribute("attempt"), Some(Value::IntValue(2)));
+    assert_eq!(event_attribute("pushback"), Some(Value::BoolValue(true)));
+    assert_eq!(event_attribute("backoff_ms"), Some(Value::DoubleValue(5.0)));
+    assert_eq!(
+        event_attribute("transparent"),
+        Some(Value::BoolValue(false))
     );
 
     // Attributes and statuses, per the RPC semantic conventions.

@@ -19,10 +19,11 @@ fn span_event(name: &'static str, attributes: Vec<KeyValue>) {
     });
 }
 
-/// A retry is about to wait `wait` and send attempt number `attempt`.
-pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool) {
+/// A retry is about to wait `wait` and send attempt number `attempt`;
+/// `pushback` when the server chose the wait (`grpc-retry-pushback-ms`).
+pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool, pushback: bool) {
     let backoff_ms = wait.as_secs_f64() * 1000.0;
-    tracing::info!(attempt, backoff_ms, transparent, "retrying");
+    tracing::info!(attempt, backoff_ms, transparent, pushback, "retrying");
     if enabled() {
         span_event(
             "retrying",
@@ -30,6 +31,7 @@ pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool)
                 KeyValue::new("attempt", i64::from(attempt)),
                 KeyValue::new("backoff_ms", backoff_ms),
                 KeyValue::new("transparent", transparent),
+                KeyValue::new("pushback", pushback),
             ],
         );
         let reason = if transparent { "transparent" } else { "status" };

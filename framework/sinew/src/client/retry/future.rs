@@ -14,7 +14,7 @@ use tower::{Service, util::Oneshot};
 use super::{
     attempt,
     layer::Settings,
-    policy::{Outcome, RetryState},
+    policy::{Outcome, Pushback, RetryState},
     replay::Replay,
 };
 use crate::client::{CallDeadline, CallPolicy};
@@ -184,8 +184,9 @@ where
         // Let go of the failed response (and so its HTTP/2 stream) now,
         // not after the wait.
         let transparent = failure.never_sent && !policy.may_repeat();
+        let pushback = matches!(failure.pushback, Pushback::Wait(_));
         drop(failure);
-        crate::telemetry::events::retry(policy.path, sent + 1, wait, transparent);
+        crate::telemetry::events::retry(policy.path, sent + 1, wait, transparent, pushback);
         tokio::time::sleep(wait).await;
     }
 }

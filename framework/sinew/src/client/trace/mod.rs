@@ -5,10 +5,12 @@
 //! `rpc.service`, `rpc.method` and, at the end, `rpc.grpc.status_code`;
 //! its parent is the current span (so a call made in a handler is a child
 //! of the handler's incoming call), and its context is written into the
-//! request's `traceparent`, `tracestate` and baggage headers. Every layer
-//! below runs inside it, so retries, hedges, breaker refusals and bulkhead
-//! waits show up in it as events. Its status is an error for any code but
-//! OK.
+//! request's `traceparent`, `tracestate` (when not empty) and baggage
+//! (when there is some) headers. Every layer below runs inside it, so
+//! retries (with the attempt number, the backoff, and whether it was
+//! transparent or the server's pushback), hedges, breaker refusals and
+//! bulkhead waits show up in it as events. Its status is an error for any
+//! code but OK.
 //!
 //! Until [`telemetry::init`](crate::telemetry::init) has run, the layer
 //! records nothing and costs one atomic load per call.
