@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use super::{
-    method::{Gauge, Method, method},
+    method::{Gauge, Method, with_method},
     metrics::metrics,
 };
 use crate::BoxError;
@@ -48,6 +48,9 @@ pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
 
+/// The attribute a call's gRPC status code is recorded under.
+const STATUS_CODE: &str = "rpc.grpc.status_code";
+
 /// Which side of the call this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
@@ -66,7 +69,9 @@ pub(crate) struct CallRecord {
     side: Side,
     cx: OtelContext,
     start: Instant,
-    attributes: [KeyValue; 3],
+    /// The duration histogram's attributes: the RPC ones, then the status
+    /// code, filled in when the call ends.
+    metric_attributes: [KeyValue; 4],
     active: &'static Gauge,
     done: bool,
 }
@@ -82,30 +87,36 @@ impl CallRecord {
         extra: &[KeyValue],
     ) -> Option<Self> {
         let tracer = TRACER.get()?;
-        let Method {
-            name,
-            attributes,
-            active,
-        } = method(path);
         let kind = match side {
             Side::Server => SpanKind::Server,
             Side::Client => SpanKind::Client,
         };
-        let active = active.side(side == Side::Server);
-        // Room for the status code, set when the call ends.
-        let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
-        span_attributes.extend(attributes.iter().cloned());
-        span_attributes.extend(extra.iter().cloned());
-        let span = SpanBuilder::from_name(name)
-            .with_kind(kind)
-            .with_attributes(span_attributes)
-            .start_with_context(tracer, parent);
+        let (builder, metric_attributes, active) = with_method(path, |method| {
+            let Method {
+                name,
+                attributes,
+                active,
+            } = method;
+            // Room for the status code, set when the call ends.
+            let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
+            span_attributes.extend(attributes.iter().cloned());
+            span_attributes.extend(extra.iter().cloned());
+            let [system, service, method] = attributes.clone();
+            (
+                SpanBuilder::from_name(name.clone())
+                    .with_kind(kind)
+                    .with_attributes(span_attributes),
+                [system, service, method, KeyValue::new(STATUS_CODE, 0)],
+                active.side(side == Side::Server),
+            )
+        });
+        let span = builder.start_with_context(tracer, parent);
         active.enter();
         Some(Self {
             side,
             cx: parent.with_span(span),
             start: Instant::now(),
-            attributes,
+            metric_attributes,
             active,
             done: false,
         })
@@ -124,7 +135,7 @@ impl CallRecord {
             return;
         }
         self.done = true;
-        let status_code = KeyValue::new("rpc.grpc.status_code", code as i64);
+        let status_code = KeyValue::new(STATUS_CODE, code as i64);
         let span = self.cx.span();
         span.set_attribute(status_code.clone());
         if is_error(self.side, code) {
@@ -132,12 +143,12 @@ impl CallRecord {
         }
         span.end();
         let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
-        let [system, service, method] = self.attributes.clone();
         let duration = match self.side {
             Side::Server => &metrics().server_duration,
             Side::Client => &metrics().client_duration,
         };
-        duration.record(elapsed, &[system, service, method, status_code]);
+        self.metric_attributes[3] = status_code;
+        duration.record(elapsed, &self.metric_attributes);
         self.active.exit();
     }
 }

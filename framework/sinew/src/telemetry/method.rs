@@ -7,8 +7,9 @@
 //! `rpc.method` attributes. Building them per call would cost a string
 //! allocation each; instead:
 //!
-//! 1. Each thread keeps a map from path to [`Method`]. A hit clones
-//!    reference-counted strings on the thread's own cache lines.
+//! 1. Each thread keeps a map from path to [`Method`], lent to the
+//!    caller, which clones only what it keeps: reference-counted strings
+//!    made by this thread, so their counts stay on its own cache lines.
 //! 2. On a miss, the method is registered process-wide. The OpenTelemetry
 //!    SDK keeps span names as `Cow<'static, str>`, so a registered name is
 //!    leaked once and then borrowed by every span of that method; its
@@ -73,22 +74,31 @@ pub(crate) struct Gauge {
     used: AtomicBool,
 }
 
-/// The [`Method`] of a call to `path` (`/package.Service/Method`).
-pub(crate) fn method(path: &str) -> Method {
+/// Calls `f` with the [`Method`] of a call to `path`
+/// (`/package.Service/Method`): borrowed from this thread's cache, where
+/// it can be.
+pub(crate) fn with_method<T>(path: &str, f: impl FnOnce(&Method) -> T) -> T {
     thread_local! {
         static CACHE: RefCell<HashMap<Box<str>, Method>> = RefCell::new(HashMap::new());
     }
     CACHE.with(|cache| {
         if let Some(method) = cache.borrow().get(path) {
-            return method.clone();
+            return f(method);
         }
         let method = build(path);
+        let result = f(&method);
         let mut cache = cache.borrow_mut();
         if cache.len() < MAX_METHODS && matches!(method.name, Cow::Borrowed(_)) {
-            cache.insert(path.into(), method.clone());
+            cache.insert(path.into(), method);
         }
-        method
+        result
     })
+}
+
+/// The [`Method`] of a call to `path`, cloned.
+#[cfg(test)]
+pub(crate) fn method(path: &str) -> Method {
+    with_method(path, Method::clone)
 }
 
 fn build(path: &str) -> Method {
