@@ -30,10 +30,12 @@ pub enum TelemetryError {
     /// [`init`](super::init) ran.
     #[error("another global tracing subscriber is already installed")]
     SubscriberInstalled,
-    /// An OTLP endpoint is configured but [`init`](super::init) was called
-    /// outside a tokio runtime; the gRPC exporter needs one to connect.
+    /// A metrics endpoint is configured but [`init`](super::init) was
+    /// called outside a tokio runtime; the metric exporter's gRPC channel
+    /// needs one to connect. (Spans are sent from a runtime thread of
+    /// sinew's own.)
     #[error(
-        "exporting to an OTLP endpoint needs a tokio runtime: call init from inside one (such as #[tokio::main])"
+        "exporting metrics to an OTLP endpoint needs a tokio runtime: call init from inside one (such as #[tokio::main])"
     )]
     NoRuntime,
     /// The OTLP exporter for a signal could not be built.

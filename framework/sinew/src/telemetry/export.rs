@@ -86,7 +86,7 @@ impl Pipeline {
         config.validate()?;
         let exports_traces = config.traces_endpoint.is_some();
         let exports_metrics = config.metrics_endpoint.is_some();
-        if (exports_traces || exports_metrics) && tokio::runtime::Handle::try_current().is_err() {
+        if exports_metrics && tokio::runtime::Handle::try_current().is_err() {
             return Err(TelemetryError::NoRuntime);
         }
 
@@ -405,12 +405,16 @@ mod tests {
     }
 
     #[test]
-    fn an_endpoint_outside_a_runtime_is_refused() {
+    fn a_metrics_endpoint_outside_a_runtime_is_refused() {
         let config = TelemetryConfig::new("svc").endpoint("http://127.0.0.1:4317");
         assert!(matches!(
             Pipeline::build(&config),
             Err(TelemetryError::NoRuntime)
         ));
+        // Spans alone need none: their exporter brings its own.
+        let traces_only = TelemetryConfig::new("svc").traces_endpoint("http://127.0.0.1:4317");
+        let pipeline = Pipeline::build(&traces_only).unwrap();
+        pipeline.shutdown(Duration::from_secs(1)).unwrap();
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub fn init(service_name: impl Into<String>) -> Result<Telemetry, TelemetryError
 /// [`TelemetryError::AlreadyInstalled`] if it already succeeded; with
 /// [`TelemetryError::SubscriberInstalled`] if something else installed a
 /// `tracing` subscriber; and with [`TelemetryError::NoRuntime`] if it must
-/// export but was called outside a tokio runtime.
+/// export metrics but was called outside a tokio runtime.
 pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
     if config.disabled {
         return init_disabled(&config);
