@@ -7,6 +7,7 @@ extern crate self as sinew;
 pub mod client;
 pub mod contract;
 pub mod fault;
+mod headers;
 pub mod health;
 pub mod server;
 pub mod telemetry;

@@ -221,8 +221,6 @@ impl CallDeadline {
     }
 }
 
-const GRPC_TIMEOUT: http::HeaderName = http::HeaderName::from_static("grpc-timeout");
-
 /// Sets the `grpc-timeout` header to `timeout`, in the largest unit that
 /// keeps it within the header's eight digits (rounding up, so a deadline is
 /// never reported shorter than it is).
@@ -259,7 +257,7 @@ pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
     // costs a second allocation the first time it is cloned.
     let text = bytes::Bytes::from_owner(text).slice(start..);
     if let Ok(value) = http::HeaderValue::from_maybe_shared(text) {
-        headers.insert(GRPC_TIMEOUT, value);
+        headers.insert(crate::headers::GRPC_TIMEOUT, value);
     }
 }
 

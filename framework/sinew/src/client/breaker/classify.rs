@@ -47,7 +47,7 @@ fn never_sent(status: &Status) -> bool {
 /// not a code reads as `UNKNOWN`, as tonic reads it.
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
     headers
-        .get("grpc-status")
+        .get(crate::headers::GRPC_STATUS)
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
 

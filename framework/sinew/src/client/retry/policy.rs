@@ -8,7 +8,7 @@ use super::{backoff::Backoff, throttle::RetryThrottle};
 use crate::client::{CallPolicy, RetryPolicy, Rng};
 
 /// gRFC A6 server pushback: the server says when (or whether) to retry.
-pub(crate) const PUSHBACK: &str = "grpc-retry-pushback-ms";
+pub(crate) const PUSHBACK: http::HeaderName = crate::headers::GRPC_RETRY_PUSHBACK_MS;
 
 /// At most this many retries of a request that never reached the server
 /// are made on top of the retry policy's attempts (or without one). A
@@ -107,7 +107,7 @@ impl Outcome {
                         Pushback::parse(
                             status
                                 .metadata()
-                                .get(PUSHBACK)
+                                .get(PUSHBACK.as_str())
                                 .map(|v| v.as_encoded_bytes()),
                         ),
                     ),
@@ -390,7 +390,7 @@ mod tests {
         let mut status = Status::unavailable("later");
         status
             .metadata_mut()
-            .insert(PUSHBACK, "-3".parse().unwrap());
+            .insert("grpc-retry-pushback-ms", "-3".parse().unwrap());
         let Outcome::Failure(failure) = Outcome::of(Err(status.into())) else {
             panic!("a failure");
         };

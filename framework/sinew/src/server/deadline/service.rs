@@ -57,7 +57,7 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         let asked = request
             .headers()
-            .get("grpc-timeout")
+            .get(crate::headers::GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
         let budget = asked.map_or(self.ceiling, |asked| asked.min(self.ceiling));
         let deadline = Instant::now() + budget;
