@@ -221,24 +221,34 @@ impl CallDeadline {
     }
 }
 
-/// Sets the `grpc-timeout` header to `timeout`, in the largest unit that
-/// keeps it within the header's eight digits (rounding up, so a deadline is
-/// never reported shorter than it is).
+/// Sets the `grpc-timeout` header to `timeout`, rounded up (a deadline is
+/// never reported shorter than it is): in milliseconds from a millisecond
+/// up, else in the finest unit that fits, and always in the largest unit
+/// that keeps it within the header's eight digits.
+///
+/// Why milliseconds rather than the finest unit: calls in flight together
+/// then send the same few values, which HPACK sends as a one-byte index;
+/// microsecond values are new on every call, so each one was added to
+/// both peers' header tables and compared against the previous ones,
+/// which cost about 2% of a call. The server learns of the deadline at
+/// most a millisecond late; the client enforces it exactly.
 pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
     const MAX: u128 = 99_999_999;
-    let nanos = timeout.as_nanos();
-    let (value, unit) = [
-        (1u128, 'n'),
+    const UNITS: [(u128, char); 6] = [
+        (1, 'n'),
         (1_000, 'u'),
         (1_000_000, 'm'),
         (1_000_000_000, 'S'),
         (60_000_000_000, 'M'),
         (3_600_000_000_000, 'H'),
-    ]
-    .into_iter()
-    .map(|(per, unit)| (nanos.div_ceil(per), unit))
-    .find(|(value, _)| *value <= MAX)
-    .unwrap_or((MAX, 'H'));
+    ];
+    let nanos = timeout.as_nanos();
+    let finest = if nanos >= 1_000_000 { 2 } else { 0 };
+    let (value, unit) = UNITS[finest..]
+        .iter()
+        .map(|&(per, unit)| (nanos.div_ceil(per), unit))
+        .find(|(value, _)| *value <= MAX)
+        .unwrap_or((MAX, 'H'));
     // At most eight digits and a unit: format on the stack, right to left.
     let mut text = [0u8; 9];
     let mut start = 8;
@@ -302,8 +312,12 @@ mod tests {
             headers["grpc-timeout"].to_str().unwrap().to_owned()
         };
         assert_eq!(encode(Duration::from_nanos(5)), "5n");
-        assert_eq!(encode(Duration::from_millis(250)), "250000u");
-        assert_eq!(encode(Duration::from_secs(2)), "2000000u");
+        assert_eq!(encode(Duration::from_micros(999)), "999000n");
+        // From a millisecond up, whole milliseconds, rounded up.
+        assert_eq!(encode(Duration::from_millis(1)), "1m");
+        assert_eq!(encode(Duration::from_micros(1_001)), "2m");
+        assert_eq!(encode(Duration::from_millis(250)), "250m");
+        assert_eq!(encode(Duration::from_secs(2)), "2000m");
         assert_eq!(encode(Duration::from_secs(3600)), "3600000m");
         assert_eq!(encode(Duration::from_secs(200_000)), "200000S");
     }

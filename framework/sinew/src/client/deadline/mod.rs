@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(status_of(error).code(), Code::DeadlineExceeded);
         assert_eq!(start.elapsed(), Duration::from_millis(100));
         let seen = seen.lock().unwrap();
-        assert_eq!(seen[0].0.as_deref(), Some("100000u"));
+        assert_eq!(seen[0].0.as_deref(), Some("100m"));
         assert_eq!(
             seen[0].1,
             Some(CallDeadline::enforced(start + Duration::from_millis(100)))
@@ -136,7 +136,7 @@ mod tests {
             .extensions_mut()
             .insert(CallOptions::timeout(Duration::from_millis(30)));
         svc.ready().await.unwrap().call(request).await.unwrap();
-        assert_eq!(seen.lock().unwrap()[0].0.as_deref(), Some("30000000n"));
+        assert_eq!(seen.lock().unwrap()[0].0.as_deref(), Some("30m"));
     }
 
     #[tokio::test(start_paused = true)]
@@ -156,7 +156,7 @@ mod tests {
                     .unwrap();
             })
             .await;
-        assert_eq!(seen.lock().unwrap()[0].0.as_deref(), Some("195000u"));
+        assert_eq!(seen.lock().unwrap()[0].0.as_deref(), Some("195m"));
     }
 
     #[tokio::test(start_paused = true)]

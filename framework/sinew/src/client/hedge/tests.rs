@@ -315,7 +315,7 @@ async fn the_deadline_ends_a_hedged_call() {
     assert_eq!(cancelled(&mock), [true, true]);
     assert_eq!(
         mock.header("grpc-timeout"),
-        [Some("150000u".into()), Some("50000000n".into())]
+        [Some("150m".into()), Some("50m".into())]
     );
 }
 

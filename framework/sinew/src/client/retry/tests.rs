@@ -380,7 +380,7 @@ async fn the_deadline_bounds_the_whole_call() {
     // Each attempt was told the time left.
     assert_eq!(
         mock.header("grpc-timeout"),
-        ["250000u", "190000u", "130000u", "70000000n", "10000000n"].map(|v| Some(v.to_owned()))
+        ["250m", "190m", "130m", "70m", "10m"].map(|v| Some(v.to_owned()))
     );
 }
 
