@@ -19,6 +19,8 @@ use opentelemetry::{
     trace::{SpanBuilder, SpanKind, Status, TraceContextExt},
 };
 use opentelemetry_sdk::trace::SdkTracer;
+
+use super::TraceSampler;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Code;
@@ -34,12 +36,14 @@ use crate::BoxError;
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
 /// sinew's tracer, set once by [`init`](super::init). Held as the SDK's own
-/// type rather than the global `BoxedTracer`, whose spans come boxed.
-static TRACER: OnceLock<SdkTracer> = OnceLock::new();
+/// type rather than the global `BoxedTracer`, whose spans come boxed; and
+/// the sampler it was built with.
+static TRACER: OnceLock<(SdkTracer, TraceSampler)> = OnceLock::new();
 
-/// Turns recording on with `tracer` (telemetry is installed).
-pub(crate) fn enable(tracer: SdkTracer) {
-    let _ = TRACER.set(tracer);
+/// Turns recording on with `tracer`, whose sampler is `sampler`
+/// (telemetry is installed).
+pub(crate) fn enable(tracer: SdkTracer, sampler: TraceSampler) {
+    let _ = TRACER.set((tracer, sampler));
     ENABLED.store(true, Ordering::Release);
 }
 
@@ -86,7 +90,10 @@ impl CallRecord {
         parent: &OtelContext,
         extra: &[KeyValue],
     ) -> Option<Self> {
-        let tracer = TRACER.get()?;
+        let (tracer, sampler) = TRACER.get()?;
+        // A span the sampler is sure to leave out gets no attributes: it
+        // would drop them unread (with head sampling, most spans).
+        let dropped = sampler.surely_drops_child_of(parent.span().span_context());
         let kind = match side {
             Side::Server => SpanKind::Server,
             Side::Client => SpanKind::Client,
@@ -97,15 +104,17 @@ impl CallRecord {
                 attributes,
                 active,
             } = method;
-            // Room for the status code, set when the call ends.
-            let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
-            span_attributes.extend(attributes.iter().cloned());
-            span_attributes.extend(extra.iter().cloned());
+            let mut builder = SpanBuilder::from_name(name.clone()).with_kind(kind);
+            if !dropped {
+                // Room for the status code, set when the call ends.
+                let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
+                span_attributes.extend(attributes.iter().cloned());
+                span_attributes.extend(extra.iter().cloned());
+                builder = builder.with_attributes(span_attributes);
+            }
             let [system, service, method] = attributes.clone();
             (
-                SpanBuilder::from_name(name.clone())
-                    .with_kind(kind)
-                    .with_attributes(span_attributes),
+                builder,
                 [system, service, method, KeyValue::new(STATUS_CODE, 0)],
                 active.side(side == Side::Server),
             )

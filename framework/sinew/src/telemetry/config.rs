@@ -24,6 +24,8 @@
 
 use std::{fmt, time::Duration};
 
+use opentelemetry::trace::SpanContext;
+
 use super::TelemetryError;
 
 const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
@@ -235,6 +237,26 @@ impl TraceSampler {
             Self::ParentBasedTraceIdRatio(ratio) => {
                 Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio)))
             }
+        }
+    }
+}
+
+impl TraceSampler {
+    /// Whether a span whose parent is `parent` is sure to be left out, as
+    /// far as can be told before its trace id is drawn: always with
+    /// `always_off`; with a parent-based sampler, when the parent is
+    /// unsampled (or, for `parentbased_always_off`, absent). `false` means
+    /// it may be recorded, and the SDK's sampler decides.
+    ///
+    /// The caller can then skip building what only a recorded span needs.
+    pub(crate) fn surely_drops_child_of(self, parent: &SpanContext) -> bool {
+        match self {
+            Self::AlwaysOff => true,
+            Self::AlwaysOn | Self::TraceIdRatio(_) => false,
+            Self::ParentBasedAlwaysOn | Self::ParentBasedTraceIdRatio(_) => {
+                parent.is_valid() && !parent.is_sampled()
+            }
+            Self::ParentBasedAlwaysOff => !parent.is_valid() || !parent.is_sampled(),
         }
     }
 }
@@ -832,6 +854,8 @@ fn percent_decode(text: &str) -> Result<String, String> {
 mod tests {
     use std::collections::HashMap;
 
+    use opentelemetry::trace::{SpanId, TraceFlags, TraceId, TraceState};
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -1331,5 +1355,58 @@ mod tests {
         let mut listed: Vec<_> = VARIABLES.iter().map(|key| (*key).to_owned()).collect();
         listed.sort();
         assert_eq!(read, listed);
+    }
+
+    #[test]
+    fn a_span_is_surely_dropped_only_when_the_sampler_has_no_choice_left() {
+        let parent = |flags| {
+            SpanContext::new(
+                TraceId::from_bytes([1; 16]),
+                SpanId::from_bytes([2; 8]),
+                flags,
+                true,
+                TraceState::default(),
+            )
+        };
+        let (sampled, unsampled, root) = (
+            parent(TraceFlags::SAMPLED),
+            parent(TraceFlags::NOT_SAMPLED),
+            SpanContext::empty_context(),
+        );
+        use TraceSampler::*;
+        for (sampler, [under_sampled, under_unsampled, as_root]) in [
+            (AlwaysOn, [false, false, false]),
+            (AlwaysOff, [true, true, true]),
+            // Decided by the trace id, drawn later.
+            (TraceIdRatio(0.5), [false, false, false]),
+            (ParentBasedAlwaysOn, [false, true, false]),
+            (ParentBasedAlwaysOff, [false, true, true]),
+            (ParentBasedTraceIdRatio(0.5), [false, true, false]),
+        ] {
+            assert_eq!(
+                [
+                    sampler.surely_drops_child_of(&sampled),
+                    sampler.surely_drops_child_of(&unsampled),
+                    sampler.surely_drops_child_of(&root),
+                ],
+                [under_sampled, under_unsampled, as_root],
+                "{sampler}"
+            );
+            // And the SDK's sampler agrees: what is surely dropped is.
+            use opentelemetry::trace::{
+                Span as _, TraceContextExt as _, Tracer as _, TracerProvider as _,
+            };
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_sampler(sampler.to_sdk())
+                .build();
+            let tracer = provider.tracer("test");
+            for parent in [&sampled, &unsampled, &root] {
+                let cx = opentelemetry::Context::new().with_remote_span_context(parent.clone());
+                let span = tracer.start_with_context("child", &cx);
+                if sampler.surely_drops_child_of(parent) {
+                    assert!(!span.is_recording(), "{sampler} recorded {parent:?}");
+                }
+            }
+        }
     }
 }

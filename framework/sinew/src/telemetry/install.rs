@@ -112,7 +112,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         pipeline
     };
     // The scaffold's and the clients' layers record from now on.
-    call::enable(pipeline.tracer());
+    call::enable(pipeline.tracer(), config.sampler);
 
     let TelemetryConfig {
         service_name,
