@@ -11,13 +11,12 @@
 //!
 //! What it avoids is the transform's intermediate structs: a `String` per
 //! attribute key and value, `Vec`s for ids, events and links. Encoding
-//! makes two passes over the batch: the first measures every span and
-//! groups the spans by instrumentation scope, the second writes them into
-//! one buffer of the exact size. A nested message's length is computed
-//! again when it is written, which costs arithmetic but no memory. The
-//! scratch space for the first pass is kept from batch to batch, so once
-//! it has grown to the largest batch, a batch costs one allocation: its
-//! buffer.
+//! groups the spans by instrumentation scope, then writes them in one pass
+//! into one buffer: each nested message is written where it goes and its
+//! length put in front of it after ([`put_nested`]), in the room usually
+//! enough for it. The buffer is sized from the bytes per span of the
+//! batches before, and the grouping's scratch space is kept from batch to
+//! batch, so a batch usually costs one allocation: its buffer.
 
 use std::time::SystemTime;
 
@@ -29,8 +28,7 @@ use opentelemetry::{
 use opentelemetry_sdk::{Resource, trace::SpanData};
 
 use super::wire::{
-    fixed32_field_len, fixed64_field_len, len_field_len, put_bytes, put_fixed32_field,
-    put_fixed64_field, put_len_prefix, put_varint_field, varint_field_len,
+    put_bytes, put_fixed32_field, put_fixed64_field, put_len_prefix, put_nested, put_varint_field,
 };
 
 /// Field numbers, message by message, from the OTLP protos
@@ -140,32 +138,29 @@ pub(crate) struct TraceEncoder {
     resource_field: Vec<u8>,
     /// The `schema_url` field of `ResourceSpans`, or nothing without one.
     schema_url_field: Vec<u8>,
-    /// Per span of the batch being encoded: its group and encoded length.
-    spans: Vec<Measured>,
+    /// Per span of the batch being encoded: the index of its group in
+    /// `groups`.
+    span_groups: Vec<usize>,
     /// The batch's spans grouped by instrumentation scope, in order of
-    /// first appearance (the transform's order).
-    groups: Vec<ScopeGroup>,
+    /// first appearance (the transform's order): the index of each group's
+    /// first span, whose scope it is written with (as the transform does
+    /// when scopes are equal but list their attributes in another order).
+    groups: Vec<usize>,
+    /// Bytes per span of the largest batches so far, to size the buffer.
+    bytes_per_span: usize,
 }
 
-/// A span of the batch, measured.
-#[derive(Debug, Clone, Copy)]
-struct Measured {
-    /// Its index in [`TraceEncoder::groups`].
-    group: usize,
-    /// The length of its `Span` message.
-    len: usize,
+/// The room set aside for lengths, by how long such messages usually are:
+/// an attribute, a scope or a status takes less than 128 bytes, a span
+/// less than 16 KiB, a whole batch less than 2 MiB.
+mod room {
+    pub(super) const SMALL: usize = 1;
+    pub(super) const SPAN: usize = 2;
+    pub(super) const BATCH: usize = 3;
 }
 
-/// The spans of one instrumentation scope.
-#[derive(Debug, Clone, Copy)]
-struct ScopeGroup {
-    /// The index of its first span, whose scope it is written with (as the
-    /// transform does when scopes are equal but list their attributes in
-    /// another order).
-    first: usize,
-    /// The length of its `ScopeSpans` message.
-    len: usize,
-}
+/// Room for a span's bytes before any batch has been seen.
+const FIRST_BYTES_PER_SPAN: usize = 256;
 
 // === impl TraceEncoder ===
 
@@ -176,8 +171,9 @@ impl TraceEncoder {
         let mut encoder = Self {
             resource_field: Vec::new(),
             schema_url_field: Vec::new(),
-            spans: Vec::new(),
+            span_groups: Vec::new(),
             groups: Vec::new(),
+            bytes_per_span: FIRST_BYTES_PER_SPAN,
         };
         encoder.set_resource(&Resource::builder_empty().build());
         encoder
@@ -187,20 +183,17 @@ impl TraceEncoder {
     pub(crate) fn set_resource(&mut self, resource: &Resource) {
         use field::{resource as f, resource_spans};
 
-        let len: usize = resource
-            .iter()
-            .map(|(key, value)| kv_field_len(f::ATTRIBUTES, key.as_str(), value))
-            .sum();
-        let mut field = Vec::with_capacity(len_field_len(resource_spans::RESOURCE, len));
+        let mut field = Vec::new();
         // Always present, even empty: the transform always sets it.
-        put_len_prefix(&mut field, resource_spans::RESOURCE, len);
-        for (key, value) in resource.iter() {
-            put_kv_field(&mut field, f::ATTRIBUTES, key.as_str(), value);
-        }
+        put_nested(&mut field, resource_spans::RESOURCE, room::SPAN, |buf| {
+            for (key, value) in resource.iter() {
+                put_kv_field(buf, f::ATTRIBUTES, key.as_str(), value);
+            }
+        });
         self.resource_field = field;
 
+        let mut field = Vec::new();
         let schema_url = resource.schema_url().unwrap_or_default();
-        let mut field = Vec::with_capacity(str_field_len(resource_spans::SCHEMA_URL, schema_url));
         put_str_field(&mut field, resource_spans::SCHEMA_URL, schema_url);
         self.schema_url_field = field;
     }
@@ -211,58 +204,49 @@ impl TraceEncoder {
     pub(crate) fn encode(&mut self, spans: &[SpanData]) -> Bytes {
         use field::{request, resource_spans, scope_spans};
 
-        // Pass 1: group and measure.
-        self.spans.clear();
+        self.span_groups.clear();
         self.groups.clear();
         for (index, span) in spans.iter().enumerate() {
             let scope = &span.instrumentation_scope;
             let found = self
                 .groups
                 .iter()
-                .position(|group| same_scope(&spans[group.first].instrumentation_scope, scope));
+                .position(|&first| same_scope(&spans[first].instrumentation_scope, scope));
             let group = found.unwrap_or_else(|| {
-                self.groups.push(ScopeGroup {
-                    first: index,
-                    len: len_field_len(scope_spans::SCOPE, scope_len(scope))
-                        + str_field_len(scope_spans::SCHEMA_URL, schema_url(scope)),
-                });
+                self.groups.push(index);
                 self.groups.len() - 1
             });
-            let len = span_len(span);
-            self.groups[group].len += len_field_len(scope_spans::SPANS, len);
-            self.spans.push(Measured { group, len });
+            self.span_groups.push(group);
         }
-        let resource_spans_len = self.resource_field.len()
-            + self
-                .groups
-                .iter()
-                .map(|group| len_field_len(resource_spans::SCOPE_SPANS, group.len))
-                .sum::<usize>()
-            + self.schema_url_field.len();
-        let total = len_field_len(request::RESOURCE_SPANS, resource_spans_len);
 
-        // Pass 2: write. A Vec of exactly `total` bytes becomes `Bytes`
-        // without another allocation.
-        let mut buf = Vec::with_capacity(total);
-        put_len_prefix(&mut buf, request::RESOURCE_SPANS, resource_spans_len);
-        buf.put_slice(&self.resource_field);
-        for (index, group) in self.groups.iter().enumerate() {
-            let scope = &spans[group.first].instrumentation_scope;
-            put_len_prefix(&mut buf, resource_spans::SCOPE_SPANS, group.len);
-            put_len_prefix(&mut buf, scope_spans::SCOPE, scope_len(scope));
-            put_scope(&mut buf, scope);
-            let members = spans
-                .iter()
-                .zip(&self.spans)
-                .filter(|(_, measured)| measured.group == index);
-            for (span, measured) in members {
-                put_len_prefix(&mut buf, scope_spans::SPANS, measured.len);
-                put_span(&mut buf, span);
+        let fixed = self.resource_field.len() + self.schema_url_field.len() + 16;
+        let mut buf = Vec::with_capacity(fixed + spans.len() * self.bytes_per_span);
+        put_nested(&mut buf, request::RESOURCE_SPANS, room::BATCH, |buf| {
+            buf.put_slice(&self.resource_field);
+            for (index, &first) in self.groups.iter().enumerate() {
+                let scope = &spans[first].instrumentation_scope;
+                put_nested(buf, resource_spans::SCOPE_SPANS, room::BATCH, |buf| {
+                    put_nested(buf, scope_spans::SCOPE, room::SMALL, |buf| {
+                        put_scope(buf, scope);
+                    });
+                    let members = spans
+                        .iter()
+                        .zip(&self.span_groups)
+                        .filter(|&(_, &group)| group == index);
+                    for (span, _) in members {
+                        put_nested(buf, scope_spans::SPANS, room::SPAN, |buf| {
+                            put_span(buf, span);
+                        });
+                    }
+                    put_str_field(buf, scope_spans::SCHEMA_URL, schema_url(scope));
+                });
             }
-            put_str_field(&mut buf, scope_spans::SCHEMA_URL, schema_url(scope));
+            buf.put_slice(&self.schema_url_field);
+        });
+        if let Some(per_span) = buf.len().saturating_sub(fixed).checked_div(spans.len()) {
+            // Round up a little, so that a batch like the last one fits.
+            self.bytes_per_span = self.bytes_per_span.max(per_span + per_span / 8);
         }
-        buf.put_slice(&self.schema_url_field);
-        debug_assert_eq!(buf.len(), total, "the measured and written sizes differ");
         Bytes::from(buf)
     }
 }
@@ -287,18 +271,6 @@ fn schema_url(scope: &InstrumentationScope) -> &str {
     scope.schema_url().unwrap_or_default()
 }
 
-/// The length of an `InstrumentationScope` message.
-fn scope_len(scope: &InstrumentationScope) -> usize {
-    use field::scope;
-
-    str_field_len(scope::NAME, scope.name())
-        + str_field_len(scope::VERSION, scope.version().unwrap_or_default())
-        + scope
-            .attributes()
-            .map(|kv| kv_field_len(scope::ATTRIBUTES, kv.key.as_str(), &kv.value))
-            .sum::<usize>()
-}
-
 fn put_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
     use field::scope as f;
 
@@ -307,37 +279,6 @@ fn put_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
     for kv in scope.attributes() {
         put_kv_field(buf, f::ATTRIBUTES, kv.key.as_str(), &kv.value);
     }
-}
-
-/// The length of a `Span` message.
-fn span_len(span: &SpanData) -> usize {
-    use field::span as f;
-
-    let context = &span.span_context;
-    len_field_len(f::TRACE_ID, 16)
-        + len_field_len(f::SPAN_ID, 8)
-        + trace_state_field_len(f::TRACE_STATE, context.trace_state())
-        + parent_field_len(span.parent_span_id)
-        + str_field_len(f::NAME, &span.name)
-        + varint_field_len(f::KIND, kind(&span.span_kind))
-        + fixed64_nonzero_len(f::START_TIME_UNIX_NANO, nanos(span.start_time))
-        + fixed64_nonzero_len(f::END_TIME_UNIX_NANO, nanos(span.end_time))
-        + attributes_len(f::ATTRIBUTES, &span.attributes)
-        + varint_nonzero_len(f::DROPPED_ATTRIBUTES_COUNT, span.dropped_attributes_count)
-        + span
-            .events
-            .iter()
-            .map(|event| len_field_len(f::EVENTS, event_len(event)))
-            .sum::<usize>()
-        + varint_nonzero_len(f::DROPPED_EVENTS_COUNT, span.events.dropped_count)
-        + span
-            .links
-            .iter()
-            .map(|link| len_field_len(f::LINKS, link_len(link)))
-            .sum::<usize>()
-        + varint_nonzero_len(f::DROPPED_LINKS_COUNT, span.links.dropped_count)
-        + len_field_len(f::STATUS, status_len(&span.status))
-        + fixed32_field_len(f::FLAGS)
 }
 
 fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
@@ -361,29 +302,20 @@ fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
         span.dropped_attributes_count,
     );
     for event in span.events.iter() {
-        put_len_prefix(buf, f::EVENTS, event_len(event));
-        put_event(buf, event);
+        put_nested(buf, f::EVENTS, room::SMALL, |buf| put_event(buf, event));
     }
     put_varint_nonzero(buf, f::DROPPED_EVENTS_COUNT, span.events.dropped_count);
     for link in span.links.iter() {
-        put_len_prefix(buf, f::LINKS, link_len(link));
-        put_link(buf, link);
+        put_nested(buf, f::LINKS, room::SMALL, |buf| put_link(buf, link));
     }
     put_varint_nonzero(buf, f::DROPPED_LINKS_COUNT, span.links.dropped_count);
     // Always present, even `Unset` with no message: the transform always
     // sets it.
-    put_len_prefix(buf, f::STATUS, status_len(&span.status));
-    put_status(buf, &span.status);
+    put_nested(buf, f::STATUS, room::SMALL, |buf| {
+        put_status(buf, &span.status)
+    });
     // Last, as prost writes fields in field number order.
     put_fixed32_field(buf, f::FLAGS, flags(context, span.parent_span_is_remote));
-}
-
-fn parent_field_len(parent: SpanId) -> usize {
-    if parent == SpanId::INVALID {
-        0
-    } else {
-        len_field_len(field::span::PARENT_SPAN_ID, 8)
-    }
 }
 
 /// The span's trace flags, plus whether its parent is remote: the
@@ -414,14 +346,7 @@ fn nanos(time: SystemTime) -> u64 {
         .map_or(0, |since| since.as_nanos() as u64)
 }
 
-/// The length of a `Status` message: its message only for an error.
-fn status_len(status: &Status) -> usize {
-    use field::status as f;
-
-    let (code, message) = status_parts(status);
-    str_field_len(f::MESSAGE, message) + varint_nonzero_len(f::CODE, code)
-}
-
+/// Writes a `Status` message: its message only for an error.
 fn put_status(buf: &mut Vec<u8>, status: &Status) {
     use field::status as f;
 
@@ -439,16 +364,7 @@ fn status_parts(status: &Status) -> (u32, &str) {
     }
 }
 
-/// The length of a `Span.Event` message.
-fn event_len(event: &Event) -> usize {
-    use field::event as f;
-
-    fixed64_nonzero_len(f::TIME_UNIX_NANO, nanos(event.timestamp))
-        + str_field_len(f::NAME, &event.name)
-        + attributes_len(f::ATTRIBUTES, &event.attributes)
-        + varint_nonzero_len(f::DROPPED_ATTRIBUTES_COUNT, event.dropped_attributes_count)
-}
-
+/// Writes a `Span.Event` message.
 fn put_event(buf: &mut Vec<u8>, event: &Event) {
     use field::event as f;
 
@@ -462,19 +378,7 @@ fn put_event(buf: &mut Vec<u8>, event: &Event) {
     );
 }
 
-/// The length of a `Span.Link` message.
-fn link_len(link: &Link) -> usize {
-    use field::link as f;
-
-    let context = &link.span_context;
-    len_field_len(f::TRACE_ID, 16)
-        + len_field_len(f::SPAN_ID, 8)
-        + trace_state_field_len(f::TRACE_STATE, context.trace_state())
-        + attributes_len(f::ATTRIBUTES, &link.attributes)
-        + varint_nonzero_len(f::DROPPED_ATTRIBUTES_COUNT, link.dropped_attributes_count)
-        + fixed32_field_len(f::FLAGS)
-}
-
+/// Writes a `Span.Link` message.
 fn put_link(buf: &mut Vec<u8>, link: &Link) {
     use field::link as f;
 
@@ -502,14 +406,6 @@ fn trace_state_len(state: &TraceState) -> usize {
     len
 }
 
-/// The length of a trace state field; left out when the state is empty.
-fn trace_state_field_len(tag: u32, state: &TraceState) -> usize {
-    match trace_state_len(state) {
-        0 => 0,
-        len => len_field_len(tag, len),
-    }
-}
-
 /// Writes a trace state as the header `TraceState::header` would make,
 /// without making it.
 fn put_trace_state_field(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
@@ -528,38 +424,21 @@ fn put_trace_state_field(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
     }
 }
 
-fn attributes_len(tag: u32, attributes: &[KeyValue]) -> usize {
-    attributes
-        .iter()
-        .map(|kv| kv_field_len(tag, kv.key.as_str(), &kv.value))
-        .sum()
-}
-
 fn put_attributes(buf: &mut Vec<u8>, tag: u32, attributes: &[KeyValue]) {
     for kv in attributes {
         put_kv_field(buf, tag, kv.key.as_str(), &kv.value);
     }
 }
 
-/// The length of a `KeyValue` field, key and length included.
-fn kv_field_len(tag: u32, key: &str, value: &Value) -> usize {
-    len_field_len(tag, kv_len(key, value))
-}
-
-/// The length of a `KeyValue` message. Its `value` is always present.
-fn kv_len(key: &str, value: &Value) -> usize {
-    use field::key_value as f;
-
-    str_field_len(f::KEY, key) + len_field_len(f::VALUE, any_value_len(value))
-}
-
+#[inline]
 fn put_kv_field(buf: &mut Vec<u8>, tag: u32, key: &str, value: &Value) {
     use field::key_value as f;
 
-    put_len_prefix(buf, tag, kv_len(key, value));
-    put_str_field(buf, f::KEY, key);
-    put_len_prefix(buf, f::VALUE, any_value_len(value));
-    put_any_value(buf, value);
+    put_nested(buf, tag, room::SMALL, |buf| {
+        put_str_field(buf, f::KEY, key);
+        // Always present: the API's values all map to an `AnyValue`.
+        put_nested(buf, f::VALUE, room::SMALL, |buf| put_any_value(buf, value));
+    });
 }
 
 /// An attribute value or array element, borrowed: `AnyValue`'s members
@@ -572,23 +451,18 @@ enum Scalar<'a> {
     Str(&'a str),
 }
 
-/// The length of an `AnyValue` message. A value of a kind this encoder
-/// does not know (the API's `Value` may grow) is an empty `AnyValue`,
-/// where the transform would panic.
-fn any_value_len(value: &Value) -> usize {
-    match value {
-        Value::Array(array) => len_field_len(field::any_value::ARRAY_VALUE, array_len(array)),
-        value => scalar(value).map_or(0, scalar_len),
-    }
-}
-
+/// Writes an `AnyValue`'s member. A value of a kind this encoder does not
+/// know (the API's `Value` may grow) is an empty `AnyValue`, where the
+/// transform would panic.
 fn put_any_value(buf: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Array(array) => {
-            put_len_prefix(buf, field::any_value::ARRAY_VALUE, array_len(array));
-            for_each_element(array, |element| {
-                put_len_prefix(buf, field::array_value::VALUES, scalar_len(element));
-                put_scalar(buf, element);
+            put_nested(buf, field::any_value::ARRAY_VALUE, room::SMALL, |buf| {
+                for_each_element(array, |element| {
+                    put_nested(buf, field::array_value::VALUES, room::SMALL, |buf| {
+                        put_scalar(buf, element);
+                    });
+                });
             });
         }
         value => {
@@ -609,15 +483,6 @@ fn scalar(value: &Value) -> Option<Scalar<'_>> {
     }
 }
 
-/// The length of an `ArrayValue` message.
-fn array_len(array: &Array) -> usize {
-    let mut len = 0;
-    for_each_element(array, |element| {
-        len += len_field_len(field::array_value::VALUES, scalar_len(element));
-    });
-    len
-}
-
 /// Calls `f` on each element of `array`. Elements of a kind this encoder
 /// does not know are skipped.
 fn for_each_element<'a>(array: &'a Array, mut f: impl FnMut(Scalar<'a>)) {
@@ -630,20 +495,9 @@ fn for_each_element<'a>(array: &'a Array, mut f: impl FnMut(Scalar<'a>)) {
     }
 }
 
-/// The length of an `AnyValue` holding `value`. A oneof member is written
+/// Writes the `AnyValue` member holding `value`. A oneof member is written
 /// even when it is its type's default (`false`, `0`, `""`), or it would
 /// decode as no value at all.
-fn scalar_len(value: Scalar<'_>) -> usize {
-    use field::any_value as f;
-
-    match value {
-        Scalar::Bool(value) => varint_field_len(f::BOOL_VALUE, u64::from(value)),
-        Scalar::Int(value) => varint_field_len(f::INT_VALUE, value as u64),
-        Scalar::Double(_) => fixed64_field_len(f::DOUBLE_VALUE),
-        Scalar::Str(value) => len_field_len(f::STRING_VALUE, value.len()),
-    }
-}
-
 fn put_scalar(buf: &mut Vec<u8>, value: Scalar<'_>) {
     use field::any_value as f;
 
@@ -656,29 +510,14 @@ fn put_scalar(buf: &mut Vec<u8>, value: Scalar<'_>) {
     }
 }
 
-/// The length of a string field; proto3 leaves an empty one out.
-fn str_field_len(tag: u32, value: &str) -> usize {
-    if value.is_empty() {
-        0
-    } else {
-        len_field_len(tag, value.len())
-    }
-}
-
+/// Writes a string field; proto3 leaves an empty one out.
 fn put_str_field(buf: &mut Vec<u8>, tag: u32, value: &str) {
     if !value.is_empty() {
         put_bytes(buf, tag, value.as_bytes());
     }
 }
 
-/// The length of a varint field; proto3 leaves a zero out.
-fn varint_nonzero_len(tag: u32, value: impl Into<u64>) -> usize {
-    match value.into() {
-        0 => 0,
-        value => varint_field_len(tag, value),
-    }
-}
-
+/// Writes a varint field; proto3 leaves a zero out.
 fn put_varint_nonzero(buf: &mut Vec<u8>, tag: u32, value: impl Into<u64>) {
     match value.into() {
         0 => {}
@@ -686,15 +525,7 @@ fn put_varint_nonzero(buf: &mut Vec<u8>, tag: u32, value: impl Into<u64>) {
     }
 }
 
-/// The length of a `fixed64` field; proto3 leaves a zero out.
-fn fixed64_nonzero_len(tag: u32, value: u64) -> usize {
-    if value == 0 {
-        0
-    } else {
-        fixed64_field_len(tag)
-    }
-}
-
+/// Writes a `fixed64` field; proto3 leaves a zero out.
 fn put_fixed64_nonzero(buf: &mut Vec<u8>, tag: u32, value: u64) {
     if value != 0 {
         put_fixed64_field(buf, tag, value);
@@ -1038,6 +869,43 @@ mod tests {
     }
 
     #[test]
+    fn messages_longer_than_the_room_set_aside_encode_as_the_transform_makes_them() {
+        let exporter = Collecting::default();
+        let provider = provider(exporter.clone(), resource());
+        let tracer = provider.tracer("lengths");
+        // An attribute, an event and a status message past 127 bytes, a
+        // span past 16 KiB, and enough spans that the batch passes 2 MiB:
+        // each length needs more room than was set aside for it.
+        let long = |n: usize| "x".repeat(n);
+        let mut span = tracer.span_builder(long(200)).start(&tracer);
+        span.set_attribute(KeyValue::new("long", long(300)));
+        span.add_event(long(150), vec![KeyValue::new("k", long(140))]);
+        span.set_status(Status::error(long(500)));
+        span.end();
+        let mut huge = tracer.span_builder("huge").start(&tracer);
+        huge.set_attribute(KeyValue::new("huge", long(20_000)));
+        huge.end();
+        for i in 0..110 {
+            let mut span = tracer.span_builder(format!("bulk {i}")).start(&tracer);
+            span.set_attribute(KeyValue::new("payload", long(20_000)));
+            span.end();
+        }
+        let (spans, resource) = exporter.take();
+        assert_eq!(spans.len(), 112);
+        assert_encodes_like_the_transform(&spans, &resource);
+        // A small batch after the big one: its buffer is sized by the big
+        // one's bytes per span, and it still comes out exact.
+        let mut encoder = TraceEncoder::new();
+        encoder.set_resource(&resource);
+        encoder.encode(&spans);
+        let small = encoder.encode(&spans[..1]);
+        assert_eq!(
+            small.as_ref(),
+            reference(&spans[..1], &resource).encode_to_vec().as_slice()
+        );
+    }
+
+    #[test]
     fn an_empty_batch_is_a_valid_request_without_spans() {
         // One instance: a resource's attribute order is its map's.
         let resource = resource();
@@ -1075,8 +943,10 @@ mod tests {
             assert_eq!(trace_state_len(&state), state.header().len(), "{header}");
             let mut buf = Vec::new();
             put_trace_state_field(&mut buf, 3, &state);
-            assert_eq!(buf.len(), trace_state_field_len(3, &state), "{header}");
-            if !header.is_empty() {
+            if header.is_empty() {
+                assert!(buf.is_empty(), "an empty state is left out");
+            } else {
+                assert_eq!(buf[..2], [3 << 3 | 2, header.len() as u8]);
                 assert_eq!(&buf[2..], state.header().as_bytes());
             }
         }

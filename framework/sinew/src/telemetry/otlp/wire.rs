@@ -3,9 +3,8 @@
 //! Every field is a key (the field number and a wire type, as a varint)
 //! then a value: a varint, 8 or 4 little-endian bytes, or a varint length
 //! and that many bytes (strings, bytes and nested messages alike). A
-//! nested message's length comes before its bytes, so writers compute
-//! lengths first: each `*_len` function here is the exact size of what the
-//! matching `put_*` writes.
+//! nested message's length comes before its bytes: [`put_nested`] writes
+//! the message first and its length in front of it after.
 
 use bytes::{Buf, BufMut};
 
@@ -36,6 +35,7 @@ pub(crate) const fn varint_len(value: u64) -> usize {
 
 /// Writes `value` as a varint: 7 bits a byte, least significant first,
 /// the high bit set on every byte but the last.
+#[inline]
 pub(crate) fn put_varint(buf: &mut impl BufMut, mut value: u64) {
     while value >= 0x80 {
         buf.put_u8((value as u8 & 0x7f) | 0x80);
@@ -44,63 +44,83 @@ pub(crate) fn put_varint(buf: &mut impl BufMut, mut value: u64) {
     buf.put_u8(value as u8);
 }
 
-/// The size of the key of field `tag`.
-pub(crate) const fn key_len(tag: u32) -> usize {
-    // The wire type takes the key's 3 low bits.
-    varint_len((tag as u64) << 3)
-}
-
 /// Writes the key of field `tag`.
+#[inline]
 pub(crate) fn put_key(buf: &mut impl BufMut, tag: u32, wire_type: WireType) {
     put_varint(buf, ((tag as u64) << 3) | wire_type as u64);
 }
 
-/// The size of a length-delimited field whose value is `len` bytes.
-pub(crate) const fn len_field_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + varint_len(len as u64) + len
-}
-
 /// Writes the key and length of a length-delimited field; its `len` bytes
 /// must follow.
+#[inline]
 pub(crate) fn put_len_prefix(buf: &mut impl BufMut, tag: u32, len: usize) {
     put_key(buf, tag, WireType::Len);
     put_varint(buf, len as u64);
 }
 
+/// Writes a length-delimited field whose bytes `write` appends to `buf`,
+/// with their length in front of them.
+///
+/// `room` bytes are set aside for the length before `write` runs: the
+/// size its varint usually takes for this field. When the length turns out
+/// to need another size, the bytes written are moved to fit it, so the
+/// varint is always the shortest one, as prost writes it. One pass, where
+/// measuring every nested message before writing it would take two.
+#[inline]
+pub(crate) fn put_nested(
+    buf: &mut Vec<u8>,
+    tag: u32,
+    room: usize,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
+    put_key(buf, tag, WireType::Len);
+    let at = buf.len();
+    let start = at + room;
+    for _ in 0..room {
+        buf.push(0);
+    }
+    write(buf);
+    let end = buf.len();
+    let len = end - start;
+    if len < 0x80 && room == 1 {
+        // The usual case for small messages: the room is right.
+        buf[at] = len as u8;
+        return;
+    }
+    let size = varint_len(len as u64);
+    if size > room {
+        buf.resize(end + size - room, 0);
+        buf.copy_within(start..end, at + size);
+    } else if size < room {
+        buf.copy_within(start..end, at + size);
+        buf.truncate(end - (room - size));
+    }
+    put_varint(&mut &mut buf[at..at + size], len as u64);
+}
+
 /// Writes a length-delimited field holding `bytes`.
+#[inline]
 pub(crate) fn put_bytes(buf: &mut impl BufMut, tag: u32, bytes: &[u8]) {
     put_len_prefix(buf, tag, bytes.len());
     buf.put_slice(bytes);
 }
 
-/// The size of a varint field holding `value`.
-pub(crate) const fn varint_field_len(tag: u32, value: u64) -> usize {
-    key_len(tag) + varint_len(value)
-}
-
 /// Writes a varint field.
+#[inline]
 pub(crate) fn put_varint_field(buf: &mut impl BufMut, tag: u32, value: u64) {
     put_key(buf, tag, WireType::Varint);
     put_varint(buf, value);
 }
 
-/// The size of a `fixed64` or `double` field.
-pub(crate) const fn fixed64_field_len(tag: u32) -> usize {
-    key_len(tag) + 8
-}
-
 /// Writes a `fixed64` field (a `double` is its bits).
+#[inline]
 pub(crate) fn put_fixed64_field(buf: &mut impl BufMut, tag: u32, value: u64) {
     put_key(buf, tag, WireType::Fixed64);
     buf.put_u64_le(value);
 }
 
-/// The size of a `fixed32` field.
-pub(crate) const fn fixed32_field_len(tag: u32) -> usize {
-    key_len(tag) + 4
-}
-
 /// Writes a `fixed32` field.
+#[inline]
 pub(crate) fn put_fixed32_field(buf: &mut impl BufMut, tag: u32, value: u32) {
     put_key(buf, tag, WireType::Fixed32);
     buf.put_u32_le(value);
@@ -189,26 +209,30 @@ mod tests {
     }
 
     #[test]
-    fn field_sizes_match_what_is_written() {
+    fn nested_lengths_are_the_shortest_varint_whatever_the_room() {
+        // Lengths on either side of each varint size, written with too
+        // little, just enough and too much room.
+        for len in [0usize, 1, 127, 128, 16_383, 16_384, 70_000] {
+            let content = vec![7u8; len];
+            let mut expected = Vec::new();
+            put_bytes(&mut expected, 9, &content);
+            for room in 0..=4 {
+                let mut buf = vec![1, 2, 3];
+                put_nested(&mut buf, 9, room, |buf| buf.extend_from_slice(&content));
+                assert_eq!(&buf[..3], &[1, 2, 3], "len {len}, room {room}");
+                assert!(buf[3..] == expected[..], "len {len}, room {room}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_are_read_back_with_their_tag_and_wire_type() {
         for tag in [1, 15, 16, 2047, 2048, 536_870_911] {
             let mut buf = Vec::new();
-            put_bytes(&mut buf, tag, b"abc");
-            assert_eq!(buf.len(), len_field_len(tag, 3), "tag {tag}");
-
-            let mut buf = Vec::new();
-            put_varint_field(&mut buf, tag, 300);
-            assert_eq!(buf.len(), varint_field_len(tag, 300), "tag {tag}");
-
-            let mut buf = Vec::new();
-            put_fixed64_field(&mut buf, tag, 7);
-            assert_eq!(buf.len(), fixed64_field_len(tag), "tag {tag}");
-
-            let mut buf = Vec::new();
             put_fixed32_field(&mut buf, tag, 7);
-            assert_eq!(buf.len(), fixed32_field_len(tag), "tag {tag}");
-
             let mut read = buf.as_slice();
             assert_eq!(get_key(&mut read), Ok((tag, WireType::Fixed32)));
+            assert_eq!(read, 7u32.to_le_bytes());
         }
     }
 
