@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tonic::Code;
 
 use super::{
-    method::{Gauge, Method, with_method},
+    method::{Durations, Gauge, Method, with_method},
     metrics::metrics,
 };
 use crate::BoxError;
@@ -55,6 +55,11 @@ pub(crate) fn enabled() -> bool {
 /// The attribute a call's gRPC status code is recorded under.
 const STATUS_CODE: &str = "rpc.grpc.status_code";
 
+/// `rpc.grpc.status_code` for `code`.
+pub(crate) fn status_attribute(code: Code) -> KeyValue {
+    KeyValue::new(STATUS_CODE, code as i64)
+}
+
 /// Which side of the call this process is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Side {
@@ -73,11 +78,20 @@ pub(crate) struct CallRecord {
     side: Side,
     cx: OtelContext,
     start: Instant,
-    /// The duration histogram's attributes: the RPC ones, then the status
-    /// code, filled in when the call ends.
-    metric_attributes: [KeyValue; 4],
+    /// What the duration histogram is recorded with.
+    durations: DurationAttributes,
     active: &'static Gauge,
     done: bool,
+}
+
+/// The attributes a call's duration is recorded with.
+#[derive(Debug)]
+enum DurationAttributes {
+    /// A registered method's sets, one per status code: lent.
+    Registered(&'static Durations),
+    /// A path past the registry's bound: its own RPC attributes, then the
+    /// status code, filled in when the call ends.
+    Own(Box<[KeyValue; 4]>),
 }
 
 impl CallRecord {
@@ -98,11 +112,12 @@ impl CallRecord {
             Side::Server => SpanKind::Server,
             Side::Client => SpanKind::Client,
         };
-        let (builder, metric_attributes, active) = with_method(path, |method| {
+        let (builder, durations, active) = with_method(path, |method| {
             let Method {
                 name,
                 attributes,
                 active,
+                durations,
             } = method;
             let mut builder = SpanBuilder::from_name(name.clone()).with_kind(kind);
             if !dropped {
@@ -112,12 +127,19 @@ impl CallRecord {
                 span_attributes.extend(extra.iter().cloned());
                 builder = builder.with_attributes(span_attributes);
             }
-            let [system, service, method] = attributes.clone();
-            (
-                builder,
-                [system, service, method, KeyValue::new(STATUS_CODE, 0)],
-                active.side(side == Side::Server),
-            )
+            let durations = match durations {
+                Some(durations) => DurationAttributes::Registered(durations),
+                None => {
+                    let [system, service, method] = attributes.clone();
+                    DurationAttributes::Own(Box::new([
+                        system,
+                        service,
+                        method,
+                        status_attribute(Code::Ok),
+                    ]))
+                }
+            };
+            (builder, durations, active.side(side == Side::Server))
         });
         let span = builder.start_with_context(tracer, parent);
         active.enter();
@@ -125,7 +147,7 @@ impl CallRecord {
             side,
             cx: parent.with_span(span),
             start: Instant::now(),
-            metric_attributes,
+            durations,
             active,
             done: false,
         })
@@ -144,9 +166,15 @@ impl CallRecord {
             return;
         }
         self.done = true;
-        let status_code = KeyValue::new(STATUS_CODE, code as i64);
+        let attributes: &[KeyValue; 4] = match &mut self.durations {
+            DurationAttributes::Registered(durations) => durations.with_code(code),
+            DurationAttributes::Own(own) => {
+                own[3] = status_attribute(code);
+                own
+            }
+        };
         let span = self.cx.span();
-        span.set_attribute(status_code.clone());
+        span.set_attribute(attributes[3].clone());
         if is_error(self.side, code) {
             span.set_status(Status::error(code.description()));
         }
@@ -156,8 +184,7 @@ impl CallRecord {
             Side::Server => &metrics().server_duration,
             Side::Client => &metrics().client_duration,
         };
-        self.metric_attributes[3] = status_code;
-        duration.record(elapsed, &self.metric_attributes);
+        duration.record(elapsed, attributes);
         self.active.exit();
     }
 }

@@ -19,6 +19,11 @@
 //!    owned name and fresh attributes per call, as if there were no cache,
 //!    and its calls in flight are counted under `_OTHER`.
 //!
+//! A registered method also keeps the attribute sets its duration
+//! histograms are recorded with, one per status code, made the first time
+//! the code is seen ([`Durations`]): a call lends the SDK the set for its
+//! code instead of copying four attributes into every call.
+//!
 //! The calls in flight (`rpc.{server,client}.active_requests`) are plain
 //! atomic counters here, read by the meter when it collects: an increment
 //! and a decrement per call instead of two attribute-set lookups in the
@@ -35,6 +40,9 @@ use std::{
 };
 
 use opentelemetry::{KeyValue, StringValue, metrics::AsyncInstrument};
+use tonic::Code;
+
+use super::call::status_attribute;
 
 /// How many distinct paths are cached per thread, and registered in all.
 /// Well above what one process serves and calls; a registered method
@@ -51,7 +59,24 @@ pub(crate) struct Method {
     /// The method's calls in flight (shared with every path past the
     /// bound, under `_OTHER`).
     pub(crate) active: &'static Active,
+    /// The attribute sets of its duration histograms; `None` for a path
+    /// past the bound, whose calls make their own.
+    pub(crate) durations: Option<&'static Durations>,
 }
+
+/// The attribute sets a registered method's durations are recorded with:
+/// its RPC attributes and a status code, one set per code, made the first
+/// time the code is seen.
+#[derive(Debug)]
+pub(crate) struct Durations {
+    /// `rpc.system`, `rpc.service`, `rpc.method`.
+    rpc: [KeyValue; 3],
+    /// Indexed by the code's number.
+    by_code: [OnceLock<[KeyValue; 4]>; CODES],
+}
+
+/// How many gRPC status codes there are (`OK` is 0, `UNAUTHENTICATED` 16).
+const CODES: usize = 17;
 
 /// Calls in flight of one method, on each side.
 #[derive(Debug)]
@@ -103,22 +128,34 @@ pub(crate) fn method(path: &str) -> Method {
 
 fn build(path: &str) -> Method {
     let (service, method) = split_path(path);
-    let (name, active) = match registry().register(path) {
-        Some(registered) => (Cow::Borrowed(registered.name), registered.active),
+    let (name, active, durations) = match registry().register(path) {
+        Some(registered) => (
+            Cow::Borrowed(registered.name),
+            registered.active,
+            Some(registered.durations),
+        ),
         None => (
             Cow::Owned(path.strip_prefix('/').unwrap_or(path).to_owned()),
             overflow(),
+            None,
         ),
     };
     Method {
         name,
-        attributes: [
-            KeyValue::new("rpc.system", "grpc"),
-            KeyValue::new("rpc.service", shared(service)),
-            KeyValue::new("rpc.method", shared(method)),
-        ],
+        attributes: rpc_attributes(service, method),
         active,
+        durations,
     }
+}
+
+/// `rpc.system`, `rpc.service` and `rpc.method` of a call to `method` of
+/// `service`.
+fn rpc_attributes(service: &str, method: &str) -> [KeyValue; 3] {
+    [
+        KeyValue::new("rpc.system", "grpc"),
+        KeyValue::new("rpc.service", shared(service)),
+        KeyValue::new("rpc.method", shared(method)),
+    ]
 }
 
 fn shared(text: &str) -> StringValue {
@@ -160,6 +197,28 @@ impl Active {
     /// The server side's count (`server` true), or the client side's.
     pub(crate) fn side(&self, server: bool) -> &Gauge {
         if server { &self.server } else { &self.client }
+    }
+}
+
+// === impl Durations ===
+
+impl Durations {
+    fn new(rpc: [KeyValue; 3]) -> Self {
+        Self {
+            rpc,
+            by_code: std::array::from_fn(|_| OnceLock::new()),
+        }
+    }
+
+    /// The RPC attributes and `code`'s `rpc.grpc.status_code`.
+    pub(crate) fn with_code(&self, code: Code) -> &[KeyValue; 4] {
+        // Every `Code` is below `CODES`; `min` only keeps the index in
+        // bounds should tonic grow one.
+        let index = usize::try_from(code as i32).map_or(0, |i| i.min(CODES - 1));
+        self.by_code[index].get_or_init(|| {
+            let [system, service, method] = self.rpc.clone();
+            [system, service, method, status_attribute(code)]
+        })
     }
 }
 
@@ -207,12 +266,13 @@ struct Registry {
     max: usize,
 }
 
-/// A registered method: its span name and counters, for the life of the
-/// process.
+/// A registered method: its span name, counters and duration attributes,
+/// for the life of the process.
 #[derive(Debug, Clone, Copy)]
 struct Registered {
     name: &'static str,
     active: &'static Active,
+    durations: &'static Durations,
 }
 
 // === impl Registry ===
@@ -240,6 +300,7 @@ impl Registry {
         let registered = Registered {
             name: path.strip_prefix('/').unwrap_or(path),
             active: Box::leak(Box::new(Active::new(service, method))),
+            durations: Box::leak(Box::new(Durations::new(rpc_attributes(service, method)))),
         };
         self.methods.insert(path, registered);
         Some(registered)
@@ -279,6 +340,30 @@ mod tests {
             other => panic!("not registered: {other:?}"),
         }
         assert!(std::ptr::eq(here.active, there.active));
+        let (Some(here), Some(there)) = (here.durations, there.durations) else {
+            panic!("registered without duration attributes");
+        };
+        assert!(std::ptr::eq(here, there));
+    }
+
+    #[test]
+    fn duration_attributes_are_made_once_per_code() {
+        let durations = method("/test.Durations/Get").durations.expect("registered");
+        let ok = durations.with_code(Code::Ok);
+        let expected = [
+            KeyValue::new("rpc.system", "grpc"),
+            KeyValue::new("rpc.service", "test.Durations"),
+            KeyValue::new("rpc.method", "Get"),
+            KeyValue::new("rpc.grpc.status_code", 0),
+        ];
+        assert_eq!(ok, &expected);
+        assert!(std::ptr::eq(ok, durations.with_code(Code::Ok)));
+        let unauthenticated = durations.with_code(Code::Unauthenticated);
+        assert_eq!(unauthenticated[..3], expected[..3]);
+        assert_eq!(
+            unauthenticated[3],
+            KeyValue::new("rpc.grpc.status_code", 16)
+        );
     }
 
     #[test]
@@ -291,6 +376,7 @@ mod tests {
         let again = registry.register("/bound.A/M").unwrap();
         assert!(std::ptr::eq(first.name, again.name));
         assert!(std::ptr::eq(first.active, again.active));
+        assert!(std::ptr::eq(first.durations, again.durations));
         assert_eq!(first.name, "bound.A/M");
     }
 
