@@ -22,7 +22,9 @@
 //! side, default 3, and the seconds per round, default 3;
 //! `SINEW_BENCH_ONLY=tonic`, `sinew` or `traced` runs that pair alone, for
 //! a profiler, and prints no RESULT line; `traced-unexported` and
-//! `traced-unsampled` trace without an endpoint, and sample nothing).
+//! `traced-unsampled` trace without an endpoint, and sample nothing;
+//! `sinew-server` and `sinew-client` pair one side of sinew with bare
+//! tonic).
 //!
 //! The last line is exactly:
 //! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n> traced_ratio=<traced sinew rps / tonic rps>`
@@ -403,6 +405,20 @@ async fn one_pair(which: &str, rounds: u64, seconds: u64) {
             round(
                 tonic_client(bare_tonic_server().await).await,
                 tonic_call,
+                seconds,
+            )
+            .await
+        } else if which == "sinew-server" {
+            round(
+                tonic_client(sinew_server().await).await,
+                tonic_call,
+                seconds,
+            )
+            .await
+        } else if which == "sinew-client" {
+            round(
+                sinew_client(bare_tonic_server().await).await,
+                sinew_call,
                 seconds,
             )
             .await
