@@ -6,8 +6,9 @@
 //! extensions, where each layer reads the part it enforces. A request with
 //! no `CallPolicy` (a layer used on its own) gets the layer's own default.
 
-use std::time::Duration;
+use std::{cell::RefCell, time::Duration};
 
+use http::HeaderValue;
 use tonic::Code;
 
 use crate::contract::{self, Idempotency, Streaming};
@@ -252,6 +253,32 @@ pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
         .map(|&(per, unit)| (nanos.div_ceil(per), unit))
         .find(|(value, _)| *value <= MAX)
         .unwrap_or((MAX, 'H'));
+    // The same value comes back call after call (the deadline layer and
+    // each attempt write it; calls with one timeout all send it): the last
+    // one made on this thread is kept, and a hit costs a reference count
+    // instead of an allocation.
+    thread_local! {
+        static LAST: RefCell<Option<(u64, char, HeaderValue)>> = const { RefCell::new(None) };
+    }
+    let header = LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if let Some((last_value, last_unit, header)) = &*last
+            && *last_value == value
+            && *last_unit == unit
+        {
+            return Some(header.clone());
+        }
+        let header = grpc_timeout_value(value, unit)?;
+        *last = Some((value, unit, header.clone()));
+        Some(header)
+    });
+    if let Some(header) = header {
+        headers.insert(crate::headers::GRPC_TIMEOUT, header);
+    }
+}
+
+/// `value` and `unit` as a `grpc-timeout` header value.
+fn grpc_timeout_value(value: u64, unit: char) -> Option<HeaderValue> {
     // At most eight digits and a unit: format on the stack, right to left.
     let mut text = [0u8; 9];
     let mut start = 8;
@@ -269,9 +296,7 @@ pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
     // headers into every attempt, and a value copied from a plain vector
     // costs a second allocation the first time it is cloned.
     let text = bytes::Bytes::from_owner(text).slice(start..);
-    if let Ok(value) = http::HeaderValue::from_maybe_shared(text) {
-        headers.insert(crate::headers::GRPC_TIMEOUT, value);
-    }
+    HeaderValue::from_maybe_shared(text).ok()
 }
 
 /// Per-call choices of the caller, set on a `tonic::Request`'s extensions
@@ -324,6 +349,23 @@ mod tests {
         assert_eq!(encode(Duration::from_secs(3600)), "3600000m");
         assert_eq!(encode(Duration::from_secs(200_000)), "200000S");
         assert_eq!(encode(Duration::MAX), "5124096H");
+    }
+
+    #[test]
+    fn a_repeated_grpc_timeout_is_the_same_and_a_new_one_is_new() {
+        let encode = |d: Duration| {
+            let mut headers = http::HeaderMap::new();
+            set_grpc_timeout(&mut headers, d);
+            headers["grpc-timeout"].clone()
+        };
+        // The last value is kept per thread: the same number in another
+        // unit, or another number, is not mistaken for it.
+        assert_eq!(encode(Duration::from_nanos(5)), "5n");
+        assert_eq!(encode(Duration::from_millis(5)), "5m");
+        assert_eq!(encode(Duration::from_millis(5)), "5m");
+        assert_eq!(encode(Duration::from_micros(4_001)), "5m");
+        assert_eq!(encode(Duration::from_millis(6)), "6m");
+        assert_eq!(encode(Duration::from_nanos(5)), "5n");
     }
 
     #[test]
