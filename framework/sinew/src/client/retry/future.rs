@@ -140,7 +140,10 @@ where
     }
     let (parts, body) = request.into_parts();
     let mut replay = if policy.single_request() {
-        attempt::within(deadline, Replay::buffer(body, settings.buffer_limit)).await?
+        // As for each attempt: a deadline the deadline layer enforces
+        // needs no second timer here.
+        let unenforced = deadline.filter(|deadline| !deadline.is_enforced());
+        attempt::within(unenforced, Replay::buffer(body, settings.buffer_limit)).await?
     } else {
         Replay::stream(body, settings.replay_limit)
     };
