@@ -6,6 +6,7 @@ pub mod balance;
 pub mod breaker;
 pub mod bulkhead;
 mod channel;
+pub mod connection;
 pub mod deadline;
 pub mod hedge;
 pub mod retry;
@@ -17,6 +18,7 @@ mod policy;
 mod rng;
 
 pub use channel::{Client, ClientConfig, ClientError};
+pub use connection::{ConnectFailed, NotSent};
 pub use error::{
     BreakerOpen, BulkheadFull, DeadlineSpent, InjectedFault, NoEndpoint, cause, status_with_cause,
     to_status,
