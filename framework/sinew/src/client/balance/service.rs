@@ -241,11 +241,14 @@ where
     }
 }
 
-/// Whether the error says a connection could not be made.
+/// Whether the error says a connection could not be made: sinew's own
+/// [`ConnectFailed`](crate::client::ConnectFailed), tonic's `ConnectError`
+/// (a channel made elsewhere), or an `io::Error` of a refused or timed
+/// out connect.
 pub(crate) fn is_connect_error(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
-        if error.is::<tonic::ConnectError>() {
+        if error.is::<crate::client::ConnectFailed>() || error.is::<tonic::ConnectError>() {
             return true;
         }
         if let Some(io) = error.downcast_ref::<std::io::Error>()

@@ -140,8 +140,10 @@ fn find_status<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a Status> {
 /// Whether `error` proves that the request never reached the server,
 /// anywhere in its chain: a circuit breaker that refused it
 /// ([`BreakerOpen`](crate::client::BreakerOpen): another endpoint may take
-/// it); a connection that could not be made (a `tonic::ConnectError`, or an
-/// `io::Error` of kind `ConnectionRefused`); a
+/// it); a connection that could not be made (sinew's
+/// [`ConnectFailed`](crate::client::ConnectFailed), a `tonic::ConnectError`,
+/// or an `io::Error` of kind `ConnectionRefused`); a request the connection
+/// handed back unsent ([`NotSent`](crate::client::NotSent)); a
 /// stream the server reset with `REFUSED_STREAM`, which HTTP/2 defines as
 /// "not processed"; or a stream cut by the server's `GOAWAY`, which only
 /// ends streams above the last one it processed.
@@ -150,7 +152,11 @@ fn find_status<'a>(error: &'a (dyn Error + 'static)) -> Option<&'a Status> {
 pub(crate) fn never_reached_server(error: &(dyn Error + 'static)) -> bool {
     let mut next = Some(error);
     while let Some(error) = next {
-        if error.is::<tonic::ConnectError>() || error.is::<crate::client::BreakerOpen>() {
+        if error.is::<crate::client::ConnectFailed>()
+            || error.is::<crate::client::NotSent>()
+            || error.is::<tonic::ConnectError>()
+            || error.is::<crate::client::BreakerOpen>()
+        {
             return true;
         }
         if let Some(h2) = error.downcast_ref::<h2::Error>()
