@@ -40,12 +40,6 @@ pub trait Availability {
     fn is_available(&self, now: Instant) -> bool;
 }
 
-impl Availability for tonic::transport::Channel {
-    fn is_available(&self, _now: Instant) -> bool {
-        true
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::{

@@ -11,9 +11,9 @@ use crate::BoxError;
 /// Clones share one breaker (its [`BreakerHandle`]).
 ///
 /// The breaker decides in `call`. `poll_ready` is the inner service's, so
-/// an open breaker does not hide an inner service that is not ready; with
-/// tonic's `Channel`, readiness is only buffer space, and the fail-fast
-/// path never calls the inner service.
+/// an open breaker does not hide an inner service that is not ready; the
+/// client's [`Connection`](crate::client::connection::Connection) is
+/// always ready, and the fail-fast path never calls the inner service.
 #[derive(Debug, Clone)]
 pub struct Breaker<S> {
     inner: S,

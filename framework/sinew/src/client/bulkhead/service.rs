@@ -24,7 +24,7 @@ use crate::BoxError;
 /// `call`, which fails fast or queues. The inner service is readied inside
 /// the response future, once the call holds a slot, so that a call waiting
 /// in the queue does not also hold the inner service's capacity (a buffer
-/// slot of tonic's `Channel`, say). The queue timeout bounds only the wait
+/// slot of a tower `Buffer`, say). The queue timeout bounds only the wait
 /// for a slot; the wait for the inner service to be ready is bounded by
 /// the call's deadline, if anything. For that the future needs a service
 /// of its own: `call`

@@ -14,6 +14,7 @@ use crate::{
         balance::{Balance, Target},
         breaker::BreakerLayer,
         bulkhead::BulkheadLayer,
+        connection::{ConnectSettings, Connection},
         deadline::ClientDeadlineLayer,
         hedge::HedgeLayer,
         retry::{RetryLayer, RetryThrottle},
@@ -65,26 +66,19 @@ impl Client {
 
         let endpoint_config = config.clone();
         let make_endpoint = move |target: &Target| {
-            let mut endpoint = tonic::transport::Endpoint::from(target.connect().clone())
-                .origin(target.origin().clone())
-                .connect_timeout(endpoint_config.connect_timeout)
-                .tcp_nodelay(true);
-            if !endpoint_config.keepalive.is_zero() {
-                endpoint = endpoint
-                    .http2_keep_alive_interval(endpoint_config.keepalive)
-                    .keep_alive_timeout(
-                        endpoint_config
-                            .keepalive
-                            .min(std::time::Duration::from_secs(20)),
-                    );
-            }
-            let channel = endpoint.connect_lazy();
+            let connection = Connection::lazy(
+                target,
+                ConnectSettings {
+                    connect_timeout: endpoint_config.connect_timeout,
+                    keepalive: endpoint_config.keepalive,
+                },
+            );
             BreakerLayer::new(
                 endpoint_config
                     .breaker
                     .unwrap_or_else(crate::client::breaker::BreakerConfig::disabled),
             )
-            .layer(channel)
+            .layer(connection)
         };
         let balance = Balance::discover(
             config.discovery()?,
