@@ -29,6 +29,8 @@ mod service;
 
 pub use discover::{Discovery, DiscoveryError, Target};
 pub use endpoint::{InFlightBody, ReconnectBackoff};
+#[cfg(test)]
+pub(crate) use service::is_connect_error;
 pub use service::{Balance, ResponseFuture};
 
 use tokio::time::Instant;

@@ -48,6 +48,9 @@ mod connect;
 mod error;
 mod service;
 
+#[cfg(test)]
+mod tests;
+
 pub use connect::ConnectSettings;
 pub use error::{ConnectFailed, NotSent};
 pub use service::{Connection, ResponseFuture};

@@ -101,5 +101,7 @@ pub use throttle::RetryThrottle;
 
 // Shared with the hedge layer, which sends its copies the same way.
 pub(crate) use attempt::{deadline_exceeded, deadline_spent, request, send, with_attempts, within};
+#[cfg(test)]
+pub(crate) use policy::never_reached_server;
 pub(crate) use policy::{Failure, Outcome, Pushback};
 pub(crate) use replay::Replay;
