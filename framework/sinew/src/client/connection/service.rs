@@ -29,6 +29,10 @@ use crate::{
     client::{balance::Availability, balance::Target, status_with_cause},
 };
 
+/// How many connects a call waits for before it gives up on connections
+/// that close as soon as they are made.
+const MAX_WAITS: u32 = 3;
+
 /// What calls carry in `user-agent` unless they set their own.
 const SINEW_USER_AGENT: &str = concat!("sinew/", env!("CARGO_PKG_VERSION"));
 
@@ -176,17 +180,23 @@ impl Inner {
     /// connection.
     async fn send(self: Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, BoxError> {
         let mut again = false;
+        let mut waits = 0;
         loop {
             let (id, sending) = match self.next(request) {
                 Next::Sending(id, sending) => (id, sending),
+                // A server that closes each connection as soon as it is
+                // made would keep the call dialing until its deadline:
+                // after `MAX_WAITS` such connections it is a failed connect.
+                Next::Waiting(..) if waits == MAX_WAITS => {
+                    let closed = io::Error::new(
+                        io::ErrorKind::ConnectionAborted,
+                        "the connection closed as soon as it was made",
+                    );
+                    return Err(connect_failed(ConnectFailed::new(closed)));
+                }
                 Next::Waiting(unsent, attempt) => {
-                    attempt.await.map_err(|failed| {
-                        Box::new(status_with_cause(
-                            Code::Unavailable,
-                            "could not connect to the endpoint",
-                            failed,
-                        )) as BoxError
-                    })?;
+                    waits += 1;
+                    attempt.await.map_err(connect_failed)?;
                     // Connected: the attempt's task stored the connection.
                     request = *unsent;
                     continue;
@@ -303,6 +313,15 @@ fn forget_attempt(inner: &Weak<Inner>, id: u64) {
             slot.state = State::Idle;
         }
     }
+}
+
+/// The error of a call whose connect failed, as callers see it.
+fn connect_failed(failed: ConnectFailed) -> BoxError {
+    Box::new(status_with_cause(
+        Code::Unavailable,
+        "could not connect to the endpoint",
+        failed,
+    ))
 }
 
 type SendResult = Result<Response<Incoming>, TrySendError<Request<Body>>>;
