@@ -17,7 +17,10 @@
 //!   call dials a new one. A request hyper hands back unsent, because the
 //!   connection closed under it, is sent once more on a fresh connection;
 //!   if that fails the same way, the call fails with `UNAVAILABLE` and a
-//!   [`NotSent`] cause, which the retry layer retries transparently.
+//!   [`NotSent`] cause, which the retry layer retries transparently. A
+//!   call that has waited for three connects, each closed before the call
+//!   could go on it, fails as on a failed connect (`ConnectionAborted`)
+//!   rather than dial until its deadline.
 //! - **Per call.** The generated client gives a path-only URI: the
 //!   endpoint's origin ([`Target::origin`]: scheme and authority, parsed
 //!   once) is set on it, and `user-agent: sinew/<version>` if the caller
