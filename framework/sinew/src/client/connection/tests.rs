@@ -267,3 +267,41 @@ async fn calls_name_the_origin_and_sinew_as_user_agent() {
     assert_eq!(seen[1].user_agent.as_ref().unwrap(), "mine/1");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_connect_that_outlasts_the_timeout_fails_as_timed_out() {
+    // A listener that never accepts, with its accept queue filled: the
+    // kernel drops further SYNs, so a connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(std::time::Duration::from_millis(50), connect).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    let connection = Connection::lazy(
+        &target(addr, &format!("http://{addr}")),
+        ConnectSettings {
+            connect_timeout: std::time::Duration::from_millis(100),
+            ..ConnectSettings::default()
+        },
+    );
+    // Bounded, so that a kernel that completes the connect anyway fails
+    // the test instead of hanging it.
+    let error = tokio::time::timeout(std::time::Duration::from_secs(5), call(&connection))
+        .await
+        .expect("the connect timeout ends the call")
+        .unwrap_err();
+    assert!(is_connect_error(&*error));
+    assert!(never_reached_server(&*error));
+    let status = Status::from_error(error);
+    assert_eq!(status.code(), Code::Unavailable);
+    let failed = cause::<ConnectFailed>(&status).expect("a ConnectFailed cause");
+    assert_eq!(failed.kind(), std::io::ErrorKind::TimedOut);
+    drop((listener, queued));
+}
