@@ -4,7 +4,7 @@ use std::{
 };
 
 use tonic::body::Body;
-use tower::{Layer, Service, ServiceBuilder, util::BoxCloneSyncService};
+use tower::{Layer, Service, ServiceBuilder, util::Either};
 
 use super::{ClientConfig, ClientError, resolve::Resolver};
 use crate::{
@@ -12,18 +12,25 @@ use crate::{
     client::{
         CallOptions, CallPolicy, Rng,
         balance::{Balance, Target},
-        breaker::BreakerLayer,
-        bulkhead::BulkheadLayer,
+        breaker::{Breaker, BreakerLayer},
+        bulkhead::{Bulkhead, BulkheadLayer},
         connection::{ConnectSettings, Connection},
-        deadline::ClientDeadlineLayer,
-        hedge::HedgeLayer,
-        retry::{RetryLayer, RetryThrottle},
+        deadline::{ClientDeadline, ClientDeadlineLayer},
+        hedge::{Hedge, HedgeLayer},
+        retry::{Retry, RetryLayer, RetryThrottle},
+        trace::ClientTrace,
     },
     contract::{Contract, Idempotency, MethodInfo, Streaming},
-    fault::FaultLayer,
+    fault::{Fault, FaultLayer},
 };
 
-type Inner = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+/// The layers of a client, outermost first, by name rather than boxed:
+/// a boxed service costs an allocation per clone and per call.
+type Inner = ClientTrace<ClientDeadline<Either<Bulkhead<Resilient>, Resilient>>>;
+/// Hedging and retries, over the balancer (with fault injection, if on).
+type Resilient = Hedge<Retry<Either<Fault<Balance<Endpoint>>, Balance<Endpoint>>>>;
+/// An endpoint: its connection behind its breaker.
+type Endpoint = Breaker<Connection>;
 
 /// A resilient gRPC channel for one contract: give it to a generated
 /// tonic client (`FooClient::connect(config)` does).
@@ -120,7 +127,7 @@ impl Client {
         Ok(Self {
             resolver: Arc::new(resolver),
             default,
-            inner: BoxCloneSyncService::new(inner),
+            inner,
         })
     }
 }
