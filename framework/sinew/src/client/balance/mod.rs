@@ -25,13 +25,15 @@
 
 mod discover;
 mod endpoint;
+mod future;
 mod service;
 
 pub use discover::{Discovery, DiscoveryError, Target};
 pub use endpoint::{InFlightBody, ReconnectBackoff};
+pub use future::ResponseFuture;
+pub use service::Balance;
 #[cfg(test)]
 pub(crate) use service::is_connect_error;
-pub use service::{Balance, ResponseFuture};
 
 use tokio::time::Instant;
 

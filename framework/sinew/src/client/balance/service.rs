@@ -1,19 +1,17 @@
 //! The balancer itself.
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{Arc, PoisonError, RwLock, Weak},
     task::{Context, Poll},
 };
 
 use tokio::time::Instant;
 use tonic::{Code, body::Body};
-use tower::{Service, ServiceExt};
+use tower::Service;
 
 use super::{
-    Availability, Discovery, DiscoveryError, Target,
-    endpoint::{Endpoint, InFlightBody, ReconnectBackoff},
+    Availability, Discovery, DiscoveryError, ResponseFuture, Target,
+    endpoint::{Endpoint, ReconnectBackoff},
 };
 use crate::{
     BoxError,
@@ -29,12 +27,12 @@ pub struct Balance<S> {
     shared: Arc<Shared<S>>,
 }
 
-struct Shared<S> {
+pub(super) struct Shared<S> {
     // Read on every call for a pointer copy; written only when discovery
     // changes the set.
     endpoints: RwLock<Arc<[Arc<Endpoint<S>>]>>,
-    rng: Arc<Rng>,
-    backoff: ReconnectBackoff,
+    pub(super) rng: Arc<Rng>,
+    pub(super) backoff: ReconnectBackoff,
     make: Box<MakeEndpoint<S>>,
 }
 
@@ -52,10 +50,6 @@ impl<S> std::fmt::Debug for Balance<S> {
         f.debug_struct("Balance").field("endpoints", &keys).finish()
     }
 }
-
-/// Response future of [`Balance`].
-pub type ResponseFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
 
 // === impl Balance ===
 
@@ -196,7 +190,7 @@ where
 {
     type Response = http::Response<Body>;
     type Error = BoxError;
-    type Future = ResponseFuture;
+    type Future = ResponseFuture<S>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readiness is per endpoint, checked when a call picks one.
@@ -214,30 +208,9 @@ where
             .or_else(|| endpoints.iter().position(|e| !e.service.is_available(now)));
         let Some(index) = chosen else {
             let status = status_with_cause(Code::Unavailable, "no endpoint available", NoEndpoint);
-            return Box::pin(async move { Err(Box::new(status) as BoxError) });
+            return ResponseFuture::failed(Box::new(status));
         };
-        let endpoint = endpoints[index].clone();
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let guard = endpoint.start_call();
-            let service = endpoint.service.clone();
-            let result = match service.oneshot(request).await {
-                Ok(response) => Ok(response),
-                Err(error) => Err(error.into()),
-            };
-            match result {
-                Ok(response) => {
-                    endpoint.connected();
-                    Ok(response.map(|body| Body::new(InFlightBody::new(body, guard))))
-                }
-                Err(error) => {
-                    if is_connect_error(&*error) {
-                        endpoint.connect_failed(Instant::now(), shared.backoff, &shared.rng);
-                    }
-                    Err(error)
-                }
-            }
-        })
+        ResponseFuture::calling(endpoints[index].clone(), self.shared.clone(), request)
     }
 }
 
