@@ -1,10 +1,10 @@
 //! Dialing an endpoint: TCP, then the HTTP/2 handshake.
 
-use std::{io, time::Duration};
+use std::{future::Future, io, time::Duration};
 
 use http::Uri;
 use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
@@ -39,7 +39,7 @@ pub(super) struct Dialer {
     host: Box<str>,
     port: u16,
     timeout: Duration,
-    builder: http2::Builder<TokioExecutor>,
+    builder: http2::Builder<BoxingExecutor>,
 }
 
 // === impl Dialer ===
@@ -99,8 +99,8 @@ impl Dialer {
 }
 
 /// The HTTP/2 settings of every connection; see the [module docs](super).
-fn builder(keepalive: Duration) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+fn builder(keepalive: Duration) -> http2::Builder<BoxingExecutor> {
+    let mut builder = http2::Builder::new(BoxingExecutor);
     builder
         .timer(TokioTimer::new())
         .initial_stream_window_size(2 * 1024 * 1024)
@@ -116,4 +116,23 @@ fn builder(keepalive: Duration) -> http2::Builder<TokioExecutor> {
             .keep_alive_timeout(keepalive.min(MAX_KEEPALIVE_TIMEOUT));
     }
     builder
+}
+
+/// Spawns hyper's tasks (a call's request body pipe, the connection)
+/// boxed. A future spawned on tokio is copied into its task and copied
+/// again when the task's slot is overwritten with its output; hyper's
+/// pipe future is large, and a call spawns one. Boxed, what is copied is
+/// a pointer, for one allocation (the tokio executor hyper-util offers
+/// spawns unboxed).
+#[derive(Debug, Clone, Copy)]
+struct BoxingExecutor;
+
+impl<F> hyper::rt::Executor<F> for BoxingExecutor
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, future: F) {
+        tokio::spawn(Box::pin(future));
+    }
 }
