@@ -5,7 +5,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError, Weak},
+    sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak},
     task::{Context, Poll},
 };
 
@@ -55,7 +55,8 @@ struct Inner {
     authority: Authority,
     user_agent: HeaderValue,
     dialer: Dialer,
-    slot: Mutex<Slot>,
+    /// Read by every call, written only to connect or drop a connection.
+    slot: RwLock<Slot>,
 }
 
 struct Slot {
@@ -117,7 +118,7 @@ impl Connection {
                 authority,
                 user_agent: HeaderValue::from_static(SINEW_USER_AGENT),
                 dialer: Dialer::new(target.connect(), settings),
-                slot: Mutex::new(Slot {
+                slot: RwLock::new(Slot {
                     state: State::Idle,
                     next_id: 0,
                 }),
@@ -159,8 +160,12 @@ impl Availability for Connection {
 // === impl Inner ===
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> RwLockWriteGuard<'_, Slot> {
+        self.slot.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Slot> {
+        self.slot.read().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Makes the request's path-only URI absolute with the origin.
@@ -238,7 +243,20 @@ impl Inner {
         self: &Arc<Self>,
         request: Request<Body>,
     ) -> Next<impl Future<Output = SendResult> + Send + use<>> {
+        // The usual case, under a shared lock: calls on other threads are
+        // not held up, even by a thread descheduled while it sends. The
+        // handle is cloned so that sending needs no lock at all.
+        let open = match &self.read().state {
+            State::Connected(ready) if !ready.send.is_closed() => {
+                Some((ready.id, ready.send.clone()))
+            }
+            _ => None,
+        };
+        if let Some((id, mut send)) = open {
+            return Next::Sending(id, dispatch(&mut send, request));
+        }
         let mut slot = self.lock();
+        // Another call may have connected in between.
         if let State::Connected(ready) = &mut slot.state
             && !ready.send.is_closed()
         {
