@@ -10,6 +10,7 @@
 # difference divided by the difference in calls leaves out the setup.
 #
 # Run with: bash benches/instructions.sh [tonic sinew traced-unsampled traced]
+# (any pair the bench knows: also traced-unexported, sinew-server, sinew-client)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
