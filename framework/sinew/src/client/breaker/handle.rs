@@ -1,6 +1,9 @@
 use std::{
     fmt,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -17,9 +20,21 @@ use super::{
 ///
 /// A load balancer keeps one per endpoint and skips the endpoints that are
 /// not [`available`](Self::is_available).
+///
+/// While the breaker is closed, asking whether it is available and
+/// letting a call through take no lock: every thread's calls to an
+/// endpoint would otherwise queue on its breaker's lock three times a
+/// call. Only a call's outcome is recorded under the lock.
 #[derive(Clone)]
 pub struct BreakerHandle {
-    circuit: Arc<Mutex<Circuit>>,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    circuit: Mutex<Circuit>,
+    /// [`Circuit::closed_token`], kept in step under the lock by every
+    /// change of mode, read without it.
+    closed: AtomicU64,
 }
 
 // === impl BreakerHandle ===
@@ -27,8 +42,12 @@ pub struct BreakerHandle {
 impl BreakerHandle {
     /// A new, closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
+        let circuit = Circuit::new(config, Instant::now());
         Self {
-            circuit: Arc::new(Mutex::new(Circuit::new(config, Instant::now()))),
+            shared: Arc::new(Shared {
+                closed: AtomicU64::new(circuit.closed_token()),
+                circuit: Mutex::new(circuit),
+            }),
         }
     }
 
@@ -46,7 +65,7 @@ impl BreakerHandle {
     /// taken, so a call sent to it may still fail fast with
     /// [`BreakerOpen`](crate::client::BreakerOpen).
     pub fn is_available(&self, now: Instant) -> bool {
-        self.lock().is_available(now)
+        self.closed_token() != 0 || self.lock().is_available(now)
     }
 
     /// The breaker's configuration.
@@ -56,18 +75,42 @@ impl BreakerHandle {
 
     /// Lets a call through, or says how long until one may go.
     pub(crate) fn admit(&self) -> Result<Ticket, Option<Duration>> {
-        let admission = self.lock().admit(Instant::now())?;
+        let admission = match self.closed_token() {
+            0 => {
+                let mut circuit = self.lock();
+                let admission = circuit.admit(Instant::now());
+                // An open breaker whose recovery timeout passed went
+                // half-open here.
+                self.publish(&circuit);
+                admission?
+            }
+            token => Admission::closed(token),
+        };
         Ok(Ticket {
             handle: self.clone(),
             admission: Some(admission),
         })
     }
 
+    fn closed_token(&self) -> u64 {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Makes the lock-free token match `circuit`, whose lock is held.
+    fn publish(&self, circuit: &Circuit) {
+        self.shared
+            .closed
+            .store(circuit.closed_token(), Ordering::Release);
+    }
+
     // The lock is held for a few arithmetic steps and never across an
     // await, and no code under it can panic, so a poisoned lock still
     // guards a consistent state.
     fn lock(&self) -> MutexGuard<'_, Circuit> {
-        self.circuit.lock().unwrap_or_else(PoisonError::into_inner)
+        self.shared
+            .circuit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -96,16 +139,20 @@ pub(crate) struct Ticket {
 impl Ticket {
     pub(crate) fn finish(mut self, outcome: Outcome) {
         if let Some(admission) = self.admission.take() {
-            self.handle
-                .lock()
-                .record(admission, outcome, Instant::now());
+            let mut circuit = self.handle.lock();
+            circuit.record(admission, outcome, Instant::now());
+            // A failure may have tripped it, a probe's success closed it.
+            self.handle.publish(&circuit);
         }
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        if let Some(admission) = self.admission.take() {
+        // Only a probe holds anything to give back.
+        if let Some(admission) = self.admission.take()
+            && admission.is_probe()
+        {
             self.handle.lock().cancel(admission);
         }
     }

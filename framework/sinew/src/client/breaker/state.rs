@@ -28,6 +28,24 @@ pub(crate) struct Admission {
     probe: bool,
 }
 
+// === impl Admission ===
+
+impl Admission {
+    /// The admission of a call let through while closed, from the token
+    /// [`Circuit::closed_token`] gave.
+    pub(crate) fn closed(token: u64) -> Self {
+        Self {
+            generation: token.wrapping_sub(1),
+            probe: false,
+        }
+    }
+
+    /// Whether the call was let through as a half-open probe.
+    pub(crate) fn is_probe(self) -> bool {
+        self.probe
+    }
+}
+
 /// A call's outcome, as far as the breaker cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
@@ -76,6 +94,17 @@ impl Circuit {
 
     pub(crate) fn config(&self) -> &BreakerConfig {
         &self.config
+    }
+
+    /// While closed, what every call is admitted with, as a number that
+    /// can be read without the lock: the generation plus one. 0 when not
+    /// closed (or, after 2^64 changes of mode, never: the slow path then
+    /// decides).
+    pub(crate) fn closed_token(&self) -> u64 {
+        match self.mode {
+            Mode::Closed => self.generation.wrapping_add(1),
+            Mode::Open { .. } | Mode::HalfOpen { .. } => 0,
+        }
     }
 
     /// Lets a call through, or says how long until one may go (`None` if

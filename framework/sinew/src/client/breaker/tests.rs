@@ -240,6 +240,14 @@ async fn closes_after_close_after_probe_successes() {
         run_with(&mut svc, &mock, Reply::Headers(Code::Unavailable)).await;
     }
     assert_eq!(svc.handle().state(), State::Closed);
+    assert!(svc.handle().is_available(Instant::now()));
+
+    // Calls let through without the lock after it closed again still
+    // count: a third failure trips it, and it is unavailable at once.
+    run_with(&mut svc, &mock, Reply::Headers(Code::Unavailable)).await;
+    assert_eq!(svc.handle().state(), State::Open);
+    assert!(!svc.handle().is_available(Instant::now()));
+    assert_eq!(rejected(call(&mut svc).await), Some(Duration::from_secs(5)));
 }
 
 #[tokio::test(start_paused = true)]
