@@ -160,7 +160,7 @@ impl Availability for Connection {
 // === impl Inner ===
 
 impl Inner {
-    fn lock(&self) -> RwLockWriteGuard<'_, Slot> {
+    fn write(&self) -> RwLockWriteGuard<'_, Slot> {
         self.slot.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -255,7 +255,7 @@ impl Inner {
         if let Some((id, mut send)) = open {
             return Next::Sending(id, dispatch(&mut send, request));
         }
-        let mut slot = self.lock();
+        let mut slot = self.write();
         // Another call may have connected in between.
         if let State::Connected(ready) = &mut slot.state
             && !ready.send.is_closed()
@@ -277,7 +277,7 @@ impl Inner {
         let inner = self.clone();
         let task = tokio::spawn(async move {
             let result = inner.dialer.dial().await;
-            let mut slot = inner.lock();
+            let mut slot = inner.write();
             // Nothing else replaces a connect in progress.
             match result {
                 Ok(send) => {
@@ -315,7 +315,7 @@ impl Inner {
     /// Drops connection `id` if it is still the current one, so that the
     /// next call connects again. Calls in flight on it go on.
     fn forget(&self, id: u64) {
-        let mut slot = self.lock();
+        let mut slot = self.write();
         if matches!(&slot.state, State::Connected(ready) if ready.id == id) {
             slot.state = State::Idle;
         }
@@ -326,7 +326,7 @@ impl Inner {
 /// or the runtime is shutting down): let the next call try again.
 fn forget_attempt(inner: &Weak<Inner>, id: u64) {
     if let Some(inner) = inner.upgrade() {
-        let mut slot = inner.lock();
+        let mut slot = inner.write();
         if matches!(&slot.state, State::Connecting { id: current, .. } if *current == id) {
             slot.state = State::Idle;
         }
