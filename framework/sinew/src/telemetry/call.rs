@@ -84,10 +84,10 @@ pub(crate) struct CallRecord {
     done: bool,
 }
 
-/// The attributes a call's duration is recorded with.
+/// Where a call's duration is recorded.
 #[derive(Debug)]
 enum DurationAttributes {
-    /// A registered method's sets, one per status code: lent.
+    /// A registered method's histograms, bound per status code.
     Registered(&'static Durations),
     /// A path past the registry's bound: its own RPC attributes, then the
     /// status code, filled in when the call ends.
@@ -166,25 +166,28 @@ impl CallRecord {
             return;
         }
         self.done = true;
-        let attributes: &[KeyValue; 4] = match &mut self.durations {
-            DurationAttributes::Registered(durations) => durations.with_code(code),
-            DurationAttributes::Own(own) => {
-                own[3] = status_attribute(code);
-                own
-            }
-        };
         let span = self.cx.span();
-        span.set_attribute(attributes[3].clone());
+        span.set_attribute(status_attribute(code));
         if is_error(self.side, code) {
             span.set_status(Status::error(code.description()));
         }
         span.end();
         let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
-        let duration = match self.side {
-            Side::Server => &metrics().server_duration,
-            Side::Client => &metrics().client_duration,
-        };
-        duration.record(elapsed, attributes);
+        let server = self.side == Side::Server;
+        match &mut self.durations {
+            DurationAttributes::Registered(durations) => {
+                durations.histogram(server, code).record(elapsed);
+            }
+            DurationAttributes::Own(own) => {
+                own[3] = status_attribute(code);
+                let duration = if server {
+                    &metrics().server_duration
+                } else {
+                    &metrics().client_duration
+                };
+                duration.record(elapsed, &own[..]);
+            }
+        }
         self.active.exit();
     }
 }

@@ -19,10 +19,11 @@
 //!    owned name and fresh attributes per call, as if there were no cache,
 //!    and its calls in flight are counted under `_OTHER`.
 //!
-//! A registered method also keeps the attribute sets its duration
-//! histograms are recorded with, one per status code, made the first time
-//! the code is seen ([`Durations`]): a call lends the SDK the set for its
-//! code instead of copying four attributes into every call.
+//! A registered method also keeps its duration histograms bound to their
+//! attribute sets, one per side and status code, bound the first time the
+//! code is seen on that side ([`Durations`]). A bound histogram records
+//! straight into its data point; an unbound one would hash and look up
+//! four attributes in the SDK on every call.
 //!
 //! The calls in flight (`rpc.{server,client}.active_requests`) are plain
 //! atomic counters here, read by the meter when it collects: an increment
@@ -39,10 +40,13 @@ use std::{
     },
 };
 
-use opentelemetry::{KeyValue, StringValue, metrics::AsyncInstrument};
+use opentelemetry::{
+    KeyValue, StringValue,
+    metrics::{AsyncInstrument, BoundHistogram},
+};
 use tonic::Code;
 
-use super::call::status_attribute;
+use super::{call::status_attribute, metrics::metrics};
 
 /// How many distinct paths are cached per thread, and registered in all.
 /// Well above what one process serves and calls; a registered method
@@ -59,20 +63,22 @@ pub(crate) struct Method {
     /// The method's calls in flight (shared with every path past the
     /// bound, under `_OTHER`).
     pub(crate) active: &'static Active,
-    /// The attribute sets of its duration histograms; `None` for a path
-    /// past the bound, whose calls make their own.
+    /// Its duration histograms, bound; `None` for a path past the bound,
+    /// whose calls record with attributes of their own.
     pub(crate) durations: Option<&'static Durations>,
 }
 
-/// The attribute sets a registered method's durations are recorded with:
-/// its RPC attributes and a status code, one set per code, made the first
-/// time the code is seen.
+/// A registered method's duration histograms (`rpc.server.duration`,
+/// `rpc.client.duration`), bound to its RPC attributes and a status code:
+/// one per side and code, bound the first time the code is seen there, so
+/// a code never seen exports no data point.
 #[derive(Debug)]
 pub(crate) struct Durations {
     /// `rpc.system`, `rpc.service`, `rpc.method`.
     rpc: [KeyValue; 3],
     /// Indexed by the code's number.
-    by_code: [OnceLock<[KeyValue; 4]>; CODES],
+    server: [OnceLock<BoundHistogram<f64>>; CODES],
+    client: [OnceLock<BoundHistogram<f64>>; CODES],
 }
 
 /// How many gRPC status codes there are (`OK` is 0, `UNAUTHENTICATED` 16).
@@ -206,19 +212,29 @@ impl Durations {
     fn new(rpc: [KeyValue; 3]) -> Self {
         Self {
             rpc,
-            by_code: std::array::from_fn(|_| OnceLock::new()),
+            server: std::array::from_fn(|_| OnceLock::new()),
+            client: std::array::from_fn(|_| OnceLock::new()),
         }
     }
 
-    /// The RPC attributes and `code`'s `rpc.grpc.status_code`.
-    pub(crate) fn with_code(&self, code: Code) -> &[KeyValue; 4] {
+    /// The server's (`server` true) or the client's duration histogram for
+    /// calls that ended with `code`.
+    pub(crate) fn histogram(&self, server: bool, code: Code) -> &BoundHistogram<f64> {
         // Every `Code` is below `CODES`; `min` only keeps the index in
         // bounds should tonic grow one.
         let index = usize::try_from(code as i32).map_or(0, |i| i.min(CODES - 1));
-        self.by_code[index].get_or_init(|| {
-            let [system, service, method] = self.rpc.clone();
-            [system, service, method, status_attribute(code)]
-        })
+        let (bound, histogram) = if server {
+            (&self.server, &metrics().server_duration)
+        } else {
+            (&self.client, &metrics().client_duration)
+        };
+        bound[index].get_or_init(|| histogram.bind(&self.attributes(code)))
+    }
+
+    /// The RPC attributes and `code`'s `rpc.grpc.status_code`.
+    fn attributes(&self, code: Code) -> [KeyValue; 4] {
+        let [system, service, method] = self.rpc.clone();
+        [system, service, method, status_attribute(code)]
     }
 }
 
@@ -347,23 +363,26 @@ mod tests {
     }
 
     #[test]
-    fn duration_attributes_are_made_once_per_code() {
+    fn durations_are_bound_once_per_side_and_code() {
         let durations = method("/test.Durations/Get").durations.expect("registered");
-        let ok = durations.with_code(Code::Ok);
         let expected = [
             KeyValue::new("rpc.system", "grpc"),
             KeyValue::new("rpc.service", "test.Durations"),
             KeyValue::new("rpc.method", "Get"),
             KeyValue::new("rpc.grpc.status_code", 0),
         ];
-        assert_eq!(ok, &expected);
-        assert!(std::ptr::eq(ok, durations.with_code(Code::Ok)));
-        let unauthenticated = durations.with_code(Code::Unauthenticated);
+        assert_eq!(durations.attributes(Code::Ok), expected);
+        let unauthenticated = durations.attributes(Code::Unauthenticated);
         assert_eq!(unauthenticated[..3], expected[..3]);
         assert_eq!(
             unauthenticated[3],
             KeyValue::new("rpc.grpc.status_code", 16)
         );
+
+        let ok = durations.histogram(true, Code::Ok);
+        assert!(std::ptr::eq(ok, durations.histogram(true, Code::Ok)));
+        assert!(!std::ptr::eq(ok, durations.histogram(false, Code::Ok)));
+        assert!(!std::ptr::eq(ok, durations.histogram(true, Code::Internal)));
     }
 
     #[test]
