@@ -16,9 +16,9 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::{
     Context as OtelContext, KeyValue,
     context::WithContext,
-    trace::{SpanBuilder, SpanKind, Status, TraceContextExt},
+    trace::{SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags},
 };
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer};
 
 use super::TraceSampler;
 use pin_project_lite::pin_project;
@@ -105,8 +105,8 @@ impl CallRecord {
         extra: &[KeyValue],
     ) -> Option<Self> {
         let (tracer, sampler) = TRACER.get()?;
-        // A span the sampler is sure to leave out gets no attributes: it
-        // would drop them unread (with head sampling, most spans).
+        // A span the sampler is sure to leave out (with head sampling,
+        // most spans) is not built at all: see `unsampled_child`.
         let dropped = sampler.surely_drops_child_of(parent.span().span_context());
         let kind = match side {
             Side::Server => SpanKind::Server,
@@ -119,14 +119,15 @@ impl CallRecord {
                 active,
                 durations,
             } = method;
-            let mut builder = SpanBuilder::from_name(name.clone()).with_kind(kind);
-            if !dropped {
+            let builder = (!dropped).then(|| {
                 // Room for the status code, set when the call ends.
                 let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
                 span_attributes.extend(attributes.iter().cloned());
                 span_attributes.extend(extra.iter().cloned());
-                builder = builder.with_attributes(span_attributes);
-            }
+                SpanBuilder::from_name(name.clone())
+                    .with_kind(kind)
+                    .with_attributes(span_attributes)
+            });
             let durations = match durations {
                 Some(durations) => DurationAttributes::Registered(durations),
                 None => {
@@ -141,11 +142,14 @@ impl CallRecord {
             };
             (builder, durations, active.side(side == Side::Server))
         });
-        let span = builder.start_with_context(tracer, parent);
+        let cx = match builder {
+            Some(builder) => parent.with_span(builder.start_with_context(tracer, parent)),
+            None => parent.with_remote_span_context(unsampled_child(parent)),
+        };
         active.enter();
         Some(Self {
             side,
-            cx: parent.with_span(span),
+            cx,
             start: Instant::now(),
             durations,
             active,
@@ -190,6 +194,34 @@ impl CallRecord {
         }
         self.active.exit();
     }
+}
+
+/// The span context the SDK gives a span its sampler drops, made without
+/// the SDK's span around it: the parent's trace (or a new one), a new span
+/// id, unsampled, the parent's trace state. Carried in the call's context
+/// as a bare span context (no span object, no lock), it still reaches the
+/// next hop in `traceparent`, and the logs, so the trace stays whole
+/// wherever it is sampled further down. Under telemetry suppression, the
+/// empty context, as the SDK gives.
+fn unsampled_child(parent: &OtelContext) -> SpanContext {
+    if parent.is_telemetry_suppressed() {
+        return SpanContext::empty_context();
+    }
+    let parent = parent.span();
+    let parent = parent.span_context();
+    let ids = RandomIdGenerator::default();
+    let trace_id = if parent.is_valid() {
+        parent.trace_id()
+    } else {
+        ids.new_trace_id()
+    };
+    SpanContext::new(
+        trace_id,
+        ids.new_span_id(),
+        TraceFlags::default(),
+        false,
+        parent.trace_state().clone(),
+    )
 }
 
 impl Drop for CallRecord {
@@ -372,5 +404,63 @@ where
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanId, TraceId, TraceState, Tracer as _, TracerProvider as _};
+    use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+
+    use super::*;
+
+    fn parent(sampled: bool) -> OtelContext {
+        let flags = if sampled {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let state = TraceState::from_key_value([("vendor", "value")]).unwrap();
+        OtelContext::new().with_remote_span_context(SpanContext::new(
+            TraceId::from(7),
+            SpanId::from(9),
+            flags,
+            true,
+            state,
+        ))
+    }
+
+    /// What the SDK itself makes of a span its sampler drops.
+    fn dropped_by_sdk(sampler: Sampler, parent: &OtelContext) -> SpanContext {
+        let provider = SdkTracerProvider::builder().with_sampler(sampler).build();
+        let span = provider.tracer("test").start_with_context("child", parent);
+        opentelemetry::trace::Span::span_context(&span).clone()
+    }
+
+    #[test]
+    fn an_unsampled_child_is_what_the_sdk_would_make() {
+        for (sampler, parent) in [
+            (
+                Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+                parent(false),
+            ),
+            (Sampler::AlwaysOff, parent(true)),
+            (Sampler::AlwaysOff, OtelContext::new()),
+        ] {
+            let ours = unsampled_child(&parent);
+            let sdk = dropped_by_sdk(sampler, &parent);
+            assert!(ours.is_valid());
+            assert_eq!(ours.trace_flags(), sdk.trace_flags());
+            assert_eq!(ours.is_remote(), sdk.is_remote());
+            assert_eq!(ours.trace_state(), sdk.trace_state());
+            assert_ne!(ours.span_id(), parent.span().span_context().span_id());
+            if parent.has_active_span() {
+                assert_eq!(ours.trace_id(), sdk.trace_id());
+                assert_eq!(ours.trace_id(), TraceId::from(7));
+            } else {
+                assert_ne!(ours.trace_id(), sdk.trace_id(), "a new trace each");
+            }
+        }
+        assert!(!unsampled_child(&parent(true).with_telemetry_suppressed()).is_valid());
     }
 }
