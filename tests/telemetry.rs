@@ -162,10 +162,20 @@ async fn one_trace_across_three_services_with_metrics() {
         .collect();
     assert_eq!(failed.len(), 1, "C's first attempt failed UNAVAILABLE");
     assert_eq!(failed[0].status_code(), StatusCode::Error);
+    assert!(servers.iter().all(|s| {
+        s.str_attribute("network.peer.address") == Some("127.0.0.1")
+            && s.int_attribute("network.peer.port")
+                .is_some_and(|port| port > 0)
+    }));
     assert!(
-        servers
+        clients
             .iter()
-            .all(|s| s.str_attribute("network.peer.address") == Some("127.0.0.1"))
+            .all(|s| s.str_attribute("server.address") == Some("127.0.0.1")),
+        "{:?}",
+        clients
+            .iter()
+            .map(|s| s.str_attribute("server.address"))
+            .collect::<Vec<_>>()
     );
     let ok = spans
         .iter()

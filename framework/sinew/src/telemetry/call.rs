@@ -95,14 +95,15 @@ enum DurationAttributes {
 }
 
 impl CallRecord {
-    /// Starts recording a call to `path` as a child of `parent`, with
-    /// `extra` attributes beside the RPC ones. `None` if telemetry is not
+    /// Starts recording a call to `path` as a child of `parent`; `extra`
+    /// adds up to two attributes beside the RPC ones, and is only called
+    /// for a span that may be recorded. `None` if telemetry is not
     /// installed.
     pub(crate) fn start(
         side: Side,
         path: &str,
         parent: &OtelContext,
-        extra: &[KeyValue],
+        extra: impl FnOnce(&mut Vec<KeyValue>),
     ) -> Option<Self> {
         let (tracer, sampler) = TRACER.get()?;
         // A span the sampler is sure to leave out (with head sampling,
@@ -120,10 +121,11 @@ impl CallRecord {
                 durations,
             } = method;
             let builder = (!dropped).then(|| {
-                // Room for the status code, set when the call ends.
-                let mut span_attributes = Vec::with_capacity(attributes.len() + extra.len() + 1);
+                // Room for two extra and the status code, set when the
+                // call ends.
+                let mut span_attributes = Vec::with_capacity(attributes.len() + 3);
                 span_attributes.extend(attributes.iter().cloned());
-                span_attributes.extend(extra.iter().cloned());
+                extra(&mut span_attributes);
                 SpanBuilder::from_name(name.clone())
                     .with_kind(kind)
                     .with_attributes(span_attributes)

@@ -18,7 +18,7 @@ use crate::{
         deadline::{ClientDeadline, ClientDeadlineLayer},
         hedge::{Hedge, HedgeLayer},
         retry::{Retry, RetryLayer, RetryThrottle},
-        trace::ClientTrace,
+        trace::{ClientTrace, ClientTraceLayer},
     },
     contract::{Contract, Idempotency, MethodInfo, Streaming},
     fault::{Fault, FaultLayer},
@@ -103,8 +103,12 @@ impl Client {
             .or(config.throttle)
             .map(|(max_tokens, ratio)| RetryThrottle::new(max_tokens, ratio));
 
+        let trace = match config.server_host() {
+            Some(host) => ClientTraceLayer::new().server_address(host),
+            None => ClientTraceLayer::new(),
+        };
         let inner = ServiceBuilder::new()
-            .layer(crate::client::trace::ClientTraceLayer::new())
+            .layer(trace)
             .layer(ClientDeadlineLayer::new(None).headroom(config.headroom))
             .option_layer(config.bulkhead.map(BulkheadLayer::new))
             .layer(

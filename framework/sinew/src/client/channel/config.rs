@@ -209,10 +209,61 @@ impl ClientConfig {
         self
     }
 
+    /// The host the client's spans name as `server.address`: the DNS
+    /// target's, or the one host every fixed endpoint shares. `None` when
+    /// the endpoints are on different hosts: no one name is right.
+    pub(crate) fn server_host(&self) -> Option<String> {
+        let host = |target: &str| {
+            let uri: http::Uri = target.parse().ok()?;
+            uri.host().map(str::to_owned)
+        };
+        match &self.targets {
+            Targets::Dns { target, .. } => host(target),
+            Targets::Fixed(targets) => {
+                let mut hosts = targets.iter().map(|t| host(t));
+                let first = hosts.next()??;
+                hosts
+                    .all(|h| h.as_deref() == Some(&*first))
+                    .then_some(first)
+            }
+        }
+    }
+
     pub(crate) fn discovery(&self) -> Result<Discovery, DiscoveryError> {
         match &self.targets {
             Targets::Fixed(targets) => Discovery::fixed(targets),
             Targets::Dns { target, every } => Discovery::dns(target, *every),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_host_is_the_one_every_target_names() {
+        let host = |config: ClientConfig| config.server_host();
+        assert_eq!(
+            host(ClientConfig::endpoint("http://127.0.0.1:50051")).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            host(ClientConfig::dns("http://orders.internal:50051")).as_deref(),
+            Some("orders.internal")
+        );
+        assert_eq!(
+            host(ClientConfig::endpoints([
+                "http://orders:1",
+                "http://orders:2"
+            ]))
+            .as_deref(),
+            Some("orders")
+        );
+        assert_eq!(
+            host(ClientConfig::endpoints(["http://a:1", "http://b:1"])),
+            None
+        );
+        assert_eq!(host(ClientConfig::endpoint("not a uri")), None);
     }
 }

@@ -3,9 +3,9 @@ use tower::Layer;
 use super::ClientTrace;
 
 /// Wraps a service in [`ClientTrace`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientTraceLayer {
-    _priv: (),
+    server_address: Option<String>,
 }
 
 impl ClientTraceLayer {
@@ -13,12 +13,23 @@ impl ClientTraceLayer {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// Records `host` as `server.address` of calls whose URI has no host:
+    /// see [`ClientTrace::server_address`].
+    pub fn server_address(mut self, host: impl Into<String>) -> Self {
+        self.server_address = Some(host.into());
+        self
+    }
 }
 
 impl<S> Layer<S> for ClientTraceLayer {
     type Service = ClientTrace<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ClientTrace::new(inner)
+        let service = ClientTrace::new(inner);
+        match &self.server_address {
+            Some(host) => service.server_address(host.clone()),
+            None => service,
+        }
     }
 }

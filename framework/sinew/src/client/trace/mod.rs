@@ -2,7 +2,9 @@
 //! conventions, and the `rpc.client.*` metrics.
 //!
 //! The span is named `package.Service/Method` and carries `rpc.system`,
-//! `rpc.service`, `rpc.method` and, at the end, `rpc.grpc.status_code`;
+//! `rpc.service`, `rpc.method`, `server.address` (the host of the
+//! client's target; left out when its endpoints are on several hosts)
+//! and, at the end, `rpc.grpc.status_code`;
 //! its parent is the current span (so a call made in a handler is a child
 //! of the handler's incoming call), and its context is written into the
 //! request's `traceparent`, `tracestate` (when not empty) and baggage

@@ -21,14 +21,28 @@ use crate::{
 #[derive(Debug, Clone)]
 pub struct ClientTrace<S> {
     inner: S,
+    /// `server.address` when the request's URI has no host (a generated
+    /// client's requests carry only the path; the balancer picks the
+    /// endpoint below this layer).
+    server_address: Option<StringValue>,
 }
 
 // === impl ClientTrace ===
 
 impl<S> ClientTrace<S> {
-    /// Wraps `inner`.
+    /// Wraps `inner`. Spans get `server.address` from the request's URI,
+    /// when it has a host.
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            server_address: None,
+        }
+    }
+
+    /// Records `host` as `server.address` of calls whose URI has no host.
+    pub fn server_address(mut self, host: impl Into<String>) -> Self {
+        self.server_address = Some(StringValue::from(host.into()));
+        self
     }
 
     /// The inner service.
@@ -64,14 +78,19 @@ where
         if !call::enabled() {
             return ResponseFuture::off(self.inner.call(request));
         }
-        let host = request.uri().host().map(server_address);
         // The parent is the current context: in a handler, the incoming
         // call's span.
         let Some(record) = CallRecord::start(
             Side::Client,
             request.uri().path(),
             &OtelContext::current(),
-            host.as_slice(),
+            |attributes| {
+                let address = match request.uri().host() {
+                    Some(host) => Some(server_address(host)),
+                    None => self.server_address.clone(),
+                };
+                attributes.extend(address.map(|a| KeyValue::new("server.address", a)));
+            },
         ) else {
             return ResponseFuture::off(self.inner.call(request));
         };
@@ -87,15 +106,15 @@ where
     }
 }
 
-/// The `server.address` attribute for `host`.
+/// The `server.address` value for `host`.
 ///
 /// Each thread keeps the last one it made: a client mostly calls the same
 /// few hosts, so calls share the string rather than copying it each time.
-fn server_address(host: &str) -> KeyValue {
+fn server_address(host: &str) -> StringValue {
     thread_local! {
         static LAST: RefCell<Option<StringValue>> = const { RefCell::new(None) };
     }
-    let value = LAST.with(|last| {
+    LAST.with(|last| {
         let mut last = last.borrow_mut();
         match &*last {
             Some(value) if value.as_str() == host => value.clone(),
@@ -105,6 +124,5 @@ fn server_address(host: &str) -> KeyValue {
                 value
             }
         }
-    });
-    KeyValue::new("server.address", value)
+    })
 }

@@ -68,16 +68,14 @@ where
         let peer = request
             .extensions()
             .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr)
-            .map(peer_attributes);
+            .and_then(TcpConnectInfo::remote_addr);
         // A malformed or absent traceparent makes the span a root.
         let parent = propagation::extract(request.headers());
-        let Some(record) = CallRecord::start(
-            Side::Server,
-            request.uri().path(),
-            &parent,
-            peer.as_ref().map_or(&[], |peer| &peer[..]),
-        ) else {
+        let Some(record) =
+            CallRecord::start(Side::Server, request.uri().path(), &parent, |attributes| {
+                attributes.extend(peer.map(peer_attributes).into_iter().flatten())
+            })
+        else {
             return ResponseFuture::off(self.inner.call(request));
         };
         // The handler runs in the call's context: its logs carry the ids,
