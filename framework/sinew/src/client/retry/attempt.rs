@@ -103,12 +103,28 @@ pub(crate) fn deadline_spent() -> crate::BoxError {
 }
 
 /// Puts the attempt count on a response outcome.
+///
+/// `spare` is the call's own request extensions, which the call no longer
+/// needs (every attempt was sent a copy). A response from the transport
+/// has no extensions of its own, and a first insert costs a map and its
+/// table on top of the value: the spare's map, emptied, takes the count
+/// instead, so only the value is allocated. A response that has
+/// extensions just gets the count added.
 pub(crate) fn with_attempts(
     result: Result<http::Response<Body>, crate::BoxError>,
     attempts: u32,
+    spare: &mut http::Extensions,
 ) -> Result<http::Response<Body>, crate::BoxError> {
     result.map(|mut response| {
-        response.extensions_mut().insert(Attempts(attempts));
+        let extensions = response.extensions_mut();
+        if extensions.is_empty() {
+            let mut reused = std::mem::take(spare);
+            reused.clear();
+            reused.insert(Attempts(attempts));
+            *extensions = reused;
+        } else {
+            extensions.insert(Attempts(attempts));
+        }
         response
     })
 }

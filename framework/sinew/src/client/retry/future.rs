@@ -138,7 +138,7 @@ where
     if deadline.is_some_and(|deadline| deadline.remaining().is_zero()) {
         return Err(attempt::deadline_spent());
     }
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let mut replay = if policy.single_request() {
         // As for each attempt: a deadline the deadline layer enforces
         // needs no second timer here.
@@ -165,7 +165,7 @@ where
             Outcome::Success(response) => {
                 state.on_success();
                 replay.commit();
-                return attempt::with_attempts(Ok(response), sent);
+                return attempt::with_attempts(Ok(response), sent, &mut parts.extensions);
             }
             Outcome::Failure(failure) => failure,
         };
@@ -174,7 +174,7 @@ where
             crate::telemetry::events::retry_throttled(policy.path);
         }
         let Some(wait) = wait.filter(|_| replay.can_replay()) else {
-            return attempt::with_attempts(failure.result, sent);
+            return attempt::with_attempts(failure.result, sent, &mut parts.extensions);
         };
         // Never wait into the deadline: an attempt that could only start
         // at (or after) it would fail for sure, and the caller is better
@@ -182,7 +182,7 @@ where
         if let Some(deadline) = deadline
             && Instant::now() + wait >= deadline.at()
         {
-            return attempt::with_attempts(failure.result, sent);
+            return attempt::with_attempts(failure.result, sent, &mut parts.extensions);
         }
         // Let go of the failed response (and so its HTTP/2 stream) now,
         // not after the wait.
