@@ -23,6 +23,7 @@ pub use error::{
     BreakerOpen, BulkheadFull, DeadlineSpent, InjectedFault, NoEndpoint, cause, status_with_cause,
     to_status,
 };
+pub(crate) use policy::CallState;
 pub use policy::{
     CallDeadline, CallOptions, CallPolicy, CodeSet, HedgingPolicy, MAX_ATTEMPTS_CAP, RetryPolicy,
     set_grpc_timeout,

@@ -5,6 +5,10 @@
 //! config, and the caller's [`CallOptions`]. It travels in the request's
 //! extensions, where each layer reads the part it enforces. A request with
 //! no `CallPolicy` (a layer used on its own) gets the layer's own default.
+//!
+//! Inside the client, the policy and the [`CallDeadline`] share one private
+//! extension; a layer used on its own reads them from extensions of their
+//! own, put there by hand or by the deadline layer.
 
 use std::{cell::RefCell, time::Duration};
 
@@ -122,8 +126,9 @@ impl From<contract::HedgingPolicy> for HedgingPolicy {
     }
 }
 
-/// Everything the layers need to know about one call. `Copy`; inserted
-/// into the request's extensions by the client.
+/// Everything the layers need to know about one call. `Copy`; carried in
+/// the request's extensions (by the client, in its own record of the call;
+/// by hand, as a `CallPolicy`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CallPolicy {
     /// The method's path, `/pkg.Service/Method`.
@@ -175,10 +180,48 @@ impl CallPolicy {
     }
 }
 
+/// What the [`Client`](crate::client::Client) records of each call in the
+/// request's extensions: its policy, and its deadline once the deadline
+/// layer sets one.
+///
+/// One extension stands in for a [`CallPolicy`] and a [`CallDeadline`]:
+/// each extension costs an allocation when it is inserted and another for
+/// every attempt the retry layer copies it into. Layers read it through
+/// [`CallPolicy::of`] and [`CallDeadline::of`], which fall back on the
+/// public extensions, so that each layer used on its own still takes them
+/// from a request built by hand.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallState {
+    pub(crate) policy: CallPolicy,
+    pub(crate) deadline: Option<CallDeadline>,
+}
+
+impl CallState {
+    /// The record of a call with `policy`, no deadline yet.
+    pub(crate) fn new(policy: CallPolicy) -> Self {
+        Self {
+            policy,
+            deadline: None,
+        }
+    }
+}
+
+impl CallPolicy {
+    /// The policy of a request: the client's record, else a `CallPolicy`
+    /// put in its extensions by hand.
+    pub(crate) fn of(extensions: &http::Extensions) -> Option<Self> {
+        match extensions.get::<CallState>() {
+            Some(state) => Some(state.policy),
+            None => extensions.get::<Self>().copied(),
+        }
+    }
+}
+
 /// When the whole call (every attempt, every backoff) must be over by.
-/// Set in the request's extensions by the deadline layer; the retry and
-/// hedging layers never start an attempt or a backoff past it, and send
-/// each attempt with a `grpc-timeout` of what is left.
+/// Set in the request's extensions by the deadline layer (inside the
+/// client, in its record of the call rather than as an extension of its
+/// own); the retry and hedging layers never start an attempt or a backoff
+/// past it, and send each attempt with a `grpc-timeout` of what is left.
 ///
 /// One extension says both when and whether the deadline layer enforces
 /// it (a deadline set by hand is only respected, not enforced, so the
@@ -213,6 +256,26 @@ impl CallDeadline {
     /// Whether the deadline layer enforces it.
     pub(crate) fn is_enforced(self) -> bool {
         self.enforced
+    }
+
+    /// The deadline of a request: in the client's record if it has one,
+    /// else a `CallDeadline` of its own.
+    pub(crate) fn of(extensions: &http::Extensions) -> Option<Self> {
+        extensions
+            .get::<CallState>()
+            .and_then(|state| state.deadline)
+            .or_else(|| extensions.get::<Self>().copied())
+    }
+
+    /// Records this deadline on a request: in the client's record if it
+    /// has one (no allocation), else as an extension of its own.
+    pub(crate) fn set(self, extensions: &mut http::Extensions) {
+        match extensions.get_mut::<CallState>() {
+            Some(state) => state.deadline = Some(self),
+            None => {
+                extensions.insert(self);
+            }
+        }
     }
 
     /// The time left, zero once passed.

@@ -10,7 +10,7 @@ use super::{ClientConfig, ClientError, resolve::Resolver};
 use crate::{
     BoxError,
     client::{
-        CallOptions, CallPolicy, Rng,
+        CallOptions, CallPolicy, CallState, Rng,
         balance::{Balance, Target},
         breaker::{Breaker, BreakerLayer},
         bulkhead::{Bulkhead, BulkheadLayer},
@@ -153,7 +153,7 @@ impl Service<http::Request<Body>> for Client {
             // A path the contract does not know: nothing is assumed about
             // it, so it is treated as a stream with side effects.
             .unwrap_or(self.default);
-        request.extensions_mut().insert(policy);
+        request.extensions_mut().insert(CallState::new(policy));
         self.inner.call(request)
     }
 }

@@ -14,7 +14,8 @@
 //! `DEADLINE_EXCEEDED` (cause [`DeadlineSpent`](super::DeadlineSpent)) and
 //! never touches the network. Otherwise the deadline is sent as
 //! `grpc-timeout`, recorded as a [`CallDeadline`](super::CallDeadline) in
-//! the request's extensions for the retry and hedging layers, and enforced
+//! the request's extensions for the retry and hedging layers (inside the
+//! [`Client`](super::Client), in its record of the call), and enforced
 //! here: past it, the call fails with `DEADLINE_EXCEEDED`, whether it is
 //! still waiting for its response or still streaming it.
 

@@ -57,7 +57,7 @@ impl<S> ClientDeadline<S> {
         let timeout = extensions
             .get::<CallOptions>()
             .and_then(|o| o.timeout)
-            .or_else(|| extensions.get::<CallPolicy>().and_then(|p| p.timeout))
+            .or_else(|| CallPolicy::of(extensions).and_then(|p| p.timeout))
             .or(self.default_timeout);
         let own = timeout.map(|t| now + t);
         let inherited = Deadline::current().map(|d| {
@@ -99,9 +99,7 @@ where
         }
         // The deadline is enforced out here: the layers below need no timer
         // of their own for it (they still never start work past it).
-        request
-            .extensions_mut()
-            .insert(CallDeadline::enforced(deadline));
+        CallDeadline::enforced(deadline).set(request.extensions_mut());
         set_grpc_timeout(request.headers_mut(), deadline - now);
         ResponseFuture::bounded(self.inner.call(request), deadline)
     }

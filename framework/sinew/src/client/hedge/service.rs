@@ -62,14 +62,14 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
-        let policy = request.extensions().get::<CallPolicy>().copied();
+        let policy = CallPolicy::of(request.extensions());
         let Some(hedging) = policy
             .filter(super::applies)
             .and_then(|policy| policy.hedging)
         else {
             return ResponseFuture::forward(inner, request);
         };
-        let deadline = request.extensions().get::<CallDeadline>().copied();
+        let deadline = CallDeadline::of(request.extensions());
         ResponseFuture::hedging(inner, self.settings.clone(), hedging, deadline, request)
     }
 }

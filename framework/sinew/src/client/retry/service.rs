@@ -68,7 +68,7 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
-        let Some(policy) = request.extensions().get::<CallPolicy>().copied() else {
+        let Some(policy) = CallPolicy::of(request.extensions()) else {
             return ResponseFuture::forward(inner, request);
         };
         // gRFC A6 gives a method retries or hedging, never both: a hedged
@@ -77,7 +77,7 @@ where
         if crate::client::hedge::applies(&policy) {
             return ResponseFuture::forward(inner, request);
         }
-        let deadline = request.extensions().get::<CallDeadline>().copied();
+        let deadline = CallDeadline::of(request.extensions());
         ResponseFuture::retrying(inner, self.settings.clone(), policy, deadline, request)
     }
 }
