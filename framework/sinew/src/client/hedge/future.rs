@@ -102,17 +102,15 @@ where
     if deadline.is_some_and(|deadline| deadline.remaining().is_zero()) {
         return Err(retry::deadline_spent());
     }
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
+    let mut template = retry::Template::new(parts);
     let mut replay = retry::within(deadline, Replay::buffer(body, settings.buffer_limit)).await?;
     if !matches!(replay, Replay::Buffered(_)) {
         // Too large to keep a copy of: one plain attempt.
         let body = replay.next_body().unwrap_or_default();
-        let request = retry::request(&parts, body, 0, deadline);
-        return retry::with_attempts(
-            retry::send(inner, request, deadline).await,
-            1,
-            &mut parts.extensions,
-        );
+        let request = template.request(body, 0, deadline);
+        let result = retry::send(inner, request, deadline).await;
+        return template.with_attempts(result, 1);
     }
 
     let max_copies = policy
@@ -132,7 +130,7 @@ where
             && deadline_at.is_none_or(|deadline| next_copy < deadline);
         if !may_send && copies.is_empty() {
             return match last {
-                Some(failure) => retry::with_attempts(failure.result, sent, &mut parts.extensions),
+                Some(failure) => template.with_attempts(failure.result, sent),
                 // Unreachable: the first copy is always sent, and its
                 // failure recorded. Fail safe all the same.
                 None => Err(retry::deadline_exceeded()),
@@ -149,12 +147,12 @@ where
                             throttle.on_success();
                         }
                         // Returning drops the other copies: cancelled.
-                        return retry::with_attempts(Ok(response), sent, &mut parts.extensions);
+                        return template.with_attempts(Ok(response), sent);
                     }
                     Outcome::Failure(failure) => failure,
                 };
                 if !policy.non_fatal_codes.contains(failure.code) {
-                    return retry::with_attempts(failure.result, sent, &mut parts.extensions);
+                    return template.with_attempts(failure.result, sent);
                 }
                 if let Some(throttle) = &throttle {
                     throttle.on_failure();
@@ -173,7 +171,7 @@ where
                     continue;
                 }
                 let body = replay.next_body().unwrap_or_default();
-                let request = retry::request(&parts, body, sent, deadline);
+                let request = template.request(body, sent, deadline);
                 // Copies are not bounded one by one: the deadline branch
                 // below ends them all.
                 if sent > 0 {

@@ -4,7 +4,12 @@ use http::{HeaderName, HeaderValue, request::Parts};
 use tonic::{Code, body::Body};
 use tower::{Service, ServiceExt};
 
-use crate::client::{CallDeadline, DeadlineSpent, set_grpc_timeout, status_with_cause};
+use tonic::GrpcMethod;
+
+use crate::client::{
+    CallDeadline, CallOptions, CallPolicy, CallState, DeadlineSpent, set_grpc_timeout,
+    status_with_cause,
+};
 
 /// How many attempts a call made, the first included (for a hedged call:
 /// how many copies were sent).
@@ -21,30 +26,131 @@ pub struct Attempts(pub u32);
 pub(crate) const PREVIOUS_ATTEMPTS: HeaderName =
     HeaderName::from_static("grpc-previous-rpc-attempts");
 
-/// The request of an attempt: a copy of `parts` with `body`, marked with
-/// the number of `previous` attempts, and with a `grpc-timeout` of what
-/// is left of `deadline`.
-pub(crate) fn request(
-    parts: &Parts,
-    body: Body,
-    previous: u32,
-    deadline: Option<CallDeadline>,
-) -> http::Request<Body> {
-    let mut request = http::Request::new(body);
-    *request.method_mut() = parts.method.clone();
-    *request.uri_mut() = parts.uri.clone();
-    *request.version_mut() = parts.version;
-    *request.headers_mut() = parts.headers.clone();
-    *request.extensions_mut() = parts.extensions.clone();
-    if previous > 0 {
+/// What each attempt's request is made from: the call's request without
+/// its body.
+pub(crate) struct Template {
+    parts: Parts,
+    /// Set when the call's extensions can be rebuilt from their values
+    /// (see [`Known`]); the first attempt is then sent the originals.
+    known: Option<Known>,
+    /// The originals went out with an attempt.
+    originals_sent: bool,
+}
+
+impl Template {
+    pub(crate) fn new(parts: Parts) -> Self {
+        let known = Known::of(&parts.extensions);
+        Self {
+            parts,
+            known,
+            originals_sent: false,
+        }
+    }
+
+    /// The request of an attempt: a copy of the call's request with
+    /// `body`, marked with the number of `previous` attempts, and with a
+    /// `grpc-timeout` of what is left of `deadline`.
+    pub(crate) fn request(
+        &mut self,
+        body: Body,
+        previous: u32,
+        deadline: Option<CallDeadline>,
+    ) -> http::Request<Body> {
+        let parts = &mut self.parts;
+        let mut request = http::Request::new(body);
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        *request.extensions_mut() = match &self.known {
+            // Copying the extensions costs their map, its table and a box
+            // per value, and most calls make one attempt: the first gets
+            // the originals, and only a later one pays for a copy.
+            Some(_) if !self.originals_sent => {
+                self.originals_sent = true;
+                std::mem::take(&mut parts.extensions)
+            }
+            Some(known) => known.extensions(),
+            None => parts.extensions.clone(),
+        };
+        if previous > 0 {
+            request
+                .headers_mut()
+                .insert(PREVIOUS_ATTEMPTS, HeaderValue::from(previous));
+        }
+        if let Some(deadline) = deadline {
+            set_grpc_timeout(request.headers_mut(), deadline.remaining());
+        }
         request
-            .headers_mut()
-            .insert(PREVIOUS_ATTEMPTS, HeaderValue::from(previous));
     }
-    if let Some(deadline) = deadline {
-        set_grpc_timeout(request.headers_mut(), deadline.remaining());
+
+    /// Puts the attempt count on a response outcome; see
+    /// [`with_attempts`].
+    pub(crate) fn with_attempts(
+        &mut self,
+        result: Result<http::Response<Body>, crate::BoxError>,
+        attempts: u32,
+    ) -> Result<http::Response<Body>, crate::BoxError> {
+        with_attempts(result, attempts, &mut self.parts.extensions)
     }
-    request
+}
+
+/// A call's extensions when every one of them is of a type that sinew or
+/// tonic puts there (the client's record of the call, a policy, a
+/// deadline, the caller's options, tonic's method name), kept as values:
+/// equal extensions can be built again from them at any time. A call with
+/// any other extension has its extensions copied for every attempt.
+#[derive(Debug, Clone)]
+struct Known {
+    state: Option<CallState>,
+    policy: Option<CallPolicy>,
+    deadline: Option<CallDeadline>,
+    options: Option<CallOptions>,
+    method: Option<GrpcMethod<'static>>,
+}
+
+impl Known {
+    fn of(extensions: &http::Extensions) -> Option<Self> {
+        let known = Self {
+            state: extensions.get().copied(),
+            policy: extensions.get().copied(),
+            deadline: extensions.get().copied(),
+            options: extensions.get().copied(),
+            method: extensions.get().cloned(),
+        };
+        let count = [
+            known.state.is_some(),
+            known.policy.is_some(),
+            known.deadline.is_some(),
+            known.options.is_some(),
+            known.method.is_some(),
+        ]
+        .into_iter()
+        .filter(|&present| present)
+        .count();
+        (count == extensions.len()).then_some(known)
+    }
+
+    /// Extensions equal to the call's.
+    fn extensions(&self) -> http::Extensions {
+        let mut extensions = http::Extensions::new();
+        if let Some(state) = self.state {
+            extensions.insert(state);
+        }
+        if let Some(policy) = self.policy {
+            extensions.insert(policy);
+        }
+        if let Some(deadline) = self.deadline {
+            extensions.insert(deadline);
+        }
+        if let Some(options) = self.options {
+            extensions.insert(options);
+        }
+        if let Some(method) = &self.method {
+            extensions.insert(method.clone());
+        }
+        extensions
+    }
 }
 
 /// Sends `request` on `service` (a clone: each attempt waits for its own
@@ -105,12 +211,13 @@ pub(crate) fn deadline_spent() -> crate::BoxError {
 /// Puts the attempt count on a response outcome.
 ///
 /// `spare` is the call's own request extensions, which the call no longer
-/// needs (every attempt was sent a copy). A response from the transport
+/// needs (every attempt was sent a copy; empty if an attempt was sent the
+/// originals). A response from the transport
 /// has no extensions of its own, and a first insert costs a map and its
 /// table on top of the value: the spare's map, emptied, takes the count
 /// instead, so only the value is allocated. A response that has
 /// extensions just gets the count added.
-pub(crate) fn with_attempts(
+fn with_attempts(
     result: Result<http::Response<Body>, crate::BoxError>,
     attempts: u32,
     spare: &mut http::Extensions,

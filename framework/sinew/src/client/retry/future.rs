@@ -138,7 +138,8 @@ where
     if deadline.is_some_and(|deadline| deadline.remaining().is_zero()) {
         return Err(attempt::deadline_spent());
     }
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
+    let mut template = attempt::Template::new(parts);
     let mut replay = if policy.single_request() {
         // As for each attempt: a deadline the deadline layer enforces
         // needs no second timer here.
@@ -158,14 +159,14 @@ where
         // The first attempt always has a body; later ones only get here
         // after `can_replay` said yes.
         let body = replay.next_body().unwrap_or_default();
-        let request = attempt::request(&parts, body, sent, deadline);
+        let request = template.request(body, sent, deadline);
         let result = attempt::send(inner.clone(), request, deadline).await;
         sent += 1;
         let failure = match Outcome::of(result) {
             Outcome::Success(response) => {
                 state.on_success();
                 replay.commit();
-                return attempt::with_attempts(Ok(response), sent, &mut parts.extensions);
+                return template.with_attempts(Ok(response), sent);
             }
             Outcome::Failure(failure) => failure,
         };
@@ -174,7 +175,7 @@ where
             crate::telemetry::events::retry_throttled(policy.path);
         }
         let Some(wait) = wait.filter(|_| replay.can_replay()) else {
-            return attempt::with_attempts(failure.result, sent, &mut parts.extensions);
+            return template.with_attempts(failure.result, sent);
         };
         // Never wait into the deadline: an attempt that could only start
         // at (or after) it would fail for sure, and the caller is better
@@ -182,7 +183,7 @@ where
         if let Some(deadline) = deadline
             && Instant::now() + wait >= deadline.at()
         {
-            return attempt::with_attempts(failure.result, sent, &mut parts.extensions);
+            return template.with_attempts(failure.result, sent);
         }
         // Let go of the failed response (and so its HTTP/2 stream) now,
         // not after the wait.

@@ -100,7 +100,7 @@ pub use service::Retry;
 pub use throttle::RetryThrottle;
 
 // Shared with the hedge layer, which sends its copies the same way.
-pub(crate) use attempt::{deadline_exceeded, deadline_spent, request, send, with_attempts, within};
+pub(crate) use attempt::{Template, deadline_exceeded, deadline_spent, send, within};
 #[cfg(test)]
 pub(crate) use policy::never_reached_server;
 pub(crate) use policy::{Failure, Outcome, Pushback};

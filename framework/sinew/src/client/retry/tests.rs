@@ -574,3 +574,56 @@ async fn a_hedged_call_is_left_to_the_hedge_layer() {
     assert_eq!(mock.calls(), 1);
     assert_eq!(code(&outcome), Code::Unavailable);
 }
+
+/// A caller's own extension, which the retry layer cannot rebuild.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Marker(u32);
+
+/// Every attempt gets extensions equal to the call's: the first is sent
+/// the originals (when they are all of types the layer can build again)
+/// and later ones a rebuilt or copied set.
+#[tokio::test(start_paused = true)]
+async fn every_attempt_gets_the_calls_extensions() {
+    type SeenExtensions = (Option<CallPolicy>, Option<Marker>, usize);
+    #[allow(
+        clippy::disallowed_types,
+        reason = "a test's record, never held across await"
+    )]
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<SeenExtensions>::new()));
+    let answers = {
+        let seen = seen.clone();
+        tower::service_fn(move |request: http::Request<Body>| {
+            let extensions = request.extensions();
+            let mut seen = seen.lock().unwrap();
+            seen.push((
+                extensions.get::<CallPolicy>().copied(),
+                extensions.get::<Marker>().copied(),
+                extensions.len(),
+            ));
+            let code = if seen.len() < 3 { "14" } else { "0" };
+            let response = http::Response::builder()
+                .header("grpc-status", code)
+                .body(Body::empty())
+                .unwrap();
+            std::future::ready(Ok::<_, crate::BoxError>(response))
+        })
+    };
+    let call_policy = policy(Idempotency::Idempotent, Some(quick()));
+
+    // Only extensions the layer knows: rebuilt for later attempts.
+    let outcome = layer()
+        .layer(answers.clone())
+        .oneshot(unary(Some(call_policy)))
+        .await;
+    assert_eq!(attempts(&outcome), Some(3));
+    let known = seen.lock().unwrap().drain(..).collect::<Vec<_>>();
+    assert_eq!(known, vec![(Some(call_policy), None, 1); 3]);
+
+    // One of the caller's own: copied for every attempt.
+    let mut request = unary(Some(call_policy));
+    request.extensions_mut().insert(Marker(7));
+    let outcome = layer().layer(answers).oneshot(request).await;
+    assert_eq!(attempts(&outcome), Some(3));
+    let copied = seen.lock().unwrap().drain(..).collect::<Vec<_>>();
+    assert_eq!(copied, vec![(Some(call_policy), Some(Marker(7)), 2); 3]);
+}
