@@ -20,28 +20,38 @@
 //!    `Watch` streams see at once; readiness probes stop;
 //! 2. the server keeps serving for the lame-duck delay, so load balancers
 //!    notice and stop sending;
-//! 3. it stops accepting connections, ends `Watch` streams, and tells
-//!    clients to go away (HTTP/2 GOAWAY);
-//! 4. calls in flight finish, for up to the grace period;
+//! 3. it stops accepting connections (the listen socket closes, so new
+//!    connects are refused), ends `Watch` streams, and tells clients to go
+//!    away: every connection sends HTTP/2 `GOAWAY` and refuses new calls;
+//! 4. calls in flight finish, for up to the grace period; each connection
+//!    closes once its calls are done;
 //! 5. telemetry is flushed, so the spans of the last calls are exported;
 //! 6. `run` returns. Calls still running after the grace period are
-//!    abandoned and logged.
+//!    abandoned and logged: their connections are closed.
+//!
+//! # Serving
+//!
+//! The scaffold serves HTTP/2 itself, on hyper (see `serve/` for the
+//! HTTP/2 settings and what happens to a call before its layers). Every
+//! call goes through the same layers, outermost first: tracing, panic
+//! catching, the deadline (the caller's `grpc-timeout`, capped by
+//! `request_timeout`), fault injection, message limits; then to the hosted
+//! service its path names. A path that names none gets `UNIMPLEMENTED`.
 
 mod catch_panic;
 mod config;
 mod deadline;
 mod definition;
 mod message_limit;
+mod serve;
 mod signal;
 mod trace;
 
-use std::{convert::Infallible, future::Future, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr};
 
 use tokio::net::TcpListener;
-use tonic::{
-    body::Body, server::NamedService, service::RoutesBuilder, transport::server::TcpIncoming,
-};
-use tower::Service;
+use tonic::{body::Body, server::NamedService};
+use tower::{Service, ServiceBuilder};
 
 pub use catch_panic::{
     CatchPanic, CatchPanicLayer, PanicSafeBody, ResponseFuture as CatchPanicFuture,
@@ -54,6 +64,8 @@ pub use message_limit::{
 };
 pub use signal::shutdown_signal;
 pub use trace::{ResponseFuture as ServerTraceFuture, ServerTrace, ServerTraceLayer};
+
+use serve::{Acceptor, Connections, DuplicateService, RoutesBuilder};
 
 use crate::health::{
     self, HealthRegistry, HealthService, LIVENESS, OVERALL, Probe, ServingStatus,
@@ -81,12 +93,25 @@ pub enum ServerError {
     /// A contract's descriptor set could not be served over reflection.
     #[error("cannot serve reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
-    /// The transport failed.
-    #[error("transport failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    /// Two hosted services have the same name (a service added twice, or
+    /// one named like health or reflection): calls could reach only one.
+    #[error("two services are named {name}")]
+    DuplicateService {
+        /// The name.
+        name: &'static str,
+    },
 }
 
-type AddService = Box<dyn FnOnce(&mut RoutesBuilder, &Settings) + Send>;
+impl From<DuplicateService> for ServerError {
+    fn from(duplicate: DuplicateService) -> Self {
+        Self::DuplicateService {
+            name: duplicate.name,
+        }
+    }
+}
+
+type AddService =
+    Box<dyn FnOnce(&mut RoutesBuilder, &Settings) -> Result<(), DuplicateService> + Send>;
 
 /// A hosted service, waiting for the settings its limits come from.
 struct Hosted {
@@ -162,7 +187,8 @@ impl Server {
             name: S::NAME,
             descriptor: S::FILE_DESCRIPTOR_SET,
             add: Box::new(move |routes, settings| {
-                routes.add_service(codec_limits(service, settings));
+                routes.add_service(codec_limits(service, settings))?;
+                Ok(())
             }),
         });
         self
@@ -252,12 +278,12 @@ impl Server {
             {
                 descriptors.push(hosted.descriptor);
             }
-            (hosted.add)(&mut routes, &settings);
+            (hosted.add)(&mut routes, &settings)?;
         }
         routes.add_service(codec_limits(
             HealthServer::new(HealthService::new(health.clone())),
             &settings,
-        ));
+        ))?;
         if settings.reflection {
             // Both versions advertise exactly what is hosted: the services,
             // health, and both reflection services; not every service that
@@ -288,8 +314,8 @@ impl Server {
                 }
                 builder
             };
-            routes.add_service(reflection().build_v1()?);
-            routes.add_service(reflection().build_v1alpha()?);
+            routes.add_service(reflection().build_v1()?)?;
+            routes.add_service(reflection().build_v1alpha()?)?;
         }
 
         // Probes stop when the drain begins, or when this function returns
@@ -305,11 +331,6 @@ impl Server {
         });
         let stop_probes = probe_task.as_ref().map(|task| task.0.abort_handle());
 
-        let incoming = TcpIncoming::from(listener)
-            .with_nodelay(Some(true))
-            .with_keepalive(nonzero(settings.tcp_keepalive));
-
-        let (stopped_tx, stopped_rx) = tokio::sync::oneshot::channel::<()>();
         let lame_duck = settings.lame_duck;
         let drain_health = health.clone();
         let drain_name = name.clone();
@@ -322,18 +343,10 @@ impl Server {
             drain_health.set(OVERALL, ServingStatus::NotServing);
             drain_health.set_all_but_liveness(ServingStatus::NotServing);
             tokio::time::sleep(lame_duck).await;
-            tracing::info!(server = %drain_name, "draining: no longer accepting; finishing calls in flight");
-            drain_health.close_watches();
-            let _ = stopped_tx.send(());
         };
 
-        let serve = tonic::transport::Server::builder()
-            .max_concurrent_streams(settings.max_concurrent_streams)
-            .http2_max_local_error_reset_streams(Some(settings.max_local_error_reset_streams))
-            .http2_max_pending_accept_reset_streams(Some(settings.max_pending_accept_reset_streams))
-            .http2_max_header_list_size(settings.max_header_list_size)
-            .http2_keepalive_interval(nonzero(settings.http2_keepalive_interval))
-            .http2_keepalive_timeout(Some(settings.http2_keepalive_timeout))
+        // Every call goes through these, outermost first.
+        let stack = ServiceBuilder::new()
             .layer(ServerTraceLayer::new())
             .layer(CatchPanicLayer::new())
             .layer(DeadlineLayer::new(settings.request_timeout))
@@ -345,24 +358,31 @@ impl Server {
                 settings.max_receive_message_size,
                 settings.max_send_message_size,
             ))
-            .add_routes(routes.routes())
-            .serve_with_incoming_shutdown(incoming, drain);
+            .service(routes.build());
+        let mut connections = Connections::new(serve::http2_builder(&settings), stack);
+        let acceptor = Acceptor::new(listener, settings.tcp_keepalive);
 
         tracing::info!(server = %name, %addr, services = ?names, "serving");
-        tokio::pin!(serve);
-        tokio::select! {
-            result = &mut serve => result?,
-            _ = stopped_rx => {
-                match tokio::time::timeout(settings.grace_period, &mut serve).await {
-                    Ok(result) => result?,
-                    Err(_) => tracing::warn!(
-                        server = %name,
-                        grace_period = ?settings.grace_period,
-                        "calls still in flight after the grace period are abandoned"
-                    ),
-                }
-            }
+        connections.accept_until(&acceptor, drain).await;
+
+        tracing::info!(server = %name, "draining: no longer accepting; finishing calls in flight");
+        // The listen socket closes: new connects are refused rather than
+        // left in a backlog no one reads.
+        drop(acceptor);
+        health.close_watches();
+        connections.go_away();
+        if tokio::time::timeout(settings.grace_period, connections.closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                server = %name,
+                grace_period = ?settings.grace_period,
+                "calls still in flight after the grace period are abandoned"
+            );
         }
+        // Closes the connections still open.
+        drop(connections);
         drop(probe_task);
         // Spans of the last calls go out before the process can exit.
         if let Err(error) = crate::telemetry::flush().await {
@@ -389,8 +409,4 @@ impl Drop for AbortOnDrop {
 /// message.
 fn codec_limits<S: ServiceDefinition>(service: S, settings: &Settings) -> S {
     service.with_message_limits(settings.max_receive_message_size, usize::MAX)
-}
-
-fn nonzero(duration: Duration) -> Option<Duration> {
-    (!duration.is_zero()).then_some(duration)
 }

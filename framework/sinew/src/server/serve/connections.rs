@@ -1,0 +1,117 @@
+//! The server's connections: accepted, served, told to go away, awaited.
+
+use std::future::Future;
+
+use hyper::server::conn::http2::{self, Connection};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, sync::watch, task::JoinSet};
+use tonic::{body::Body, transport::server::TcpConnectInfo};
+use tower::Service;
+
+use super::{Acceptor, BoxingExecutor, ConnectionService};
+use crate::BoxError;
+
+/// The connections of a server, each driven by a task of its own.
+///
+/// Dropping it aborts the tasks of the connections still open: that is how
+/// the calls still running after the grace period are abandoned, with
+/// nothing of the server left running once it has returned.
+pub(crate) struct Connections<S> {
+    builder: http2::Builder<BoxingExecutor>,
+    stack: S,
+    tasks: JoinSet<()>,
+    /// Turns `true` when every connection is to go away.
+    draining: watch::Sender<bool>,
+}
+
+// === impl Connections ===
+
+impl<S> Connections<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    /// No connections yet; each one to come gets `builder`'s settings and
+    /// a clone of `stack`.
+    pub(crate) fn new(builder: http2::Builder<BoxingExecutor>, stack: S) -> Self {
+        Self {
+            builder,
+            stack,
+            tasks: JoinSet::new(),
+            draining: watch::Sender::new(false),
+        }
+    }
+
+    /// Accepts and serves connections until `stop` resolves. Accepting
+    /// never fails (see [`Acceptor::accept`]); connections that end are
+    /// reaped on the way.
+    pub(crate) async fn accept_until(
+        &mut self,
+        acceptor: &Acceptor,
+        stop: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                // Once stopped, accept nothing more, however busy the
+                // listener.
+                biased;
+                () = &mut stop => return,
+                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(error) = ended
+                        && error.is_panic()
+                    {
+                        tracing::error!(%error, "a connection's task panicked");
+                    }
+                }
+                (stream, info) = acceptor.accept() => self.serve(stream, info),
+            }
+        }
+    }
+
+    /// Serves one accepted connection on a task of its own.
+    fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
+        let service = ConnectionService::new(self.stack.clone(), info);
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        self.tasks
+            .spawn(drive(connection, self.draining.subscribe()));
+    }
+
+    /// Tells every connection to go away: each sends `GOAWAY`, refuses new
+    /// streams, and closes once its calls in flight are done.
+    pub(crate) fn go_away(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Resolves once every connection has closed.
+    pub(crate) async fn closed(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Serves `connection` until it ends, shutting it down gracefully once
+/// `draining` turns `true` (or the server is gone).
+async fn drive<S>(
+    connection: Connection<TokioIo<TcpStream>, ConnectionService<S>, BoxingExecutor>,
+    mut draining: watch::Receiver<bool>,
+) where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+{
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        // The guard `wait_for` returns is not held on to: it is not `Send`.
+        _ = async { draining.wait_for(|draining| *draining).await.map(drop) } => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    // A peer that goes away without a goodbye, or speaks something other
+    // than HTTP/2, is the peer's problem: not worth more than debug.
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection closed with an error");
+    }
+}

@@ -1,0 +1,290 @@
+//! Routing a call to the service it names.
+
+use std::{
+    any::Any,
+    convert::Infallible,
+    future::{Future, Ready, ready},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+};
+
+use futures_util::future::Either;
+use tonic::{Status, body::Body, server::NamedService};
+use tower::{Service, ServiceExt as _};
+
+/// What a hosted service's call returns, once erased: the type tonic's
+/// generated servers already return, so theirs is passed through as it is.
+type RouteFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+/// The hosted services, by gRPC service name.
+///
+/// A call's path is `/package.Service/Method`: it goes to the service whose
+/// [`NamedService::NAME`] is `package.Service`, which answers for its
+/// methods (an unknown method of a known service is that service's to
+/// refuse). A path that names no hosted service, or is not of that form,
+/// gets `UNIMPLEMENTED` as a trailers-only response, as tonic's router
+/// answers.
+///
+/// Clones share the services. Each call clones the one service it goes to,
+/// as a `tower` service is called through `&mut self`; a generated server
+/// is an `Arc` and a few settings.
+#[derive(Clone)]
+pub(crate) struct Routes {
+    routes: Arc<[Route]>,
+}
+
+/// One hosted service.
+struct Route {
+    name: &'static str,
+    service: Box<dyn Routed>,
+}
+
+/// A hosted service with its type erased.
+trait Routed: Send + Sync {
+    fn call(&self, request: http::Request<Body>) -> RouteFuture;
+}
+
+/// Collects the services of [`Routes`].
+#[derive(Default)]
+pub(crate) struct RoutesBuilder {
+    routes: Vec<Route>,
+}
+
+/// Two hosted services have the same name: calls could reach only one.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("two services are named {name}")]
+pub(crate) struct DuplicateService {
+    pub(crate) name: &'static str,
+}
+
+// === impl RoutesBuilder ===
+
+impl RoutesBuilder {
+    /// Adds `service`, routed by its [`NamedService::NAME`].
+    pub(crate) fn add_service<S>(&mut self, service: S) -> Result<&mut Self, DuplicateService>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        if self.routes.iter().any(|route| route.name == S::NAME) {
+            return Err(DuplicateService { name: S::NAME });
+        }
+        self.routes.push(Route {
+            name: S::NAME,
+            service: Box::new(service),
+        });
+        Ok(self)
+    }
+
+    /// The routes, in the order the services were added (looked up in that
+    /// order: the first added is found first).
+    pub(crate) fn build(self) -> Routes {
+        Routes {
+            routes: self.routes.into(),
+        }
+    }
+}
+
+// === impl Routes ===
+
+impl Routes {
+    fn find(&self, path: &str) -> Option<&Route> {
+        let name = service_name(path)?;
+        self.routes.iter().find(|route| route.name == name)
+    }
+}
+
+impl std::fmt::Debug for Routes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.routes.iter().map(|route| route.name))
+            .finish()
+    }
+}
+
+impl Service<http::Request<Body>> for Routes {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Either<RouteFuture, Ready<Result<http::Response<Body>, Infallible>>>;
+
+    /// Always ready: each call readies the service it goes to.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        match self.find(request.uri().path()) {
+            Some(route) => Either::Left(route.service.call(request)),
+            None => Either::Right(ready(Ok(unimplemented()))),
+        }
+    }
+}
+
+/// The service name of a gRPC path, `package.Service` of
+/// `/package.Service/Method`; `None` unless the path has that form (both
+/// parts non-empty).
+fn service_name(path: &str) -> Option<&str> {
+    let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+    (!service.is_empty() && !method.is_empty()).then_some(service)
+}
+
+/// The answer to a call no hosted service takes, as tonic's router gives
+/// it: `UNIMPLEMENTED` with no message, trailers-only.
+fn unimplemented() -> http::Response<Body> {
+    Status::unimplemented("").into_http()
+}
+
+// === impl Routed ===
+
+impl<S> Routed for S
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    fn call(&self, request: http::Request<Body>) -> RouteFuture {
+        let mut service = self.clone();
+        // A generated server is always ready: check that without a waker,
+        // and call it at once. A service that is not ready yet is waited for
+        // in the call's future, which registers the real waker.
+        match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
+            // Named in full: `Routed::call` would be found first.
+            Poll::Ready(Ok(())) => erase(Service::call(&mut service, request)),
+            Poll::Pending => Box::pin(service.oneshot(request)),
+        }
+    }
+}
+
+/// `future` as a [`RouteFuture`]: moved as it is when it already is one
+/// (tonic's generated servers box their futures), boxed otherwise. The
+/// check is on the type, which the compiler resolves.
+fn erase<F>(future: F) -> RouteFuture
+where
+    F: Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+{
+    let mut future = Some(future);
+    match (&mut future as &mut dyn Any).downcast_mut::<Option<RouteFuture>>() {
+        Some(boxed) => boxed.take().expect("the future is there"),
+        None => Box::pin(future.take().expect("the future is there")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Named<const N: usize>;
+
+    impl NamedService for Named<1> {
+        const NAME: &'static str = "test.v1.One";
+    }
+
+    impl NamedService for Named<2> {
+        const NAME: &'static str = "test.v1.Two";
+    }
+
+    impl<const N: usize> Service<http::Request<Body>> for Named<N> {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = RouteFuture;
+
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+            let mut response = http::Response::new(Body::empty());
+            response.headers_mut().insert(
+                "x-served-by",
+                http::HeaderValue::from_static(if N == 1 { "one" } else { "two" }),
+            );
+            response.headers_mut().insert(
+                "x-path",
+                http::HeaderValue::from_str(request.uri().path()).unwrap(),
+            );
+            Box::pin(ready(Ok(response)))
+        }
+    }
+
+    fn routes() -> Routes {
+        let mut builder = RoutesBuilder::default();
+        builder.add_service(Named::<1>).unwrap();
+        builder.add_service(Named::<2>).unwrap();
+        builder.build()
+    }
+
+    async fn call(path: &str) -> http::Response<Body> {
+        let request = http::Request::builder()
+            .uri(path)
+            .body(Body::empty())
+            .unwrap();
+        routes().oneshot(request).await.unwrap()
+    }
+
+    fn grpc_status(response: &http::Response<Body>) -> Option<&str> {
+        response
+            .headers()
+            .get("grpc-status")
+            .map(|v| v.to_str().unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_call_goes_to_the_service_its_path_names() {
+        let response = call("/test.v1.Two/Get").await;
+        assert_eq!(response.headers()["x-served-by"], "two");
+        assert_eq!(response.headers()["x-path"], "/test.v1.Two/Get");
+        let response = call("/test.v1.One/Put").await;
+        assert_eq!(response.headers()["x-served-by"], "one");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_service_is_unimplemented() {
+        let response = call("/test.v1.Three/Get").await;
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(grpc_status(&response), Some("12"));
+        assert!(response.headers().get("x-served-by").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_malformed_path_is_unimplemented() {
+        for path in ["/", "/test.v1.One", "/test.v1.One/", "//Get", "/x"] {
+            let response = call(path).await;
+            assert_eq!(grpc_status(&response), Some("12"), "{path}");
+        }
+    }
+
+    #[test]
+    fn service_names_of_paths() {
+        assert_eq!(service_name("/a.B/C"), Some("a.B"));
+        assert_eq!(service_name("/a.B/C/D"), Some("a.B"));
+        assert_eq!(service_name("a.B/C"), None);
+        assert_eq!(service_name("/a.B/"), None);
+        assert_eq!(service_name("/a.B"), None);
+    }
+
+    #[test]
+    fn a_second_service_of_one_name_is_refused() {
+        let mut builder = RoutesBuilder::default();
+        builder.add_service(Named::<1>).unwrap();
+        let error = builder.add_service(Named::<1>).err().unwrap();
+        assert_eq!(error.name, "test.v1.One");
+    }
+
+    #[test]
+    fn a_boxed_future_is_not_boxed_again() {
+        let boxed: RouteFuture = Box::pin(ready(Ok(http::Response::new(Body::empty()))));
+        let before = std::ptr::addr_of!(*boxed).cast::<()>();
+        let erased = erase(boxed);
+        assert_eq!(std::ptr::addr_of!(*erased).cast::<()>(), before);
+    }
+}

@@ -1,0 +1,47 @@
+//! What hyper calls for each request of one connection.
+
+use hyper::body::Incoming;
+use tonic::{body::Body, transport::server::TcpConnectInfo};
+use tower::{Service, ServiceExt as _, util::Oneshot};
+
+use super::Recover;
+use crate::BoxError;
+
+/// The service hyper calls for each request of one connection: the
+/// server's layered routes, with the connection's addresses.
+///
+/// Each request gets the connection's [`TcpConnectInfo`] in its extensions
+/// (tracing reads the peer from it, and handlers call
+/// `request.remote_addr()`), its body as a [`Body`], and a clone of the
+/// layered routes to be called with once they are ready. A layer's error
+/// becomes a response where it can (see `recover.rs`).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnectionService<S> {
+    stack: S,
+    info: TcpConnectInfo,
+}
+
+// === impl ConnectionService ===
+
+impl<S> ConnectionService<S> {
+    /// `stack` serving the connection described by `info`.
+    pub(crate) fn new(stack: S, info: TcpConnectInfo) -> Self {
+        Self { stack, info }
+    }
+}
+
+impl<S> hyper::service::Service<http::Request<Incoming>> for ConnectionService<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone,
+    S::Error: Into<BoxError>,
+{
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = Recover<Oneshot<S, http::Request<Body>>>;
+
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(self.info.clone());
+        Recover::new(self.stack.clone().oneshot(request))
+    }
+}
