@@ -1,0 +1,173 @@
+//! How the scaffold serves a connection before any layer sees a call:
+//! routing by service name, the peer's address on every request, and
+//! connections that fail without taking the server with them.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+};
+
+use bytes::Bytes;
+use common::{Running, Unary, echo, echo_client, serve_echo};
+use sinew_workspace::proto::echo::v1::{EchoReply, EchoRequest};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+use tonic::{Request, Response, Status};
+
+/// Records the addresses each call's request carries.
+#[derive(Clone, Default)]
+struct Addresses(Arc<Mutex<Vec<(Option<SocketAddr>, Option<SocketAddr>)>>>);
+
+#[tonic::async_trait]
+impl Unary for Addresses {
+    async fn unary(
+        &self,
+        _method: &'static str,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((request.local_addr(), request.remote_addr()));
+        Ok(Response::new(EchoReply {
+            message: request.into_inner().message,
+            payload: Vec::new(),
+        }))
+    }
+}
+
+/// The response to a bodyless gRPC request for `path` on a connection of
+/// its own: its HTTP status, its headers, and whether it ended with them
+/// (trailers-only).
+async fn raw_response(server: &Running, path: &str) -> (http::StatusCode, http::HeaderMap, bool) {
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let request = http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, _) = send
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, true)
+        .unwrap();
+    let response = response.await.unwrap();
+    let ended = response.body().is_end_stream();
+    driver.abort();
+    (response.status(), response.headers().clone(), ended)
+}
+
+#[tokio::test]
+async fn a_call_to_an_unknown_service_is_unimplemented_trailers_only() {
+    let server = serve_echo(Addresses::default()).await;
+    let (status, headers, ended) = raw_response(&server, "/nope.v1.Nope/Get").await;
+    assert_eq!(status, http::StatusCode::OK);
+    assert_eq!(headers["grpc-status"], "12");
+    assert!(ended, "trailers-only: the headers end the stream");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_path_is_unimplemented() {
+    let server = serve_echo(Addresses::default()).await;
+    for path in ["/", "/echo.v1.Echo", "/echo.v1.Echo/", "//Get"] {
+        let (status, headers, _) = raw_response(&server, path).await;
+        assert_eq!(status, http::StatusCode::OK, "{path}");
+        assert_eq!(headers["grpc-status"], "12", "{path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_unknown_method_of_a_hosted_service_is_unimplemented() {
+    let server = serve_echo(Addresses::default()).await;
+    let (_, headers, _) = raw_response(&server, "/echo.v1.Echo/Nope").await;
+    assert_eq!(headers["grpc-status"], "12");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_request_carries_the_connection_addresses() {
+    let seen = Addresses::default();
+    let server = serve_echo(seen.clone()).await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let client_addr = tcp.local_addr().unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    for _ in 0..2 {
+        let request = http::Request::builder()
+            .method("POST")
+            .uri("http://localhost/echo.v1.Echo/Get")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let (response, mut body) = send
+            .clone()
+            .ready()
+            .await
+            .unwrap()
+            .send_request(request, false)
+            .unwrap();
+        // An empty message.
+        body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .unwrap();
+        let mut body = response.await.unwrap().into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.unwrap();
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let trailers = body.trailers().await.unwrap().unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+    driver.abort();
+    assert_eq!(
+        *seen.0.lock().unwrap(),
+        [(Some(server.addr), Some(client_addr)); 2]
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn connections_that_fail_do_not_stop_the_server() {
+    let server = serve_echo(Addresses::default()).await;
+
+    // Closed at once.
+    drop(TcpStream::connect(server.addr).await.unwrap());
+    // Not HTTP/2 at all.
+    let mut garbage = TcpStream::connect(server.addr).await.unwrap();
+    garbage
+        .write_all(b"\x00\x01\x02 not a preface\r\n\r\n")
+        .await
+        .unwrap();
+    // HTTP/1: the server speaks HTTP/2 only, and closes the connection.
+    let mut http1 = TcpStream::connect(server.addr).await.unwrap();
+    http1
+        .write_all(b"POST /echo.v1.Echo/Get HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = http1.read_to_end(&mut answer).await;
+    assert!(
+        !answer.starts_with(b"HTTP/1"),
+        "no HTTP/1 answer: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    drop(garbage);
+
+    let mut client = echo_client(&[server.addr], |c| c).await;
+    client
+        .get(echo("still here"))
+        .await
+        .expect("the server keeps serving");
+    server.stop().await;
+}
