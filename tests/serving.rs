@@ -18,9 +18,12 @@ use tokio::{
 };
 use tonic::{Request, Response, Status};
 
+/// The local and remote addresses a call's request carries.
+type Seen = (Option<SocketAddr>, Option<SocketAddr>);
+
 /// Records the addresses each call's request carries.
 #[derive(Clone, Default)]
-struct Addresses(Arc<Mutex<Vec<(Option<SocketAddr>, Option<SocketAddr>)>>>);
+struct Addresses(Arc<Mutex<Vec<Seen>>>);
 
 #[tonic::async_trait]
 impl Unary for Addresses {
