@@ -6,6 +6,7 @@ extern crate self as sinew;
 
 pub mod client;
 pub mod contract;
+mod executor;
 pub mod fault;
 mod headers;
 pub mod health;

@@ -1,12 +1,14 @@
 //! Dialing an endpoint: TCP, then the HTTP/2 handshake.
 
-use std::{future::Future, io, time::Duration};
+use std::{io, time::Duration};
 
 use http::Uri;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tonic::body::Body;
+
+use crate::executor::BoxingExecutor;
 
 /// The longest keepalive ping answer deadline: a longer interval still
 /// gives up on a ping after this.
@@ -116,23 +118,4 @@ fn builder(keepalive: Duration) -> http2::Builder<BoxingExecutor> {
             .keep_alive_timeout(keepalive.min(MAX_KEEPALIVE_TIMEOUT));
     }
     builder
-}
-
-/// Spawns hyper's tasks (a call's request body pipe, the connection)
-/// boxed. A future spawned on tokio is copied into its task and copied
-/// again when the task's slot is overwritten with its output; hyper's
-/// pipe future is large, and a call spawns one. Boxed, what is copied is
-/// a pointer, for one allocation (the tokio executor hyper-util offers
-/// spawns unboxed).
-#[derive(Debug, Clone, Copy)]
-struct BoxingExecutor;
-
-impl<F> hyper::rt::Executor<F> for BoxingExecutor
-where
-    F: Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    fn execute(&self, future: F) {
-        tokio::spawn(Box::pin(future));
-    }
 }

@@ -8,8 +8,9 @@ use tokio::{net::TcpStream, sync::watch, task::JoinSet};
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::Service;
 
-use super::{Acceptor, BoxingExecutor, ConnectionService};
+use super::{Acceptor, ConnectionService};
 use crate::BoxError;
+use crate::executor::BoxingExecutor;
 
 /// The connections of a server, each driven by a task of its own.
 ///

@@ -3,7 +3,7 @@
 use hyper::server::conn::http2;
 use hyper_util::rt::TokioTimer;
 
-use super::BoxingExecutor;
+use crate::executor::BoxingExecutor;
 use crate::server::Settings;
 
 /// Flow-control window of each stream: a large message is not stalled at

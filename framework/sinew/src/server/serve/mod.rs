@@ -46,7 +46,6 @@
 
 mod accept;
 mod connections;
-mod executor;
 mod http2;
 mod recover;
 mod routes;
@@ -54,7 +53,6 @@ mod service;
 
 pub(crate) use accept::Acceptor;
 pub(crate) use connections::Connections;
-pub(crate) use executor::BoxingExecutor;
 pub(crate) use http2::builder as http2_builder;
 pub(crate) use recover::Recover;
 pub(crate) use routes::{DuplicateService, RoutesBuilder};
