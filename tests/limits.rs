@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use common::{Running, echo_server};
+use common::{Running, echo_server, raw_call_on};
 use sinew::server::ServerConfig;
 use sinew_workspace::proto::echo::v1::{EchoRequest, echo_client::EchoClient};
 use tonic::{Code, transport::Channel};
@@ -214,46 +214,4 @@ async fn raw_call(server: &Running, path: &str, message: Bytes) -> (i32, Bytes) 
     let result = raw_call_on(&mut send, path, encode(&message)).await;
     driver.abort();
     result
-}
-
-async fn raw_call_on(
-    send: &mut h2::client::SendRequest<Bytes>,
-    path: &str,
-    body: Bytes,
-) -> (i32, Bytes) {
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://localhost{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
-    let (response, mut stream) = send
-        .clone()
-        .ready()
-        .await
-        .unwrap()
-        .send_request(request, false)
-        .unwrap();
-    stream.send_data(body, true).unwrap();
-    let response = response.await.unwrap();
-    let headers = response.headers().clone();
-    let mut body = response.into_body();
-    let mut data = BytesMut::new();
-    while let Some(chunk) = body.data().await {
-        let chunk = chunk.unwrap();
-        let _ = body.flow_control().release_capacity(chunk.len());
-        data.extend_from_slice(&chunk);
-    }
-    let trailers = body.trailers().await.unwrap().unwrap_or_default();
-    // A trailers-only response carries the status in the headers.
-    let status = trailers
-        .get("grpc-status")
-        .or_else(|| headers.get("grpc-status"))
-        .expect("a grpc-status")
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (status, data.freeze())
 }

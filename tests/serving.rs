@@ -10,7 +10,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use common::{Running, Unary, echo, echo_client, serve_echo};
+use common::{Running, Unary, echo, echo_client, grpc_request, raw_call_on, serve_echo};
 use sinew_workspace::proto::echo::v1::{EchoReply, EchoRequest};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -50,13 +50,7 @@ async fn raw_response(server: &Running, path: &str) -> (http::StatusCode, http::
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let (send, connection) = h2::client::handshake(tcp).await.unwrap();
     let driver = tokio::spawn(connection);
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!("http://localhost{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())
-        .unwrap();
+    let request = grpc_request(path);
     let (response, _) = send
         .ready()
         .await
@@ -104,33 +98,17 @@ async fn every_request_carries_the_connection_addresses() {
     let server = serve_echo(seen.clone()).await;
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     let client_addr = tcp.local_addr().unwrap();
-    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
     let driver = tokio::spawn(connection);
     for _ in 0..2 {
-        let request = http::Request::builder()
-            .method("POST")
-            .uri("http://localhost/echo.v1.Echo/Get")
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
-        let (response, mut body) = send
-            .clone()
-            .ready()
-            .await
-            .unwrap()
-            .send_request(request, false)
-            .unwrap();
         // An empty message.
-        body.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
-            .unwrap();
-        let mut body = response.await.unwrap().into_body();
-        while let Some(chunk) = body.data().await {
-            let chunk = chunk.unwrap();
-            let _ = body.flow_control().release_capacity(chunk.len());
-        }
-        let trailers = body.trailers().await.unwrap().unwrap();
-        assert_eq!(trailers["grpc-status"], "0");
+        let (status, _) = raw_call_on(
+            &mut send,
+            "/echo.v1.Echo/Get",
+            Bytes::from_static(&[0, 0, 0, 0, 0]),
+        )
+        .await;
+        assert_eq!(status, 0);
     }
     driver.abort();
     assert_eq!(

@@ -7,6 +7,8 @@ pub(crate) mod collector;
 
 use std::{net::SocketAddr, time::Duration};
 
+use bytes::{Bytes, BytesMut};
+
 use sinew::{Server, health::HealthRegistry, server::ServerConfig};
 pub(crate) use sinew_workspace::echo::EchoService;
 use sinew_workspace::proto::echo::v1::{
@@ -317,4 +319,56 @@ pub(crate) fn echo(message: &str) -> EchoRequest {
         message: message.to_owned(),
         ..Default::default()
     }
+}
+
+/// The headers of a gRPC call to `path`, for a test that speaks HTTP/2 by
+/// hand.
+pub(crate) fn grpc_request(path: &str) -> http::Request<()> {
+    http::Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap()
+}
+
+/// Sends one gRPC call over HTTP/2 by hand on `send` (no client library
+/// between the test and the wire), `body` already framed, and returns its
+/// `grpc-status` (from the trailers, or from the headers of a
+/// trailers-only response) and the response's data.
+pub(crate) async fn raw_call_on(
+    send: &mut h2::client::SendRequest<Bytes>,
+    path: &str,
+    body: Bytes,
+) -> (i32, Bytes) {
+    let request = grpc_request(path);
+    let (response, mut stream) = send
+        .clone()
+        .ready()
+        .await
+        .unwrap()
+        .send_request(request, false)
+        .unwrap();
+    stream.send_data(body, true).unwrap();
+    let response = response.await.unwrap();
+    let headers = response.headers().clone();
+    let mut body = response.into_body();
+    let mut data = BytesMut::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        data.extend_from_slice(&chunk);
+    }
+    let trailers = body.trailers().await.unwrap().unwrap_or_default();
+    // A trailers-only response carries the status in the headers.
+    let status = trailers
+        .get("grpc-status")
+        .or_else(|| headers.get("grpc-status"))
+        .expect("a grpc-status")
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, data.freeze())
 }

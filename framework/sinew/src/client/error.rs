@@ -103,7 +103,12 @@ where
 
 /// The cause of type `E` of `status`, if a sinew layer produced it.
 pub fn cause<E: Error + 'static>(status: &Status) -> Option<&E> {
-    let mut current: Option<&(dyn Error + 'static)> = status.source();
+    status.source().and_then(caused_by)
+}
+
+/// The first error of type `E` among `error` and its sources.
+pub(crate) fn caused_by<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    let mut current = Some(error);
     while let Some(error) = current {
         if let Some(found) = error.downcast_ref::<E>() {
             return Some(found);

@@ -13,7 +13,7 @@ pub mod retry;
 pub mod service_config;
 pub mod trace;
 
-mod error;
+pub(crate) mod error;
 mod policy;
 mod rng;
 

@@ -10,7 +10,10 @@ use std::{
 use pin_project_lite::pin_project;
 use tonic::{Status, body::Body};
 
-use crate::{BoxError, client::InjectedFault};
+use crate::{
+    BoxError,
+    client::{InjectedFault, error::caused_by},
+};
 
 pin_project! {
     /// A call's response future whose error becomes a response, as far as
@@ -75,18 +78,6 @@ pub(crate) fn recover(error: BoxError) -> Result<http::Response<Body>, BoxError>
     }
     tracing::error!(error = %Chain(&*error), "a layer failed a call; answering INTERNAL");
     Ok(Status::internal("internal error").into_http())
-}
-
-/// The first error of type `E` in `error` and its sources.
-fn caused_by<'a, E: Error + 'static>(error: &'a (dyn Error + 'static)) -> Option<&'a E> {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(found) = error.downcast_ref::<E>() {
-            return Some(found);
-        }
-        current = error.source();
-    }
-    None
 }
 
 /// Displays an error with its sources, `: `-separated, for the log.
