@@ -162,18 +162,19 @@ async fn the_budget_shrinks_across_three_hops() {
 #[tokio::test]
 async fn a_spent_budget_fails_locally_without_calling_the_next_hop() {
     let c = hop(None, Duration::from_millis(5)).await;
-    // B keeps 100ms of headroom: after 150ms of work on a 200ms budget it
-    // has about 50ms left, less than its headroom, well before its own
-    // server would give up on the call.
-    let b = hop(Some(c.server.addr), Duration::from_millis(100)).await;
+    // B keeps 500ms of headroom: after 700ms of work on a 1s budget it has
+    // about 300ms left, less than its headroom, well before its own server
+    // would give up on the call. The margins are wide so that a loaded
+    // machine oversleeping the work by up to 300ms changes nothing.
+    let b = hop(Some(c.server.addr), Duration::from_millis(500)).await;
 
     let mut client = echo_client(&[b.server.addr], |c| c).await;
     let mut request = Request::new(EchoRequest {
         message: "late".to_owned(),
-        delay_ms: 150,
+        delay_ms: 700,
         ..Default::default()
     });
-    CallOptions::timeout(Duration::from_millis(200)).apply(&mut request);
+    CallOptions::timeout(Duration::from_secs(1)).apply(&mut request);
     let status = client.put(request).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
 
