@@ -152,3 +152,54 @@ async fn connections_that_fail_do_not_stop_the_server() {
         .expect("the server keeps serving");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_that_never_speaks_is_closed_after_the_handshake_timeout() {
+    let server = Running::start(
+        sinew::Server::new("handshake")
+            .config(
+                sinew::server::ServerConfig::new()
+                    .lame_duck(std::time::Duration::ZERO)
+                    .handshake_timeout(std::time::Duration::from_millis(200)),
+            )
+            .add_service(
+                sinew_workspace::proto::echo::v1::echo_server::EchoServer::new(common::UnaryEcho(
+                    Addresses::default(),
+                )),
+            ),
+    )
+    .await;
+
+    // Silent: the server closes it once the timeout has passed (having
+    // sent its own SETTINGS, as an HTTP/2 server does at once).
+    let begun = std::time::Instant::now();
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        silent.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes a silent connection");
+    assert!(closed.is_ok(), "{closed:?}");
+    assert!(
+        begun.elapsed() >= std::time::Duration::from_millis(200),
+        "closed before the timeout: {:?}",
+        begun.elapsed()
+    );
+
+    // One that sent the preface stays open past the timeout.
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let (status, _) = raw_call_on(
+        &mut send,
+        "/echo.v1.Echo/Get",
+        Bytes::from_static(&[0, 0, 0, 0, 0]),
+    )
+    .await;
+    assert_eq!(status, 0);
+    driver.abort();
+    server.stop().await;
+}

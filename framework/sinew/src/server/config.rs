@@ -215,6 +215,10 @@ settings! {
     http2_keepalive_timeout: Duration = Duration::from_secs(20);
     /// TCP keepalive idle time; zero turns it off. Default 60s.
     tcp_keepalive: Duration = Duration::from_secs(60);
+    /// How long a new connection may take to send the HTTP/2 preface;
+    /// one that has not sent it by then is closed, so that connections
+    /// that never speak cannot hold sockets open. Default 10s.
+    handshake_timeout: Duration = Duration::from_secs(10);
     /// Ceiling on the time a handler may take to answer, whatever the
     /// caller's deadline; beyond it the call fails with
     /// `DEADLINE_EXCEEDED`. Default 30s.
@@ -342,6 +346,7 @@ impl Settings {
             ("max_send_message_size", self.max_send_message_size == 0),
             ("max_concurrent_streams", self.max_concurrent_streams == 0),
             ("max_header_list_size", self.max_header_list_size == 0),
+            ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("request_timeout", self.request_timeout.is_zero()),
             ("probe_interval", self.probe_interval.is_zero()),
             ("probe_timeout", self.probe_timeout.is_zero()),
@@ -397,6 +402,7 @@ mod tests {
         assert_eq!(s.max_send_message_size, 4 * 1024 * 1024);
         assert_eq!(s.max_concurrent_streams, 200);
         assert_eq!(s.max_local_error_reset_streams, 1024);
+        assert_eq!(s.handshake_timeout, Duration::from_secs(10));
         assert!(s.reflection);
     }
 
@@ -421,5 +427,11 @@ mod tests {
             Settings::load_with_env(&ServerConfig::new().max_receive_message_size(0), env(&[]))
                 .unwrap_err();
         assert_eq!(err.key(), Some("max_receive_message_size"));
+        let err = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_HANDSHAKE_TIMEOUT", "0s")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("handshake_timeout"), "{err}");
     }
 }

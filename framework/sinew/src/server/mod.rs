@@ -359,7 +359,11 @@ impl Server {
                 settings.max_send_message_size,
             ))
             .service(routes.build());
-        let mut connections = Connections::new(serve::http2_builder(&settings), stack);
+        let mut connections = Connections::new(
+            serve::http2_builder(&settings),
+            stack,
+            settings.handshake_timeout,
+        );
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);
 
         tracing::info!(server = %name, %addr, services = ?names, "serving");

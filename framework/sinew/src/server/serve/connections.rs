@@ -1,6 +1,6 @@
 //! The server's connections: accepted, served, told to go away, awaited.
 
-use std::future::Future;
+use std::{future::Future, time::Duration};
 
 use hyper::server::conn::http2::{self, Connection};
 use hyper_util::rt::TokioIo;
@@ -8,7 +8,7 @@ use tokio::{net::TcpStream, sync::watch, task::JoinSet};
 use tonic::{body::Body, transport::server::TcpConnectInfo};
 use tower::Service;
 
-use super::{Acceptor, ConnectionService};
+use super::{Acceptor, ConnectionService, Spoken, Watched};
 use crate::BoxError;
 use crate::executor::BoxingExecutor;
 
@@ -20,6 +20,8 @@ use crate::executor::BoxingExecutor;
 pub(crate) struct Connections<S> {
     builder: http2::Builder<BoxingExecutor>,
     stack: S,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    handshake_timeout: Duration,
     tasks: JoinSet<()>,
     /// Turns `true` when every connection is to go away.
     draining: watch::Sender<bool>,
@@ -34,11 +36,17 @@ where
     S::Error: Into<BoxError>,
 {
     /// No connections yet; each one to come gets `builder`'s settings and
-    /// a clone of `stack`.
-    pub(crate) fn new(builder: http2::Builder<BoxingExecutor>, stack: S) -> Self {
+    /// a clone of `stack`, and is closed unless it sends the HTTP/2
+    /// preface within `handshake_timeout`.
+    pub(crate) fn new(
+        builder: http2::Builder<BoxingExecutor>,
+        stack: S,
+        handshake_timeout: Duration,
+    ) -> Self {
         Self {
             builder,
             stack,
+            handshake_timeout,
             tasks: JoinSet::new(),
             draining: watch::Sender::new(false),
         }
@@ -74,9 +82,14 @@ where
     /// Serves one accepted connection on a task of its own.
     fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
         let service = ConnectionService::new(self.stack.clone(), info);
+        let (stream, spoken) = Watched::new(stream);
         let connection = self.builder.serve_connection(TokioIo::new(stream), service);
-        self.tasks
-            .spawn(drive(connection, self.draining.subscribe()));
+        self.tasks.spawn(drive(
+            connection,
+            self.draining.subscribe(),
+            spoken,
+            self.handshake_timeout,
+        ));
     }
 
     /// Tells every connection to go away: each sends `GOAWAY`, refuses new
@@ -92,22 +105,38 @@ where
 }
 
 /// Serves `connection` until it ends, shutting it down gracefully once
-/// `draining` turns `true` (or the server is gone).
+/// `draining` turns `true` (or the server is gone), and closing it at once
+/// if its peer has not `spoken` the HTTP/2 preface within
+/// `handshake_timeout`.
 async fn drive<S>(
-    connection: Connection<TokioIo<TcpStream>, ConnectionService<S>, BoxingExecutor>,
+    connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, BoxingExecutor>,
     mut draining: watch::Receiver<bool>,
+    spoken: Spoken,
+    handshake_timeout: Duration,
 ) where
     S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
 {
     tokio::pin!(connection);
-    let ended = tokio::select! {
-        ended = connection.as_mut() => ended,
-        // The guard `wait_for` returns is not held on to: it is not `Send`.
-        _ = async { draining.wait_for(|draining| *draining).await.map(drop) } => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let handshake = tokio::time::sleep(handshake_timeout);
+    tokio::pin!(handshake);
+    let mut handshaking = true;
+    let ended = loop {
+        tokio::select! {
+            ended = connection.as_mut() => break ended,
+            () = &mut handshake, if handshaking => {
+                if !spoken.get() {
+                    tracing::debug!(?handshake_timeout, "no HTTP/2 preface in time: closing the connection");
+                    return;
+                }
+                handshaking = false;
+            }
+            // The guard `wait_for` returns is not held on to: it is not `Send`.
+            _ = async { draining.wait_for(|draining| *draining).await.map(drop) } => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
         }
     };
     // A peer that goes away without a goodbye, or speaks something other

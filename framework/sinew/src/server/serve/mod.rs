@@ -8,7 +8,9 @@
 //!   that concerns a single connection is logged and the next is accepted;
 //!   running out of resources (`EMFILE`) pauses accepting for 100ms.
 //! - **HTTP/2 only**, with prior knowledge, as gRPC speaks it: a client
-//!   speaking HTTP/1 gets its connection closed.
+//!   speaking HTTP/1 gets its connection closed, and so does one that has
+//!   not sent the HTTP/2 preface within the `handshake_timeout` setting
+//!   (10s), so that connections that never speak cannot hold sockets.
 //! - **Per call.** The connection's [`TcpConnectInfo`] goes into the
 //!   request's extensions, the call goes through the layers to the service
 //!   its path names (`/package.Service/Method`), and a path that names no
@@ -47,6 +49,7 @@
 mod accept;
 mod connections;
 mod http2;
+mod preface;
 mod recover;
 mod routes;
 mod service;
@@ -54,6 +57,7 @@ mod service;
 pub(crate) use accept::Acceptor;
 pub(crate) use connections::Connections;
 pub(crate) use http2::builder as http2_builder;
+pub(crate) use preface::{Spoken, Watched};
 pub(crate) use recover::Recover;
 pub(crate) use routes::{DuplicateService, RoutesBuilder};
 pub(crate) use service::ConnectionService;
