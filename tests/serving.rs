@@ -203,3 +203,58 @@ async fn a_connection_that_never_speaks_is_closed_after_the_handshake_timeout() 
     driver.abort();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn past_max_connections_a_new_connection_waits_for_one_to_close() {
+    let server = Running::start(
+        sinew::Server::new("bounded")
+            .config(
+                sinew::server::ServerConfig::new()
+                    .lame_duck(std::time::Duration::ZERO)
+                    .max_connections(1),
+            )
+            .add_service(
+                sinew_workspace::proto::echo::v1::echo_server::EchoServer::new(common::UnaryEcho(
+                    Addresses::default(),
+                )),
+            ),
+    )
+    .await;
+    let first = TcpStream::connect(server.addr).await.unwrap();
+    let (mut first_send, first_connection) = h2::client::handshake(first).await.unwrap();
+    let first_driver = tokio::spawn(first_connection);
+    let (status, _) = raw_call_on(
+        &mut first_send,
+        "/echo.v1.Echo/Get",
+        Bytes::from_static(&[0, 0, 0, 0, 0]),
+    )
+    .await;
+    assert_eq!(status, 0);
+
+    // The second is connected by the kernel but not accepted: a call on
+    // it gets no answer while the first is open.
+    let second = TcpStream::connect(server.addr).await.unwrap();
+    let (mut second_send, second_connection) = h2::client::handshake(second).await.unwrap();
+    let second_driver = tokio::spawn(second_connection);
+    let mut call = tokio::spawn(async move {
+        raw_call_on(
+            &mut second_send,
+            "/echo.v1.Echo/Get",
+            Bytes::from_static(&[0, 0, 0, 0, 0]),
+        )
+        .await
+    });
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), &mut call).await;
+    assert!(waited.is_err(), "served past max_connections");
+
+    // Once the first closes, the second is served.
+    first_driver.abort();
+    drop(first_send);
+    let (status, _) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+        .await
+        .expect("the second connection is served once the first closes")
+        .unwrap();
+    assert_eq!(status, 0);
+    second_driver.abort();
+    server.stop().await;
+}

@@ -198,6 +198,9 @@ settings! {
     /// HTTP/2 streams (calls) one connection may have open. Default 200
     /// (tonic sets no limit).
     max_concurrent_streams: u32 = 200;
+    /// Connections open at once; past it, new ones wait in the listen
+    /// backlog until one closes. Default 10,000 (tonic sets no limit).
+    max_connections: usize = 10_000;
     /// Streams the server may reset for protocol errors on one connection
     /// before it closes the connection, a guard against reset floods.
     /// Default 1024 (tonic sets no limit).
@@ -345,6 +348,7 @@ impl Settings {
             ),
             ("max_send_message_size", self.max_send_message_size == 0),
             ("max_concurrent_streams", self.max_concurrent_streams == 0),
+            ("max_connections", self.max_connections == 0),
             ("max_header_list_size", self.max_header_list_size == 0),
             ("handshake_timeout", self.handshake_timeout.is_zero()),
             ("request_timeout", self.request_timeout.is_zero()),
@@ -403,6 +407,7 @@ mod tests {
         assert_eq!(s.max_concurrent_streams, 200);
         assert_eq!(s.max_local_error_reset_streams, 1024);
         assert_eq!(s.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 10_000);
         assert!(s.reflection);
     }
 

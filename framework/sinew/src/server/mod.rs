@@ -363,6 +363,7 @@ impl Server {
             serve::http2_builder(&settings),
             stack,
             settings.handshake_timeout,
+            settings.max_connections,
         );
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);
 

@@ -22,6 +22,9 @@ pub(crate) struct Connections<S> {
     stack: S,
     /// How long a new connection may take to send the HTTP/2 preface.
     handshake_timeout: Duration,
+    /// How many connections may be open at once; past it, accepting
+    /// waits for one to close.
+    max_connections: usize,
     tasks: JoinSet<()>,
     /// Turns `true` when every connection is to go away.
     draining: watch::Sender<bool>,
@@ -37,16 +40,19 @@ where
 {
     /// No connections yet; each one to come gets `builder`'s settings and
     /// a clone of `stack`, and is closed unless it sends the HTTP/2
-    /// preface within `handshake_timeout`.
+    /// preface within `handshake_timeout`. At most `max_connections` are
+    /// open at once.
     pub(crate) fn new(
         builder: http2::Builder<BoxingExecutor>,
         stack: S,
         handshake_timeout: Duration,
+        max_connections: usize,
     ) -> Self {
         Self {
             builder,
             stack,
             handshake_timeout,
+            max_connections,
             tasks: JoinSet::new(),
             draining: watch::Sender::new(false),
         }
@@ -54,7 +60,9 @@ where
 
     /// Accepts and serves connections until `stop` resolves. Accepting
     /// never fails (see [`Acceptor::accept`]); connections that end are
-    /// reaped on the way.
+    /// reaped on the way. With `max_connections` open, nothing is accepted
+    /// until one closes: further connects wait in the listen backlog, and
+    /// past it the kernel refuses them.
     pub(crate) async fn accept_until(
         &mut self,
         acceptor: &Acceptor,
@@ -74,7 +82,9 @@ where
                         tracing::error!(%error, "a connection's task panicked");
                     }
                 }
-                (stream, info) = acceptor.accept() => self.serve(stream, info),
+                (stream, info) = acceptor.accept(), if self.tasks.len() < self.max_connections => {
+                    self.serve(stream, info);
+                }
             }
         }
     }

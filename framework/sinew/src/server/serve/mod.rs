@@ -4,7 +4,8 @@
 //! and nothing else:
 //!
 //! - **Accept.** Each connection gets `TCP_NODELAY` and TCP keepalive (the
-//!   `tcp_keepalive` setting). An accept error never stops the server: one
+//!   `tcp_keepalive` setting). At most `max_connections` (10,000) are open
+//!   at once; more wait in the listen backlog until one closes. An accept error never stops the server: one
 //!   that concerns a single connection is logged and the next is accepted;
 //!   running out of resources (`EMFILE`) pauses accepting for 100ms.
 //! - **HTTP/2 only**, with prior knowledge, as gRPC speaks it: a client
