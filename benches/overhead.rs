@@ -24,7 +24,8 @@
 //! a profiler, and prints no RESULT line; `traced-unexported` and
 //! `traced-unsampled` trace without an endpoint, and sample nothing;
 //! `sinew-server` and `sinew-client` pair one side of sinew with bare
-//! tonic).
+//! tonic; a sinew client run alone gives `Put` 20s instead of 1s, so that
+//! valgrind's slowness does not fail its calls).
 //!
 //! The last line is exactly:
 //! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n> traced_ratio=<traced sinew rps / tonic rps>`
