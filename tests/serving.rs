@@ -7,10 +7,14 @@ mod common;
 use std::{
     net::SocketAddr,
     sync::{Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
-use common::{Running, Unary, echo, echo_client, grpc_request, raw_call_on, serve_echo};
+use common::{
+    Running, Unary, echo, echo_client, grpc_request, raw_call_on, serve_echo, serve_echo_with,
+};
+use sinew::server::ServerConfig;
 use sinew_workspace::proto::echo::v1::{EchoReply, EchoRequest};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -63,6 +67,30 @@ async fn raw_response(server: &Running, path: &str) -> (http::StatusCode, http::
     (response.status(), response.headers().clone(), ended)
 }
 
+/// An HTTP/2 connection to `server`, spoken by hand, and the task that
+/// drives it.
+async fn h2_connection(
+    server: &Running,
+) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (send, driver)
+}
+
+/// Calls `Get` with an empty message on `send`; its `grpc-status`.
+async fn empty_get(send: &mut h2::client::SendRequest<Bytes>) -> i32 {
+    let (status, _) = raw_call_on(
+        send,
+        "/echo.v1.Echo/Get",
+        Bytes::from_static(&[0, 0, 0, 0, 0]),
+    )
+    .await;
+    status
+}
+
 #[tokio::test]
 async fn a_call_to_an_unknown_service_is_unimplemented_trailers_only() {
     let server = serve_echo(Addresses::default()).await;
@@ -101,14 +129,7 @@ async fn every_request_carries_the_connection_addresses() {
     let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
     let driver = tokio::spawn(connection);
     for _ in 0..2 {
-        // An empty message.
-        let (status, _) = raw_call_on(
-            &mut send,
-            "/echo.v1.Echo/Get",
-            Bytes::from_static(&[0, 0, 0, 0, 0]),
-        )
-        .await;
-        assert_eq!(status, 0);
+        assert_eq!(empty_get(&mut send).await, 0);
     }
     driver.abort();
     assert_eq!(
@@ -155,102 +176,50 @@ async fn connections_that_fail_do_not_stop_the_server() {
 
 #[tokio::test]
 async fn a_connection_that_never_speaks_is_closed_after_the_handshake_timeout() {
-    let server = Running::start(
-        sinew::Server::new("handshake")
-            .config(
-                sinew::server::ServerConfig::new()
-                    .lame_duck(std::time::Duration::ZERO)
-                    .handshake_timeout(std::time::Duration::from_millis(200)),
-            )
-            .add_service(
-                sinew_workspace::proto::echo::v1::echo_server::EchoServer::new(common::UnaryEcho(
-                    Addresses::default(),
-                )),
-            ),
-    )
-    .await;
+    let config = ServerConfig::new().handshake_timeout(Duration::from_millis(200));
+    let server = serve_echo_with(config, Addresses::default()).await;
 
     // Silent: the server closes it once the timeout has passed (having
     // sent its own SETTINGS, as an HTTP/2 server does at once).
-    let begun = std::time::Instant::now();
+    let begun = Instant::now();
     let mut silent = TcpStream::connect(server.addr).await.unwrap();
     let mut answer = Vec::new();
-    let closed = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        silent.read_to_end(&mut answer),
-    )
-    .await
-    .expect("the server closes a silent connection");
+    let closed = tokio::time::timeout(Duration::from_secs(10), silent.read_to_end(&mut answer))
+        .await
+        .expect("the server closes a silent connection");
     assert!(closed.is_ok(), "{closed:?}");
     assert!(
-        begun.elapsed() >= std::time::Duration::from_millis(200),
+        begun.elapsed() >= Duration::from_millis(200),
         "closed before the timeout: {:?}",
         begun.elapsed()
     );
 
     // One that sent the preface stays open past the timeout.
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
-    let driver = tokio::spawn(connection);
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
-    let (status, _) = raw_call_on(
-        &mut send,
-        "/echo.v1.Echo/Get",
-        Bytes::from_static(&[0, 0, 0, 0, 0]),
-    )
-    .await;
-    assert_eq!(status, 0);
+    let (mut send, driver) = h2_connection(&server).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(empty_get(&mut send).await, 0);
     driver.abort();
     server.stop().await;
 }
 
 #[tokio::test]
 async fn past_max_connections_a_new_connection_waits_for_one_to_close() {
-    let server = Running::start(
-        sinew::Server::new("bounded")
-            .config(
-                sinew::server::ServerConfig::new()
-                    .lame_duck(std::time::Duration::ZERO)
-                    .max_connections(1),
-            )
-            .add_service(
-                sinew_workspace::proto::echo::v1::echo_server::EchoServer::new(common::UnaryEcho(
-                    Addresses::default(),
-                )),
-            ),
-    )
-    .await;
-    let first = TcpStream::connect(server.addr).await.unwrap();
-    let (mut first_send, first_connection) = h2::client::handshake(first).await.unwrap();
-    let first_driver = tokio::spawn(first_connection);
-    let (status, _) = raw_call_on(
-        &mut first_send,
-        "/echo.v1.Echo/Get",
-        Bytes::from_static(&[0, 0, 0, 0, 0]),
-    )
-    .await;
-    assert_eq!(status, 0);
+    let config = ServerConfig::new().max_connections(1);
+    let server = serve_echo_with(config, Addresses::default()).await;
+    let (mut first, first_driver) = h2_connection(&server).await;
+    assert_eq!(empty_get(&mut first).await, 0);
 
     // The second is connected by the kernel but not accepted: a call on
     // it gets no answer while the first is open.
-    let second = TcpStream::connect(server.addr).await.unwrap();
-    let (mut second_send, second_connection) = h2::client::handshake(second).await.unwrap();
-    let second_driver = tokio::spawn(second_connection);
-    let mut call = tokio::spawn(async move {
-        raw_call_on(
-            &mut second_send,
-            "/echo.v1.Echo/Get",
-            Bytes::from_static(&[0, 0, 0, 0, 0]),
-        )
-        .await
-    });
-    let waited = tokio::time::timeout(std::time::Duration::from_millis(300), &mut call).await;
+    let (mut second, second_driver) = h2_connection(&server).await;
+    let mut call = tokio::spawn(async move { empty_get(&mut second).await });
+    let waited = tokio::time::timeout(Duration::from_millis(300), &mut call).await;
     assert!(waited.is_err(), "served past max_connections");
 
     // Once the first closes, the second is served.
     first_driver.abort();
-    drop(first_send);
-    let (status, _) = tokio::time::timeout(std::time::Duration::from_secs(10), call)
+    drop(first);
+    let status = tokio::time::timeout(Duration::from_secs(10), call)
         .await
         .expect("the second connection is served once the first closes")
         .unwrap();

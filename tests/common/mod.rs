@@ -292,9 +292,14 @@ impl<T: Unary> Echo for UnaryEcho<T> {
 
 /// Serves `service` as the echo service on the scaffold on a free port.
 pub(crate) async fn serve_echo(service: impl Unary) -> Running {
+    serve_echo_with(ServerConfig::new(), service).await
+}
+
+/// [`serve_echo`] with `config` (and no lame-duck delay).
+pub(crate) async fn serve_echo_with(config: ServerConfig, service: impl Unary) -> Running {
     Running::start(
         Server::new("scripted")
-            .config(ServerConfig::new().lame_duck(Duration::ZERO))
+            .config(config.lame_duck(Duration::ZERO))
             .add_service(EchoServer::new(UnaryEcho(service))),
     )
     .await
