@@ -5,7 +5,7 @@ use std::{
     future::Future,
     pin::Pin,
     sync::{
-        OnceLock,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -16,18 +16,21 @@ use http_body::{Body, Frame, SizeHint};
 use opentelemetry::{
     Context as OtelContext, KeyValue,
     context::WithContext,
-    trace::{SpanBuilder, SpanContext, SpanKind, Status, TraceContextExt, TraceFlags},
+    trace::{SpanContext, SpanKind, Status, TraceContextExt, TraceFlags},
 };
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracer};
-
-use super::TraceSampler;
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
+};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Code;
 
 use super::{
+    TraceSampler,
     method::{Durations, Gauge, Method, with_method},
     metrics::metrics,
+    queue::SpanQueue,
+    span::{CallSpan, CallSpanData, Parts, SpanParts},
 };
 use crate::BoxError;
 
@@ -35,15 +38,28 @@ use crate::BoxError;
 /// call costs one atomic load here.
 static ENABLED: AtomicBool = AtomicBool::new(false);
 
-/// sinew's tracer, set once by [`init`](super::init). Held as the SDK's own
-/// type rather than the global `BoxedTracer`, whose spans come boxed; and
-/// the sampler it was built with.
-static TRACER: OnceLock<(SdkTracer, TraceSampler)> = OnceLock::new();
+/// How calls are recorded, set once by [`init`](super::init).
+static RECORDER: OnceLock<Recorder> = OnceLock::new();
 
-/// Turns recording on with `tracer`, whose sampler is `sampler`
-/// (telemetry is installed).
-pub(crate) fn enable(tracer: SdkTracer, sampler: TraceSampler) {
-    let _ = TRACER.set((tracer, sampler));
+/// The sampler the tracer provider was built with, and the span queue its
+/// spans go to.
+#[derive(Debug)]
+struct Recorder {
+    sampler: TraceSampler,
+    sdk_sampler: Sampler,
+    /// `None` when spans are not exported: calls then get span contexts
+    /// (for the logs and the next hop) but no spans.
+    queue: Option<Arc<SpanQueue>>,
+}
+
+/// Turns recording on (telemetry is installed): with `sampler`, the
+/// provider's, and sending spans to `queue`.
+pub(crate) fn enable(sampler: TraceSampler, queue: Option<Arc<SpanQueue>>) {
+    let _ = RECORDER.set(Recorder {
+        sampler,
+        sdk_sampler: sampler.to_sdk(),
+        queue,
+    });
     ENABLED.store(true, Ordering::Release);
 }
 
@@ -70,9 +86,9 @@ pub(crate) enum Side {
 /// A call in progress: its OpenTelemetry span (in a context), when it
 /// started, what to record it under.
 ///
-/// The span is made with the OpenTelemetry API directly rather than
-/// through `tracing`: one span per call, without the `tracing` registry's
-/// bookkeeping in between.
+/// The span is sinew's own [`CallSpan`], made directly rather than through
+/// `tracing` or the SDK's tracer: one span per call, without the `tracing`
+/// registry's bookkeeping or the SDK's span machinery in between.
 #[derive(Debug)]
 pub(crate) struct CallRecord {
     side: Side,
@@ -105,35 +121,22 @@ impl CallRecord {
         parent: &OtelContext,
         extra: impl FnOnce(&mut Vec<KeyValue>),
     ) -> Option<Self> {
-        let (tracer, sampler) = TRACER.get()?;
+        let recorder = RECORDER.get()?;
         // A span the sampler is sure to leave out (with head sampling,
         // most spans) is not built at all: see `unsampled_child`.
-        let dropped = sampler.surely_drops_child_of(parent.span().span_context());
-        let kind = match side {
-            Side::Server => SpanKind::Server,
-            Side::Client => SpanKind::Client,
-        };
-        let (builder, durations, active) = with_method(path, |method| {
-            let Method {
-                name,
-                attributes,
-                active,
-                durations,
-            } = method;
-            let builder = (!dropped).then(|| {
-                // Room for two extra and the status code, set when the
-                // call ends.
-                let mut span_attributes = Vec::with_capacity(attributes.len() + 3);
-                span_attributes.extend(attributes.iter().cloned());
-                extra(&mut span_attributes);
-                SpanBuilder::from_name(name.clone())
-                    .with_kind(kind)
-                    .with_attributes(span_attributes)
-            });
-            let durations = match durations {
+        let dropped = recorder
+            .sampler
+            .surely_drops_child_of(parent.span().span_context());
+        let (cx, durations, active) = with_method(path, |method| {
+            let cx = if dropped {
+                parent.with_remote_span_context(unsampled_child(parent))
+            } else {
+                recorder.child(side, parent, method, extra)
+            };
+            let durations = match method.durations {
                 Some(durations) => DurationAttributes::Registered(durations),
                 None => {
-                    let [system, service, method] = attributes.clone();
+                    let [system, service, method] = method.attributes.clone();
                     DurationAttributes::Own(Box::new([
                         system,
                         service,
@@ -142,12 +145,8 @@ impl CallRecord {
                     ]))
                 }
             };
-            (builder, durations, active.side(side == Side::Server))
+            (cx, durations, method.active.side(side == Side::Server))
         });
-        let cx = match builder {
-            Some(builder) => parent.with_span(builder.start_with_context(tracer, parent)),
-            None => parent.with_remote_span_context(unsampled_child(parent)),
-        };
         active.enter();
         Some(Self {
             side,
@@ -195,6 +194,80 @@ impl CallRecord {
             }
         }
         self.active.exit();
+    }
+}
+
+// === impl Recorder ===
+
+impl Recorder {
+    /// The context of a call to `method` on `side`, a child of `parent`:
+    /// with a [`CallSpan`] if the sampler keeps it and spans are exported,
+    /// else with its span context alone. `extra` adds the call's own
+    /// attributes to the span.
+    fn child(
+        &self,
+        side: Side,
+        parent: &OtelContext,
+        method: &Method,
+        extra: impl FnOnce(&mut Vec<KeyValue>),
+    ) -> OtelContext {
+        if parent.is_telemetry_suppressed() {
+            // As the SDK: no span, and nothing to pass on.
+            return parent.with_remote_span_context(SpanContext::empty_context());
+        }
+        let kind = match side {
+            Side::Server => SpanKind::Server,
+            Side::Client => SpanKind::Client,
+        };
+        let parent_span = parent.span();
+        // As the SDK: a parent without a valid context is no parent.
+        let empty = SpanContext::empty_context();
+        let parent_context = Some(parent_span.span_context())
+            .filter(|context| context.is_valid())
+            .unwrap_or(&empty);
+        let ids = RandomIdGenerator::default();
+        let trace_id = if parent_context.is_valid() {
+            parent_context.trace_id()
+        } else {
+            ids.new_trace_id()
+        };
+        let result = self.sdk_sampler.should_sample(
+            Some(parent),
+            trace_id,
+            &method.name,
+            &kind,
+            &method.attributes,
+            &[],
+        );
+        // A span the sampler would record without sampling it is never
+        // exported; like a dropped one, it keeps only its context.
+        let sampled = result.decision == SamplingDecision::RecordAndSample;
+        let flags = match result.decision {
+            SamplingDecision::Drop => TraceFlags::default(),
+            _ => parent_context.trace_flags().with_sampled(sampled),
+        };
+        let context = SpanContext::new(
+            trace_id,
+            ids.new_span_id(),
+            flags,
+            false,
+            result.trace_state,
+        );
+        let Some(queue) = self.queue.as_ref().filter(|_| sampled) else {
+            return parent.with_remote_span_context(context);
+        };
+        let parts = match method.span {
+            Some(parts) => Parts::Shared(parts),
+            None => Parts::Own(Box::new(SpanParts::new(
+                method.name.clone(),
+                method.attributes.clone(),
+            ))),
+        };
+        // Room for two extra and the status code, set when the call ends.
+        let mut attributes = Vec::with_capacity(3);
+        extra(&mut attributes);
+        let data = CallSpanData::start(context, parent_context, kind, parts, attributes);
+        parent.with_span(CallSpan::new(data, Arc::clone(queue)))
     }
 }
 

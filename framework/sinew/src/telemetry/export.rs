@@ -7,12 +7,13 @@
 //! Everything that exports runs on threads of the SDK's own, off the request
 //! path:
 //!
-//! - spans go through a bounded queue to the batch processor's thread
-//!   (see [`queue`](super::queue)); ending a span never blocks or fails.
-//!   That thread encodes each batch with sinew's own OTLP exporter (see
-//!   [`otlp`](super::otlp)), which allocates nothing per span, and sends
-//!   it from a runtime thread of the exporter's own (`sinew-otlp`), so
-//!   a busy application runtime does not hold exports up;
+//! - spans, sinew's call spans and the SDK's alike, go through a bounded
+//!   queue to a thread of its own (see [`queue`](super::queue)); ending a
+//!   span never blocks or fails. That thread encodes each batch with
+//!   sinew's own OTLP exporter (see [`otlp`](super::otlp)), which
+//!   allocates nothing per span, and sends it from a runtime thread of the
+//!   exporter's own (`sinew-otlp`), so a busy application runtime does not
+//!   hold exports up;
 //! - metrics are aggregated in memory as they are recorded, and the
 //!   periodic reader's thread collects and exports them on its interval,
 //!   with `opentelemetry-otlp`'s exporter.
@@ -45,17 +46,15 @@ use opentelemetry_sdk::{
         exporter::PushMetricExporter,
     },
     resource::TelemetryResourceDetector,
-    trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider},
+    trace::{SdkTracer, SdkTracerProvider},
 };
 
 use super::{
     TelemetryConfig, TelemetryError,
     otlp::OtlpSpanExporter,
-    queue::{CountingExporter, CountingProcessor, QueueCounters},
+    queue::{QueueCounters, QueueError, QueueProcessor, QueueSettings, SpanQueue},
+    span::SCOPE,
 };
-
-/// The instrumentation scope of sinew's tracer.
-const SCOPE: &str = "sinew";
 
 /// A tracer provider and a meter provider, built but not installed.
 /// Clones share the providers.
@@ -64,7 +63,8 @@ pub(crate) struct Pipeline {
     pub(crate) tracer_provider: SdkTracerProvider,
     pub(crate) meter_provider: SdkMeterProvider,
     pub(crate) counters: Arc<QueueCounters>,
-    exports_traces: bool,
+    /// Where finished spans go; `None` when they are not exported.
+    pub(crate) queue: Option<Arc<SpanQueue>>,
     exports_metrics: bool,
 }
 
@@ -84,7 +84,6 @@ impl Pipeline {
     /// endpoint, none is needed.
     pub(crate) fn build(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
         config.validate()?;
-        let exports_traces = config.traces_endpoint.is_some();
         let exports_metrics = config.metrics_endpoint.is_some();
         if exports_metrics && tokio::runtime::Handle::try_current().is_err() {
             return Err(TelemetryError::NoRuntime);
@@ -96,9 +95,10 @@ impl Pipeline {
         let mut tracer_provider = SdkTracerProvider::builder()
             .with_sampler(config.sampler.to_sdk())
             .with_resource(resource.clone());
+        let mut queue = None;
         if let Some(endpoint) = &config.traces_endpoint {
             let rejected = Arc::clone(&counters);
-            let exporter = config
+            let mut exporter = config
                 .traces_headers
                 .0
                 .iter()
@@ -113,23 +113,22 @@ impl Pipeline {
                     signal: "traces",
                     reason: error_chain(&e),
                 })?;
-            // The builder's defaults read the OTEL_BSP_* variables from the
-            // process; every value that matters is set from `config`.
-            let batch =
-                BatchSpanProcessor::builder(CountingExporter::new(exporter, Arc::clone(&counters)))
-                    .with_batch_config(
-                        BatchConfigBuilder::default()
-                            .with_max_queue_size(config.max_queue_size)
-                            .with_max_export_batch_size(config.batch_size())
-                            .with_scheduled_delay(config.schedule_delay)
-                            .build(),
-                    )
-                    .build();
-            tracer_provider = tracer_provider.with_span_processor(CountingProcessor::new(
-                batch,
-                config.max_queue_size,
-                Arc::clone(&counters),
-            ));
+            exporter.set_resource(&resource);
+            let settings = QueueSettings {
+                capacity: config.max_queue_size,
+                batch_size: config.batch_size(),
+                delay: config.schedule_delay,
+            };
+            let started =
+                SpanQueue::start(settings, Arc::clone(&counters), exporter).map_err(|e| {
+                    TelemetryError::Exporter {
+                        signal: "traces",
+                        reason: format!("cannot start the span queue's thread: {e}"),
+                    }
+                })?;
+            tracer_provider =
+                tracer_provider.with_span_processor(QueueProcessor::new(Arc::clone(&started)));
+            queue = Some(started);
         }
 
         let mut meter_provider = SdkMeterProvider::builder().with_resource(resource);
@@ -153,7 +152,7 @@ impl Pipeline {
             tracer_provider: tracer_provider.build(),
             meter_provider: meter_provider.build(),
             counters,
-            exports_traces,
+            queue,
             exports_metrics,
         })
     }
@@ -166,9 +165,12 @@ impl Pipeline {
     /// Exports what is pending, waiting at most `limit`. Blocks.
     pub(crate) fn flush(&self, limit: Duration) -> Result<(), TelemetryError> {
         let mut jobs: Vec<Job> = Vec::new();
-        if self.exports_traces {
-            let provider = self.tracer_provider.clone();
-            jobs.push(("traces", Box::new(move || provider.force_flush())));
+        if let Some(queue) = &self.queue {
+            let queue = Arc::clone(queue);
+            jobs.push((
+                "traces",
+                Box::new(move || queue.flush(limit).map_err(QueueError::into_sdk)),
+            ));
         }
         if self.exports_metrics {
             let provider = self.meter_provider.clone();

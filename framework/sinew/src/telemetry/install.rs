@@ -112,7 +112,7 @@ pub fn init_with(config: TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         pipeline
     };
     // The scaffold's and the clients' layers record from now on.
-    call::enable(pipeline.tracer(), config.sampler);
+    call::enable(config.sampler, pipeline.queue.clone());
 
     let TelemetryConfig {
         service_name,

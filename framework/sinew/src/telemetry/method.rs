@@ -10,14 +10,14 @@
 //! 1. Each thread keeps a map from path to [`Method`], lent to the
 //!    caller, which clones only what it keeps: reference-counted strings
 //!    made by this thread, so their counts stay on its own cache lines.
-//! 2. On a miss, the method is registered process-wide. The OpenTelemetry
-//!    SDK keeps span names as `Cow<'static, str>`, so a registered name is
-//!    leaked once and then borrowed by every span of that method; its
-//!    [`Active`] counters are leaked beside it.
+//! 2. On a miss, the method is registered process-wide: its name, its
+//!    [`Active`] counters and its [`SpanParts`] (the name and RPC
+//!    attributes every span of the method shares, already encoded as
+//!    OTLP) are leaked once and then borrowed by every call.
 //! 3. Both are bounded ([`MAX_METHODS`]): a peer sending calls to endless
 //!    made-up paths cannot grow memory. Past the bound a path gets an
-//!    owned name and fresh attributes per call, as if there were no cache,
-//!    and its calls in flight are counted under `_OTHER`.
+//!    owned name, fresh attributes and span parts per call, as if there
+//!    were no cache, and its calls in flight are counted under `_OTHER`.
 //!
 //! A registered method also keeps its duration histograms bound to their
 //! attribute sets, one per side and status code, bound the first time the
@@ -46,7 +46,7 @@ use opentelemetry::{
 };
 use tonic::Code;
 
-use super::{call::status_attribute, metrics::metrics};
+use super::{call::status_attribute, metrics::metrics, span::SpanParts};
 
 /// How many distinct paths are cached per thread, and registered in all.
 /// Well above what one process serves and calls; a registered method
@@ -66,6 +66,9 @@ pub(crate) struct Method {
     /// Its duration histograms, bound; `None` for a path past the bound,
     /// whose calls record with attributes of their own.
     pub(crate) durations: Option<&'static Durations>,
+    /// What its spans share, encoded; `None` past the bound, whose spans
+    /// make their own.
+    pub(crate) span: Option<&'static SpanParts>,
 }
 
 /// A registered method's duration histograms (`rpc.server.duration`,
@@ -134,15 +137,17 @@ pub(crate) fn method(path: &str) -> Method {
 
 fn build(path: &str) -> Method {
     let (service, method) = split_path(path);
-    let (name, active, durations) = match registry().register(path) {
+    let (name, active, durations, span) = match registry().register(path) {
         Some(registered) => (
             Cow::Borrowed(registered.name),
             registered.active,
             Some(registered.durations),
+            Some(registered.span),
         ),
         None => (
             Cow::Owned(path.strip_prefix('/').unwrap_or(path).to_owned()),
             overflow(),
+            None,
             None,
         ),
     };
@@ -151,6 +156,7 @@ fn build(path: &str) -> Method {
         attributes: rpc_attributes(service, method),
         active,
         durations,
+        span,
     }
 }
 
@@ -282,13 +288,14 @@ struct Registry {
     max: usize,
 }
 
-/// A registered method: its span name, counters and duration attributes,
-/// for the life of the process.
+/// A registered method: its span name, counters, duration attributes and
+/// span parts, for the life of the process.
 #[derive(Debug, Clone, Copy)]
 struct Registered {
     name: &'static str,
     active: &'static Active,
     durations: &'static Durations,
+    span: &'static SpanParts,
 }
 
 // === impl Registry ===
@@ -313,10 +320,15 @@ impl Registry {
         let (service, method) = split_path(path);
         // Leaked on purpose, at most `max` times: see the module docs.
         let path: &'static str = Box::leak(path.into());
+        let name = path.strip_prefix('/').unwrap_or(path);
         let registered = Registered {
-            name: path.strip_prefix('/').unwrap_or(path),
+            name,
             active: Box::leak(Box::new(Active::new(service, method))),
             durations: Box::leak(Box::new(Durations::new(rpc_attributes(service, method)))),
+            span: Box::leak(Box::new(SpanParts::new(
+                Cow::Borrowed(name),
+                rpc_attributes(service, method),
+            ))),
         };
         self.methods.insert(path, registered);
         Some(registered)

@@ -1,52 +1,75 @@
-//! The span queue, bounded and counted.
+//! The span queue: bounded, counted, exported in batches by a thread of
+//! its own.
 //!
-//! The SDK's `BatchSpanProcessor` already keeps spans off the request path:
-//! ending a span puts it on a bounded channel with `try_send`, and a thread
-//! of its own exports batches. When the channel is full it drops the span,
-//! but its count of drops is private: it only appears in a log line at
-//! shutdown. So sinew keeps its own count, exactly:
+//! Finished spans of both kinds wait here: sinew's call spans (see
+//! [`span`](super::span)), handed over as they end, and the SDK's, from
+//! the tracer provider through [`QueueProcessor`] (a handler's `tracing`
+//! spans, anything made with the global tracer). Ending a span takes an
+//! uncontended lock and pushes it; it never blocks on the export and never
+//! fails.
 //!
-//! 1. [`CountingProcessor`] sits in front of the batch processor and counts
-//!    the spans it has handed over but the exporter has not yet received
-//!    (`queued`).
-//! 2. [`CountingExporter`] wraps the OTLP exporter; when the batch thread
-//!    hands it a batch, the batch leaves the queue (`queued -= len`).
-//! 3. A span that would take `queued` above the capacity is dropped by the
-//!    counting processor and counted in `dropped`. Since the batch
-//!    processor's channel has the same capacity and never holds more than
-//!    `queued` spans, it never drops on its own, so `dropped` counts every
-//!    span lost to a full queue.
+//! The thread (`sinew-spans`) takes up to a batch of spans at a time and
+//! exports them: when a batch is full, when the schedule delay has passed
+//! since the last export, on a flush, and at shutdown, when it exports
+//! everything left and stops. A span that finds the queue full is dropped
+//! and counted in [`QueueCounters::dropped`], so the count is exact: the
+//! queue never loses a span any other way. Spans in batches the collector
+//! did not take are counted in `failed` instead, whether the export failed
+//! or timed out, and so are the spans a collector rejected from a batch it
+//! otherwise took (an OTLP partial success, reported through
+//! [`record_rejected`](QueueCounters::record_rejected)). Spans the sampler
+//! left out never get here, and spans ended after the shutdown are not
+//! counted.
 //!
-//! What `dropped` does not count: spans the sampler did not keep (they
-//! never reach a processor), spans ended after shutdown, and spans in
-//! batches the collector did not take; those are counted in `failed`
-//! instead, whether the export failed or timed out, and so are the spans
-//! a collector rejected from a batch it otherwise took (an OTLP partial
-//! success, which the exporter reports through
-//! [`record_rejected`](QueueCounters::record_rejected)).
+//! The SDK's `BatchSpanProcessor` does the same for the SDK's spans alone,
+//! but keeps its count of drops to itself; one queue for both kinds also
+//! means one batch, one export and one thread.
 
 use std::{
     fmt,
     sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Condvar, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use opentelemetry::Context;
 use opentelemetry_sdk::{
     Resource,
-    error::OTelSdkResult,
-    trace::{Span, SpanData, SpanExporter, SpanProcessor},
+    error::{OTelSdkError, OTelSdkResult},
+    trace::{Span, SpanData, SpanProcessor},
 };
 
-/// What the span queue has lost, shared by the processor, the exporter and
-/// the [`Telemetry`](super::Telemetry) guard.
+use super::span::CallSpanData;
+use crate::BoxError;
+
+/// How long a flush through the SDK (`force_flush` on the tracer
+/// provider, which has no bound of its own) waits at most.
+const SDK_FLUSH_LIMIT: Duration = Duration::from_secs(30);
+
+/// A finished span.
+#[derive(Debug, Clone)]
+pub(crate) enum Finished {
+    /// One of sinew's call spans.
+    Call(CallSpanData),
+    /// A span of the SDK's.
+    Sdk(SpanData),
+}
+
+/// What the queue's thread exports batches with.
+pub(crate) trait Export: Send + 'static {
+    /// Exports `batch`, blocking until it is delivered or has failed.
+    fn export(&mut self, batch: &[Finished]) -> Result<(), BoxError>;
+
+    /// Called once, after the last export.
+    fn shutdown(&mut self) {}
+}
+
+/// What the span queue has lost, shared by the queue, the exporter and the
+/// [`Telemetry`](super::Telemetry) guard.
 #[derive(Debug, Default)]
 pub(crate) struct QueueCounters {
-    /// Spans handed to the batch processor, not yet to the exporter.
-    queued: AtomicUsize,
     /// Spans dropped because the queue was full.
     dropped: AtomicU64,
     /// Spans in batches whose export failed.
@@ -56,18 +79,53 @@ pub(crate) struct QueueCounters {
     failing: AtomicBool,
 }
 
-/// Counts spans dropped in front of a batch processor. See the module docs.
-pub(crate) struct CountingProcessor<P> {
-    inner: P,
-    capacity: usize,
+/// Sizes and timing of a [`SpanQueue`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueSettings {
+    /// Spans waiting at most; beyond, dropped.
+    pub(crate) capacity: usize,
+    /// Spans per export at most.
+    pub(crate) batch_size: usize,
+    /// Between exports of a batch that is not full.
+    pub(crate) delay: Duration,
+}
+
+/// The queue. See the module docs.
+pub(crate) struct SpanQueue {
+    state: Mutex<State>,
+    /// Wakes the export thread.
+    work: Condvar,
+    /// Wakes those waiting for a flush or the shutdown.
+    progress: Condvar,
+    settings: QueueSettings,
     counters: Arc<QueueCounters>,
 }
 
-/// Counts spans as they leave the queue, and failed exports.
-pub(crate) struct CountingExporter<E> {
-    inner: E,
-    counters: Arc<QueueCounters>,
+struct State {
+    spans: Vec<Finished>,
+    /// Flushes asked for so far, and done: a flush waits for its number.
+    flushes_asked: u64,
+    flushes_done: u64,
+    /// Whether an export failed among those the last flush waited for.
+    flush_failed: bool,
+    shutting_down: bool,
+    stopped: bool,
 }
+
+/// A flush or shutdown of the queue did not finish.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum QueueError {
+    #[error("the span queue did not finish exporting within {0:?}")]
+    TimedOut(Duration),
+    #[error("spans were lost: the collector did not take them")]
+    ExportFailed,
+    #[error("the span queue is already shut down")]
+    AlreadyShutDown,
+}
+
+/// Hands the SDK's finished spans to a [`SpanQueue`].
+#[derive(Debug)]
+pub(crate) struct QueueProcessor(Arc<SpanQueue>);
 
 // === impl QueueCounters ===
 
@@ -87,30 +145,7 @@ impl QueueCounters {
         self.failed.fetch_add(spans, Ordering::Relaxed);
     }
 
-    /// Takes a place in the queue, or counts a drop if there is none.
-    fn admit(&self, capacity: usize) -> bool {
-        let before = self.queued.fetch_add(1, Ordering::AcqRel);
-        if before < capacity {
-            true
-        } else {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            false
-        }
-    }
-
-    /// Gives back a place the batch processor did not use.
-    fn release(&self, count: usize) {
-        // Saturating: a batch can only hold spans that were admitted, but
-        // the count must never wrap whatever the processor does.
-        let _ = self
-            .queued
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-                Some(queued.saturating_sub(count))
-            });
-    }
-
-    fn record_export(&self, spans: usize, result: &OTelSdkResult) {
+    fn record_export(&self, spans: usize, result: &Result<(), BoxError>) {
         match result {
             Ok(()) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
@@ -133,173 +168,326 @@ impl QueueCounters {
     }
 }
 
-// === impl CountingProcessor ===
+// === impl SpanQueue ===
 
-impl<P: SpanProcessor> CountingProcessor<P> {
-    /// Counts drops in front of `inner`, a batch processor whose queue
-    /// holds `capacity` spans and whose exporter is a [`CountingExporter`]
-    /// sharing `counters`.
-    pub(crate) fn new(inner: P, capacity: usize, counters: Arc<QueueCounters>) -> Self {
-        Self {
-            inner,
-            capacity,
+impl SpanQueue {
+    /// Starts a queue exporting with `exporter` on a thread of its own.
+    pub(crate) fn start(
+        settings: QueueSettings,
+        counters: Arc<QueueCounters>,
+        exporter: impl Export,
+    ) -> std::io::Result<Arc<Self>> {
+        let queue = Arc::new(Self {
+            state: Mutex::new(State {
+                spans: Vec::new(),
+                flushes_asked: 0,
+                flushes_done: 0,
+                flush_failed: false,
+                shutting_down: false,
+                stopped: false,
+            }),
+            work: Condvar::new(),
+            progress: Condvar::new(),
+            settings: QueueSettings {
+                capacity: settings.capacity.max(1),
+                batch_size: settings.batch_size.max(1),
+                delay: settings.delay,
+            },
             counters,
+        });
+        let thread_queue = Arc::clone(&queue);
+        std::thread::Builder::new()
+            .name("sinew-spans".to_owned())
+            .spawn(move || thread_queue.run(exporter))?;
+        Ok(queue)
+    }
+
+    /// Queues `span`, or drops and counts it if the queue is full.
+    pub(crate) fn push(&self, span: Finished) {
+        let mut state = self.lock();
+        if state.shutting_down {
+            return;
+        }
+        if state.spans.len() >= self.settings.capacity {
+            drop(state);
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        state.spans.push(span);
+        let full = state.spans.len() == self.settings.batch_size;
+        drop(state);
+        if full {
+            self.work.notify_one();
+        }
+    }
+
+    /// Exports every span queued before the call, waiting at most `limit`.
+    /// Fails if an export it waited for failed. After the shutdown there
+    /// is nothing left to export.
+    pub(crate) fn flush(&self, limit: Duration) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if state.stopped {
+            return Ok(());
+        }
+        state.flushes_asked += 1;
+        let ticket = state.flushes_asked;
+        self.work.notify_one();
+        let state = self.wait(state, limit, |state| {
+            state.flushes_done >= ticket || state.stopped
+        })?;
+        if state.flush_failed {
+            return Err(QueueError::ExportFailed);
+        }
+        Ok(())
+    }
+
+    /// Exports what is left and stops the thread, waiting at most `limit`.
+    /// Spans ended afterwards are not recorded.
+    pub(crate) fn shutdown(&self, limit: Duration) -> Result<(), QueueError> {
+        let mut state = self.lock();
+        if state.shutting_down {
+            return Err(QueueError::AlreadyShutDown);
+        }
+        state.shutting_down = true;
+        self.work.notify_one();
+        self.wait(state, limit, |state| state.stopped).map(drop)
+    }
+
+    /// Waits at most `limit` for `done`, and returns the state it saw.
+    fn wait<'a>(
+        &self,
+        mut state: MutexGuard<'a, State>,
+        limit: Duration,
+        done: impl Fn(&State) -> bool,
+    ) -> Result<MutexGuard<'a, State>, QueueError> {
+        let deadline = Instant::now() + limit;
+        while !done(&state) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(QueueError::TimedOut(limit));
+            }
+            state = self
+                .progress
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        Ok(state)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Nothing panics under the lock but a push's allocation.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The export thread.
+    fn run(&self, mut exporter: impl Export) {
+        let QueueSettings {
+            batch_size, delay, ..
+        } = self.settings;
+        let mut batch = Vec::new();
+        let mut next_export = Instant::now() + delay;
+        // Whether an export failed since the flushes last caught up.
+        let mut failed = false;
+        loop {
+            let mut state = self.lock();
+            loop {
+                let asked = state.flushes_asked > state.flushes_done;
+                if asked || state.shutting_down || state.spans.len() >= batch_size {
+                    break;
+                }
+                let now = Instant::now();
+                if now >= next_export {
+                    break;
+                }
+                state = self
+                    .work
+                    .wait_timeout(state, next_export - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            // The flushes asked for so far are done once what is queued now
+            // is exported.
+            let covers = state.flushes_asked;
+            if state.spans.len() <= batch_size {
+                std::mem::swap(&mut batch, &mut state.spans);
+            } else {
+                batch.extend(state.spans.drain(..batch_size));
+            }
+            let emptied = state.spans.is_empty();
+            drop(state);
+
+            if !batch.is_empty() {
+                let result = exporter.export(&batch);
+                failed |= result.is_err();
+                self.counters.record_export(batch.len(), &result);
+                batch.clear();
+            }
+            if emptied {
+                next_export = Instant::now() + delay;
+            }
+
+            let mut state = self.lock();
+            if emptied {
+                state.flushes_done = state.flushes_done.max(covers);
+                state.flush_failed = std::mem::take(&mut failed);
+                self.progress.notify_all();
+            }
+            if state.shutting_down && state.spans.is_empty() {
+                drop(state);
+                exporter.shutdown();
+                self.lock().stopped = true;
+                self.progress.notify_all();
+                return;
+            }
         }
     }
 }
 
-impl<P> fmt::Debug for CountingProcessor<P> {
+impl fmt::Debug for SpanQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CountingProcessor")
-            .field("capacity", &self.capacity)
+        f.debug_struct("SpanQueue")
+            .field("settings", &self.settings)
             .field("counters", &self.counters)
             .finish_non_exhaustive()
     }
 }
 
-impl<P: SpanProcessor> SpanProcessor for CountingProcessor<P> {
-    fn on_start(&self, span: &mut Span, cx: &Context) {
-        self.inner.on_start(span, cx);
+// === impl QueueError ===
+
+impl QueueError {
+    pub(crate) fn into_sdk(self) -> OTelSdkError {
+        match self {
+            Self::TimedOut(limit) => OTelSdkError::Timeout(limit),
+            error @ Self::ExportFailed => OTelSdkError::InternalFailure(error.to_string()),
+            Self::AlreadyShutDown => OTelSdkError::AlreadyShutdown,
+        }
     }
+}
+
+// === impl QueueProcessor ===
+
+impl QueueProcessor {
+    pub(crate) fn new(queue: Arc<SpanQueue>) -> Self {
+        Self(queue)
+    }
+}
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
 
     fn on_end(&self, span: SpanData) {
-        if self.counters.admit(self.capacity) {
-            self.inner.on_end(span);
+        // As the SDK's batch processor: only sampled spans are exported.
+        if span.span_context.is_sampled() {
+            self.0.push(Finished::Sdk(span));
         }
     }
 
     fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
+        self.0.flush(SDK_FLUSH_LIMIT).map_err(QueueError::into_sdk)
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
+        self.0.shutdown(timeout).map_err(QueueError::into_sdk)
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
-    }
-}
-
-// === impl CountingExporter ===
-
-impl<E> CountingExporter<E> {
-    /// Counts what `inner` is handed and fails to deliver.
-    pub(crate) fn new(inner: E, counters: Arc<QueueCounters>) -> Self {
-        Self { inner, counters }
-    }
-}
-
-impl<E: fmt::Debug> fmt::Debug for CountingExporter<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CountingExporter")
-            .field("inner", &self.inner)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        // The batch has left the queue as soon as it is handed over, before
-        // the (possibly slow) export runs, so new spans can take its place.
-        let spans = batch.len();
-        self.counters.release(spans);
-        let export = self.inner.export(batch);
-        let counters = Arc::clone(&self.counters);
-        async move {
-            let result = export.await;
-            counters.record_export(spans, &result);
-            result
-        }
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource);
+    fn set_resource(&mut self, _resource: &Resource) {
+        // The exporter was built with the same resource as the provider.
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::{
-        Mutex,
-        mpsc::{Receiver, SyncSender, sync_channel},
-    };
+pub(crate) mod tests {
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
     use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
-    use opentelemetry_sdk::{
-        error::OTelSdkError,
-        trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider},
-    };
+    use opentelemetry_sdk::trace::SdkTracerProvider;
 
     use super::*;
 
-    /// An exporter scripted by the test: it reports each export, then
-    /// waits for the test's go-ahead, then succeeds or fails.
-    #[derive(Debug)]
-    struct Scripted {
-        started: SyncSender<usize>,
-        proceed: Mutex<Receiver<bool>>,
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// Keeps every batch it is given.
+    struct Recording(Arc<Mutex<Vec<Finished>>>);
+
+    impl Export for Recording {
+        fn export(&mut self, batch: &[Finished]) -> Result<(), BoxError> {
+            self.0.lock().unwrap().extend(batch.iter().cloned());
+            Ok(())
+        }
     }
 
-    impl SpanExporter for Scripted {
-        fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
+    /// A queue that keeps what it exports, and a function that flushes it
+    /// and returns everything exported so far.
+    pub(crate) fn recording_queue() -> (Arc<SpanQueue>, impl Fn() -> Vec<Finished>) {
+        let exported = Arc::new(Mutex::new(Vec::new()));
+        let queue = SpanQueue::start(
+            settings(64, 64),
+            Arc::default(),
+            Recording(Arc::clone(&exported)),
+        )
+        .unwrap();
+        let flushed = Arc::clone(&queue);
+        (queue, move || {
+            flushed.flush(WAIT).unwrap();
+            std::mem::take(&mut *exported.lock().unwrap())
+        })
+    }
+
+    fn settings(capacity: usize, batch_size: usize) -> QueueSettings {
+        QueueSettings {
+            capacity,
+            batch_size,
+            delay: Duration::from_secs(3600),
+        }
+    }
+
+    /// An exporter scripted by the test: it reports each batch's size,
+    /// then waits for the test's go-ahead, then succeeds or fails.
+    struct Scripted {
+        started: SyncSender<usize>,
+        proceed: Receiver<bool>,
+    }
+
+    impl Export for Scripted {
+        fn export(&mut self, batch: &[Finished]) -> Result<(), BoxError> {
             let _ = self.started.send(batch.len());
-            let ok = self.proceed.lock().unwrap().recv().unwrap_or(true);
-            async move {
-                if ok {
-                    Ok(())
-                } else {
-                    Err(OTelSdkError::InternalFailure("collector is down".into()))
-                }
+            if self.proceed.recv().unwrap_or(true) {
+                Ok(())
+            } else {
+                Err("collector is down".into())
             }
         }
     }
 
     struct Harness {
+        queue: Arc<SpanQueue>,
         provider: SdkTracerProvider,
         counters: Arc<QueueCounters>,
         started: Receiver<usize>,
         proceed: SyncSender<bool>,
     }
 
-    /// A provider whose spans go through a counted queue of `capacity`,
-    /// exported one at a time.
-    fn harness(capacity: usize) -> Harness {
+    /// A provider whose spans go through a queue of `capacity`, exported
+    /// `batch_size` at a time by a scripted exporter.
+    fn harness(capacity: usize, batch_size: usize) -> Harness {
         let (started_tx, started) = sync_channel(64);
         let (proceed, proceed_rx) = sync_channel(64);
         let counters = Arc::new(QueueCounters::default());
-        let exporter = CountingExporter::new(
+        let queue = SpanQueue::start(
+            settings(capacity, batch_size),
+            Arc::clone(&counters),
             Scripted {
                 started: started_tx,
-                proceed: Mutex::new(proceed_rx),
+                proceed: proceed_rx,
             },
-            Arc::clone(&counters),
-        );
-        let batch = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(
-                BatchConfigBuilder::default()
-                    .with_max_queue_size(capacity)
-                    .with_max_export_batch_size(1)
-                    .with_scheduled_delay(Duration::from_secs(3600))
-                    .build(),
-            )
-            .build();
+        )
+        .unwrap();
         let provider = SdkTracerProvider::builder()
-            .with_span_processor(CountingProcessor::new(
-                batch,
-                capacity,
-                Arc::clone(&counters),
-            ))
+            .with_span_processor(QueueProcessor::new(Arc::clone(&queue)))
             .build();
         Harness {
+            queue,
             provider,
             counters,
             started,
@@ -316,13 +504,12 @@ mod tests {
 
     #[test]
     fn spans_beyond_a_full_queue_are_dropped_and_counted() {
-        let h = harness(4);
-        let wait = Duration::from_secs(10);
+        let h = harness(4, 1);
 
         // The first span goes straight to the exporter, which then stalls,
         // as it would on a slow collector.
         end_spans(&h.provider, 1);
-        assert_eq!(h.started.recv_timeout(wait), Ok(1));
+        assert_eq!(h.started.recv_timeout(WAIT), Ok(1));
 
         // Four spans fill the queue; six more are dropped, and ending them
         // does not block.
@@ -334,39 +521,87 @@ mod tests {
             h.proceed.send(true).unwrap();
         }
         for _ in 0..4 {
-            assert_eq!(h.started.recv_timeout(wait), Ok(1));
+            assert_eq!(h.started.recv_timeout(WAIT), Ok(1));
         }
         h.provider.shutdown().unwrap();
         assert_eq!(h.counters.dropped(), 6);
         assert_eq!(h.counters.failed(), 0);
-        assert_eq!(h.counters.queued.load(Ordering::Relaxed), 0);
     }
 
     #[test]
-    fn a_queue_with_room_drops_nothing() {
-        let h = harness(8);
+    fn a_full_batch_goes_at_once_and_the_rest_on_a_flush() {
+        let h = harness(64, 3);
         for _ in 0..8 {
             h.proceed.send(true).unwrap();
         }
-        for _ in 0..8 {
-            end_spans(&h.provider, 1);
-            assert_eq!(h.started.recv_timeout(Duration::from_secs(10)), Ok(1));
-        }
+        end_spans(&h.provider, 7);
+        // Two full batches go without waiting for the schedule delay.
+        assert_eq!(h.started.recv_timeout(WAIT), Ok(3));
+        assert_eq!(h.started.recv_timeout(WAIT), Ok(3));
+        assert!(h.started.recv_timeout(Duration::from_millis(100)).is_err());
+        h.queue.flush(WAIT).unwrap();
+        assert_eq!(h.started.try_recv(), Ok(1), "flushed before it returned");
+        // Nothing queued: a flush has nothing to export.
+        h.queue.flush(WAIT).unwrap();
+        assert!(h.started.try_recv().is_err());
         h.provider.shutdown().unwrap();
         assert_eq!(h.counters.dropped(), 0);
     }
 
     #[test]
     fn failed_exports_are_counted_apart_from_drops() {
-        let h = harness(8);
+        let h = harness(8, 8);
         h.proceed.send(false).unwrap();
         h.proceed.send(true).unwrap();
+        end_spans(&h.provider, 2);
+        assert!(matches!(h.queue.flush(WAIT), Err(QueueError::ExportFailed)));
+        assert_eq!(h.started.try_recv(), Ok(2));
         end_spans(&h.provider, 1);
-        assert_eq!(h.started.recv_timeout(Duration::from_secs(10)), Ok(1));
-        end_spans(&h.provider, 1);
-        assert_eq!(h.started.recv_timeout(Duration::from_secs(10)), Ok(1));
+        h.queue.flush(WAIT).unwrap();
+        assert_eq!(h.started.try_recv(), Ok(1));
         h.provider.shutdown().unwrap();
-        assert_eq!(h.counters.failed(), 1);
+        assert_eq!(h.counters.failed(), 2);
         assert_eq!(h.counters.dropped(), 0);
+    }
+
+    #[test]
+    fn a_stalled_export_bounds_flush_and_shutdown() {
+        let h = harness(8, 1);
+        end_spans(&h.provider, 2);
+        assert_eq!(h.started.recv_timeout(WAIT), Ok(1));
+        let short = Duration::from_millis(50);
+        assert!(matches!(h.queue.flush(short), Err(QueueError::TimedOut(_))));
+        assert!(matches!(
+            h.queue.shutdown(short),
+            Err(QueueError::TimedOut(_))
+        ));
+        // Let it go: the shutdown exports the rest, then the thread stops.
+        h.proceed.send(true).unwrap();
+        h.proceed.send(true).unwrap();
+        assert_eq!(h.started.recv_timeout(WAIT), Ok(1));
+        h.queue.flush(WAIT).unwrap();
+        assert!(h.queue.lock().stopped);
+        assert!(matches!(
+            h.queue.shutdown(WAIT),
+            Err(QueueError::AlreadyShutDown)
+        ));
+        // Ended after the shutdown: not recorded, not counted as dropped.
+        end_spans(&h.provider, 1);
+        assert!(h.queue.lock().spans.is_empty());
+        assert_eq!(h.counters.dropped(), 0);
+    }
+
+    #[test]
+    fn the_sdks_spans_go_through_the_queue() {
+        let (queue, exported) = recording_queue();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(QueueProcessor::new(queue))
+            .build();
+        provider.tracer("test").start("kept").end();
+        let spans = exported();
+        assert!(
+            matches!(&spans[..], [Finished::Sdk(span)] if span.name == "kept"),
+            "{spans:?}"
+        );
     }
 }

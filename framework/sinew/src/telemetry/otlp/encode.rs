@@ -1,5 +1,5 @@
 //! `ExportTraceServiceRequest` (OTLP trace v1), encoded straight from the
-//! SDK's spans.
+//! spans: the SDK's, and sinew's call spans.
 //!
 //! The output decodes to exactly what `opentelemetry-proto`'s transform
 //! (`group_spans_by_resource_and_scope`) builds for the same batch and
@@ -17,6 +17,11 @@
 //! enough for it. The buffer is sized from the bytes per span of the
 //! batches before, and the grouping's scratch space is kept from batch to
 //! batch, so a batch usually costs one allocation: its buffer.
+//!
+//! A call span (see [`span`](crate::telemetry::span)) is written as the SDK
+//! span it stands for would be, under sinew's scope, with its name and RPC
+//! attributes copied from its method's fields, encoded once by
+//! [`span_name_field`] and [`span_attribute_fields`].
 
 use std::time::SystemTime;
 
@@ -26,6 +31,11 @@ use opentelemetry::{
     trace::{Event, Link, SpanContext, SpanId, SpanKind, Status, TraceState},
 };
 use opentelemetry_sdk::{Resource, trace::SpanData};
+
+use crate::telemetry::{
+    queue::Finished,
+    span::{CallSpanData, SCOPE},
+};
 
 use super::wire::{
     put_bytes, put_fixed32_field, put_fixed64_field, put_len_prefix, put_nested, put_varint_field,
@@ -201,17 +211,17 @@ impl TraceEncoder {
     /// Encodes `spans` as one `ExportTraceServiceRequest`: one
     /// `ResourceSpans` (even for no spans, as the transform makes), holding
     /// a `ScopeSpans` per instrumentation scope.
-    pub(crate) fn encode(&mut self, spans: &[SpanData]) -> Bytes {
+    pub(crate) fn encode(&mut self, spans: &[Finished]) -> Bytes {
         use field::{request, resource_spans, scope_spans};
 
         self.span_groups.clear();
         self.groups.clear();
         for (index, span) in spans.iter().enumerate() {
-            let scope = &span.instrumentation_scope;
+            let scope = scope_of(span);
             let found = self
                 .groups
                 .iter()
-                .position(|&first| same_scope(&spans[first].instrumentation_scope, scope));
+                .position(|&first| same_scope(scope_of(&spans[first]), scope));
             let group = found.unwrap_or_else(|| {
                 self.groups.push(index);
                 self.groups.len() - 1
@@ -224,7 +234,7 @@ impl TraceEncoder {
         put_nested(&mut buf, request::RESOURCE_SPANS, room::BATCH, |buf| {
             buf.put_slice(&self.resource_field);
             for (index, &first) in self.groups.iter().enumerate() {
-                let scope = &spans[first].instrumentation_scope;
+                let scope = scope_of(&spans[first]);
                 put_nested(buf, resource_spans::SCOPE_SPANS, room::BATCH, |buf| {
                     put_nested(buf, scope_spans::SCOPE, room::SMALL, |buf| {
                         put_scope(buf, scope);
@@ -234,8 +244,9 @@ impl TraceEncoder {
                         .zip(&self.span_groups)
                         .filter(|&(_, &group)| group == index);
                     for (span, _) in members {
-                        put_nested(buf, scope_spans::SPANS, room::SPAN, |buf| {
-                            put_span(buf, span);
+                        put_nested(buf, scope_spans::SPANS, room::SPAN, |buf| match span {
+                            Finished::Sdk(span) => put_span(buf, span),
+                            Finished::Call(span) => put_call_span(buf, span),
                         });
                     }
                     put_str_field(buf, scope_spans::SCHEMA_URL, schema_url(scope));
@@ -255,6 +266,30 @@ impl Default for TraceEncoder {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The instrumentation scope `span` belongs to.
+fn scope_of(span: &Finished) -> &InstrumentationScope {
+    static SINEW: std::sync::LazyLock<InstrumentationScope> =
+        std::sync::LazyLock::new(|| InstrumentationScope::builder(SCOPE).build());
+    match span {
+        Finished::Sdk(span) => &span.instrumentation_scope,
+        Finished::Call(_) => &SINEW,
+    }
+}
+
+/// The `name` field of a span named `name`, key included.
+pub(crate) fn span_name_field(name: &str) -> Box<[u8]> {
+    let mut buf = Vec::new();
+    put_str_field(&mut buf, field::span::NAME, name);
+    buf.into()
+}
+
+/// The `attributes` fields of a span with `attributes`, keys included.
+pub(crate) fn span_attribute_fields(attributes: &[KeyValue]) -> Box<[u8]> {
+    let mut buf = Vec::new();
+    put_attributes(&mut buf, field::span::ATTRIBUTES, attributes);
+    buf.into()
 }
 
 /// Whether two scopes are equal as the SDK sees them (attributes in any
@@ -316,6 +351,42 @@ fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
     });
     // Last, as prost writes fields in field number order.
     put_fixed32_field(buf, f::FLAGS, flags(context, span.parent_span_is_remote));
+}
+
+/// Writes a call span as [`put_span`] writes the SDK span it stands for:
+/// the same fields in the same order.
+fn put_call_span(buf: &mut Vec<u8>, span: &CallSpanData) {
+    use field::span as f;
+
+    let context = &span.context;
+    put_bytes(buf, f::TRACE_ID, &context.trace_id().to_bytes());
+    put_bytes(buf, f::SPAN_ID, &context.span_id().to_bytes());
+    put_trace_state_field(buf, f::TRACE_STATE, context.trace_state());
+    if span.parent_span_id != SpanId::INVALID {
+        put_bytes(buf, f::PARENT_SPAN_ID, &span.parent_span_id.to_bytes());
+    }
+    match &span.renamed {
+        Some(name) => put_str_field(buf, f::NAME, name),
+        None => buf.put_slice(&span.parts.name_field),
+    }
+    put_varint_field(buf, f::KIND, kind(&span.kind));
+    put_fixed64_nonzero(buf, f::START_TIME_UNIX_NANO, nanos(span.start));
+    put_fixed64_nonzero(buf, f::END_TIME_UNIX_NANO, nanos(span.end));
+    buf.put_slice(&span.parts.rpc_fields);
+    put_attributes(buf, f::ATTRIBUTES, &span.attributes);
+    put_varint_nonzero(buf, f::DROPPED_ATTRIBUTES_COUNT, span.dropped_attributes);
+    for event in &span.events {
+        put_nested(buf, f::EVENTS, room::SMALL, |buf| put_event(buf, event));
+    }
+    put_varint_nonzero(buf, f::DROPPED_EVENTS_COUNT, span.dropped_events);
+    for link in &span.links {
+        put_nested(buf, f::LINKS, room::SMALL, |buf| put_link(buf, link));
+    }
+    put_varint_nonzero(buf, f::DROPPED_LINKS_COUNT, span.dropped_links);
+    put_nested(buf, f::STATUS, room::SMALL, |buf| {
+        put_status(buf, &span.status)
+    });
+    put_fixed32_field(buf, f::FLAGS, flags(context, span.parent_is_remote));
 }
 
 /// The span's trace flags, plus whether its parent is remote: the
@@ -560,6 +631,16 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
+    use crate::telemetry::span::{
+        CallSpanData,
+        tests::{as_sdk, context, parts},
+    };
+
+    /// Encodes the SDK's `spans`.
+    fn encode_sdk(encoder: &mut TraceEncoder, spans: &[SpanData]) -> Bytes {
+        let spans: Vec<Finished> = spans.iter().cloned().map(Finished::Sdk).collect();
+        encoder.encode(&spans)
+    }
 
     /// Keeps what the provider hands it: the spans, and the resource.
     #[derive(Debug, Clone, Default)]
@@ -602,14 +683,14 @@ mod tests {
     fn assert_encodes_like_the_transform(spans: &[SpanData], resource: &Resource) {
         let mut encoder = TraceEncoder::new();
         encoder.set_resource(resource);
-        let bytes = encoder.encode(spans);
+        let bytes = encode_sdk(&mut encoder, spans);
         let expected = reference(spans, resource);
         let decoded = ExportTraceServiceRequest::decode(bytes.as_ref()).expect("valid protobuf");
         assert_eq!(decoded, expected);
         assert_eq!(bytes.as_ref(), expected.encode_to_vec().as_slice());
 
         // The scratch space is reused: the next batch is as good.
-        let again = encoder.encode(spans);
+        let again = encode_sdk(&mut encoder, spans);
         assert_eq!(again, bytes);
     }
 
@@ -811,7 +892,7 @@ mod tests {
             {
                 let mut encoder = TraceEncoder::new();
                 encoder.set_resource(&resource);
-                encoder.encode(&spans)
+                encode_sdk(&mut encoder, &spans)
             }
             .as_ref(),
         )
@@ -897,8 +978,8 @@ mod tests {
         // one's bytes per span, and it still comes out exact.
         let mut encoder = TraceEncoder::new();
         encoder.set_resource(&resource);
-        encoder.encode(&spans);
-        let small = encoder.encode(&spans[..1]);
+        encode_sdk(&mut encoder, &spans);
+        let small = encode_sdk(&mut encoder, &spans[..1]);
         assert_eq!(
             small.as_ref(),
             reference(&spans[..1], &resource).encode_to_vec().as_slice()
@@ -950,5 +1031,71 @@ mod tests {
                 assert_eq!(&buf[2..], state.header().as_bytes());
             }
         }
+    }
+
+    #[test]
+    fn call_spans_encode_as_the_sdk_spans_they_stand_for() {
+        let exporter = Collecting::default();
+        let provider = provider(exporter.clone(), resource());
+        // A span of the `tracing` bridge's scope, and one of another's.
+        provider.tracer(SCOPE).start("handler work").end();
+        provider.tracer("other").start("elsewhere").end();
+        let (sdk, resource) = exporter.take();
+
+        let mut root = CallSpanData::start(
+            context(1, false),
+            &SpanContext::empty_context(),
+            SpanKind::Client,
+            parts("pkg.Service/Get"),
+            vec![KeyValue::new("server.address", "10.0.0.1")],
+        );
+        root.attributes
+            .push(KeyValue::new("rpc.grpc.status_code", 14));
+        root.status = Status::error("Unavailable");
+        root.events.push(Event::new(
+            "retrying",
+            SystemTime::UNIX_EPOCH + Duration::from_millis(5),
+            vec![KeyValue::new("attempt", 2)],
+            1,
+        ));
+        root.dropped_events = 3;
+        root.end = root.start + Duration::from_millis(7);
+        let mut child = CallSpanData::start(
+            context(2, false),
+            &context(1, true),
+            SpanKind::Server,
+            parts("pkg.Service/Get"),
+            Vec::new(),
+        );
+        child.renamed = Some("renamed".into());
+        child.links.push(Link::new(context(3, true), Vec::new(), 0));
+        child.dropped_attributes = 1;
+        child.end = child.start + Duration::from_millis(3);
+
+        let batch = vec![
+            Finished::Call(root),
+            Finished::Sdk(sdk[0].clone()),
+            Finished::Sdk(sdk[1].clone()),
+            Finished::Call(child),
+        ];
+        let standing_for: Vec<SpanData> = batch
+            .iter()
+            .map(|span| match span {
+                Finished::Sdk(span) => span.clone(),
+                Finished::Call(span) => as_sdk(span),
+            })
+            .collect();
+        let mut encoder = TraceEncoder::new();
+        encoder.set_resource(&resource);
+        let bytes = encoder.encode(&batch);
+        let expected = reference(&standing_for, &resource);
+        assert_eq!(bytes.as_ref(), expected.encode_to_vec().as_slice());
+        // The call spans share the bridge's scope.
+        let decoded = ExportTraceServiceRequest::decode(bytes.as_ref()).unwrap();
+        let scopes = &decoded.resource_spans[0].scope_spans;
+        assert_eq!(scopes.len(), 2);
+        assert_eq!(scopes[0].scope.as_ref().unwrap().name, SCOPE);
+        let names: Vec<&str> = scopes[0].spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["pkg.Service/Get", "handler work", "renamed"]);
     }
 }

@@ -1,12 +1,12 @@
 //! The span exporter: a batch encoded by [`TraceEncoder`], sent as one
 //! unary gRPC call on a tonic channel.
 //!
-//! The SDK's batch processor calls [`SpanExporter::export`] from a thread
-//! of its own and blocks on the returned future outside any tokio runtime.
-//! The channel's connection lives on a small runtime of the exporter's
-//! own, on a thread of its own (`sinew-otlp`), so the call runs there:
-//! `export` encodes the batch on the batch thread, spawns the call on the
-//! exporter's runtime and the future waits for it. The call is bounded by
+//! The span queue's thread calls [`Export::export`] outside any tokio
+//! runtime, and blocks until the export is done. The channel's connection
+//! lives on a small runtime of the exporter's own, on a thread of its own
+//! (`sinew-otlp`), so the call runs there: `export` encodes the batch on
+//! the queue's thread, spawns the call on the exporter's runtime and waits
+//! for it. The call is bounded by
 //! the export timeout, retries included, so a dead or silent collector
 //! costs the batch thread at most that long.
 //!
@@ -28,11 +28,7 @@ use std::{
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use opentelemetry_sdk::{
-    Resource,
-    error::{OTelSdkError, OTelSdkResult},
-    trace::{SpanData, SpanExporter},
-};
+use opentelemetry_sdk::Resource;
 use tokio::{runtime::Handle, sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::{
     Request, Status,
@@ -41,7 +37,10 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
+use crate::BoxError;
+
 use super::{
+    super::queue::{Export, Finished},
     codec::{ExportCodec, PartialSuccess},
     encode::TraceEncoder,
     retry::{Backoff, is_retryable},
@@ -54,15 +53,15 @@ const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/
 type RejectedHook = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Exports spans to an OTLP/gRPC collector, encoding them straight from
-/// the SDK's [`SpanData`] (see [`TraceEncoder`]).
+/// the finished spans (see [`TraceEncoder`]).
 ///
 /// Build it with [`builder`](Self::builder); its exports run on its own
 /// runtime thread (see the module docs), whatever thread calls
-/// [`export`](SpanExporter::export). Dropping the exporter stops that
+/// [`send`](Self::send) or [`export`](Export::export). Dropping the exporter stops that
 /// thread; exports still in flight then fail.
 pub(crate) struct OtlpSpanExporter {
-    /// Behind a lock for its scratch space only: the SDK never exports
-    /// concurrently on one exporter, so it is never contended.
+    /// Behind a lock for its scratch space only: the queue never exports
+    /// concurrently, so it is never contended.
     encoder: Mutex<TraceEncoder>,
     client: Grpc<Channel>,
     /// Sent with every export.
@@ -111,7 +110,7 @@ pub(crate) enum BuildError {
     },
 }
 
-/// An export failed. Converted to the SDK's error at the exporter's edge.
+/// An export failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub(crate) enum ExportError {
@@ -157,7 +156,7 @@ impl OtlpSpanExporter {
     /// which is not sent.
     fn start(
         &self,
-        batch: &[SpanData],
+        batch: &[Finished],
     ) -> Result<Option<JoinHandle<Result<PartialSuccess, ExportError>>>, ExportError> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(ExportError::ShutDown);
@@ -178,34 +177,22 @@ impl OtlpSpanExporter {
         };
         Ok(Some(self.runtime.spawn(call.run())))
     }
-}
 
-impl fmt::Debug for OtlpSpanExporter {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // The metadata can hold credentials.
-        f.debug_struct("OtlpSpanExporter")
-            .field("timeout", &self.timeout)
-            .field("headers", &self.metadata.len())
-            .field("shut_down", &self.shut_down)
-            .finish_non_exhaustive()
-    }
-}
-
-impl SpanExporter for OtlpSpanExporter {
-    fn export(&self, batch: Vec<SpanData>) -> impl Future<Output = OTelSdkResult> + Send {
-        // Encoded here, on the caller's thread; the spans are dropped
-        // before the call is even sent.
-        let started = self.start(&batch);
-        drop(batch);
+    /// Encodes `batch` now, on the caller's thread, and returns the
+    /// export, which runs on the exporter's runtime and which the future
+    /// waits for.
+    pub(crate) fn send(
+        &self,
+        batch: &[Finished],
+    ) -> impl Future<Output = Result<(), ExportError>> + Send + 'static {
+        let started = self.start(batch);
         let on_rejected = self.on_rejected.clone();
         let rejection_logged = Arc::clone(&self.rejection_logged);
         async move {
-            let outcome = match started {
-                Ok(Some(call)) => call.await.unwrap_or_else(|e| Err(ExportError::Task(e))),
-                Ok(None) => Ok(PartialSuccess::default()),
-                Err(e) => Err(e),
+            let partial = match started? {
+                Some(call) => call.await.unwrap_or_else(|e| Err(ExportError::Task(e)))?,
+                None => PartialSuccess::default(),
             };
-            let partial = outcome.map_err(ExportError::into_sdk)?;
             if partial.rejected_spans > 0 || !partial.error_message.is_empty() {
                 let rejected = u64::try_from(partial.rejected_spans).unwrap_or(0);
                 if !rejection_logged.swap(true, Ordering::Relaxed) {
@@ -225,21 +212,46 @@ impl SpanExporter for OtlpSpanExporter {
         }
     }
 
-    fn shutdown_with_timeout(&self, _timeout: Duration) -> OTelSdkResult {
-        // Nothing is buffered here: exports in flight finish or time out
-        // on their own.
+    /// Refuses exports from now on. Nothing is buffered here: exports in
+    /// flight finish or time out on their own.
+    pub(crate) fn shutdown(&self) -> Result<(), ExportError> {
         if self.shut_down.swap(true, Ordering::AcqRel) {
-            Err(OTelSdkError::AlreadyShutdown)
+            Err(ExportError::ShutDown)
         } else {
             Ok(())
         }
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
+    /// Encodes every batch for `resource` from now on.
+    pub(crate) fn set_resource(&mut self, resource: &Resource) {
         self.encoder
             .get_mut()
             .unwrap_or_else(PoisonError::into_inner)
             .set_resource(resource);
+    }
+}
+
+impl fmt::Debug for OtlpSpanExporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The metadata can hold credentials.
+        f.debug_struct("OtlpSpanExporter")
+            .field("timeout", &self.timeout)
+            .field("headers", &self.metadata.len())
+            .field("shut_down", &self.shut_down)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Export for OtlpSpanExporter {
+    fn export(&mut self, batch: &[Finished]) -> Result<(), BoxError> {
+        // The queue's thread is outside any runtime; the call runs on the
+        // exporter's, whose thread drives it meanwhile.
+        let send = self.send(batch);
+        self.runtime.block_on(send).map_err(ExportError::describe)
+    }
+
+    fn shutdown(&mut self) {
+        let _ = OtlpSpanExporter::shutdown(self);
     }
 }
 
@@ -397,12 +409,11 @@ impl Call {
 // === impl ExportError ===
 
 impl ExportError {
-    /// The SDK's error. Its text names the cause, down the source chain,
-    /// for the log line the queue writes.
-    fn into_sdk(self) -> OTelSdkError {
+    /// The error as the queue logs it: its text names the cause, down the
+    /// source chain.
+    fn describe(self) -> BoxError {
         match self {
-            Self::TimedOut(timeout) => OTelSdkError::Timeout(timeout),
-            Self::ShutDown => OTelSdkError::AlreadyShutdown,
+            error @ (Self::TimedOut(_) | Self::ShutDown) => Box::new(error),
             error => {
                 let mut text = error.to_string();
                 let mut source = error.source();
@@ -416,7 +427,7 @@ impl ExportError {
                     text.push_str(&cause.to_string());
                     source = cause.source();
                 }
-                OTelSdkError::InternalFailure(text)
+                text.into()
             }
         }
     }
@@ -439,7 +450,7 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::{
         ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
     };
-    use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
     use tokio::net::TcpListener;
 
     use super::{super::testing::Collector, *};
@@ -448,8 +459,8 @@ mod tests {
         format!("http://{addr}")
     }
 
-    fn span(name: &'static str) -> SpanData {
-        SpanData {
+    fn span(name: &'static str) -> Finished {
+        Finished::Sdk(SpanData {
             span_context: SpanContext::new(
                 TraceId::from(7),
                 SpanId::from(8),
@@ -469,7 +480,7 @@ mod tests {
             links: SpanLinks::default(),
             status: SpanStatus::Ok,
             instrumentation_scope: InstrumentationScope::builder("sinew").build(),
-        }
+        })
     }
 
     fn span_names(request: &ExportTraceServiceRequest) -> Vec<&str> {
@@ -482,8 +493,7 @@ mod tests {
             .collect()
     }
 
-    /// Polls `future` to completion on this thread, outside any runtime,
-    /// as the SDK's batch thread does.
+    /// Polls `future` to completion on this thread, outside any runtime.
     fn block_on<F: Future>(future: F) -> F::Output {
         struct Unpark(std::thread::Thread);
         impl Wake for Unpark {
@@ -506,11 +516,11 @@ mod tests {
     /// for it without blocking the runtime.
     async fn export_from_a_thread(
         exporter: Arc<OtlpSpanExporter>,
-        batch: Vec<SpanData>,
-    ) -> OTelSdkResult {
+        batch: Vec<Finished>,
+    ) -> Result<(), ExportError> {
         let thread = std::thread::spawn(move || {
             assert!(Handle::try_current().is_err(), "the thread is in a runtime");
-            block_on(exporter.export(batch))
+            block_on(exporter.send(&batch))
         });
         tokio::task::spawn_blocking(move || thread.join().unwrap())
             .await
@@ -533,7 +543,7 @@ mod tests {
         );
 
         exporter
-            .export(vec![span("first"), span("second")])
+            .send(&[span("first"), span("second")])
             .await
             .unwrap();
 
@@ -596,8 +606,8 @@ mod tests {
         // Refused connections are retried (100ms, 200ms, 400ms, plus
         // jitter), then the last error is returned.
         match result {
-            Err(OTelSdkError::InternalFailure(message)) => {
-                assert!(message.contains("Unavailable"), "{message}");
+            Err(ExportError::Call(status)) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
             }
             other => panic!("expected a failure, got {other:?}"),
         }
@@ -626,7 +636,7 @@ mod tests {
         let result = export_from_a_thread(exporter, vec![span("lost")]).await;
         let elapsed = started.elapsed();
         assert!(
-            matches!(result, Err(OTelSdkError::Timeout(t)) if t == timeout),
+            matches!(result, Err(ExportError::TimedOut(t)) if t == timeout),
             "{result:?}"
         );
         assert!(
@@ -647,7 +657,7 @@ mod tests {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        exporter.export(vec![span("retried")]).await.unwrap();
+        exporter.send(&[span("retried")]).await.unwrap();
         assert_eq!(collector.requests().len(), 2);
 
         let (collector, addr) =
@@ -656,10 +666,10 @@ mod tests {
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();
-        let err = exporter.export(vec![span("refused")]).await.unwrap_err();
+        let err = exporter.send(&[span("refused")]).await.unwrap_err();
         assert_eq!(collector.requests().len(), 1);
         // The code is reported; the collector's message is not.
-        let text = err.to_string();
+        let text = err.describe().to_string();
         assert!(text.contains("InvalidArgument"), "{text}");
         assert!(!text.contains("secret-echo"), "{text}");
     }
@@ -685,12 +695,12 @@ mod tests {
             .build()
             .unwrap();
         exporter
-            .export(vec![span("a"), span("b"), span("c")])
+            .send(&[span("a"), span("b"), span("c")])
             .await
             .unwrap();
         assert_eq!(rejected.load(Ordering::Relaxed), 2);
         // A full success reports nothing.
-        exporter.export(vec![span("d")]).await.unwrap();
+        exporter.send(&[span("d")]).await.unwrap();
         assert_eq!(rejected.load(Ordering::Relaxed), 2);
     }
 
@@ -698,16 +708,13 @@ mod tests {
     async fn nothing_is_sent_for_an_empty_batch_or_after_shutdown() {
         let (collector, addr) = Collector::start([]).await;
         let exporter = OtlpSpanExporter::builder(endpoint(addr)).build().unwrap();
-        exporter.export(Vec::new()).await.unwrap();
+        exporter.send(&[]).await.unwrap();
         exporter.shutdown().unwrap();
         assert!(matches!(
-            exporter.export(vec![span("late")]).await,
-            Err(OTelSdkError::AlreadyShutdown)
+            exporter.send(&[span("late")]).await,
+            Err(ExportError::ShutDown)
         ));
-        assert!(matches!(
-            exporter.shutdown(),
-            Err(OTelSdkError::AlreadyShutdown)
-        ));
+        assert!(matches!(exporter.shutdown(), Err(ExportError::ShutDown)));
         assert!(collector.requests().is_empty());
     }
 
@@ -715,16 +722,15 @@ mod tests {
     fn exports_run_on_the_exporters_own_thread_even_with_no_other_runtime() {
         // Built and used with no runtime anywhere: the exporter brings its
         // own. A closed port fails the export promptly, from there.
-        let exporter = OtlpSpanExporter::builder("http://127.0.0.1:9")
+        let mut exporter = OtlpSpanExporter::builder("http://127.0.0.1:9")
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
         let started = std::time::Instant::now();
-        let result = block_on(exporter.export(vec![span("alone")]));
-        assert!(
-            matches!(result, Err(OTelSdkError::InternalFailure(_))),
-            "{result:?}"
-        );
+        // As the span queue's thread exports: blocking, outside a runtime.
+        let result = Export::export(&mut exporter, &[span("alone")]);
+        let error = result.expect_err("nothing listens on port 9").to_string();
+        assert!(error.contains("Unavailable"), "{error}");
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 

@@ -4,8 +4,9 @@
 //! generated structs (a `String` per attribute key and value, `Vec`s for
 //! ids, events and links) and only then encodes them: about fifteen heap
 //! allocations per span, on a path that runs for every call. Here spans
-//! are encoded straight from the SDK's `SpanData` into one buffer per
-//! batch, sized up front, so a span costs no allocation of its own.
+//! are encoded straight from the SDK's `SpanData` and sinew's call spans
+//! into one buffer per batch, sized up front, so a span costs no
+//! allocation of its own.
 //!
 //! - [`wire`]: the protobuf wire primitives (varints, keys,
 //!   length-delimited and fixed-width fields) and their sizes;
@@ -14,8 +15,8 @@
 //! - [`codec`]: the gRPC codec that sends the encoded bytes and reads the
 //!   response's partial success;
 //! - [`retry`]: which failures are retried, and the backoff between tries;
-//! - [`exporter`]: the SDK `SpanExporter` that ties them together on a
-//!   tonic channel.
+//! - [`exporter`]: the span queue's exporter, which ties them together on
+//!   a tonic channel.
 //!
 //! The output is checked, in the tests beside the encoder, against what
 //! `opentelemetry-proto`'s own transform makes of the same spans. Metrics,
@@ -29,4 +30,5 @@ mod retry;
 pub(crate) mod testing;
 mod wire;
 
+pub(crate) use encode::{span_attribute_fields, span_name_field};
 pub(crate) use exporter::OtlpSpanExporter;

@@ -1,0 +1,421 @@
+//! The span of one call, recorded by sinew itself rather than by the SDK.
+//!
+//! Every sampled call on either side makes a span with the same shape: a
+//! name and three RPC attributes fixed by its method, a few attributes of
+//! its own, a status. Through the SDK such a span costs a builder, a
+//! sampler call through the provider, a copy of the instrumentation scope,
+//! the conversion to `SpanData` at its end, and the encoding of every
+//! attribute at export. A [`CallSpan`] instead borrows its method's
+//! [`SpanParts`], whose name and RPC attributes are encoded as OTLP once
+//! per method, and goes to the span queue as it is when it ends.
+//!
+//! It is an OpenTelemetry [`Span`] all the same, carried in the call's
+//! context like the SDK's: the resilience layers' events, a handler's
+//! `tracing` spans (its children) and anything else that reaches the
+//! current span through the API see no difference. It keeps the SDK's
+//! default limits (128 attributes, events and links, 128 attributes per
+//! event and link; beyond, dropped and counted) and its rule for the
+//! status: `Ok` beats `Error`, which beats `Unset`.
+
+use std::{borrow::Cow, fmt, ops::Deref, sync::Arc, time::SystemTime};
+
+use opentelemetry::{
+    KeyValue,
+    trace::{Event, Link, Span, SpanContext, SpanId, SpanKind, Status},
+};
+
+use super::{
+    otlp,
+    queue::{Finished, SpanQueue},
+};
+
+/// The instrumentation scope of sinew's spans, its own and those of the
+/// `tracing` bridge.
+pub(crate) const SCOPE: &str = "sinew";
+
+/// The SDK's default span limits, which sinew's spans keep too.
+const MAX_ATTRIBUTES: usize = 128;
+const MAX_EVENTS: usize = 128;
+const MAX_LINKS: usize = 128;
+const MAX_ATTRIBUTES_PER_EVENT: usize = 128;
+const MAX_ATTRIBUTES_PER_LINK: usize = 128;
+
+/// What every span of one method shares: its name and its `rpc.system`,
+/// `rpc.service` and `rpc.method` attributes, and both as encoded OTLP
+/// fields.
+#[derive(Clone)]
+pub(crate) struct SpanParts {
+    /// `package.Service/Method`.
+    pub(crate) name: Cow<'static, str>,
+    /// `rpc.system`, `rpc.service`, `rpc.method`.
+    pub(crate) rpc: [KeyValue; 3],
+    /// The span's `name` field, key and length included.
+    pub(crate) name_field: Box<[u8]>,
+    /// The three `attributes` fields for `rpc`.
+    pub(crate) rpc_fields: Box<[u8]>,
+}
+
+/// A span's [`SpanParts`]: a registered method's, shared for the life of
+/// the process, or, for a path past the registry's bound, its own.
+#[derive(Debug, Clone)]
+pub(crate) enum Parts {
+    Shared(&'static SpanParts),
+    Own(Box<SpanParts>),
+}
+
+/// A finished call span, as the span queue holds it.
+#[derive(Debug, Clone)]
+pub(crate) struct CallSpanData {
+    pub(crate) context: SpanContext,
+    /// [`SpanId::INVALID`] for a root.
+    pub(crate) parent_span_id: SpanId,
+    pub(crate) parent_is_remote: bool,
+    pub(crate) kind: SpanKind,
+    pub(crate) parts: Parts,
+    /// A name set after the start, in place of the method's.
+    pub(crate) renamed: Option<Cow<'static, str>>,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    /// The attributes after the three RPC ones.
+    pub(crate) attributes: Vec<KeyValue>,
+    pub(crate) dropped_attributes: u32,
+    pub(crate) events: Vec<Event>,
+    pub(crate) dropped_events: u32,
+    pub(crate) links: Vec<Link>,
+    pub(crate) dropped_links: u32,
+    pub(crate) status: Status,
+}
+
+/// A call's span while the call runs. Ending it (or dropping it) puts it
+/// on the span queue; after that it records nothing.
+#[derive(Debug)]
+pub(crate) struct CallSpan {
+    context: SpanContext,
+    data: Option<CallSpanData>,
+    queue: Arc<SpanQueue>,
+}
+
+// === impl SpanParts ===
+
+impl SpanParts {
+    /// The parts of spans named `name` with the RPC attributes `rpc`,
+    /// encoded now.
+    pub(crate) fn new(name: Cow<'static, str>, rpc: [KeyValue; 3]) -> Self {
+        Self {
+            name_field: otlp::span_name_field(&name),
+            rpc_fields: otlp::span_attribute_fields(&rpc),
+            name,
+            rpc,
+        }
+    }
+}
+
+impl fmt::Debug for SpanParts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The encoded fields say the same again, as bytes.
+        f.debug_struct("SpanParts")
+            .field("name", &self.name)
+            .field("rpc", &self.rpc)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Parts ===
+
+impl Deref for Parts {
+    type Target = SpanParts;
+
+    fn deref(&self) -> &SpanParts {
+        match self {
+            Self::Shared(parts) => parts,
+            Self::Own(parts) => parts,
+        }
+    }
+}
+
+// === impl CallSpanData ===
+
+impl CallSpanData {
+    /// A span started now, with `attributes` after the RPC ones.
+    pub(crate) fn start(
+        context: SpanContext,
+        parent: &SpanContext,
+        kind: SpanKind,
+        parts: Parts,
+        attributes: Vec<KeyValue>,
+    ) -> Self {
+        let start = opentelemetry::time::now();
+        Self {
+            context,
+            parent_span_id: parent.span_id(),
+            parent_is_remote: parent.is_remote(),
+            kind,
+            parts,
+            renamed: None,
+            start,
+            end: start,
+            attributes,
+            dropped_attributes: 0,
+            events: Vec::new(),
+            dropped_events: 0,
+            links: Vec::new(),
+            dropped_links: 0,
+            status: Status::Unset,
+        }
+    }
+}
+
+// === impl CallSpan ===
+
+impl CallSpan {
+    /// Records `data` until it ends, then hands it to `queue`.
+    pub(crate) fn new(data: CallSpanData, queue: Arc<SpanQueue>) -> Self {
+        Self {
+            context: data.context.clone(),
+            data: Some(data),
+            queue,
+        }
+    }
+}
+
+impl Span for CallSpan {
+    fn add_event_with_timestamp<T>(
+        &mut self,
+        name: T,
+        timestamp: SystemTime,
+        mut attributes: Vec<KeyValue>,
+    ) where
+        T: Into<Cow<'static, str>>,
+    {
+        let Some(data) = &mut self.data else { return };
+        if data.events.len() < MAX_EVENTS {
+            let dropped = attributes.len().saturating_sub(MAX_ATTRIBUTES_PER_EVENT);
+            attributes.truncate(MAX_ATTRIBUTES_PER_EVENT);
+            data.events
+                .push(Event::new(name, timestamp, attributes, count(dropped)));
+        } else {
+            data.dropped_events = data.dropped_events.saturating_add(1);
+        }
+    }
+
+    fn span_context(&self) -> &SpanContext {
+        &self.context
+    }
+
+    fn is_recording(&self) -> bool {
+        self.data.is_some()
+    }
+
+    fn set_attribute(&mut self, attribute: KeyValue) {
+        let Some(data) = &mut self.data else { return };
+        // The three RPC attributes count towards the limit.
+        if data.attributes.len() + 3 < MAX_ATTRIBUTES {
+            data.attributes.push(attribute);
+        } else {
+            data.dropped_attributes = data.dropped_attributes.saturating_add(1);
+        }
+    }
+
+    fn set_status(&mut self, status: Status) {
+        let Some(data) = &mut self.data else { return };
+        // The SDK's order: Ok > Error > Unset.
+        if status > data.status {
+            data.status = status;
+        }
+    }
+
+    fn update_name<T>(&mut self, new_name: T)
+    where
+        T: Into<Cow<'static, str>>,
+    {
+        if let Some(data) = &mut self.data {
+            data.renamed = Some(new_name.into());
+        }
+    }
+
+    fn add_link(&mut self, span_context: SpanContext, mut attributes: Vec<KeyValue>) {
+        let Some(data) = &mut self.data else { return };
+        if data.links.len() < MAX_LINKS {
+            let dropped = attributes.len().saturating_sub(MAX_ATTRIBUTES_PER_LINK);
+            attributes.truncate(MAX_ATTRIBUTES_PER_LINK);
+            data.links
+                .push(Link::new(span_context, attributes, count(dropped)));
+        } else {
+            data.dropped_links = data.dropped_links.saturating_add(1);
+        }
+    }
+
+    fn end_with_timestamp(&mut self, timestamp: SystemTime) {
+        if let Some(mut data) = self.data.take() {
+            data.end = timestamp;
+            self.queue.push(Finished::Call(data));
+        }
+    }
+}
+
+impl Drop for CallSpan {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+fn count(dropped: usize) -> u32 {
+    u32::try_from(dropped).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use opentelemetry::trace::{TraceFlags, TraceId, TraceState};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+
+    use super::*;
+    use crate::telemetry::queue::tests::recording_queue;
+
+    /// The span's name.
+    pub(crate) fn name(span: &CallSpanData) -> &str {
+        span.renamed.as_deref().unwrap_or(&span.parts.name)
+    }
+
+    /// The SDK's `SpanData` for `span`: what the SDK would have exported
+    /// for the same span.
+    pub(crate) fn as_sdk(span: &CallSpanData) -> SpanData {
+        let mut attributes = span.parts.rpc.to_vec();
+        attributes.extend(span.attributes.iter().cloned());
+        let mut events = SpanEvents::default();
+        events.events = span.events.clone();
+        events.dropped_count = span.dropped_events;
+        let mut links = SpanLinks::default();
+        links.links = span.links.clone();
+        links.dropped_count = span.dropped_links;
+        SpanData {
+            span_context: span.context.clone(),
+            parent_span_id: span.parent_span_id,
+            parent_span_is_remote: span.parent_is_remote,
+            span_kind: span.kind.clone(),
+            name: Cow::Owned(name(span).to_owned()),
+            start_time: span.start,
+            end_time: span.end,
+            attributes,
+            dropped_attributes_count: span.dropped_attributes,
+            events,
+            links,
+            status: span.status.clone(),
+            instrumentation_scope: opentelemetry::InstrumentationScope::builder(SCOPE).build(),
+        }
+    }
+
+    pub(crate) fn parts(name: &'static str) -> Parts {
+        let (service, method) = name.split_once('/').unwrap();
+        Parts::Own(Box::new(SpanParts::new(
+            Cow::Borrowed(name),
+            [
+                KeyValue::new("rpc.system", "grpc"),
+                KeyValue::new("rpc.service", service.to_owned()),
+                KeyValue::new("rpc.method", method.to_owned()),
+            ],
+        )))
+    }
+
+    pub(crate) fn context(span: u64, remote: bool) -> SpanContext {
+        SpanContext::new(
+            TraceId::from(0x51),
+            SpanId::from(span),
+            TraceFlags::SAMPLED,
+            remote,
+            TraceState::default(),
+        )
+    }
+
+    fn started(queue: Arc<SpanQueue>) -> CallSpan {
+        let data = CallSpanData::start(
+            context(2, false),
+            &context(1, true),
+            SpanKind::Server,
+            parts("pkg.Service/Method"),
+            vec![KeyValue::new("network.peer.port", 4242)],
+        );
+        CallSpan::new(data, queue)
+    }
+
+    #[test]
+    fn a_span_reaches_the_queue_once_as_it_was_recorded() {
+        let (queue, finished) = recording_queue();
+        let mut span = started(Arc::clone(&queue));
+        assert!(span.is_recording());
+        span.set_attribute(KeyValue::new("extra", true));
+        span.add_event("retrying", vec![KeyValue::new("attempt", 2)]);
+        span.add_link(context(9, true), Vec::new());
+        span.update_name("renamed");
+        span.end();
+        assert!(!span.is_recording());
+        span.set_attribute(KeyValue::new("late", true));
+        span.end();
+        drop(span);
+
+        let spans = finished();
+        assert_eq!(spans.len(), 1, "ended once");
+        let Finished::Call(data) = &spans[0] else {
+            panic!("not a call span")
+        };
+        assert_eq!(name(data), "renamed");
+        assert_eq!(data.parent_span_id, SpanId::from(1));
+        assert!(data.parent_is_remote);
+        assert_eq!(data.attributes.len(), 2, "{:?}", data.attributes);
+        assert_eq!(data.events.len(), 1);
+        assert_eq!(data.links.len(), 1);
+        assert!(data.end >= data.start);
+    }
+
+    #[test]
+    fn a_dropped_span_ends() {
+        let (queue, finished) = recording_queue();
+        drop(started(queue));
+        assert_eq!(finished().len(), 1);
+    }
+
+    #[test]
+    fn the_status_follows_the_sdks_order() {
+        let (queue, finished) = recording_queue();
+        let mut span = started(queue);
+        span.set_status(Status::error("first"));
+        span.set_status(Status::Unset);
+        span.set_status(Status::Ok);
+        span.set_status(Status::error("after ok"));
+        span.end();
+        let Finished::Call(data) = &finished()[0] else {
+            panic!("not a call span")
+        };
+        assert_eq!(data.status, Status::Ok);
+    }
+
+    #[test]
+    fn the_sdks_limits_hold() {
+        let (queue, finished) = recording_queue();
+        let mut span = started(queue);
+        for i in 0..200 {
+            span.set_attribute(KeyValue::new("n", i));
+            span.add_event("e", Vec::new());
+            span.add_link(context(10 + i as u64, false), Vec::new());
+        }
+        let many = (0..130).map(|i| KeyValue::new("k", i)).collect();
+        span.end();
+        let Finished::Call(data) = &finished()[0] else {
+            panic!("not a call span")
+        };
+        // Three RPC attributes and the peer port came first.
+        assert_eq!(data.attributes.len() + 3, MAX_ATTRIBUTES);
+        assert_eq!(data.dropped_attributes, 200 - (MAX_ATTRIBUTES as u32 - 4));
+        assert_eq!((data.events.len(), data.dropped_events), (128, 72));
+        assert_eq!((data.links.len(), data.dropped_links), (128, 72));
+
+        let (queue, finished) = recording_queue();
+        let mut span = started(queue);
+        span.add_event("many", many);
+        span.end();
+        let Finished::Call(data) = &finished()[0] else {
+            panic!("not a call span")
+        };
+        assert_eq!(data.events[0].attributes.len(), 128);
+        assert_eq!(data.events[0].dropped_attributes_count, 2);
+    }
+}
