@@ -57,21 +57,31 @@ pub fn inject(context: &Context, headers: &mut HeaderMap) {
 /// current context. A missing or malformed `traceparent` leaves the span
 /// out: whatever is recorded next is the root of a new trace.
 pub fn extract(headers: &HeaderMap) -> Context {
+    // One pass over the headers rather than a lookup for each of the
+    // three: a lookup hashes the name, and a call has only a few headers.
+    // The first of each counts, as with `HeaderMap::get`.
+    let (mut parent, mut state, mut baggage) = (None, None, false);
+    for (name, value) in headers {
+        if *name == TRACEPARENT {
+            parent = parent.or(Some(value));
+        } else if *name == TRACESTATE {
+            state = state.or(Some(value));
+        } else if *name == BAGGAGE {
+            baggage = true;
+        }
+    }
     let mut context = Context::current();
-    if let Some(span_context) = headers
-        .get(TRACEPARENT)
-        .and_then(|value| parse_traceparent(value.as_bytes()))
+    if let Some((trace_id, span_id, flags)) =
+        parent.and_then(|value| parse_traceparent(value.as_bytes()))
     {
-        let state = headers
-            .get(TRACESTATE)
+        let state = state
             .and_then(|value| value.to_str().ok())
             .and_then(|value| TraceState::from_str(value).ok())
             .unwrap_or_default();
-        let (trace_id, span_id, flags) = span_context;
         context = context
             .with_remote_span_context(SpanContext::new(trace_id, span_id, flags, true, state));
     }
-    if headers.contains_key(BAGGAGE) {
+    if baggage {
         context =
             BaggagePropagator::new().extract_with_context(&context, &HeaderExtractor(headers));
     }
