@@ -33,8 +33,10 @@ pub(crate) struct Template {
     /// Set when the call's extensions can be rebuilt from their values
     /// (see [`Known`]); the first attempt is then sent the originals.
     known: Option<Known>,
-    /// The originals went out with an attempt.
+    /// The original extensions went out with an attempt.
     originals_sent: bool,
+    /// The original header map went out with an attempt.
+    headers_sent: bool,
 }
 
 impl Template {
@@ -44,6 +46,7 @@ impl Template {
             parts,
             known,
             originals_sent: false,
+            headers_sent: false,
         }
     }
 
@@ -61,7 +64,17 @@ impl Template {
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
-        *request.headers_mut() = parts.headers.clone();
+        // The first attempt gets the call's own header map, which has room
+        // for the headers the layers below add; a copy has none, and the
+        // first insert into it moves the whole map. Later attempts get
+        // copies of the copy kept here.
+        *request.headers_mut() = if self.headers_sent {
+            parts.headers.clone()
+        } else {
+            self.headers_sent = true;
+            let copy = parts.headers.clone();
+            std::mem::replace(&mut parts.headers, copy)
+        };
         *request.extensions_mut() = match &self.known {
             // Copying the extensions costs their map, its table and a box
             // per value, and most calls make one attempt: the first gets
