@@ -8,10 +8,12 @@
 //! uncontended lock and pushes it; it never blocks on the export and never
 //! fails.
 //!
-//! The thread (`sinew-spans`) takes up to a batch of spans at a time and
-//! exports them: when a batch is full, when the schedule delay has passed
-//! since the last export, on a flush, and at shutdown, when it exports
-//! everything left and stops. A span that finds the queue full is dropped
+//! The thread (`sinew-spans`) takes every span queued and exports them a
+//! batch at a time: when a batch is full, when the schedule delay has
+//! passed since the last export, on a flush, and at shutdown, when it
+//! exports everything left and stops. Spans taken no longer count against
+//! the queue's capacity, so while an export is slow at most twice the
+//! capacity is held: the queue's, and the spans being exported. A span that finds the queue full is dropped
 //! and counted in [`QueueCounters::dropped`], so the count is exact: the
 //! queue never loses a span any other way. Spans in batches the collector
 //! did not take are counted in `failed` instead, whether the export failed
@@ -306,33 +308,25 @@ impl SpanQueue {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
-            // The flushes asked for so far are done once what is queued now
-            // is exported.
+            // Everything queued is taken, leaving the queue room for as
+            // many again, and exported a batch at a time. The flushes asked
+            // for so far are done once it is.
             let covers = state.flushes_asked;
-            if state.spans.len() <= batch_size {
-                std::mem::swap(&mut batch, &mut state.spans);
-            } else {
-                batch.extend(state.spans.drain(..batch_size));
-            }
-            let emptied = state.spans.is_empty();
+            std::mem::swap(&mut batch, &mut state.spans);
             drop(state);
 
-            if !batch.is_empty() {
-                let result = exporter.export(&batch);
+            for spans in batch.chunks(batch_size) {
+                let result = exporter.export(spans);
                 failed |= result.is_err();
-                self.counters.record_export(batch.len(), &result);
-                batch.clear();
+                self.counters.record_export(spans.len(), &result);
             }
-            if emptied {
-                next_export = Instant::now() + delay;
-            }
+            batch.clear();
+            next_export = Instant::now() + delay;
 
             let mut state = self.lock();
-            if emptied {
-                state.flushes_done = state.flushes_done.max(covers);
-                state.flush_failed = std::mem::take(&mut failed);
-                self.progress.notify_all();
-            }
+            state.flushes_done = state.flushes_done.max(covers);
+            state.flush_failed = std::mem::take(&mut failed);
+            self.progress.notify_all();
             if state.shutting_down && state.spans.is_empty() {
                 drop(state);
                 exporter.shutdown();
