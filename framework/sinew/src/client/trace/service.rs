@@ -41,7 +41,8 @@ impl<S> ClientTrace<S> {
 
     /// Records `host` as `server.address` of calls whose URI has no host.
     pub fn server_address(mut self, host: impl Into<String>) -> Self {
-        self.server_address = Some(StringValue::from(host.into()));
+        // Shared, not owned: every call's span clones it.
+        self.server_address = Some(StringValue::from(Arc::<str>::from(host.into())));
         self
     }
 
