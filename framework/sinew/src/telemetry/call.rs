@@ -538,4 +538,85 @@ mod tests {
         }
         assert!(!unsampled_child(&parent(true).with_telemetry_suppressed()).is_valid());
     }
+
+    fn recorder(sampler: TraceSampler, queue: Option<Arc<SpanQueue>>) -> Recorder {
+        Recorder {
+            sampler,
+            sdk_sampler: sampler.to_sdk(),
+            queue,
+        }
+    }
+
+    fn child_of(recorder: &Recorder, parent: &OtelContext) -> OtelContext {
+        let method = super::super::method::method("/pkg.Service/Child");
+        recorder.child(Side::Client, parent, &method, |attributes| {
+            attributes.push(KeyValue::new("server.address", "10.0.0.1"));
+        })
+    }
+
+    #[test]
+    fn a_sampled_call_records_its_own_span_when_spans_are_exported() {
+        use super::super::{queue::Finished, span::tests::name};
+
+        let (queue, exported) = super::super::queue::tests::recording_queue();
+        let recorder = recorder(TraceSampler::ParentBasedAlwaysOn, Some(queue));
+        let cx = child_of(&recorder, &parent(true));
+        let span = cx.span();
+        assert!(span.is_recording());
+        let context = span.span_context().clone();
+        assert_eq!(context.trace_id(), TraceId::from(7));
+        assert!(context.is_sampled() && !context.is_remote());
+        assert_eq!(context.trace_state().get("vendor"), Some("value"));
+        span.end();
+
+        let spans = exported();
+        let [Finished::Call(data)] = &spans[..] else {
+            panic!("{spans:?}")
+        };
+        assert_eq!(name(data), "pkg.Service/Child");
+        assert_eq!(data.context.span_id(), context.span_id());
+        assert_eq!(data.parent_span_id, SpanId::from(9));
+        assert!(data.parent_is_remote);
+        assert_eq!(data.kind, SpanKind::Client);
+        assert_eq!(
+            data.attributes,
+            [KeyValue::new("server.address", "10.0.0.1")]
+        );
+        assert_eq!(data.parts.rpc[2], KeyValue::new("rpc.method", "Child"));
+
+        // A root: a new trace, no parent.
+        let root = child_of(&recorder, &OtelContext::new());
+        assert!(root.span().span_context().is_valid());
+        root.span().end();
+        let spans = exported();
+        let [Finished::Call(data)] = &spans[..] else {
+            panic!("{spans:?}")
+        };
+        assert_eq!(data.parent_span_id, SpanId::INVALID);
+        assert_ne!(data.context.trace_id(), TraceId::from(7));
+    }
+
+    #[test]
+    fn without_export_or_sampling_a_call_keeps_only_its_context() {
+        // Sampled but not exported: the flag still goes on to the next hop.
+        let unexported = recorder(TraceSampler::ParentBasedAlwaysOn, None);
+        let cx = child_of(&unexported, &parent(true));
+        assert!(!cx.span().is_recording());
+        assert!(cx.span().span_context().is_sampled());
+        assert_eq!(cx.span().span_context().trace_id(), TraceId::from(7));
+
+        // The sampler's no: a new span id, unsampled, in the same trace.
+        let (queue, exported) = super::super::queue::tests::recording_queue();
+        let ratio = recorder(TraceSampler::TraceIdRatio(0.0), Some(queue));
+        let cx = child_of(&ratio, &parent(true));
+        let context = cx.span().span_context().clone();
+        assert!(context.is_valid() && !context.is_sampled());
+        assert_ne!(context.span_id(), SpanId::from(9));
+        cx.span().end();
+        assert!(exported().is_empty());
+
+        // Suppressed: nothing at all, as the SDK does.
+        let cx = child_of(&unexported, &parent(true).with_telemetry_suppressed());
+        assert!(!cx.span().span_context().is_valid());
+    }
 }

@@ -378,4 +378,22 @@ mod tests {
         assert!(read.is_valid());
         assert_eq!(read.trace_state().header(), "");
     }
+
+    #[test]
+    fn the_first_of_repeated_trace_headers_counts() {
+        let mut map = headers(&[("tracestate", "first=1")]);
+        map.append("traceparent", HeaderValue::from_static(PARENT));
+        map.append(
+            "traceparent",
+            HeaderValue::from_static("00-11111111111111111111111111111111-2222222222222222-00"),
+        );
+        map.append("tracestate", HeaderValue::from_static("second=2"));
+        let read = extract(&map).span().span_context().clone();
+        assert_eq!(
+            read.trace_id(),
+            TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap()
+        );
+        assert!(read.is_sampled());
+        assert_eq!(read.trace_state().header(), "first=1");
+    }
 }
