@@ -326,7 +326,9 @@ fn is_error(side: Side, code: Code) -> bool {
 
 /// The `grpc-status` in `headers`, if any.
 pub(crate) fn status_in(headers: &http::HeaderMap) -> Option<Code> {
-    let value = headers.get(crate::headers::GRPC_STATUS)?.to_str().ok()?;
+    let value = crate::headers::find(headers, &crate::headers::GRPC_STATUS)?
+        .to_str()
+        .ok()?;
     value.parse::<i32>().ok().map(Code::from_i32)
 }
 

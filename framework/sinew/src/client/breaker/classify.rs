@@ -46,8 +46,7 @@ fn never_sent(status: &Status) -> bool {
 /// The code in a `grpc-status` header, if there is one. A value that is
 /// not a code reads as `UNKNOWN`, as tonic reads it.
 pub(crate) fn grpc_status(headers: &http::HeaderMap) -> Option<Code> {
-    headers
-        .get(crate::headers::GRPC_STATUS)
+    crate::headers::find(headers, &crate::headers::GRPC_STATUS)
         .map(|value| Code::from_bytes(value.as_bytes()))
 }
 

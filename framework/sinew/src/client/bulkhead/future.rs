@@ -155,7 +155,7 @@ where
 fn hold(response: http::Response<Body>, slot: Slot) -> http::Response<Body> {
     // A trailers-only response (how servers answer most errors) has no
     // body to wait for; nor does one whose body is already over.
-    if response.headers().contains_key(crate::headers::GRPC_STATUS)
+    if crate::headers::find(response.headers(), &crate::headers::GRPC_STATUS).is_some()
         || response.body().is_end_stream()
     {
         drop(slot);

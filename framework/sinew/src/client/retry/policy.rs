@@ -82,7 +82,9 @@ impl Outcome {
             Ok(response) => {
                 // A trailers-only response carries its status in the
                 // headers; without one, the server has begun answering.
-                let Some(status) = response.headers().get(Status::GRPC_STATUS) else {
+                let Some(status) =
+                    crate::headers::find(response.headers(), &crate::headers::GRPC_STATUS)
+                else {
                     return Self::Success(response);
                 };
                 let code = Code::from_bytes(status.as_bytes());

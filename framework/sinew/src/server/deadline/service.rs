@@ -55,9 +55,7 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        let asked = request
-            .headers()
-            .get(crate::headers::GRPC_TIMEOUT)
+        let asked = crate::headers::find(request.headers(), &crate::headers::GRPC_TIMEOUT)
             .and_then(|v| parse_grpc_timeout(v.as_bytes()));
         let budget = asked.map_or(self.ceiling, |asked| asked.min(self.ceiling));
         let deadline = Instant::now() + budget;
