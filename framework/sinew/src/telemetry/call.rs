@@ -30,7 +30,7 @@ use super::{
     method::{Durations, Gauge, Method, with_method},
     metrics::metrics,
     queue::SpanQueue,
-    span::{CallSpan, CallSpanData, Parts, SpanParts},
+    span::{CallSpan, CallSpanData, Parts, STATUS_CODE, SpanParts, StartAttributes},
 };
 use crate::BoxError;
 
@@ -67,9 +67,6 @@ pub(crate) fn enable(sampler: TraceSampler, queue: Option<Arc<SpanQueue>>) {
 pub(crate) fn enabled() -> bool {
     ENABLED.load(Ordering::Relaxed)
 }
-
-/// The attribute a call's gRPC status code is recorded under.
-const STATUS_CODE: &str = "rpc.grpc.status_code";
 
 /// `rpc.grpc.status_code` for `code`.
 pub(crate) fn status_attribute(code: Code) -> KeyValue {
@@ -112,14 +109,14 @@ enum DurationAttributes {
 
 impl CallRecord {
     /// Starts recording a call to `path` as a child of `parent`; `extra`
-    /// adds up to two attributes beside the RPC ones, and is only called
-    /// for a span that may be recorded. `None` if telemetry is not
-    /// installed.
+    /// gives the attributes its span starts with beside the RPC ones, and
+    /// is only called for a span that is recorded. `None` if telemetry is
+    /// not installed.
     pub(crate) fn start(
         side: Side,
         path: &str,
         parent: &OtelContext,
-        extra: impl FnOnce(&mut Vec<KeyValue>),
+        extra: impl FnOnce() -> Option<Arc<StartAttributes>>,
     ) -> Option<Self> {
         let recorder = RECORDER.get()?;
         // A span the sampler is sure to leave out (with head sampling,
@@ -202,14 +199,14 @@ impl CallRecord {
 impl Recorder {
     /// The context of a call to `method` on `side`, a child of `parent`:
     /// with a [`CallSpan`] if the sampler keeps it and spans are exported,
-    /// else with its span context alone. `extra` adds the call's own
-    /// attributes to the span.
+    /// else with its span context alone. `extra` gives the attributes the
+    /// span starts with.
     fn child(
         &self,
         side: Side,
         parent: &OtelContext,
         method: &Method,
-        extra: impl FnOnce(&mut Vec<KeyValue>),
+        extra: impl FnOnce() -> Option<Arc<StartAttributes>>,
     ) -> OtelContext {
         if parent.is_telemetry_suppressed() {
             // As the SDK: no span, and nothing to pass on.
@@ -263,10 +260,7 @@ impl Recorder {
                 method.attributes.clone(),
             ))),
         };
-        // Room for two extra and the status code, set when the call ends.
-        let mut attributes = Vec::with_capacity(3);
-        extra(&mut attributes);
-        let data = CallSpanData::start(context, parent_context, kind, parts, attributes);
+        let data = CallSpanData::start(context, parent_context, kind, parts, extra());
         parent.with_span(CallSpan::new(data, Arc::clone(queue)))
     }
 }
@@ -551,8 +545,11 @@ mod tests {
 
     fn child_of(recorder: &Recorder, parent: &OtelContext) -> OtelContext {
         let method = super::super::method::method("/pkg.Service/Child");
-        recorder.child(Side::Client, parent, &method, |attributes| {
-            attributes.push(KeyValue::new("server.address", "10.0.0.1"));
+        recorder.child(Side::Client, parent, &method, || {
+            Some(StartAttributes::new(vec![KeyValue::new(
+                "server.address",
+                "10.0.0.1",
+            )]))
         })
     }
 
@@ -580,8 +577,9 @@ mod tests {
         assert_eq!(data.parent_span_id, SpanId::from(9));
         assert!(data.parent_is_remote);
         assert_eq!(data.kind, SpanKind::Client);
+        let start = data.start_attributes.as_ref().expect("start attributes");
         assert_eq!(
-            data.attributes,
+            &start.attributes[..],
             [KeyValue::new("server.address", "10.0.0.1")]
         );
         assert_eq!(data.parts.rpc[2], KeyValue::new("rpc.method", "Child"));

@@ -131,7 +131,7 @@ pub mod metrics;
 mod otlp;
 pub mod propagation;
 mod queue;
-mod span;
+pub(crate) mod span;
 
 pub use config::{TelemetryConfig, TraceSampler, VARIABLES};
 pub use error::TelemetryError;

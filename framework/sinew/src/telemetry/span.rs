@@ -9,18 +9,28 @@
 //! [`SpanParts`], whose name and RPC attributes are encoded as OTLP once
 //! per method, and goes to the span queue as it is when it ends.
 //!
+//! The attributes a call starts with (the address called, or calling) come
+//! as [`StartAttributes`], encoded once for all the calls that share them,
+//! and the status code, set when the call ends, has a slot of its own,
+//! written from a table of the seventeen codes' fields: a span encodes
+//! without an attribute of its own to write, unless something beyond
+//! sinew sets one.
+//!
 //! It is an OpenTelemetry [`Span`] all the same, carried in the call's
 //! context like the SDK's: the resilience layers' events, a handler's
 //! `tracing` spans (its children) and anything else that reaches the
 //! current span through the API see no difference. It keeps the SDK's
 //! default limits (128 attributes, events and links, 128 attributes per
 //! event and link; beyond, dropped and counted) and its rule for the
-//! status: `Ok` beats `Error`, which beats `Unset`.
+//! status: `Ok` beats `Error`, which beats `Unset`. One difference: setting
+//! `rpc.grpc.status_code` twice keeps the last value, where the SDK would
+//! export both (the specification asks for the last; duplicate keys are
+//! not allowed).
 
 use std::{borrow::Cow, fmt, ops::Deref, sync::Arc, time::SystemTime};
 
 use opentelemetry::{
-    KeyValue,
+    KeyValue, Value,
     trace::{Event, Link, Span, SpanContext, SpanId, SpanKind, Status},
 };
 
@@ -32,6 +42,9 @@ use super::{
 /// The instrumentation scope of sinew's spans, its own and those of the
 /// `tracing` bridge.
 pub(crate) const SCOPE: &str = "sinew";
+
+/// The attribute a call's gRPC status code is recorded under.
+pub(crate) const STATUS_CODE: &str = "rpc.grpc.status_code";
 
 /// The SDK's default span limits, which sinew's spans keep too.
 const MAX_ATTRIBUTES: usize = 128;
@@ -55,6 +68,16 @@ pub(crate) struct SpanParts {
     pub(crate) rpc_fields: Box<[u8]>,
 }
 
+/// Attributes a span starts with, beyond the RPC ones, with their encoded
+/// OTLP fields: made once and shared by the spans that start with the
+/// same.
+#[derive(Clone)]
+pub(crate) struct StartAttributes {
+    pub(crate) attributes: Box<[KeyValue]>,
+    /// The `attributes` fields for `attributes`.
+    pub(crate) fields: Box<[u8]>,
+}
+
 /// A span's [`SpanParts`]: a registered method's, shared for the life of
 /// the process, or, for a path past the registry's bound, its own.
 #[derive(Debug, Clone)]
@@ -76,8 +99,12 @@ pub(crate) struct CallSpanData {
     pub(crate) renamed: Option<Cow<'static, str>>,
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
-    /// The attributes after the three RPC ones.
+    /// The attributes it started with, after the RPC ones.
+    pub(crate) start_attributes: Option<Arc<StartAttributes>>,
+    /// The attributes set since (the status code aside).
     pub(crate) attributes: Vec<KeyValue>,
+    /// `rpc.grpc.status_code`, once set: the last attribute written.
+    pub(crate) status_code: Option<i64>,
     pub(crate) dropped_attributes: u32,
     pub(crate) events: Vec<Event>,
     pub(crate) dropped_events: u32,
@@ -120,6 +147,26 @@ impl fmt::Debug for SpanParts {
     }
 }
 
+// === impl StartAttributes ===
+
+impl StartAttributes {
+    /// `attributes`, encoded now.
+    pub(crate) fn new(attributes: Vec<KeyValue>) -> Arc<Self> {
+        Arc::new(Self {
+            fields: otlp::span_attribute_fields(&attributes),
+            attributes: attributes.into(),
+        })
+    }
+}
+
+impl fmt::Debug for StartAttributes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartAttributes")
+            .field("attributes", &self.attributes)
+            .finish_non_exhaustive()
+    }
+}
+
 // === impl Parts ===
 
 impl Deref for Parts {
@@ -136,13 +183,13 @@ impl Deref for Parts {
 // === impl CallSpanData ===
 
 impl CallSpanData {
-    /// A span started now, with `attributes` after the RPC ones.
+    /// A span started now, with `start_attributes` after the RPC ones.
     pub(crate) fn start(
         context: SpanContext,
         parent: &SpanContext,
         kind: SpanKind,
         parts: Parts,
-        attributes: Vec<KeyValue>,
+        start_attributes: Option<Arc<StartAttributes>>,
     ) -> Self {
         let start = opentelemetry::time::now();
         Self {
@@ -154,7 +201,9 @@ impl CallSpanData {
             renamed: None,
             start,
             end: start,
-            attributes,
+            start_attributes,
+            attributes: Vec::new(),
+            status_code: None,
             dropped_attributes: 0,
             events: Vec::new(),
             dropped_events: 0,
@@ -208,8 +257,17 @@ impl Span for CallSpan {
 
     fn set_attribute(&mut self, attribute: KeyValue) {
         let Some(data) = &mut self.data else { return };
-        // The three RPC attributes count towards the limit.
-        if data.attributes.len() + 3 < MAX_ATTRIBUTES {
+        if attribute.key.as_str() == STATUS_CODE
+            && let Value::I64(code) = attribute.value
+        {
+            if data.status_code.is_none() && data.attribute_count() >= MAX_ATTRIBUTES {
+                data.dropped_attributes = data.dropped_attributes.saturating_add(1);
+            } else {
+                data.status_code = Some(code);
+            }
+            return;
+        }
+        if data.attribute_count() < MAX_ATTRIBUTES {
             data.attributes.push(attribute);
         } else {
             data.dropped_attributes = data.dropped_attributes.saturating_add(1);
@@ -259,6 +317,17 @@ impl Drop for CallSpan {
     }
 }
 
+impl CallSpanData {
+    /// How many attributes the span has, the RPC ones included.
+    fn attribute_count(&self) -> usize {
+        let start = self
+            .start_attributes
+            .as_ref()
+            .map_or(0, |start| start.attributes.len());
+        3 + start + self.attributes.len() + usize::from(self.status_code.is_some())
+    }
+}
+
 fn count(dropped: usize) -> u32 {
     u32::try_from(dropped).unwrap_or(u32::MAX)
 }
@@ -280,7 +349,14 @@ pub(crate) mod tests {
     /// for the same span.
     pub(crate) fn as_sdk(span: &CallSpanData) -> SpanData {
         let mut attributes = span.parts.rpc.to_vec();
+        if let Some(start) = &span.start_attributes {
+            attributes.extend(start.attributes.iter().cloned());
+        }
         attributes.extend(span.attributes.iter().cloned());
+        attributes.extend(
+            span.status_code
+                .map(|code| KeyValue::new(STATUS_CODE, code)),
+        );
         let mut events = SpanEvents::default();
         events.events = span.events.clone();
         events.dropped_count = span.dropped_events;
@@ -332,7 +408,10 @@ pub(crate) mod tests {
             &context(1, true),
             SpanKind::Server,
             parts("pkg.Service/Method"),
-            vec![KeyValue::new("network.peer.port", 4242)],
+            Some(StartAttributes::new(vec![KeyValue::new(
+                "network.peer.port",
+                4242,
+            )])),
         );
         CallSpan::new(data, queue)
     }
@@ -360,7 +439,7 @@ pub(crate) mod tests {
         assert_eq!(name(data), "renamed");
         assert_eq!(data.parent_span_id, SpanId::from(1));
         assert!(data.parent_is_remote);
-        assert_eq!(data.attributes.len(), 2, "{:?}", data.attributes);
+        assert_eq!(data.attributes, [KeyValue::new("extra", true)]);
         assert_eq!(data.events.len(), 1);
         assert_eq!(data.links.len(), 1);
         assert!(data.end >= data.start);
@@ -403,7 +482,8 @@ pub(crate) mod tests {
             panic!("not a call span")
         };
         // Three RPC attributes and the peer port came first.
-        assert_eq!(data.attributes.len() + 3, MAX_ATTRIBUTES);
+        assert_eq!(data.attribute_count(), MAX_ATTRIBUTES);
+        assert_eq!(data.attributes.len() + 4, MAX_ATTRIBUTES);
         assert_eq!(data.dropped_attributes, 200 - (MAX_ATTRIBUTES as u32 - 4));
         assert_eq!((data.events.len(), data.dropped_events), (128, 72));
         assert_eq!((data.links.len(), data.dropped_links), (128, 72));
@@ -417,5 +497,26 @@ pub(crate) mod tests {
         };
         assert_eq!(data.events[0].attributes.len(), 128);
         assert_eq!(data.events[0].dropped_attributes_count, 2);
+    }
+
+    #[test]
+    fn the_status_code_has_its_own_slot_and_the_last_value_wins() {
+        let (queue, finished) = recording_queue();
+        let mut span = started(queue);
+        span.set_attribute(KeyValue::new(STATUS_CODE, 14));
+        span.set_attribute(KeyValue::new("after", 1));
+        span.set_attribute(KeyValue::new(STATUS_CODE, 0));
+        // Not a code: an attribute like any other.
+        span.set_attribute(KeyValue::new(STATUS_CODE, "OK"));
+        span.end();
+        let Finished::Call(data) = &finished()[0] else {
+            panic!("not a call span")
+        };
+        assert_eq!(data.status_code, Some(0));
+        assert_eq!(
+            data.attributes,
+            [KeyValue::new("after", 1), KeyValue::new(STATUS_CODE, "OK")]
+        );
+        assert_eq!(data.attribute_count(), 3 + 1 + 2 + 1);
     }
 }

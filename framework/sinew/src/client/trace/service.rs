@@ -13,6 +13,7 @@ use crate::{
     telemetry::{
         call::{self, CallRecord, Side, TracedFuture as ResponseFuture},
         propagation,
+        span::StartAttributes,
     },
 };
 
@@ -23,8 +24,8 @@ pub struct ClientTrace<S> {
     inner: S,
     /// `server.address` when the request's URI has no host (a generated
     /// client's requests carry only the path; the balancer picks the
-    /// endpoint below this layer).
-    server_address: Option<StringValue>,
+    /// endpoint below this layer), encoded once.
+    server_address: Option<Arc<StartAttributes>>,
 }
 
 // === impl ClientTrace ===
@@ -41,8 +42,7 @@ impl<S> ClientTrace<S> {
 
     /// Records `host` as `server.address` of calls whose URI has no host.
     pub fn server_address(mut self, host: impl Into<String>) -> Self {
-        // Shared, not owned: every call's span clones it.
-        self.server_address = Some(StringValue::from(Arc::<str>::from(host.into())));
+        self.server_address = Some(start_attributes(&host.into()));
         self
     }
 
@@ -85,12 +85,9 @@ where
             Side::Client,
             request.uri().path(),
             &OtelContext::current(),
-            |attributes| {
-                let address = match request.uri().host() {
-                    Some(host) => Some(server_address(host)),
-                    None => self.server_address.clone(),
-                };
-                attributes.extend(address.map(|a| KeyValue::new("server.address", a)));
+            || match request.uri().host() {
+                Some(host) => Some(server_address(host)),
+                None => self.server_address.clone(),
             },
         ) else {
             return ResponseFuture::off(self.inner.call(request));
@@ -107,23 +104,31 @@ where
     }
 }
 
-/// The `server.address` value for `host`.
+/// The attributes a span of a call to `host` starts with: its
+/// `server.address`.
 ///
-/// Each thread keeps the last one it made: a client mostly calls the same
-/// few hosts, so calls share the string rather than copying it each time.
-fn server_address(host: &str) -> StringValue {
+/// Each thread keeps the last ones it made: a client mostly calls the same
+/// few hosts, so calls share them, encoded once, rather than making them
+/// each time.
+fn server_address(host: &str) -> Arc<StartAttributes> {
     thread_local! {
-        static LAST: RefCell<Option<StringValue>> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<(Box<str>, Arc<StartAttributes>)>> =
+            const { RefCell::new(None) };
     }
     LAST.with(|last| {
         let mut last = last.borrow_mut();
         match &*last {
-            Some(value) if value.as_str() == host => value.clone(),
+            Some((last_host, attributes)) if **last_host == *host => Arc::clone(attributes),
             _ => {
-                let value = StringValue::from(Arc::<str>::from(host));
-                *last = Some(value.clone());
-                value
+                let attributes = start_attributes(host);
+                *last = Some((host.into(), Arc::clone(&attributes)));
+                attributes
             }
         }
     })
+}
+
+fn start_attributes(host: &str) -> Arc<StartAttributes> {
+    let host = StringValue::from(Arc::<str>::from(host));
+    StartAttributes::new(vec![KeyValue::new("server.address", host)])
 }

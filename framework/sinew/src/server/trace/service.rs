@@ -1,6 +1,6 @@
 use std::{
     cell::RefCell,
-    net::{IpAddr, SocketAddr},
+    net::SocketAddr,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -14,6 +14,7 @@ use crate::{
     telemetry::{
         call::{self, CallRecord, Side, TracedFuture as ResponseFuture},
         propagation,
+        span::StartAttributes,
     },
 };
 
@@ -71,11 +72,9 @@ where
             .and_then(TcpConnectInfo::remote_addr);
         // A malformed or absent traceparent makes the span a root.
         let parent = propagation::extract(request.headers());
-        let Some(record) =
-            CallRecord::start(Side::Server, request.uri().path(), &parent, |attributes| {
-                attributes.extend(peer.map(peer_attributes).into_iter().flatten())
-            })
-        else {
+        let Some(record) = CallRecord::start(Side::Server, request.uri().path(), &parent, || {
+            peer.map(peer_attributes)
+        }) else {
             return ResponseFuture::off(self.inner.call(request));
         };
         // The handler runs in the call's context: its logs carry the ids,
@@ -89,28 +88,30 @@ where
     }
 }
 
-/// `network.peer.address` and `network.peer.port` of `peer`.
+/// The attributes a span of a call from `peer` starts with:
+/// `network.peer.address` and `network.peer.port`.
 ///
-/// The address is a string attribute; each thread keeps the last one it
-/// made, so that the calls of one connection share it rather than
-/// formatting it each time.
-fn peer_attributes(peer: SocketAddr) -> [KeyValue; 2] {
+/// Each thread keeps the last ones it made, so that the calls of one
+/// connection share them, encoded once, rather than formatting the
+/// address each time.
+fn peer_attributes(peer: SocketAddr) -> Arc<StartAttributes> {
     thread_local! {
-        static LAST: RefCell<Option<(IpAddr, StringValue)>> = const { RefCell::new(None) };
+        static LAST: RefCell<Option<(SocketAddr, Arc<StartAttributes>)>> =
+            const { RefCell::new(None) };
     }
-    let address = LAST.with(|last| {
+    LAST.with(|last| {
         let mut last = last.borrow_mut();
         match &*last {
-            Some((ip, address)) if *ip == peer.ip() => address.clone(),
+            Some((last_peer, attributes)) if *last_peer == peer => Arc::clone(attributes),
             _ => {
                 let address = StringValue::from(Arc::<str>::from(peer.ip().to_string()));
-                *last = Some((peer.ip(), address.clone()));
-                address
+                let attributes = StartAttributes::new(vec![
+                    KeyValue::new("network.peer.address", address),
+                    KeyValue::new("network.peer.port", i64::from(peer.port())),
+                ]);
+                *last = Some((peer, Arc::clone(&attributes)));
+                attributes
             }
         }
-    });
-    [
-        KeyValue::new("network.peer.address", address),
-        KeyValue::new("network.peer.port", i64::from(peer.port())),
-    ]
+    })
 }

@@ -34,7 +34,7 @@ use opentelemetry_sdk::{Resource, trace::SpanData};
 
 use crate::telemetry::{
     queue::Finished,
-    span::{CallSpanData, SCOPE},
+    span::{CallSpanData, SCOPE, STATUS_CODE},
 };
 
 use super::wire::{
@@ -278,6 +278,18 @@ fn scope_of(span: &Finished) -> &InstrumentationScope {
     }
 }
 
+/// The `attributes` field of `rpc.grpc.status_code` for `code`, for the
+/// gRPC codes (0 to 16), encoded once.
+fn status_code_field(code: i64) -> Option<&'static [u8]> {
+    static FIELDS: std::sync::LazyLock<Vec<Box<[u8]>>> = std::sync::LazyLock::new(|| {
+        (0..=16)
+            .map(|code| span_attribute_fields(&[KeyValue::new(STATUS_CODE, code)]))
+            .collect()
+    });
+    let index = usize::try_from(code).ok()?;
+    FIELDS.get(index).map(|field| &field[..])
+}
+
 /// The `name` field of a span named `name`, key included.
 pub(crate) fn span_name_field(name: &str) -> Box<[u8]> {
     let mut buf = Vec::new();
@@ -373,7 +385,16 @@ fn put_call_span(buf: &mut Vec<u8>, span: &CallSpanData) {
     put_fixed64_nonzero(buf, f::START_TIME_UNIX_NANO, nanos(span.start));
     put_fixed64_nonzero(buf, f::END_TIME_UNIX_NANO, nanos(span.end));
     buf.put_slice(&span.parts.rpc_fields);
+    if let Some(start) = &span.start_attributes {
+        buf.put_slice(&start.fields);
+    }
     put_attributes(buf, f::ATTRIBUTES, &span.attributes);
+    if let Some(code) = span.status_code {
+        match status_code_field(code) {
+            Some(field) => buf.put_slice(field),
+            None => put_kv_field(buf, f::ATTRIBUTES, STATUS_CODE, &Value::I64(code)),
+        }
+    }
     put_varint_nonzero(buf, f::DROPPED_ATTRIBUTES_COUNT, span.dropped_attributes);
     for event in &span.events {
         put_nested(buf, f::EVENTS, room::SMALL, |buf| put_event(buf, event));
@@ -480,6 +501,9 @@ fn trace_state_len(state: &TraceState) -> usize {
 /// Writes a trace state as the header `TraceState::header` would make,
 /// without making it.
 fn put_trace_state_field(buf: &mut Vec<u8>, tag: u32, state: &TraceState) {
+    if *state == TraceState::NONE {
+        return;
+    }
     let len = trace_state_len(state);
     if len == 0 {
         return;
@@ -632,7 +656,7 @@ mod tests {
 
     use super::*;
     use crate::telemetry::span::{
-        CallSpanData,
+        CallSpanData, StartAttributes,
         tests::{as_sdk, context, parts},
     };
 
@@ -1047,10 +1071,13 @@ mod tests {
             &SpanContext::empty_context(),
             SpanKind::Client,
             parts("pkg.Service/Get"),
-            vec![KeyValue::new("server.address", "10.0.0.1")],
+            Some(StartAttributes::new(vec![KeyValue::new(
+                "server.address",
+                "10.0.0.1",
+            )])),
         );
-        root.attributes
-            .push(KeyValue::new("rpc.grpc.status_code", 14));
+        root.attributes.push(KeyValue::new("attempts", 2));
+        root.status_code = Some(14);
         root.status = Status::error("Unavailable");
         root.events.push(Event::new(
             "retrying",
@@ -1065,8 +1092,10 @@ mod tests {
             &context(1, true),
             SpanKind::Server,
             parts("pkg.Service/Get"),
-            Vec::new(),
+            None,
         );
+        // Not a gRPC code: written as any other attribute.
+        child.status_code = Some(99);
         child.renamed = Some("renamed".into());
         child.links.push(Link::new(context(3, true), Vec::new(), 0));
         child.dropped_attributes = 1;
