@@ -1,7 +1,9 @@
-//! The gRPC codec of the export call: the request is already encoded, and
-//! of the response only the partial success matters.
+//! The gRPC codec of the export call: the request is already encoded and
+//! framed, and goes in as the body in place of what the codec writes
+//! (nothing; see the exporter), and of the response only the partial
+//! success matters.
 
-use bytes::{Buf, BufMut, Bytes};
+use bytes::Buf;
 use tonic::{
     Status,
     codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
@@ -16,12 +18,12 @@ const REJECTED_SPANS: u32 = 1;
 /// `ExportTracePartialSuccess.error_message`.
 const ERROR_MESSAGE: u32 = 2;
 
-/// Sends a pre-encoded `ExportTraceServiceRequest` and reads back the
-/// `ExportTraceServiceResponse`'s partial success.
+/// Reads back the `ExportTraceServiceResponse`'s partial success of an
+/// export whose request is sent pre-encoded.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ExportCodec;
 
-/// Writes the request's bytes as they are.
+/// Writes nothing: the request's body is the pre-encoded batch.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct RequestEncoder;
 
@@ -43,7 +45,7 @@ pub(crate) struct PartialSuccess {
 // === impl ExportCodec ===
 
 impl Codec for ExportCodec {
-    type Encode = Bytes;
+    type Encode = ();
     type Decode = PartialSuccess;
     type Encoder = RequestEncoder;
     type Decoder = ResponseDecoder;
@@ -60,11 +62,10 @@ impl Codec for ExportCodec {
 // === impl RequestEncoder ===
 
 impl Encoder for RequestEncoder {
-    type Item = Bytes;
+    type Item = ();
     type Error = Status;
 
-    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        dst.put(item);
+    fn encode(&mut self, (): (), _dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         Ok(())
     }
 }

@@ -169,6 +169,9 @@ mod room {
     pub(super) const BATCH: usize = 3;
 }
 
+/// A gRPC message's prefix: a compression flag and a 4-byte length.
+const GRPC_PREFIX: usize = 5;
+
 /// Room for a span's bytes before any batch has been seen.
 const FIRST_BYTES_PER_SPAN: usize = 256;
 
@@ -211,7 +214,14 @@ impl TraceEncoder {
     /// Encodes `spans` as one `ExportTraceServiceRequest`: one
     /// `ResourceSpans` (even for no spans, as the transform makes), holding
     /// a `ScopeSpans` per instrumentation scope.
+    #[cfg(test)]
     pub(crate) fn encode(&mut self, spans: &[Finished]) -> Bytes {
+        self.encode_framed(spans).slice(GRPC_PREFIX..)
+    }
+
+    /// [`encode`](Self::encode)'s message as a gRPC length-prefixed
+    /// message (uncompressed), ready to be sent as the request's body.
+    pub(crate) fn encode_framed(&mut self, spans: &[Finished]) -> Bytes {
         use field::{request, resource_spans, scope_spans};
 
         self.span_groups.clear();
@@ -229,8 +239,10 @@ impl TraceEncoder {
             self.span_groups.push(group);
         }
 
-        let fixed = self.resource_field.len() + self.schema_url_field.len() + 16;
+        let fixed = GRPC_PREFIX + self.resource_field.len() + self.schema_url_field.len() + 16;
         let mut buf = Vec::with_capacity(fixed + spans.len() * self.bytes_per_span);
+        // The prefix, filled in once the message's length is known.
+        buf.extend_from_slice(&[0; GRPC_PREFIX]);
         put_nested(&mut buf, request::RESOURCE_SPANS, room::BATCH, |buf| {
             buf.put_slice(&self.resource_field);
             for (index, &first) in self.groups.iter().enumerate() {
@@ -258,6 +270,11 @@ impl TraceEncoder {
             // Round up a little, so that a batch like the last one fits.
             self.bytes_per_span = self.bytes_per_span.max(per_span + per_span / 8);
         }
+        // Not compressed, then the length, big-endian. A batch past 4 GiB
+        // is not sent whole: the length says less and the collector
+        // refuses it, as it would refuse anything that large.
+        let len = u32::try_from(buf.len() - GRPC_PREFIX).unwrap_or(u32::MAX);
+        buf[1..GRPC_PREFIX].copy_from_slice(&len.to_be_bytes());
         Bytes::from(buf)
     }
 }

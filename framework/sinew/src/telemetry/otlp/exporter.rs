@@ -23,6 +23,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, Ordering},
     },
+    task::Poll,
     time::Duration,
 };
 
@@ -32,10 +33,13 @@ use opentelemetry_sdk::Resource;
 use tokio::{runtime::Handle, sync::oneshot, task::JoinHandle, time::Instant};
 use tonic::{
     Request, Status,
+    body::Body,
     client::Grpc,
     metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap},
     transport::{Channel, Endpoint},
 };
+
+use tower::Service;
 
 use crate::BoxError;
 
@@ -63,7 +67,7 @@ pub(crate) struct OtlpSpanExporter {
     /// Behind a lock for its scratch space only: the queue never exports
     /// concurrently, so it is never contended.
     encoder: Mutex<TraceEncoder>,
-    client: Grpc<Channel>,
+    client: Grpc<PreFramed>,
     /// Sent with every export.
     metadata: MetadataMap,
     /// The exporter's own runtime, driven by its thread.
@@ -132,11 +136,25 @@ pub(crate) enum ExportError {
 
 /// One export: everything the spawned task needs, owned.
 struct Call {
-    client: Grpc<Channel>,
+    client: Grpc<PreFramed>,
     metadata: MetadataMap,
+    /// The batch, encoded and framed as a gRPC message.
     body: Bytes,
     timeout: Duration,
 }
+
+/// The channel, sending each export's [`FramedBatch`] as the request's
+/// body in place of the one tonic made: tonic's encoder would first copy
+/// the batch into a buffer of its own (growing it as it went), where the
+/// batch's own bytes can go out as they are. tonic still makes the
+/// request's headers and reads the response.
+#[derive(Debug, Clone)]
+struct PreFramed(Channel);
+
+/// An export's body, passed down to [`PreFramed`] in the request's
+/// extensions.
+#[derive(Clone)]
+struct FramedBatch(Bytes);
 
 // === impl OtlpSpanExporter ===
 
@@ -168,7 +186,7 @@ impl OtlpSpanExporter {
             .encoder
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .encode(batch);
+            .encode_framed(batch);
         let call = Call {
             client: self.client.clone(),
             metadata: self.metadata.clone(),
@@ -314,7 +332,7 @@ impl OtlpSpanExporterBuilder {
 
         Ok(OtlpSpanExporter {
             encoder: Mutex::new(TraceEncoder::new()),
-            client: Grpc::new(channel),
+            client: Grpc::new(PreFramed(channel)),
             metadata,
             runtime,
             _stop: stop,
@@ -394,7 +412,10 @@ impl Call {
             .ready()
             .await
             .map_err(|e| Status::from_error(Box::new(e)))?;
-        let mut request = Request::new(self.body.clone());
+        let mut request = Request::new(());
+        request
+            .extensions_mut()
+            .insert(FramedBatch(self.body.clone()));
         if !self.metadata.is_empty() {
             *request.metadata_mut() = self.metadata.clone();
         }
@@ -403,6 +424,25 @@ impl Call {
             .unary(request, PathAndQuery::from_static(EXPORT_PATH), ExportCodec)
             .await?;
         Ok(response.into_inner())
+    }
+}
+
+// === impl PreFramed ===
+
+impl Service<http::Request<Body>> for PreFramed {
+    type Response = http::Response<Body>;
+    type Error = tonic::transport::Error;
+    type Future = <Channel as Service<http::Request<Body>>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        if let Some(FramedBatch(batch)) = request.extensions_mut().remove() {
+            *request.body_mut() = Body::new(http_body_util::Full::new(batch));
+        }
+        self.0.call(request)
     }
 }
 
