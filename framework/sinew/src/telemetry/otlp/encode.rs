@@ -348,38 +348,22 @@ fn put_scope(buf: &mut Vec<u8>, scope: &InstrumentationScope) {
 fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
     use field::span as f;
 
-    let context = &span.span_context;
-    put_bytes(buf, f::TRACE_ID, &context.trace_id().to_bytes());
-    put_bytes(buf, f::SPAN_ID, &context.span_id().to_bytes());
-    put_trace_state_field(buf, f::TRACE_STATE, context.trace_state());
-    if span.parent_span_id != SpanId::INVALID {
-        put_bytes(buf, f::PARENT_SPAN_ID, &span.parent_span_id.to_bytes());
-    }
+    put_span_head(buf, &span.span_context, span.parent_span_id);
     put_str_field(buf, f::NAME, &span.name);
-    put_varint_field(buf, f::KIND, kind(&span.span_kind));
-    put_fixed64_nonzero(buf, f::START_TIME_UNIX_NANO, nanos(span.start_time));
-    put_fixed64_nonzero(buf, f::END_TIME_UNIX_NANO, nanos(span.end_time));
+    put_span_times(buf, &span.span_kind, span.start_time, span.end_time);
     put_attributes(buf, f::ATTRIBUTES, &span.attributes);
-    put_varint_nonzero(
+    put_span_tail(
         buf,
-        f::DROPPED_ATTRIBUTES_COUNT,
-        span.dropped_attributes_count,
+        &SpanTail {
+            dropped_attributes: span.dropped_attributes_count,
+            events: &span.events,
+            dropped_events: span.events.dropped_count,
+            links: &span.links,
+            dropped_links: span.links.dropped_count,
+            status: &span.status,
+            flags: flags(&span.span_context, span.parent_span_is_remote),
+        },
     );
-    for event in span.events.iter() {
-        put_nested(buf, f::EVENTS, room::SMALL, |buf| put_event(buf, event));
-    }
-    put_varint_nonzero(buf, f::DROPPED_EVENTS_COUNT, span.events.dropped_count);
-    for link in span.links.iter() {
-        put_nested(buf, f::LINKS, room::SMALL, |buf| put_link(buf, link));
-    }
-    put_varint_nonzero(buf, f::DROPPED_LINKS_COUNT, span.links.dropped_count);
-    // Always present, even `Unset` with no message: the transform always
-    // sets it.
-    put_nested(buf, f::STATUS, room::SMALL, |buf| {
-        put_status(buf, &span.status)
-    });
-    // Last, as prost writes fields in field number order.
-    put_fixed32_field(buf, f::FLAGS, flags(context, span.parent_span_is_remote));
 }
 
 /// Writes a call span as [`put_span`] writes the SDK span it stands for:
@@ -387,20 +371,12 @@ fn put_span(buf: &mut Vec<u8>, span: &SpanData) {
 fn put_call_span(buf: &mut Vec<u8>, span: &CallSpanData) {
     use field::span as f;
 
-    let context = &span.context;
-    put_bytes(buf, f::TRACE_ID, &context.trace_id().to_bytes());
-    put_bytes(buf, f::SPAN_ID, &context.span_id().to_bytes());
-    put_trace_state_field(buf, f::TRACE_STATE, context.trace_state());
-    if span.parent_span_id != SpanId::INVALID {
-        put_bytes(buf, f::PARENT_SPAN_ID, &span.parent_span_id.to_bytes());
-    }
+    put_span_head(buf, &span.context, span.parent_span_id);
     match &span.renamed {
         Some(name) => put_str_field(buf, f::NAME, name),
         None => buf.put_slice(&span.parts.name_field),
     }
-    put_varint_field(buf, f::KIND, kind(&span.kind));
-    put_fixed64_nonzero(buf, f::START_TIME_UNIX_NANO, nanos(span.start));
-    put_fixed64_nonzero(buf, f::END_TIME_UNIX_NANO, nanos(span.end));
+    put_span_times(buf, &span.kind, span.start, span.end);
     buf.put_slice(&span.parts.rpc_fields);
     if let Some(start) = &span.start_attributes {
         buf.put_slice(&start.fields);
@@ -412,19 +388,75 @@ fn put_call_span(buf: &mut Vec<u8>, span: &CallSpanData) {
             None => put_kv_field(buf, f::ATTRIBUTES, STATUS_CODE, &Value::I64(code)),
         }
     }
-    put_varint_nonzero(buf, f::DROPPED_ATTRIBUTES_COUNT, span.dropped_attributes);
-    for event in &span.events {
+    put_span_tail(
+        buf,
+        &SpanTail {
+            dropped_attributes: span.dropped_attributes,
+            events: &span.events,
+            dropped_events: span.dropped_events,
+            links: &span.links,
+            dropped_links: span.dropped_links,
+            status: &span.status,
+            flags: flags(&span.context, span.parent_is_remote),
+        },
+    );
+}
+
+/// A span's fields after its attributes.
+struct SpanTail<'a> {
+    dropped_attributes: u32,
+    events: &'a [Event],
+    dropped_events: u32,
+    links: &'a [Link],
+    dropped_links: u32,
+    status: &'a Status,
+    /// See [`flags`].
+    flags: u32,
+}
+
+/// Writes a span's ids, trace state and parent: the fields before its
+/// name.
+fn put_span_head(buf: &mut Vec<u8>, context: &SpanContext, parent: SpanId) {
+    use field::span as f;
+
+    put_bytes(buf, f::TRACE_ID, &context.trace_id().to_bytes());
+    put_bytes(buf, f::SPAN_ID, &context.span_id().to_bytes());
+    put_trace_state_field(buf, f::TRACE_STATE, context.trace_state());
+    if parent != SpanId::INVALID {
+        put_bytes(buf, f::PARENT_SPAN_ID, &parent.to_bytes());
+    }
+}
+
+/// Writes a span's kind, start and end: the fields between its name and
+/// its attributes.
+fn put_span_times(buf: &mut Vec<u8>, span_kind: &SpanKind, start: SystemTime, end: SystemTime) {
+    use field::span as f;
+
+    put_varint_field(buf, f::KIND, kind(span_kind));
+    put_fixed64_nonzero(buf, f::START_TIME_UNIX_NANO, nanos(start));
+    put_fixed64_nonzero(buf, f::END_TIME_UNIX_NANO, nanos(end));
+}
+
+/// Writes the fields after a span's attributes.
+fn put_span_tail(buf: &mut Vec<u8>, tail: &SpanTail<'_>) {
+    use field::span as f;
+
+    put_varint_nonzero(buf, f::DROPPED_ATTRIBUTES_COUNT, tail.dropped_attributes);
+    for event in tail.events {
         put_nested(buf, f::EVENTS, room::SMALL, |buf| put_event(buf, event));
     }
-    put_varint_nonzero(buf, f::DROPPED_EVENTS_COUNT, span.dropped_events);
-    for link in &span.links {
+    put_varint_nonzero(buf, f::DROPPED_EVENTS_COUNT, tail.dropped_events);
+    for link in tail.links {
         put_nested(buf, f::LINKS, room::SMALL, |buf| put_link(buf, link));
     }
-    put_varint_nonzero(buf, f::DROPPED_LINKS_COUNT, span.dropped_links);
+    put_varint_nonzero(buf, f::DROPPED_LINKS_COUNT, tail.dropped_links);
+    // Always present, even `Unset` with no message: the transform always
+    // sets it.
     put_nested(buf, f::STATUS, room::SMALL, |buf| {
-        put_status(buf, &span.status)
+        put_status(buf, tail.status)
     });
-    put_fixed32_field(buf, f::FLAGS, flags(context, span.parent_is_remote));
+    // Last, as prost writes fields in field number order.
+    put_fixed32_field(buf, f::FLAGS, tail.flags);
 }
 
 /// The span's trace flags, plus whether its parent is remote: the
