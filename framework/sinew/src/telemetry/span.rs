@@ -71,7 +71,6 @@ pub(crate) struct SpanParts {
 /// Attributes a span starts with, beyond the RPC ones, with their encoded
 /// OTLP fields: made once and shared by the spans that start with the
 /// same.
-#[derive(Clone)]
 pub(crate) struct StartAttributes {
     pub(crate) attributes: Box<[KeyValue]>,
     /// The `attributes` fields for `attributes`.
