@@ -61,8 +61,8 @@ type RejectedHook = Arc<dyn Fn(u64) + Send + Sync>;
 ///
 /// Build it with [`builder`](Self::builder); its exports run on its own
 /// runtime thread (see the module docs), whatever thread calls
-/// [`send`](Self::send) or [`export`](Export::export). Dropping the exporter stops that
-/// thread; exports still in flight then fail.
+/// [`send`](Self::send) or [`export`](Export::export). Dropping the
+/// exporter stops that thread; exports still in flight then fail.
 pub(crate) struct OtlpSpanExporter {
     /// Behind a lock for its scratch space only: the queue never exports
     /// concurrently, so it is never contended.
