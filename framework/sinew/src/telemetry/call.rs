@@ -9,6 +9,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
+    time::SystemTime,
 };
 
 use bytes::Bytes;
@@ -48,8 +49,10 @@ struct Recorder {
     sampler: TraceSampler,
     sdk_sampler: Sampler,
     /// `None` when spans are not exported: calls then get span contexts
-    /// (for the logs and the next hop) but no spans.
-    queue: Option<Arc<SpanQueue>>,
+    /// (for the logs and the next hop) but no spans. Borrowed for the
+    /// life of the process, so that a span holds it without touching a
+    /// reference count every thread shares.
+    queue: Option<&'static SpanQueue>,
 }
 
 /// Turns recording on (telemetry is installed): with `sampler`, the
@@ -58,7 +61,8 @@ pub(crate) fn enable(sampler: TraceSampler, queue: Option<Arc<SpanQueue>>) {
     let _ = RECORDER.set(Recorder {
         sampler,
         sdk_sampler: sampler.to_sdk(),
-        queue,
+        // Kept for good: telemetry is installed once per process.
+        queue: queue.map(|queue| &**Box::leak(Box::new(queue))),
     });
     ENABLED.store(true, Ordering::Release);
 }
@@ -91,6 +95,11 @@ pub(crate) struct CallRecord {
     side: Side,
     cx: OtelContext,
     start: Instant,
+    /// When its span started, by the wall clock, if it has one to record;
+    /// the span ends that much later than it started by the monotonic
+    /// clock. `None` for a call that only carries a span context, which
+    /// has nothing to end.
+    span_start: Option<SystemTime>,
     /// What the duration histogram is recorded with.
     durations: DurationAttributes,
     active: &'static Gauge,
@@ -124,9 +133,12 @@ impl CallRecord {
         let dropped = recorder
             .sampler
             .surely_drops_child_of(parent.span().span_context());
-        let (cx, durations, active) = with_method(path, |method| {
-            let cx = if dropped {
-                parent.with_remote_span_context(unsampled_child(parent))
+        let (cx, span_start, durations, active) = with_method(path, |method| {
+            let (cx, span_start) = if dropped {
+                (
+                    parent.with_remote_span_context(unsampled_child(parent)),
+                    None,
+                )
             } else {
                 recorder.child(side, parent, method, extra)
             };
@@ -142,13 +154,19 @@ impl CallRecord {
                     ]))
                 }
             };
-            (cx, durations, method.active.side(side == Side::Server))
+            (
+                cx,
+                span_start,
+                durations,
+                method.active.side(side == Side::Server),
+            )
         });
         active.enter();
         Some(Self {
             side,
             cx,
             start: Instant::now(),
+            span_start,
             durations,
             active,
             done: false,
@@ -168,13 +186,16 @@ impl CallRecord {
             return;
         }
         self.done = true;
-        let span = self.cx.span();
-        span.set_attribute(status_attribute(code));
-        if is_error(self.side, code) {
-            span.set_status(Status::error(code.description()));
+        let elapsed = self.start.elapsed();
+        if let Some(span_start) = self.span_start {
+            let span = self.cx.span();
+            span.set_attribute(status_attribute(code));
+            if is_error(self.side, code) {
+                span.set_status(Status::error(code.description()));
+            }
+            span.end_with_timestamp(span_start + elapsed);
         }
-        span.end();
-        let elapsed = self.start.elapsed().as_secs_f64() * 1000.0;
+        let elapsed = elapsed.as_secs_f64() * 1000.0;
         let server = self.side == Side::Server;
         match &mut self.durations {
             DurationAttributes::Registered(durations) => {
@@ -199,18 +220,19 @@ impl CallRecord {
 impl Recorder {
     /// The context of a call to `method` on `side`, a child of `parent`:
     /// with a [`CallSpan`] if the sampler keeps it and spans are exported,
-    /// else with its span context alone. `extra` gives the attributes the
-    /// span starts with.
+    /// and then when the span started, else with its span context alone.
+    /// `extra` gives the attributes the span starts with.
     fn child(
         &self,
         side: Side,
         parent: &OtelContext,
         method: &Method,
         extra: impl FnOnce() -> Option<Arc<StartAttributes>>,
-    ) -> OtelContext {
+    ) -> (OtelContext, Option<SystemTime>) {
         if parent.is_telemetry_suppressed() {
             // As the SDK: no span, and nothing to pass on.
-            return parent.with_remote_span_context(SpanContext::empty_context());
+            let empty = parent.with_remote_span_context(SpanContext::empty_context());
+            return (empty, None);
         }
         let kind = match side {
             Side::Server => SpanKind::Server,
@@ -250,8 +272,8 @@ impl Recorder {
             false,
             result.trace_state,
         );
-        let Some(queue) = self.queue.as_ref().filter(|_| sampled) else {
-            return parent.with_remote_span_context(context);
+        let Some(queue) = self.queue.filter(|_| sampled) else {
+            return (parent.with_remote_span_context(context), None);
         };
         let parts = match method.span {
             Some(parts) => Parts::Shared(parts),
@@ -261,7 +283,8 @@ impl Recorder {
             ))),
         };
         let data = CallSpanData::start(context, parent_context, kind, parts, extra());
-        parent.with_span(CallSpan::new(data, Arc::clone(queue)))
+        let start = data.start;
+        (parent.with_span(CallSpan::new(data, queue)), Some(start))
     }
 }
 
@@ -539,18 +562,21 @@ mod tests {
         Recorder {
             sampler,
             sdk_sampler: sampler.to_sdk(),
-            queue,
+            queue: queue.map(|queue| &**Box::leak(Box::new(queue))),
         }
     }
 
     fn child_of(recorder: &Recorder, parent: &OtelContext) -> OtelContext {
         let method = super::super::method::method("/pkg.Service/Child");
-        recorder.child(Side::Client, parent, &method, || {
+        let (cx, span_start) = recorder.child(Side::Client, parent, &method, || {
             Some(StartAttributes::new(vec![KeyValue::new(
                 "server.address",
                 "10.0.0.1",
             )]))
-        })
+        });
+        // A start time exactly when there is a span to end.
+        assert_eq!(span_start.is_some(), cx.span().is_recording());
+        cx
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub(crate) struct CallSpanData {
 pub(crate) struct CallSpan {
     context: SpanContext,
     data: Option<CallSpanData>,
-    queue: Arc<SpanQueue>,
+    queue: &'static SpanQueue,
 }
 
 // === impl SpanParts ===
@@ -217,7 +217,7 @@ impl CallSpanData {
 
 impl CallSpan {
     /// Records `data` until it ends, then hands it to `queue`.
-    pub(crate) fn new(data: CallSpanData, queue: Arc<SpanQueue>) -> Self {
+    pub(crate) fn new(data: CallSpanData, queue: &'static SpanQueue) -> Self {
         Self {
             context: data.context.clone(),
             data: Some(data),
@@ -402,6 +402,7 @@ pub(crate) mod tests {
     }
 
     fn started(queue: Arc<SpanQueue>) -> CallSpan {
+        let queue: &'static SpanQueue = Box::leak(Box::new(queue));
         let data = CallSpanData::start(
             context(2, false),
             &context(1, true),
