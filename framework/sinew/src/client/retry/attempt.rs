@@ -124,24 +124,36 @@ struct Known {
 
 impl Known {
     fn of(extensions: &http::Extensions) -> Option<Self> {
-        let known = Self {
-            state: extensions.get().copied(),
-            policy: extensions.get().copied(),
-            deadline: extensions.get().copied(),
-            options: extensions.get().copied(),
-            method: extensions.get().cloned(),
+        let len = extensions.len();
+        let mut known = Self {
+            state: None,
+            policy: None,
+            deadline: None,
+            options: None,
+            method: None,
         };
-        let count = [
-            known.state.is_some(),
-            known.policy.is_some(),
-            known.deadline.is_some(),
-            known.options.is_some(),
-            known.method.is_some(),
-        ]
-        .into_iter()
-        .filter(|&present| present)
-        .count();
-        (count == extensions.len()).then_some(known)
+        // The usual ones first (the client's record, tonic's method name):
+        // once every extension is accounted for, the others cannot be
+        // there, and are not looked for.
+        known.state = extensions.get().copied();
+        let mut found = usize::from(known.state.is_some());
+        if found < len {
+            known.method = extensions.get().cloned();
+            found += usize::from(known.method.is_some());
+        }
+        if found < len {
+            known.options = extensions.get().copied();
+            found += usize::from(known.options.is_some());
+        }
+        if found < len {
+            known.policy = extensions.get().copied();
+            found += usize::from(known.policy.is_some());
+        }
+        if found < len {
+            known.deadline = extensions.get().copied();
+            found += usize::from(known.deadline.is_some());
+        }
+        (found == len).then_some(known)
     }
 
     /// Extensions equal to the call's.
