@@ -124,36 +124,22 @@ struct Known {
 
 impl Known {
     fn of(extensions: &http::Extensions) -> Option<Self> {
-        let len = extensions.len();
-        let mut known = Self {
-            state: None,
-            policy: None,
-            deadline: None,
-            options: None,
-            method: None,
-        };
         // The usual ones first (the client's record, tonic's method name):
         // once every extension is accounted for, the others cannot be
         // there, and are not looked for.
-        known.state = extensions.get().copied();
-        let mut found = usize::from(known.state.is_some());
-        if found < len {
-            known.method = extensions.get().cloned();
-            found += usize::from(known.method.is_some());
-        }
-        if found < len {
-            known.options = extensions.get().copied();
-            found += usize::from(known.options.is_some());
-        }
-        if found < len {
-            known.policy = extensions.get().copied();
-            found += usize::from(known.policy.is_some());
-        }
-        if found < len {
-            known.deadline = extensions.get().copied();
-            found += usize::from(known.deadline.is_some());
-        }
-        (found == len).then_some(known)
+        let mut left = extensions.len();
+        let state = take(extensions, &mut left);
+        let method = take(extensions, &mut left);
+        let options = take(extensions, &mut left);
+        let policy = take(extensions, &mut left);
+        let deadline = take(extensions, &mut left);
+        (left == 0).then_some(Self {
+            state,
+            policy,
+            deadline,
+            options,
+            method,
+        })
     }
 
     /// Extensions equal to the call's.
@@ -176,6 +162,20 @@ impl Known {
         }
         extensions
     }
+}
+
+/// The `T` in `extensions`, counted off `left`; not looked for once `left`
+/// is zero.
+fn take<T: Clone + Send + Sync + 'static>(
+    extensions: &http::Extensions,
+    left: &mut usize,
+) -> Option<T> {
+    if *left == 0 {
+        return None;
+    }
+    let found = extensions.get::<T>().cloned();
+    *left -= usize::from(found.is_some());
+    found
 }
 
 /// Sends `request` on `service` (a clone: each attempt waits for its own
