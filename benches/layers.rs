@@ -124,9 +124,9 @@ fn retried_request() -> Request {
 
 /// Makes `iters` calls through `service`, one after the other, and returns
 /// the time they took, leaving out the time to build their requests.
-async fn time_calls<S>(service: &mut S, iters: u64, make: fn() -> Request) -> Duration
+async fn time_calls<S, B>(service: &mut S, iters: u64, make: fn() -> Request) -> Duration
 where
-    S: Service<Request, Response = Response>,
+    S: Service<Request, Response = http::Response<B>>,
     S::Error: fmt::Debug,
 {
     let mut elapsed = Duration::ZERO;
@@ -149,7 +149,7 @@ where
 
 /// Benchmarks calls through `service` (a clone of it per sample; clones
 /// share the layer's state), inside `inherited`'s scope if there is one.
-fn bench_calls<S>(
+fn bench_calls<S, B>(
     c: &mut Criterion,
     runtime: &Runtime,
     id: &str,
@@ -157,7 +157,7 @@ fn bench_calls<S>(
     make: fn() -> Request,
     inherited: Option<Deadline>,
 ) where
-    S: Service<Request, Response = Response> + Clone,
+    S: Service<Request, Response = http::Response<B>> + Clone,
     S::Error: fmt::Debug,
 {
     c.bench_function(id, |b| {
@@ -176,9 +176,13 @@ fn bench_calls<S>(
 
 /// Makes one call, for the checks that each benchmark takes the path it
 /// means to.
-fn call_once<S>(runtime: &Runtime, service: S, request: Request) -> Result<Response, BoxError>
+fn call_once<S, B>(
+    runtime: &Runtime,
+    service: S,
+    request: Request,
+) -> Result<http::Response<B>, BoxError>
 where
-    S: Service<Request, Response = Response>,
+    S: Service<Request, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
 {
     runtime
@@ -186,7 +190,7 @@ where
         .map_err(Into::into)
 }
 
-fn grpc_status(response: &Response) -> &str {
+fn grpc_status<B>(response: &http::Response<B>) -> &str {
     response.headers()[GRPC_STATUS]
         .to_str()
         .expect("an ASCII status")

@@ -124,11 +124,8 @@ pin_project! {
 }
 
 impl<B> InFlightBody<B> {
-    pub(crate) fn new(inner: B, guard: InFlight) -> Self {
-        Self {
-            inner,
-            guard: Some(guard),
-        }
+    pub(crate) fn new(inner: B, guard: Option<InFlight>) -> Self {
+        Self { inner, guard }
     }
 }
 

@@ -83,10 +83,12 @@ where
     }
 }
 
-impl<S> Future for ResponseFuture<S>
+impl<S, B> Future for ResponseFuture<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Output = Result<http::Response<Body>, BoxError>;
 
@@ -102,12 +104,10 @@ where
                 Poll::Ready(match result {
                     Ok(response) => {
                         endpoint.connected();
-                        match guard.take() {
-                            Some(guard) => {
-                                Ok(response.map(|body| Body::new(InFlightBody::new(body, guard))))
-                            }
-                            None => Ok(response),
-                        }
+                        // The call's response body is boxed here, once,
+                        // with the endpoint's guard and whatever the
+                        // endpoint's layers wrapped it in.
+                        Ok(response.map(|body| Body::new(InFlightBody::new(body, guard.take()))))
                     }
                     Err(error) => {
                         if is_connect_error(&*error) {

@@ -177,9 +177,9 @@ where
     }
 }
 
-impl<S> Service<http::Request<Body>> for Balance<S>
+impl<S, B> Service<http::Request<Body>> for Balance<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>
+    S: Service<http::Request<Body>, Response = http::Response<B>>
         + Availability
         + Clone
         + Send
@@ -187,6 +187,8 @@ where
         + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     type Response = http::Response<Body>;
     type Error = BoxError;

@@ -7,9 +7,8 @@ use std::{
     time::Duration,
 };
 
-use http_body::Body as _;
 use pin_project_lite::pin_project;
-use tonic::{Code, body::Body};
+use tonic::Code;
 
 use super::{
     body::BreakerBody,
@@ -68,12 +67,13 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<Body>, BoxError>;
+    type Output = Result<http::Response<BreakerBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -104,29 +104,38 @@ where
                     // Polled again after completion: pass the inner
                     // future's answer through (it may panic, as futures
                     // may).
-                    (result, None) => result.map_err(Into::into),
+                    (result, None) => result
+                        .map(|response| response.map(|body| BreakerBody::new(body, None)))
+                        .map_err(Into::into),
                 })
             }
         }
     }
 }
 
-/// Records the outcome now if the headers carry it, or else wraps the body
-/// to record it at the trailers.
-fn watch(response: http::Response<Body>, ticket: Ticket) -> http::Response<Body> {
-    if let Some(code) = grpc_status(response.headers()) {
-        ticket.finish(code_outcome(code));
-        return response;
-    }
-    if response.status() != http::StatusCode::OK {
-        ticket.finish(code_outcome(http_code(response.status())));
-        return response;
-    }
-    if response.body().is_end_stream() {
-        // A 200 without a body or a status: tonic reports UNKNOWN. (Wrapping
-        // it would not help: `Body::new` drops an ended body's wrapper.)
-        ticket.finish(Outcome::Failure);
-        return response;
-    }
-    response.map(|body| Body::new(BreakerBody::new(body, ticket)))
+/// Records the outcome now if the headers carry it, or else gives the
+/// body the ticket to record it at the trailers.
+fn watch<B: http_body::Body>(
+    response: http::Response<B>,
+    ticket: Ticket,
+) -> http::Response<BreakerBody<B>> {
+    let outcome = if let Some(code) = grpc_status(response.headers()) {
+        Some(code_outcome(code))
+    } else if response.status() != http::StatusCode::OK {
+        Some(code_outcome(http_code(response.status())))
+    } else if response.body().is_end_stream() {
+        // A 200 without a body or a status: tonic reports UNKNOWN (and
+        // drops an ended body unread, so its trailers never come).
+        Some(Outcome::Failure)
+    } else {
+        None
+    };
+    let ticket = match outcome {
+        Some(outcome) => {
+            ticket.finish(outcome);
+            None
+        }
+        None => Some(ticket),
+    };
+    response.map(|body| BreakerBody::new(body, ticket))
 }

@@ -71,6 +71,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
+pub use body::BreakerBody;
 pub use config::BreakerConfig;
 pub use handle::BreakerHandle;
 pub use layer::BreakerLayer;

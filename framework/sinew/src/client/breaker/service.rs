@@ -3,7 +3,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower::Service;
 
-use super::{BreakerConfig, BreakerHandle, future::ResponseFuture};
+use super::{BreakerBody, BreakerConfig, BreakerHandle, future::ResponseFuture};
 use crate::BoxError;
 
 /// A circuit breaker around a client service; see the [module docs](super).
@@ -55,12 +55,13 @@ impl<S> Breaker<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for Breaker<S>
+impl<S, B> Service<http::Request<Body>> for Breaker<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
+    B: http_body::Body,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<BreakerBody<B>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 

@@ -130,8 +130,10 @@ fn request() -> http::Request<Body> {
     http::Request::new(Body::empty())
 }
 
+/// A call, its body boxed as the balancer boxes it.
 async fn call(svc: &mut Breaker<Mock>) -> Result<http::Response<Body>, BoxError> {
-    svc.ready().await?.call(request()).await
+    let response = svc.ready().await?.call(request()).await?;
+    Ok(response.map(Body::new))
 }
 
 /// Runs a call to its end, body included; the code it ended with.

@@ -47,6 +47,7 @@
 //! [`Target::connect`]: crate::client::balance::Target::connect
 //! [`Target::origin`]: crate::client::balance::Target::origin
 
+mod body;
 mod connect;
 mod error;
 mod service;
@@ -54,6 +55,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use body::ResponseBody;
 pub use connect::ConnectSettings;
 pub use error::{ConnectFailed, NotSent};
 pub use service::{Connection, ResponseFuture};

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tonic::{Code, body::Body};
 use tower::Service;
 
-use super::{ConnectFailed, ConnectSettings, NotSent, connect::Dialer};
+use super::{ConnectFailed, ConnectSettings, NotSent, ResponseBody, connect::Dialer};
 use crate::{
     BoxError,
     client::{balance::Availability, balance::Target, status_with_cause},
@@ -47,7 +47,8 @@ pub struct Connection {
 }
 
 /// Response future of [`Connection`].
-pub type ResponseFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+pub type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, BoxError>> + Send>>;
 
 struct Inner {
     /// The origin calls name, parsed once: clones are reference counts.
@@ -128,7 +129,7 @@ impl Connection {
 }
 
 impl Service<Request<Body>> for Connection {
-    type Response = Response<Body>;
+    type Response = Response<ResponseBody>;
     type Error = BoxError;
     type Future = ResponseFuture;
 
@@ -183,7 +184,10 @@ impl Inner {
     /// Sends `request` on the connection, connecting first if there is
     /// none; a request handed back unsent goes once more, on a new
     /// connection.
-    async fn send(self: Arc<Self>, mut request: Request<Body>) -> Result<Response<Body>, BoxError> {
+    async fn send(
+        self: Arc<Self>,
+        mut request: Request<Body>,
+    ) -> Result<Response<ResponseBody>, BoxError> {
         let mut again = false;
         let mut waits = 0;
         loop {
@@ -208,7 +212,7 @@ impl Inner {
                 }
             };
             let mut error = match sending.await {
-                Ok(response) => return Ok(response.map(Body::new)),
+                Ok(response) => return Ok(response.map(ResponseBody::new)),
                 Err(error) => error,
             };
             // The connection is going away: the next call makes a new

@@ -151,11 +151,11 @@ fn request() -> Request<Body> {
         .unwrap()
 }
 
-async fn call(connection: &Connection) -> Result<Response<Body>, BoxError> {
+async fn call(connection: &Connection) -> Result<Response<ResponseBody>, BoxError> {
     connection.clone().oneshot(request()).await
 }
 
-fn grpc_status(response: &Response<Body>) -> &str {
+fn grpc_status(response: &Response<ResponseBody>) -> &str {
     response.headers()["grpc-status"].to_str().unwrap()
 }
 
