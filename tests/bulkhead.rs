@@ -76,3 +76,25 @@ async fn a_slow_dependency_cannot_take_more_than_its_slots() {
         .expect("admitted once slots free up");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn without_a_bulkhead_calls_are_not_bounded() {
+    let script = Scripted::failing(0, Code::Ok);
+    let server = serve_echo(script.clone()).await;
+    let client = echo_client(&[server.addr], |c| c.bulkhead(None)).await;
+
+    // More slow calls at once than the default bulkhead would admit with
+    // its queue (100 + 50): every one reaches the server.
+    let calls: Vec<_> = (0..200)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { client.post(slow(200)).await })
+        })
+        .collect();
+    for call in calls {
+        let reply = call.await.unwrap().expect("no bulkhead refuses it");
+        assert!(reply.into_inner().message.starts_with("slow #"));
+    }
+    assert_eq!(script.calls(), 200);
+    server.stop().await;
+}

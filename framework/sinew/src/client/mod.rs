@@ -17,7 +17,7 @@ pub(crate) mod error;
 mod policy;
 mod rng;
 
-pub use channel::{Client, ClientConfig, ClientError};
+pub use channel::{Client, ClientBody, ClientConfig, ClientError};
 pub use connection::{ConnectFailed, NotSent};
 pub use error::{
     BreakerOpen, BulkheadFull, DeadlineSpent, InjectedFault, NoEndpoint, cause, status_with_cause,

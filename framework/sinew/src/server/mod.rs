@@ -63,7 +63,7 @@ pub use message_limit::{
     Direction, LimitedBody, MessageLimit, MessageLimitLayer, ResponseFuture as MessageLimitFuture,
 };
 pub use signal::shutdown_signal;
-pub use trace::{ResponseFuture as ServerTraceFuture, ServerTrace, ServerTraceLayer};
+pub use trace::{RecordedBody, ResponseFuture as ServerTraceFuture, ServerTrace, ServerTraceLayer};
 
 use serve::{Acceptor, Connections, DuplicateService, RoutesBuilder};
 

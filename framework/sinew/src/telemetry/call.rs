@@ -351,15 +351,21 @@ pub(crate) fn status_in(headers: &http::HeaderMap) -> Option<Code> {
 
 /// Records the end of a response: at once when its status is in the
 /// headers, else when the body's trailers arrive.
-pub(crate) fn finish_on_response(
+pub(crate) fn finish_on_response<B>(
     mut record: CallRecord,
-    response: http::Response<tonic::body::Body>,
-) -> http::Response<tonic::body::Body> {
-    if let Some(code) = status_in(response.headers()) {
-        record.finish(code);
-        return response;
-    }
-    response.map(|body| tonic::body::Body::new(RecordedBody::new(body, record)))
+    response: http::Response<B>,
+) -> http::Response<RecordedBody<B>> {
+    let record = match status_in(response.headers()) {
+        Some(code) => {
+            record.finish(code);
+            None
+        }
+        None => Some(Box::new(record)),
+    };
+    response.map(|body| RecordedBody {
+        inner: body,
+        record,
+    })
 }
 
 /// The code a failed call (no response at all) is recorded with.
@@ -371,20 +377,41 @@ pub(crate) fn code_of_error(error: &BoxError) -> Code {
 }
 
 pin_project! {
-    /// A response body that records its call's status from its trailers.
-    pub(crate) struct RecordedBody<B> {
+    /// The response body of a traced call: it records the call's status
+    /// from its trailers. A call whose status came in the headers, or that
+    /// is not traced, has nothing left to record.
+    pub struct RecordedBody<B> {
         #[pin]
         inner: B,
-        record: Option<CallRecord>,
+        // Boxed, so that the body is small where there is nothing to
+        // record (it is moved out through every layer above).
+        record: Option<Box<CallRecord>>,
     }
 }
 
 impl<B> RecordedBody<B> {
-    fn new(inner: B, record: CallRecord) -> Self {
+    fn unrecorded(inner: B) -> Self {
         Self {
             inner,
-            record: Some(record),
+            record: None,
         }
+    }
+}
+
+/// An empty body: what a server answers a failed call with (a status,
+/// trailers only), when no handler made a body.
+impl<B: Default> Default for RecordedBody<B> {
+    fn default() -> Self {
+        Self::unrecorded(B::default())
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for RecordedBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordedBody")
+            .field("inner", &self.inner)
+            .field("recording", &self.record.is_some())
+            .finish()
     }
 }
 
@@ -402,6 +429,9 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
+        if this.record.is_none() {
+            return polled.map(|frame| frame.map(|f| f.map_err(Into::into)));
+        }
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref()
@@ -471,23 +501,26 @@ impl<F> TracedFuture<F> {
     }
 }
 
-impl<F, E> Future for TracedFuture<F>
+impl<F, B, E> Future for TracedFuture<F>
 where
-    F: Future<Output = Result<http::Response<tonic::body::Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<tonic::body::Body>, BoxError>;
+    type Output = Result<http::Response<RecordedBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let unrecorded = |response: http::Response<B>| response.map(RecordedBody::unrecorded);
         match self.project().state.project() {
-            StateProj::Off { inner } => inner.poll(cx).map_err(Into::into),
+            StateProj::Off { inner } => inner
+                .poll(cx)
+                .map(|result| result.map(unrecorded).map_err(Into::into)),
             StateProj::Recorded { inner, record } => {
                 let result = match inner.poll(cx) {
                     Poll::Ready(result) => result.map_err(Into::into),
                     Poll::Pending => return Poll::Pending,
                 };
                 let Some(mut record) = record.take() else {
-                    return Poll::Ready(result);
+                    return Poll::Ready(result.map(unrecorded));
                 };
                 Poll::Ready(match result {
                     Ok(response) => Ok(finish_on_response(record, response)),

@@ -6,7 +6,6 @@ use std::{
     task::{Context, Poll, ready},
 };
 
-use http_body::Body as _;
 use pin_project_lite::pin_project;
 use tonic::{Code, body::Body};
 use tower::Service;
@@ -86,13 +85,14 @@ impl<S, F> ResponseFuture<S, F> {
     }
 }
 
-impl<S, F, E> Future for ResponseFuture<S, F>
+impl<S, F, B, E> Future for ResponseFuture<S, F>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = E, Future = F>,
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = E, Future = F>,
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: http_body::Body,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<Body>, BoxError>;
+    type Output = Result<http::Response<SlotBody<B>>, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         loop {
@@ -140,10 +140,7 @@ where
                     // when the caller drops this future.
                     let slot = slot.take();
                     let response = result.map_err(Into::into)?;
-                    return Poll::Ready(Ok(match slot {
-                        Some(slot) => hold(response, slot),
-                        None => response,
-                    }));
+                    return Poll::Ready(Ok(hold(response, slot)));
                 }
             };
             state.set(next);
@@ -152,16 +149,16 @@ where
 }
 
 /// Frees the slot now if the call is over, or hands it to the body.
-fn hold(response: http::Response<Body>, slot: Slot) -> http::Response<Body> {
+fn hold<B: http_body::Body>(
+    response: http::Response<B>,
+    slot: Option<Slot>,
+) -> http::Response<SlotBody<B>> {
     // A trailers-only response (how servers answer most errors) has no
     // body to wait for; nor does one whose body is already over.
-    if crate::headers::find(response.headers(), &crate::headers::GRPC_STATUS).is_some()
-        || response.body().is_end_stream()
-    {
-        drop(slot);
-        return response;
-    }
-    response.map(|body| Body::new(SlotBody::new(body, slot)))
+    let over = crate::headers::find(response.headers(), &crate::headers::GRPC_STATUS).is_some()
+        || response.body().is_end_stream();
+    let slot = if over { None } else { slot };
+    response.map(|body| SlotBody::new(body, slot))
 }
 
 fn full(timed_out: bool) -> BoxError {

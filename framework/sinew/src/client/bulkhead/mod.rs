@@ -47,6 +47,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
+pub use body::SlotBody;
 pub use config::BulkheadConfig;
 pub use layer::BulkheadLayer;
 pub use limits::Limits;

@@ -7,7 +7,7 @@ use tonic::body::Body;
 use tower::Service;
 
 use super::{
-    BulkheadConfig, Limits,
+    BulkheadConfig, Limits, SlotBody,
     future::ResponseFuture,
     limits::{Admission, Groups},
 };
@@ -104,12 +104,13 @@ impl<S> Bulkhead<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for Bulkhead<S>
+impl<S, B> Service<http::Request<Body>> for Bulkhead<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
     S::Error: Into<BoxError>,
+    B: http_body::Body,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<SlotBody<B>>;
     type Error = BoxError;
     type Future = ResponseFuture<S, S::Future>;
 

@@ -142,7 +142,7 @@ fn refused(svc: &mut Bulkhead<Mock>, path: &str) -> bool {
 }
 
 /// Asserts `result` is the bulkhead's refusal; its `timed_out`.
-fn full(result: Result<http::Response<Body>, BoxError>) -> bool {
+fn full(result: Result<http::Response<SlotBody<Body>>, BoxError>) -> bool {
     let Err(error) = result else {
         panic!("the call was let through");
     };
@@ -153,7 +153,7 @@ fn full(result: Result<http::Response<Body>, BoxError>) -> bool {
         .timed_out
 }
 
-fn ready_response(call: &mut Call) -> http::Response<Body> {
+fn ready_response(call: &mut Call) -> http::Response<SlotBody<Body>> {
     match poll(call) {
         Poll::Ready(Ok(response)) => response,
         Poll::Ready(Err(error)) => panic!("the call failed: {error}"),
@@ -161,7 +161,7 @@ fn ready_response(call: &mut Call) -> http::Response<Body> {
     }
 }
 
-fn next_frame(body: &mut Body) -> Frame<Bytes> {
+fn next_frame(body: &mut SlotBody<Body>) -> Frame<Bytes> {
     match Pin::new(body).poll_frame(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(Some(Ok(frame))) => frame,
         _ => panic!("no frame ready"),

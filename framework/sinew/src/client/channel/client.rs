@@ -4,7 +4,10 @@ use std::{
 };
 
 use tonic::body::Body;
-use tower::{Layer, Service, ServiceBuilder, util::Either};
+use tower::{
+    Layer, Service, ServiceBuilder,
+    util::{Either, MapResponse, MapResponseLayer},
+};
 
 use super::{ClientConfig, ClientError, resolve::Resolver};
 use crate::{
@@ -13,12 +16,12 @@ use crate::{
         CallOptions, CallPolicy, CallState, Rng,
         balance::{Balance, Target},
         breaker::{Breaker, BreakerLayer},
-        bulkhead::{Bulkhead, BulkheadLayer},
+        bulkhead::{Bulkhead, BulkheadLayer, SlotBody},
         connection::{ConnectSettings, Connection},
-        deadline::{ClientDeadline, ClientDeadlineLayer},
+        deadline::{ClientDeadline, ClientDeadlineLayer, DeadlineBody},
         hedge::{Hedge, HedgeLayer},
         retry::{Retry, RetryLayer, RetryThrottle},
-        trace::{ClientTrace, ClientTraceLayer},
+        trace::{ClientTrace, ClientTraceLayer, RecordedBody},
     },
     contract::{Contract, Idempotency, MethodInfo, Streaming},
     fault::{Fault, FaultLayer},
@@ -26,7 +29,10 @@ use crate::{
 
 /// The layers of a client, outermost first, by name rather than boxed:
 /// a boxed service costs an allocation per clone and per call.
-type Inner = ClientTrace<ClientDeadline<Either<Bulkhead<Resilient>, Resilient>>>;
+type Inner = ClientTrace<ClientDeadline<Either<Bulkhead<Resilient>, Unbounded>>>;
+/// Without a bulkhead, the calls' bodies are of the type a bulkhead gives
+/// them, holding no slot.
+type Unbounded = MapResponse<Resilient, fn(http::Response<Body>) -> http::Response<SlotBody<Body>>>;
 /// Hedging and retries, over the balancer (with fault injection, if on).
 type Resilient = Hedge<Retry<Either<Fault<Balance<Endpoint>>, Balance<Endpoint>>>>;
 /// An endpoint: its connection behind its breaker.
@@ -110,7 +116,10 @@ impl Client {
         let inner = ServiceBuilder::new()
             .layer(trace)
             .layer(ClientDeadlineLayer::new(None).headroom(config.headroom))
-            .option_layer(config.bulkhead.map(BulkheadLayer::new))
+            .layer(match config.bulkhead {
+                Some(bulkhead) => Either::Left(BulkheadLayer::new(bulkhead)),
+                None => Either::Right(MapResponseLayer::new(unbounded as fn(_) -> _)),
+            })
             .layer(
                 HedgeLayer::new(throttle.clone(), rng.clone())
                     .max_attempts_cap(config.max_attempts_cap),
@@ -136,8 +145,17 @@ impl Client {
     }
 }
 
+/// The body of a response to a [`Client`]'s call, boxed once, where tonic
+/// decodes it: the connection's, as the layers that watch it for the
+/// call's end wrapped it.
+pub type ClientBody = RecordedBody<DeadlineBody<SlotBody<Body>>>;
+
+fn unbounded(response: http::Response<Body>) -> http::Response<SlotBody<Body>> {
+    response.map(SlotBody::unheld)
+}
+
 impl Service<http::Request<Body>> for Client {
-    type Response = http::Response<Body>;
+    type Response = http::Response<ClientBody>;
     type Error = BoxError;
     type Future = <Inner as Service<http::Request<Body>>>::Future;
 

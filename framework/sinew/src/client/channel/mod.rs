@@ -21,5 +21,5 @@ mod client;
 mod config;
 mod resolve;
 
-pub use client::Client;
+pub use client::{Client, ClientBody};
 pub use config::{ClientConfig, ClientError};

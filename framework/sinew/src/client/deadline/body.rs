@@ -14,11 +14,16 @@ use crate::BoxError;
 pin_project! {
     /// A response body that ends with `DEADLINE_EXCEEDED` in its trailers
     /// if it is still streaming when the call's deadline passes.
+    ///
+    /// Its timer is made the first time the body has to wait: a unary
+    /// response, whose message and trailers mostly arrive with its
+    /// headers, never needs one. (Boxed, it keeps the body small: the
+    /// body is moved out through every layer above.)
     pub struct DeadlineBody<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: Sleep,
+        deadline: Option<Instant>,
+        sleep: Option<Pin<Box<Sleep>>>,
         done: bool,
     }
 }
@@ -28,9 +33,30 @@ impl<B> DeadlineBody<B> {
     pub fn new(inner: B, deadline: Instant) -> Self {
         Self {
             inner,
-            sleep: sleep_until(deadline),
+            deadline: Some(deadline),
+            sleep: None,
             done: false,
         }
+    }
+
+    /// Wraps `inner` with no deadline: the body of a call that has none.
+    pub fn unbounded(inner: B) -> Self {
+        Self {
+            inner,
+            deadline: None,
+            sleep: None,
+            done: false,
+        }
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for DeadlineBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadlineBody")
+            .field("inner", &self.inner)
+            .field("deadline", &self.deadline)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +79,13 @@ where
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match this.sleep.poll(cx) {
+        let Some(deadline) = *this.deadline else {
+            return Poll::Pending;
+        };
+        let sleep = this
+            .sleep
+            .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
+        match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 *this.done = true;
                 let mut trailers = http::HeaderMap::new();
@@ -72,5 +104,61 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http_body_util::{BodyExt as _, Full, StreamBody};
+    use tonic::Code;
+
+    use super::*;
+
+    /// A body that never yields a frame.
+    fn stalled() -> StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, BoxError>>> {
+        StreamBody::new(futures_util::stream::pending())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_ends_with_deadline_exceeded_at_the_deadline() {
+        let start = Instant::now();
+        let body = DeadlineBody::new(stalled(), start + Duration::from_secs(2));
+        let trailers = body
+            .collect()
+            .await
+            .expect("the deadline ends the body with trailers")
+            .trailers()
+            .cloned()
+            .expect("trailers");
+        assert_eq!(start.elapsed(), Duration::from_secs(2));
+        let status = Status::from_header_map(&trailers).expect("a status");
+        assert_eq!(status.code(), Code::DeadlineExceeded);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ready_body_passes_through_untouched() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut body = DeadlineBody::new(Full::new(Bytes::from_static(b"reply")), deadline);
+        let frame = body.frame().await.expect("a frame").expect("no error");
+        assert_eq!(
+            frame.into_data().expect("data"),
+            Bytes::from_static(b"reply")
+        );
+        assert!(
+            body.sleep.is_none(),
+            "no timer for a body that never waited"
+        );
+        assert!(body.frame().await.is_none());
+        assert!(body.is_end_stream());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unbounded_body_waits_as_long_as_its_inner_body() {
+        let mut body = DeadlineBody::unbounded(stalled());
+        let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
+        assert!(waited.is_err(), "still waiting after an hour");
+        assert!(body.sleep.is_none());
     }
 }

@@ -6,7 +6,7 @@ use std::{
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
-use tonic::{Status, body::Body};
+use tonic::Status;
 
 use super::DeadlineBody;
 use crate::BoxError;
@@ -54,12 +54,12 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<Body>, BoxError>;
+    type Output = Result<http::Response<DeadlineBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -71,9 +71,7 @@ where
                 if let Poll::Ready(result) = inner.poll(cx) {
                     let deadline = *deadline;
                     return Poll::Ready(match result {
-                        Ok(response) => {
-                            Ok(response.map(|body| Body::new(DeadlineBody::new(body, deadline))))
-                        }
+                        Ok(response) => Ok(response.map(|body| DeadlineBody::new(body, deadline))),
                         // tonic's channel enforces the grpc-timeout we send
                         // and calls its expiry CANCELLED; it is this deadline.
                         Err(error) => {
@@ -93,7 +91,11 @@ where
                     Poll::Pending => Poll::Pending,
                 }
             }
-            StateProj::Unbounded { inner } => inner.poll(cx).map_err(Into::into),
+            StateProj::Unbounded { inner } => inner.poll(cx).map(|result| {
+                result
+                    .map(|response| response.map(DeadlineBody::unbounded))
+                    .map_err(Into::into)
+            }),
             StateProj::Failed { status } => Poll::Ready(Err(Box::new(
                 status
                     .take()

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 use tonic::{Code, body::Body};
 use tower::Service;
 
-use super::ResponseFuture;
+use super::{DeadlineBody, ResponseFuture};
 use crate::{
     BoxError,
     client::{
@@ -73,12 +73,12 @@ impl<S> ClientDeadline<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for ClientDeadline<S>
+impl<S, B> Service<http::Request<Body>> for ClientDeadline<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<DeadlineBody<B>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 

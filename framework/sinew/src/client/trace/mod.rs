@@ -21,6 +21,6 @@ mod layer;
 mod service;
 
 /// Response future of the layer.
-pub use crate::telemetry::call::TracedFuture as ResponseFuture;
+pub use crate::telemetry::call::{RecordedBody, TracedFuture as ResponseFuture};
 pub use layer::ClientTraceLayer;
 pub use service::ClientTrace;

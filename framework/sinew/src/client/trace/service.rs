@@ -11,7 +11,7 @@ use tower::Service;
 use crate::{
     BoxError,
     telemetry::{
-        call::{self, CallRecord, Side, TracedFuture as ResponseFuture},
+        call::{self, CallRecord, RecordedBody, Side, TracedFuture as ResponseFuture},
         propagation,
         span::StartAttributes,
     },
@@ -62,12 +62,12 @@ impl<S> ClientTrace<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for ClientTrace<S>
+impl<S, B> Service<http::Request<Body>> for ClientTrace<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<RecordedBody<B>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 

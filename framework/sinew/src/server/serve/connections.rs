@@ -32,11 +32,13 @@ pub(crate) struct Connections<S> {
 
 // === impl Connections ===
 
-impl<S> Connections<S>
+impl<S, B> Connections<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     /// No connections yet; each one to come gets `builder`'s settings and
     /// a clone of `stack`, and is closed unless it sends the HTTP/2
@@ -118,15 +120,17 @@ where
 /// `draining` turns `true` (or the server is gone), and closing it at once
 /// if its peer has not `spoken` the HTTP/2 preface within
 /// `handshake_timeout`.
-async fn drive<S>(
+async fn drive<S, B>(
     connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, BoxingExecutor>,
     mut draining: watch::Receiver<bool>,
     spoken: Spoken,
     handshake_timeout: Duration,
 ) where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     tokio::pin!(connection);
     let handshake = tokio::time::sleep(handshake_timeout);

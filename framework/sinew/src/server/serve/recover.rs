@@ -8,7 +8,7 @@ use std::{
 };
 
 use pin_project_lite::pin_project;
-use tonic::{Status, body::Body};
+use tonic::Status;
 
 use crate::{
     BoxError,
@@ -32,12 +32,13 @@ impl<F> Recover<F> {
     }
 }
 
-impl<F, E> Future for Recover<F>
+impl<F, B, E> Future for Recover<F>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default,
     E: Into<BoxError>,
 {
-    type Output = Result<http::Response<Body>, BoxError>;
+    type Output = Result<http::Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         Poll::Ready(match ready!(self.project().inner.poll(cx)) {
@@ -58,7 +59,7 @@ where
 ///   server made it: it was written for the caller;
 /// - anything else is logged and answered `INTERNAL` with a plain message:
 ///   its text is for the operator, not the caller.
-pub(crate) fn recover(error: BoxError) -> Result<http::Response<Body>, BoxError> {
+pub(crate) fn recover<B: Default>(error: BoxError) -> Result<http::Response<B>, BoxError> {
     if caused_by::<InjectedFault>(&*error).is_some() {
         return Err(error);
     }
@@ -98,6 +99,7 @@ impl std::fmt::Display for Chain<'_> {
 #[cfg(test)]
 mod tests {
     use tonic::Code;
+    use tonic::body::Body;
 
     use super::*;
 
@@ -150,7 +152,7 @@ mod tests {
 
     #[test]
     fn an_injected_abort_stays_an_error_so_the_stream_is_reset() {
-        let error = recover(Box::new(InjectedFault)).unwrap_err();
+        let error = recover::<Body>(Box::new(InjectedFault)).unwrap_err();
         assert!(error.is::<InjectedFault>());
     }
 

@@ -30,12 +30,13 @@ impl<S> ConnectionService<S> {
     }
 }
 
-impl<S> hyper::service::Service<http::Request<Incoming>> for ConnectionService<S>
+impl<S, B> hyper::service::Service<http::Request<Incoming>> for ConnectionService<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
     S::Error: Into<BoxError>,
+    B: Default,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<B>;
     type Error = BoxError;
     type Future = Recover<Oneshot<S, http::Request<Body>>>;
 

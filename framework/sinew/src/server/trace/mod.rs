@@ -17,6 +17,6 @@ mod layer;
 mod service;
 
 /// Response future of the layer.
-pub use crate::telemetry::call::TracedFuture as ResponseFuture;
+pub use crate::telemetry::call::{RecordedBody, TracedFuture as ResponseFuture};
 pub use layer::ServerTraceLayer;
 pub use service::ServerTrace;

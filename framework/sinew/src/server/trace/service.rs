@@ -6,13 +6,13 @@ use std::{
 };
 
 use opentelemetry::{KeyValue, StringValue, context::FutureExt as _};
-use tonic::{body::Body, transport::server::TcpConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
 use crate::{
     BoxError,
     telemetry::{
-        call::{self, CallRecord, Side, TracedFuture as ResponseFuture},
+        call::{self, CallRecord, RecordedBody, Side, TracedFuture as ResponseFuture},
         propagation,
         span::StartAttributes,
     },
@@ -49,12 +49,12 @@ impl<S> ServerTrace<S> {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for ServerTrace<S>
+impl<S, B, ResBody> Service<http::Request<B>> for ServerTrace<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
     S::Error: Into<BoxError>,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<RecordedBody<ResBody>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
