@@ -9,7 +9,6 @@ use std::{
 
 use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep};
-use tonic::body::Body;
 use tower::Service;
 
 use crate::BoxError;
@@ -46,7 +45,7 @@ pin_project! {
         },
         // An injected error or abort; `None` once returned.
         Ready {
-            result: Option<Result<http::Response<Body>, BoxError>>,
+            result: Option<Result<S::Response, BoxError>>,
         },
     }
 }
@@ -70,7 +69,7 @@ where
         }
     }
 
-    pub(super) fn ready(result: Result<http::Response<Body>, BoxError>) -> Self {
+    pub(super) fn ready(result: Result<S::Response, BoxError>) -> Self {
         Self {
             state: State::Ready {
                 result: Some(result),
@@ -81,10 +80,10 @@ where
 
 impl<S, B> Future for ResponseFuture<S, B>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S: Service<http::Request<B>>,
     S::Error: Into<BoxError>,
 {
-    type Output = Result<http::Response<Body>, BoxError>;
+    type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut state = self.project().state;

@@ -3,7 +3,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use tonic::{Status, body::Body};
+use tonic::Status;
 use tower::Service;
 
 use crate::{
@@ -84,12 +84,13 @@ impl<S> Fault<S> {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for Fault<S>
+impl<S, B, ResBody> Service<http::Request<B>> for Fault<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>> + Clone,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>> + Clone,
     S::Error: Into<BoxError>,
+    ResBody: Default,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<ResBody>;
     type Error = BoxError;
     type Future = ResponseFuture<S, B>;
 

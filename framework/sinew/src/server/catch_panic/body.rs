@@ -27,6 +27,14 @@ impl<B> PanicSafeBody<B> {
     }
 }
 
+/// An empty body: what the layer answers a call whose handler panicked
+/// before it made a response.
+impl<B: Default> Default for PanicSafeBody<B> {
+    fn default() -> Self {
+        Self::new(B::default())
+    }
+}
+
 impl<B> Body for PanicSafeBody<B>
 where
     B: Body<Data = Bytes>,

@@ -8,34 +8,34 @@ use std::{
 
 use futures_util::future::CatchUnwind;
 use pin_project_lite::pin_project;
-use tonic::{Status, body::Body};
+use tonic::Status;
 
 use super::body::PanicSafeBody;
 
 pin_project! {
     /// Response future of [`CatchPanic`](super::CatchPanic).
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, B> {
         #[pin]
-        state: State<F>,
+        state: State<F, B>,
     }
 }
 
 pin_project! {
     #[project = StateProj]
-    enum State<F> {
+    enum State<F, B> {
         Running { #[pin] future: CatchUnwind<AssertUnwindSafe<F>> },
-        Panicked { response: Option<http::Response<Body>> },
+        Panicked { response: Option<http::Response<PanicSafeBody<B>>> },
     }
 }
 
-impl<F> ResponseFuture<F> {
+impl<F, B> ResponseFuture<F, B> {
     pub(super) fn new(future: CatchUnwind<AssertUnwindSafe<F>>) -> Self {
         Self {
             state: State::Running { future },
         }
     }
 
-    pub(super) fn panicked(response: http::Response<Body>) -> Self {
+    pub(super) fn panicked(response: http::Response<PanicSafeBody<B>>) -> Self {
         Self {
             state: State::Panicked {
                 response: Some(response),
@@ -44,18 +44,19 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F, B>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default,
 {
-    type Output = Result<http::Response<Body>, E>;
+    type Output = Result<http::Response<PanicSafeBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Running { future } => match future.poll(cx) {
-                Poll::Ready(Ok(result)) => Poll::Ready(
-                    result.map(|response| response.map(|body| Body::new(PanicSafeBody::new(body)))),
-                ),
+                Poll::Ready(Ok(result)) => {
+                    Poll::Ready(result.map(|response| response.map(PanicSafeBody::new)))
+                }
                 Poll::Ready(Err(panic)) => Poll::Ready(Ok(internal_error(panic.as_ref()))),
                 Poll::Pending => Poll::Pending,
             },
@@ -83,7 +84,7 @@ pub(super) fn log_panic(panic: &(dyn Any + Send)) {
 }
 
 /// Logs the panic and builds the response the caller gets.
-pub(super) fn internal_error(panic: &(dyn Any + Send)) -> http::Response<Body> {
+pub(super) fn internal_error<B: Default>(panic: &(dyn Any + Send)) -> http::Response<B> {
     log_panic(panic);
     internal_status().into_http()
 }

@@ -3,8 +3,8 @@ use std::{
     task::{Context, Poll},
 };
 
+use super::body::PanicSafeBody;
 use futures_util::FutureExt;
-use tonic::body::Body;
 use tower::Service;
 
 use super::{ResponseFuture, future::internal_error};
@@ -39,13 +39,14 @@ impl<S> CatchPanic<S> {
     }
 }
 
-impl<S, Request> Service<Request> for CatchPanic<S>
+impl<S, Request, B> Service<Request> for CatchPanic<S>
 where
-    S: Service<Request, Response = http::Response<Body>>,
+    S: Service<Request, Response = http::Response<B>>,
+    B: Default,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<PanicSafeBody<B>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, B>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

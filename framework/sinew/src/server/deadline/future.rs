@@ -6,7 +6,7 @@ use std::{
 
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
-use tonic::{Status, body::Body};
+use tonic::Status;
 
 use super::Deadline;
 
@@ -31,11 +31,12 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
+    B: Default,
 {
-    type Output = Result<http::Response<Body>, E>;
+    type Output = Result<http::Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

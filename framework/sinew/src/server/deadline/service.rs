@@ -4,7 +4,6 @@ use std::{
 };
 
 use tokio::time::Instant;
-use tonic::body::Body;
 use tower::Service;
 
 use super::{Deadline, ResponseFuture, parse_grpc_timeout};
@@ -42,11 +41,12 @@ impl<S> ServerDeadline<S> {
     }
 }
 
-impl<S, B> Service<http::Request<B>> for ServerDeadline<S>
+impl<S, B, ResBody> Service<http::Request<B>> for ServerDeadline<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S: Service<http::Request<B>, Response = http::Response<ResBody>>,
+    ResBody: Default,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<ResBody>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 

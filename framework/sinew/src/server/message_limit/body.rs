@@ -45,6 +45,14 @@ impl<B> LimitedBody<B> {
     }
 }
 
+/// An empty body, under no limit: what a layer above the limit answers
+/// a call with when it answers for the handler (a status, in trailers).
+impl<B: Default> Default for LimitedBody<B> {
+    fn default() -> Self {
+        Self::new(B::default(), usize::MAX, Direction::Send)
+    }
+}
+
 fn too_large(length: u64, limit: usize, direction: Direction) -> Status {
     let what = match direction {
         Direction::Receive => "request",

@@ -5,7 +5,6 @@ use std::{
 };
 
 use pin_project_lite::pin_project;
-use tonic::body::Body;
 
 use super::{Direction, LimitedBody};
 
@@ -24,19 +23,18 @@ impl<F> ResponseFuture<F> {
     }
 }
 
-impl<F, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F>
 where
-    F: Future<Output = Result<http::Response<Body>, E>>,
+    F: Future<Output = Result<http::Response<B>, E>>,
 {
-    type Output = Result<http::Response<Body>, E>;
+    type Output = Result<http::Response<LimitedBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let limit = *this.max_send;
         this.inner.poll(cx).map(|result| {
-            result.map(|response| {
-                response.map(|body| Body::new(LimitedBody::new(body, limit, Direction::Send)))
-            })
+            result
+                .map(|response| response.map(|body| LimitedBody::new(body, limit, Direction::Send)))
         })
     }
 }

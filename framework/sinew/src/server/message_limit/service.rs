@@ -42,11 +42,11 @@ impl<S> MessageLimit<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for MessageLimit<S>
+impl<S, B> Service<http::Request<Body>> for MessageLimit<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<LimitedBody<B>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
