@@ -42,11 +42,13 @@ impl<S> MessageLimit<S> {
     }
 }
 
-impl<S, B> Service<http::Request<Body>> for MessageLimit<S>
+impl<S, B, ResBody> Service<http::Request<B>> for MessageLimit<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<B>>,
+    S: Service<http::Request<Body>, Response = http::Response<ResBody>>,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<crate::BoxError>,
 {
-    type Response = http::Response<LimitedBody<B>>;
+    type Response = http::Response<LimitedBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
@@ -54,7 +56,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    /// The request's body is limited, and boxed as the handlers take it:
+    /// the one box it goes through (the connection's body comes in
+    /// unboxed).
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let limit = self.max_receive;
         let request =
             request.map(|body| Body::new(LimitedBody::new(body, limit, Direction::Receive)));

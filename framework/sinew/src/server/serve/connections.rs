@@ -2,10 +2,11 @@
 
 use std::{future::Future, time::Duration};
 
+use hyper::body::Incoming;
 use hyper::server::conn::http2::{self, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::watch, task::JoinSet};
-use tonic::{body::Body, transport::server::TcpConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
 use super::{Acceptor, ConnectionService, Spoken, Watched};
@@ -34,7 +35,7 @@ pub(crate) struct Connections<S> {
 
 impl<S, B> Connections<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
@@ -126,7 +127,7 @@ async fn drive<S, B>(
     spoken: Spoken,
     handshake_timeout: Duration,
 ) where
-    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,

@@ -1,7 +1,7 @@
 //! What hyper calls for each request of one connection.
 
 use hyper::body::Incoming;
-use tonic::{body::Body, transport::server::TcpConnectInfo};
+use tonic::transport::server::TcpConnectInfo;
 use tower::{Service, ServiceExt as _, util::Oneshot};
 
 use super::Recover;
@@ -12,7 +12,8 @@ use crate::BoxError;
 ///
 /// Each request gets the connection's [`TcpConnectInfo`] in its extensions
 /// (tracing reads the peer from it, and handlers call
-/// `request.remote_addr()`), its body as a [`Body`], and a clone of the
+/// `request.remote_addr()`), its body as hyper received it (the message
+/// limit layer boxes it as the handlers take it), and a clone of the
 /// layered routes to be called with once they are ready. A layer's error
 /// becomes a response where it can (see `recover.rs`).
 #[derive(Debug, Clone)]
@@ -32,16 +33,15 @@ impl<S> ConnectionService<S> {
 
 impl<S, B> hyper::service::Service<http::Request<Incoming>> for ConnectionService<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone,
+    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Default,
 {
     type Response = http::Response<B>;
     type Error = BoxError;
-    type Future = Recover<Oneshot<S, http::Request<Body>>>;
+    type Future = Recover<Oneshot<S, http::Request<Incoming>>>;
 
-    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(Body::new);
+    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.info.clone());
         Recover::new(self.stack.clone().oneshot(request))
     }
