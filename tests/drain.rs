@@ -22,10 +22,21 @@ use sinew_workspace::proto::greeter::v1::{
 use tokio::sync::{Notify, mpsc};
 use tonic::{Request, Response, Status};
 
-/// A greeter that reports each call as it enters, then waits to be let go.
+/// A greeter that reports each call as it enters, then waits to be let go;
+/// and reports each call that ends, however it ends (its future dropped).
 struct Gate {
     entered: mpsc::UnboundedSender<()>,
     release: Arc<Notify>,
+    ended: mpsc::UnboundedSender<()>,
+}
+
+/// Reports on `ended` when dropped.
+struct Ends(mpsc::UnboundedSender<()>);
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
 }
 
 #[tonic::async_trait]
@@ -34,6 +45,7 @@ impl Greeter for Gate {
         &self,
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
+        let _ends = Ends(self.ended.clone());
         let _ = self.entered.send(());
         self.release.notified().await;
         Ok(Response::new(HelloReply {
@@ -42,16 +54,32 @@ impl Greeter for Gate {
     }
 }
 
-fn gated(config: ServerConfig) -> (Server, mpsc::UnboundedReceiver<()>, Arc<Notify>) {
+/// A server of [`Gate`]: with the receivers of its calls entering and
+/// ending, and what lets them go.
+struct Gated {
+    server: Server,
+    entered: mpsc::UnboundedReceiver<()>,
+    ended: mpsc::UnboundedReceiver<()>,
+    release: Arc<Notify>,
+}
+
+fn gated(config: ServerConfig) -> Gated {
     let (entered, entered_rx) = mpsc::unbounded_channel();
+    let (ended, ended_rx) = mpsc::unbounded_channel();
     let release = Arc::new(Notify::new());
     let server = Server::new("gated")
         .config(config)
         .add_service(GreeterServer::new(Gate {
             entered,
             release: release.clone(),
+            ended,
         }));
-    (server, entered_rx, release)
+    Gated {
+        server,
+        entered: entered_rx,
+        ended: ended_rx,
+        release,
+    }
 }
 
 #[tokio::test]
@@ -59,7 +87,12 @@ async fn in_flight_calls_finish_and_watchers_see_not_serving_first() {
     let config = ServerConfig::new()
         .lame_duck(Duration::from_millis(50))
         .grace_period(Duration::from_secs(30));
-    let (server, mut entered, release) = gated(config);
+    let Gated {
+        server,
+        mut entered,
+        release,
+        ..
+    } = gated(config);
     let mut running = Running::start(server).await;
     let channel = running.channel().await;
 
@@ -125,12 +158,19 @@ async fn new_connections_are_refused_once_draining_stops_accepting() {
     assert!(refused.is_err(), "the listener is closed after the drain");
 }
 
-#[tokio::test]
+// On worker threads, as a server runs: a call's task may run on another
+// thread than the server's, and still be gone when `run` returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_still_running_after_the_grace_period_are_abandoned() {
     let config = ServerConfig::new()
         .lame_duck(Duration::ZERO)
         .grace_period(Duration::from_millis(100));
-    let (server, mut entered, _release) = gated(config);
+    let Gated {
+        server,
+        mut entered,
+        mut ended,
+        release: _release,
+    } = gated(config);
     let mut running = Running::start(server).await;
     let mut client = GreeterClient::new(running.channel().await);
     let call = tokio::spawn(async move {
@@ -148,6 +188,12 @@ async fn calls_still_running_after_the_grace_period_are_abandoned() {
         .expect("run returns after the grace period")
         .unwrap()
         .unwrap();
+    // The handler is not left running: its future is dropped with the
+    // connection, by the time `run` has returned.
+    assert!(
+        ended.try_recv().is_ok(),
+        "the abandoned handler was dropped before run returned"
+    );
     // Nothing of the server is left to answer: the call fails rather than
     // hang on a connection no one serves.
     let result = tokio::time::timeout(Duration::from_secs(10), call)

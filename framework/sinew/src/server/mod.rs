@@ -24,10 +24,13 @@
 //!    connects are refused), ends `Watch` streams, and tells clients to go
 //!    away: every connection sends HTTP/2 `GOAWAY` and refuses new calls;
 //! 4. calls in flight finish, for up to the grace period; each connection
-//!    closes once its calls are done;
-//! 5. telemetry is flushed, so the spans of the last calls are exported;
-//! 6. `run` returns. Calls still running after the grace period are
-//!    abandoned and logged: their connections are closed.
+//!    closes once its calls are done. Calls still running after it are
+//!    abandoned and logged: their connections are closed, and their
+//!    handlers' futures dropped (waited for a second at most, for a
+//!    handler stuck in code that does not yield);
+//! 5. telemetry is flushed, so the spans of the last calls (the abandoned
+//!    ones as `CANCELLED`) are exported;
+//! 6. `run` returns, with no call of the server left running.
 //!
 //! # Serving
 //!
@@ -359,12 +362,7 @@ impl Server {
                 settings.max_send_message_size,
             ))
             .service(routes.build());
-        let mut connections = Connections::new(
-            serve::http2_builder(&settings),
-            stack,
-            settings.handshake_timeout,
-            settings.max_connections,
-        );
+        let mut connections = Connections::new(&settings, stack);
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);
 
         tracing::info!(server = %name, %addr, services = ?names, "serving");
@@ -386,8 +384,16 @@ impl Server {
                 "calls still in flight after the grace period are abandoned"
             );
         }
-        // Closes the connections still open.
-        drop(connections);
+        // Closes the connections still open, and waits for their calls to
+        // be dropped.
+        let left = connections.abandon().await;
+        if left > 0 {
+            tracing::warn!(
+                server = %name,
+                calls = left,
+                "calls still running after their connections closed: their handlers do not yield"
+            );
+        }
         drop(probe_task);
         // Spans of the last calls go out before the process can exit.
         if let Err(error) = crate::telemetry::flush().await {

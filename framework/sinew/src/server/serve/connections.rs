@@ -6,20 +6,30 @@ use hyper::body::Incoming;
 use hyper::server::conn::http2::{self, Connection};
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::watch, task::JoinSet};
+use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
 use super::{Acceptor, ConnectionService, Spoken, Watched};
 use crate::BoxError;
-use crate::executor::BoxingExecutor;
+use crate::executor::TrackingExecutor;
+use crate::server::Settings;
 
-/// The connections of a server, each driven by a task of its own.
+/// How long [`Connections::abandon`] waits for the calls of the closed
+/// connections to be dropped: a call's future is dropped the next time its
+/// task runs, which is at once unless the handler is stuck in code that
+/// does not yield.
+const ABANDON_WAIT: Duration = Duration::from_secs(1);
+
+/// The connections of a server, each driven by a task of its own, and
+/// the tasks of their calls.
 ///
-/// Dropping it aborts the tasks of the connections still open: that is how
-/// the calls still running after the grace period are abandoned, with
-/// nothing of the server left running once it has returned.
+/// [`Connections::abandon`] closes the connections still open, which
+/// drops their calls: that is how the calls still running after the grace
+/// period are abandoned, with nothing of the server left running once it
+/// has returned. Dropping it closes them too, without waiting.
 pub(crate) struct Connections<S> {
-    builder: http2::Builder<BoxingExecutor>,
+    builder: http2::Builder<TrackingExecutor>,
     stack: S,
     /// How long a new connection may take to send the HTTP/2 preface.
     handshake_timeout: Duration,
@@ -27,6 +37,8 @@ pub(crate) struct Connections<S> {
     /// waits for one to close.
     max_connections: usize,
     tasks: JoinSet<()>,
+    /// The task of every call (hyper spawns one per stream), counted.
+    calls: TaskTracker,
     /// Turns `true` when every connection is to go away.
     draining: watch::Sender<bool>,
 }
@@ -41,22 +53,19 @@ where
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    /// No connections yet; each one to come gets `builder`'s settings and
-    /// a clone of `stack`, and is closed unless it sends the HTTP/2
-    /// preface within `handshake_timeout`. At most `max_connections` are
-    /// open at once.
-    pub(crate) fn new(
-        builder: http2::Builder<BoxingExecutor>,
-        stack: S,
-        handshake_timeout: Duration,
-        max_connections: usize,
-    ) -> Self {
+    /// No connections yet; each one to come gets the HTTP/2 settings of
+    /// `settings` and a clone of `stack`, and is closed unless it sends
+    /// the HTTP/2 preface within the `handshake_timeout` setting. At most
+    /// `max_connections` are open at once.
+    pub(crate) fn new(settings: &Settings, stack: S) -> Self {
+        let calls = TaskTracker::new();
         Self {
-            builder,
+            builder: super::http2::builder(settings, TrackingExecutor::new(calls.clone())),
             stack,
-            handshake_timeout,
-            max_connections,
+            handshake_timeout: settings.handshake_timeout,
+            max_connections: settings.max_connections,
             tasks: JoinSet::new(),
+            calls,
             draining: watch::Sender::new(false),
         }
     }
@@ -115,6 +124,19 @@ where
     pub(crate) async fn closed(&mut self) {
         while self.tasks.join_next().await.is_some() {}
     }
+
+    /// Closes the connections still open and waits until the calls of all
+    /// connections have ended: a closed connection's calls are dropped
+    /// (their handlers' futures with them) the next time their tasks run.
+    /// The wait is bounded by [`ABANDON_WAIT`], for a handler stuck in
+    /// code that does not yield; how many calls were left is returned.
+    pub(crate) async fn abandon(&mut self) -> usize {
+        self.tasks.abort_all();
+        self.closed().await;
+        self.calls.close();
+        let _ = tokio::time::timeout(ABANDON_WAIT, self.calls.wait()).await;
+        self.calls.len()
+    }
 }
 
 /// Serves `connection` until it ends, shutting it down gracefully once
@@ -122,7 +144,7 @@ where
 /// if its peer has not `spoken` the HTTP/2 preface within
 /// `handshake_timeout`.
 async fn drive<S, B>(
-    connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, BoxingExecutor>,
+    connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, TrackingExecutor>,
     mut draining: watch::Receiver<bool>,
     spoken: Spoken,
     handshake_timeout: Duration,

@@ -3,7 +3,7 @@
 use hyper::server::conn::http2;
 use hyper_util::rt::TokioTimer;
 
-use crate::executor::BoxingExecutor;
+use crate::executor::TrackingExecutor;
 use crate::server::Settings;
 
 /// Flow-control window of each stream: a large message is not stalled at
@@ -22,9 +22,13 @@ const MAX_SEND_BUFFER: usize = 400 * 1024;
 
 /// The builder of every connection, with the configured limits and the
 /// settings tonic's server used, set explicitly so that a change of
-/// hyper's defaults does not change them. See the [module docs](super).
-pub(crate) fn builder(settings: &Settings) -> http2::Builder<BoxingExecutor> {
-    let mut builder = http2::Builder::new(BoxingExecutor);
+/// hyper's defaults does not change them; the calls' tasks are spawned by
+/// `executor`. See the [module docs](super).
+pub(crate) fn builder(
+    settings: &Settings,
+    executor: TrackingExecutor,
+) -> http2::Builder<TrackingExecutor> {
+    let mut builder = http2::Builder::new(executor);
     builder
         // Keepalive pings need a timer.
         .timer(TokioTimer::new())

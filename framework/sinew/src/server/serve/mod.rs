@@ -21,8 +21,10 @@
 //!   stream's task is spawned boxed. No `grpc-timeout` handling here:
 //!   sinew's deadline layer enforces it, once.
 //! - **Drain.** `Connections::go_away` has every connection send
-//!   `GOAWAY` and close once its calls are done; dropping the
-//!   [`Connections`] abandons those still open.
+//!   `GOAWAY` and close once its calls are done; `Connections::abandon`
+//!   then closes those still open and waits (a second at most) until the
+//!   calls of every connection have ended, each stream's task being
+//!   counted as it is spawned.
 //!
 //! # HTTP/2 settings
 //!
@@ -57,7 +59,6 @@ mod service;
 
 pub(crate) use accept::Acceptor;
 pub(crate) use connections::Connections;
-pub(crate) use http2::builder as http2_builder;
 pub(crate) use preface::{Spoken, Watched};
 pub(crate) use recover::Recover;
 pub(crate) use routes::{DuplicateService, RoutesBuilder};
