@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Instructions per call for each pair of the overhead benchmark run alone
 # (SINEW_BENCH_ONLY), counted by valgrind's callgrind. Under valgrind the
-# threads take turns, so contention is not measured, but the count is the
-# same from run to run to within a fraction of a percent, whatever the
-# machine is doing: the measure to compare a change by, where requests
-# per second move by ten percent from one run to the next.
+# threads take turns, so contention is not measured, and the count moves
+# far less than requests per second do (which move by ten percent from one
+# run to the next): the measure to compare a change by. It still moves by
+# up to about 1.5% between runs (how calls interleave differs), so compare
+# pairs measured in the same run, and changes smaller than that by
+# several runs.
 #
 # Each pair runs twice, for 2s and for 6s of (slowed) calls; the
 # difference divided by the difference in calls leaves out the setup.
