@@ -129,6 +129,23 @@ impl<B> InFlightBody<B> {
     }
 }
 
+/// An empty body counted on no endpoint: what a layer above answers with
+/// when it makes a response itself.
+impl<B: Default> Default for InFlightBody<B> {
+    fn default() -> Self {
+        Self::new(B::default(), None)
+    }
+}
+
+impl<B: std::fmt::Debug> std::fmt::Debug for InFlightBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InFlightBody")
+            .field("inner", &self.inner)
+            .field("counted", &self.guard.is_some())
+            .finish()
+    }
+}
+
 impl<B> Body for InFlightBody<B>
 where
     B: Body<Data = Bytes>,

@@ -87,10 +87,8 @@ impl<S, B> Future for ResponseFuture<S>
 where
     S: Service<http::Request<Body>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
 {
-    type Output = Result<http::Response<Body>, BoxError>;
+    type Output = Result<http::Response<InFlightBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
@@ -104,10 +102,9 @@ where
                 Poll::Ready(match result {
                     Ok(response) => {
                         endpoint.connected();
-                        // The call's response body is boxed here, once,
-                        // with the endpoint's guard and whatever the
-                        // endpoint's layers wrapped it in.
-                        Ok(response.map(|body| Body::new(InFlightBody::new(body, guard.take()))))
+                        // The body keeps the call counted on the endpoint
+                        // until it ends.
+                        Ok(response.map(|body| InFlightBody::new(body, guard.take())))
                     }
                     Err(error) => {
                         if is_connect_error(&*error) {

@@ -135,7 +135,7 @@ mod tests {
             .load(Ordering::SeqCst)
     }
 
-    async fn call(balance: &Balance<Mock>) -> Result<http::Response<Body>, BoxError> {
+    async fn call(balance: &Balance<Mock>) -> Result<http::Response<InFlightBody<Body>>, BoxError> {
         balance
             .clone()
             .oneshot(http::Request::new(Body::empty()))

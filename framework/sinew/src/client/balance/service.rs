@@ -11,7 +11,7 @@ use tower::Service;
 
 use super::{
     Availability, Discovery, DiscoveryError, ResponseFuture, Target,
-    endpoint::{Endpoint, ReconnectBackoff},
+    endpoint::{Endpoint, InFlightBody, ReconnectBackoff},
 };
 use crate::{
     BoxError,
@@ -187,10 +187,8 @@ where
         + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<InFlightBody<B>>;
     type Error = BoxError;
     type Future = ResponseFuture<S>;
 

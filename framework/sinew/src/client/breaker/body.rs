@@ -33,6 +33,14 @@ impl<B> BreakerBody<B> {
     }
 }
 
+/// An empty body with nothing to record: what a layer above answers with
+/// when it makes a response itself.
+impl<B: Default> Default for BreakerBody<B> {
+    fn default() -> Self {
+        Self::new(B::default(), None)
+    }
+}
+
 impl<B: std::fmt::Debug> std::fmt::Debug for BreakerBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BreakerBody")

@@ -130,7 +130,7 @@ fn request() -> http::Request<Body> {
     http::Request::new(Body::empty())
 }
 
-/// A call, its body boxed as the balancer boxes it.
+/// A call, its body boxed as tonic boxes it.
 async fn call(svc: &mut Breaker<Mock>) -> Result<http::Response<Body>, BoxError> {
     let response = svc.ready().await?.call(request()).await?;
     Ok(response.map(Body::new))

@@ -14,10 +14,10 @@ use crate::{
     BoxError,
     client::{
         CallOptions, CallPolicy, CallState, Rng,
-        balance::{Balance, Target},
-        breaker::{Breaker, BreakerLayer},
+        balance::{Balance, InFlightBody, Target},
+        breaker::{Breaker, BreakerBody, BreakerLayer},
         bulkhead::{Bulkhead, BulkheadLayer, SlotBody},
-        connection::{ConnectSettings, Connection},
+        connection::{ConnectSettings, Connection, ResponseBody},
         deadline::{ClientDeadline, ClientDeadlineLayer, DeadlineBody},
         hedge::{Hedge, HedgeLayer},
         retry::{Retry, RetryLayer, RetryThrottle},
@@ -32,11 +32,17 @@ use crate::{
 type Inner = ClientTrace<ClientDeadline<Either<Bulkhead<Resilient>, Unbounded>>>;
 /// Without a bulkhead, the calls' bodies are of the type a bulkhead gives
 /// them, holding no slot.
-type Unbounded = MapResponse<Resilient, fn(http::Response<Body>) -> http::Response<SlotBody<Body>>>;
+type Unbounded = MapResponse<
+    Resilient,
+    fn(http::Response<EndpointBody>) -> http::Response<SlotBody<EndpointBody>>,
+>;
 /// Hedging and retries, over the balancer (with fault injection, if on).
 type Resilient = Hedge<Retry<Either<Fault<Balance<Endpoint>>, Balance<Endpoint>>>>;
 /// An endpoint: its connection behind its breaker.
 type Endpoint = Breaker<Connection>;
+/// The body of a response as the balancer passes it up: the connection's,
+/// wrapped by the endpoint's breaker and counted on the endpoint.
+type EndpointBody = InFlightBody<BreakerBody<ResponseBody>>;
 
 /// A resilient gRPC channel for one contract: give it to a generated
 /// tonic client (`FooClient::connect(config)` does).
@@ -147,10 +153,12 @@ impl Client {
 
 /// The body of a response to a [`Client`]'s call, boxed once, where tonic
 /// decodes it: the connection's, as the layers that watch it for the
-/// call's end wrapped it.
-pub type ClientBody = RecordedBody<DeadlineBody<SlotBody<Body>>>;
+/// call's end wrapped it (the breaker, the balancer, the bulkhead, the
+/// deadline and the tracing). Retries and hedging pass the body of the
+/// attempt that answered as it is.
+pub type ClientBody = RecordedBody<DeadlineBody<SlotBody<InFlightBody<BreakerBody<ResponseBody>>>>>;
 
-fn unbounded(response: http::Response<Body>) -> http::Response<SlotBody<Body>> {
+fn unbounded(response: http::Response<EndpointBody>) -> http::Response<SlotBody<EndpointBody>> {
     response.map(SlotBody::unheld)
 }
 

@@ -15,15 +15,17 @@ use tonic::Status;
 /// the code).
 ///
 /// Not boxed: the layers above wrap it by type, and the one box a call's
-/// response body needs is made where tonic decodes it.
-#[derive(Debug)]
+/// response body needs is made where tonic decodes it. Its default is the
+/// empty body, for a response a layer makes without the network (an
+/// injected fault's status).
+#[derive(Debug, Default)]
 pub struct ResponseBody {
-    inner: Incoming,
+    inner: Option<Incoming>,
 }
 
 impl ResponseBody {
     pub(super) fn new(inner: Incoming) -> Self {
-        Self { inner }
+        Self { inner: Some(inner) }
     }
 }
 
@@ -35,16 +37,21 @@ impl Body for ResponseBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        Pin::new(&mut self.inner)
+        let Some(inner) = &mut self.inner else {
+            return Poll::Ready(None);
+        };
+        Pin::new(inner)
             .poll_frame(cx)
             .map(|frame| frame.map(|f| f.map_err(|error| Status::from_error(Box::new(error)))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }

@@ -43,11 +43,12 @@ where
     }
 }
 
-impl<S> ResponseFuture<S>
+impl<S, B> ResponseFuture<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<crate::BoxError>,
     S::Future: Send,
+    B: Send + 'static,
 {
     pub(super) fn hedging(
         inner: S,
@@ -75,10 +76,10 @@ where
 
 impl<S> Future for ResponseFuture<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>>,
     S::Error: Into<crate::BoxError>,
 {
-    type Output = Result<http::Response<Body>, crate::BoxError>;
+    type Output = Result<S::Response, crate::BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx)
@@ -87,15 +88,15 @@ where
 
 /// The hedged call: send copies on a schedule, take the first good
 /// answer.
-async fn run<S>(
+async fn run<S, B>(
     inner: S,
     settings: Settings,
     policy: HedgingPolicy,
     deadline: Option<CallDeadline>,
     request: http::Request<Body>,
-) -> Result<http::Response<Body>, crate::BoxError>
+) -> Result<http::Response<B>, crate::BoxError>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<crate::BoxError>,
     S::Future: Send,
 {
@@ -123,7 +124,7 @@ where
     let mut next_copy = Instant::now();
     // Pushback said stop, or the throttle did.
     let mut stopped = false;
-    let mut last: Option<Failure> = None;
+    let mut last: Option<Failure<B>> = None;
     loop {
         let may_send = !stopped
             && sent < max_copies

@@ -99,11 +99,11 @@ impl Template {
 
     /// Puts the attempt count on a response outcome; see
     /// [`with_attempts`].
-    pub(crate) fn with_attempts(
+    pub(crate) fn with_attempts<B>(
         &mut self,
-        result: Result<http::Response<Body>, crate::BoxError>,
+        result: Result<http::Response<B>, crate::BoxError>,
         attempts: u32,
-    ) -> Result<http::Response<Body>, crate::BoxError> {
+    ) -> Result<http::Response<B>, crate::BoxError> {
         with_attempts(result, attempts, &mut self.parts.extensions)
     }
 }
@@ -181,13 +181,13 @@ fn take<T: Clone + Send + Sync + 'static>(
 /// Sends `request` on `service` (a clone: each attempt waits for its own
 /// readiness), giving up with `DEADLINE_EXCEEDED` when `deadline` passes
 /// before the response headers arrive.
-pub(crate) async fn send<S>(
+pub(crate) async fn send<S, B>(
     mut service: S,
     request: http::Request<Body>,
     deadline: Option<CallDeadline>,
-) -> Result<http::Response<Body>, crate::BoxError>
+) -> Result<http::Response<B>, crate::BoxError>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>, Response = http::Response<B>>,
     S::Error: Into<crate::BoxError>,
 {
     // Under the deadline layer the deadline is already enforced on the
@@ -242,11 +242,11 @@ pub(crate) fn deadline_spent() -> crate::BoxError {
 /// table on top of the value: the spare's map, emptied, takes the count
 /// instead, so only the value is allocated. A response that has
 /// extensions just gets the count added.
-fn with_attempts(
-    result: Result<http::Response<Body>, crate::BoxError>,
+fn with_attempts<B>(
+    result: Result<http::Response<B>, crate::BoxError>,
     attempts: u32,
     spare: &mut http::Extensions,
-) -> Result<http::Response<Body>, crate::BoxError> {
+) -> Result<http::Response<B>, crate::BoxError> {
     result.map(|mut response| {
         let extensions = response.extensions_mut();
         if extensions.is_empty() {

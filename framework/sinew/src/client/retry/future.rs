@@ -19,8 +19,9 @@ use super::{
 };
 use crate::client::{CallDeadline, CallPolicy};
 
-type BoxResponseFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Body>, crate::BoxError>> + Send + 'static>>;
+/// A managed call, boxed, answering with `R`.
+type BoxResponseFuture<R> =
+    Pin<Box<dyn Future<Output = Result<R, crate::BoxError>> + Send + 'static>>;
 
 pin_project! {
     /// Response future of [`Retry`](super::Retry): either the inner
@@ -47,7 +48,7 @@ pin_project! {
             call: Oneshot<S, http::Request<Body>>,
         },
         Managed {
-            call: BoxResponseFuture,
+            call: BoxResponseFuture<S::Response>,
         },
     }
 }
@@ -68,18 +69,19 @@ where
     }
 
     /// Wraps a call that the layer manages itself.
-    pub(crate) fn managed(call: BoxResponseFuture) -> Self {
+    pub(crate) fn managed(call: BoxResponseFuture<S::Response>) -> Self {
         Self {
             kind: Kind::Managed { call },
         }
     }
 }
 
-impl<S> ResponseFuture<S>
+impl<S, B> ResponseFuture<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<crate::BoxError>,
     S::Future: Send,
+    B: Send + 'static,
 {
     pub(super) fn retrying(
         inner: S,
@@ -94,10 +96,10 @@ where
 
 impl<S> Future for ResponseFuture<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S: Service<http::Request<Body>>,
     S::Error: Into<crate::BoxError>,
 {
-    type Output = Result<http::Response<Body>, crate::BoxError>;
+    type Output = Result<S::Response, crate::BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
@@ -123,15 +125,15 @@ where
 }
 
 /// The retrying call: attempt, classify, decide, wait, again.
-async fn run<S>(
+async fn run<S, B>(
     inner: S,
     settings: Arc<Settings>,
     policy: CallPolicy,
     deadline: Option<CallDeadline>,
     request: http::Request<Body>,
-) -> Result<http::Response<Body>, crate::BoxError>
+) -> Result<http::Response<B>, crate::BoxError>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<crate::BoxError>,
     S::Future: Send,
 {

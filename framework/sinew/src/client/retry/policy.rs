@@ -2,7 +2,7 @@
 
 use std::{error::Error, io, sync::Arc, time::Duration};
 
-use tonic::{Code, Status, body::Body};
+use tonic::{Code, Status};
 
 use super::{backoff::Backoff, throttle::RetryThrottle};
 use crate::client::{CallPolicy, RetryPolicy, Rng};
@@ -48,17 +48,17 @@ impl Pushback {
 }
 
 /// What one attempt came to.
-pub(crate) enum Outcome {
+pub(crate) enum Outcome<B> {
     /// The server took the call: response headers without `grpc-status`
     /// (the call is committed: the response streams from here, and is
     /// never retried), or a trailers-only `grpc-status: 0`.
-    Success(http::Response<Body>),
+    Success(http::Response<B>),
     /// A status other than OK, or an error from the service below.
-    Failure(Failure),
+    Failure(Failure<B>),
 }
 
 /// A failed attempt, with what the retry decision needs to know of it.
-pub(crate) struct Failure {
+pub(crate) struct Failure<B> {
     /// The status code; `UNAVAILABLE` for an error that carries no status
     /// (a transport failure, as gRPC maps them).
     pub(crate) code: Code,
@@ -70,14 +70,14 @@ pub(crate) struct Failure {
     pub(crate) transport: bool,
     /// The outcome as the service below gave it, to be returned if this
     /// is the last attempt.
-    pub(crate) result: Result<http::Response<Body>, crate::BoxError>,
+    pub(crate) result: Result<http::Response<B>, crate::BoxError>,
 }
 
 // === impl Outcome ===
 
-impl Outcome {
+impl<B> Outcome<B> {
     /// Classifies the result of one attempt.
-    pub(crate) fn of(result: Result<http::Response<Body>, crate::BoxError>) -> Self {
+    pub(crate) fn of(result: Result<http::Response<B>, crate::BoxError>) -> Self {
         match result {
             Ok(response) => {
                 // A trailers-only response carries its status in the
@@ -245,7 +245,7 @@ impl<'a> RetryState<'a> {
     /// backoff. Failing all that, a request that never reached the server
     /// gets one immediate transparent retry, which bypasses the throttle
     /// and does not count against `max_attempts`.
-    pub(crate) fn on_failure(&mut self, failure: &Failure) -> Option<Duration> {
+    pub(crate) fn on_failure<B>(&mut self, failure: &Failure<B>) -> Option<Duration> {
         let code_retryable = self
             .retry
             .is_some_and(|retry| retry.retryable_codes.contains(failure.code));
@@ -300,6 +300,7 @@ mod tests {
 
     use super::*;
     use crate::client::CodeSet;
+    use tonic::body::Body;
 
     #[test]
     fn pushback_values() {
@@ -399,20 +400,20 @@ mod tests {
         status
             .metadata_mut()
             .insert("grpc-retry-pushback-ms", "-3".parse().unwrap());
-        let Outcome::Failure(failure) = Outcome::of(Err(status.into())) else {
+        let Outcome::Failure(failure) = Outcome::<Body>::of(Err(status.into())) else {
             panic!("a failure");
         };
         assert_eq!(failure.pushback, Pushback::Stop);
         assert!(!failure.transport);
 
-        let Outcome::Failure(failure) = Outcome::of(Err(Box::new(refused()))) else {
+        let Outcome::Failure(failure) = Outcome::<Body>::of(Err(Box::new(refused()))) else {
             panic!("a failure");
         };
         assert_eq!(failure.code, Code::Unavailable);
         assert!(failure.transport && failure.never_sent);
     }
 
-    fn failure(code: Code, pushback: Pushback, never_sent: bool) -> Failure {
+    fn failure(code: Code, pushback: Pushback, never_sent: bool) -> Failure<Body> {
         Failure {
             code,
             pushback,

@@ -49,13 +49,14 @@ impl<S> Retry<S> {
     }
 }
 
-impl<S> Service<http::Request<Body>> for Retry<S>
+impl<S, B> Service<http::Request<Body>> for Retry<S>
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Error: Into<crate::BoxError>,
     S::Future: Send,
+    B: Send + 'static,
 {
-    type Response = http::Response<Body>;
+    type Response = http::Response<B>;
     type Error = crate::BoxError;
     type Future = ResponseFuture<S>;
 
