@@ -305,3 +305,14 @@ async fn a_connect_that_outlasts_the_timeout_fails_as_timed_out() {
     assert_eq!(failed.kind(), std::io::ErrorKind::TimedOut);
     drop((listener, queued));
 }
+
+#[tokio::test]
+async fn a_default_response_body_is_empty_and_ended() {
+    use http_body_util::BodyExt as _;
+
+    let body = ResponseBody::default();
+    assert!(http_body::Body::is_end_stream(&body));
+    assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
+    let collected = body.collect().await.expect("an empty body").to_bytes();
+    assert!(collected.is_empty());
+}
