@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-/// Spawns hyper's tasks on tokio, boxed.
+/// Spawns a client's hyper tasks on tokio, boxed.
 ///
 /// hyper spawns a task per call on each side: on a client, the pipe that
 /// streams the request body; on a server, the handler's future together
@@ -10,7 +10,9 @@ use std::future::Future;
 /// tokio copies a spawned future into its task and again when the task's
 /// slot is overwritten with its output. Boxed, what is copied is a
 /// pointer, for one allocation (about 2,000 instructions a call less on
-/// each side); the tokio executor hyper-util offers spawns unboxed.
+/// each side); the tokio executor hyper-util offers spawns unboxed. The
+/// server's tasks go through [`TrackingExecutor`], which boxes them the
+/// same way and counts them.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BoxingExecutor;
 
@@ -26,8 +28,8 @@ where
     }
 }
 
-/// Spawns a server's per-call tasks boxed, as [`BoxingExecutor`], and
-/// counts them in `calls`, so that a drain can wait until every one has
+/// Spawns a server's per-call tasks boxed, as [`BoxingExecutor`] does a
+/// client's, and counts them in `calls`, so that a drain can wait until every one has
 /// ended (see `Connections::abandon`).
 #[derive(Debug, Clone)]
 pub(crate) struct TrackingExecutor {
