@@ -27,6 +27,14 @@
 //! tonic; a sinew client run alone gives `Put` 20s instead of 1s, so that
 //! valgrind's slowness does not fail its calls).
 //!
+//! Each round also reports the CPU time the process spent per call (all of
+//! its threads, from `/proc/self/stat`, on Linux), and before the RESULT
+//! line a `cpu per call:` line gives both ratios by CPU time. Where they
+//! match the ratios by requests per second, the gap is work done, not
+//! time spent waiting (for locks, timers or the network); on a shared
+//! host, CPU time per call moves with the host's speed much as requests
+//! per second do.
+//!
 //! The last line is exactly:
 //! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n> traced_ratio=<traced sinew rps / tonic rps>`
 
@@ -65,6 +73,25 @@ struct Round {
     calls: usize,
     p50_us: u64,
     p99_us: u64,
+    /// CPU time the whole process spent per call during the round, in
+    /// microseconds, where the system tells it (Linux): every thread's,
+    /// the servers', the telemetry threads' and the sink's included.
+    cpu_us: Option<f64>,
+}
+
+/// CPU time this process has used so far, user and system, all threads:
+/// from `/proc/self/stat` (Linux), in clock ticks of 10ms (`USER_HZ` is
+/// 100 on every Linux ABI). `None` where there is no such file.
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: the fields that
+    // follow it are counted from its closing parenthesis. utime and stime
+    // are fields 14 and 15 of the line, so the 12th and 13th after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
 }
 
 /// Runs `IN_FLIGHT` callers for `seconds` and measures them.
@@ -76,6 +103,7 @@ where
     let call = Arc::new(call);
     let end = Instant::now() + Duration::from_secs(seconds);
     let start = Instant::now();
+    let cpu_start = process_cpu_time();
     let tasks: Vec<_> = (0..IN_FLIGHT)
         .map(|_| {
             let client = client.clone();
@@ -96,6 +124,9 @@ where
         latencies.extend(task.await.expect("caller task"));
     }
     let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_time()
+        .zip(cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
     Round {
@@ -103,6 +134,7 @@ where
         calls: latencies.len(),
         p50_us: at(0.50),
         p99_us: at(0.99),
+        cpu_us: cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / latencies.len() as f64),
     }
 }
 
@@ -253,6 +285,22 @@ fn median(values: &mut [Round], key: impl Fn(&Round) -> f64) -> f64 {
     key(&values[values.len() / 2])
 }
 
+/// The median CPU time per call of `values`, if every round has one.
+fn median_cpu(values: &mut [Round]) -> Option<f64> {
+    if values.iter().any(|r| r.cpu_us.is_none()) {
+        return None;
+    }
+    Some(median(values, |r| r.cpu_us.unwrap_or_default()))
+}
+
+/// `, cpu <n>us/call` for a round that measured it.
+fn cpu_text(round: &Round) -> String {
+    round
+        .cpu_us
+        .map(|cpu| format!(", cpu {cpu:.1}us/call"))
+        .unwrap_or_default()
+}
+
 fn main() {
     let rounds = env_number("SINEW_BENCH_ROUNDS", 3);
     let seconds = env_number("SINEW_BENCH_SECONDS", 3);
@@ -292,11 +340,12 @@ fn main() {
             ];
             for ((name, rounds), result) in sides.iter_mut().zip(results) {
                 println!(
-                    "round {}: {name}: {:.0} rps, p50 {}us, p99 {}us",
+                    "round {}: {name}: {:.0} rps, p50 {}us, p99 {}us{}",
                     i + 1,
                     result.rps,
                     result.p50_us,
-                    result.p99_us
+                    result.p99_us,
+                    cpu_text(&result)
                 );
                 rounds.push(result);
             }
@@ -312,6 +361,8 @@ fn main() {
             .collect();
         let (tonic_rps, tonic_p99) = medians[0];
         let (sinew_rps, sinew_p99) = medians[1];
+        let tonic_cpu = median_cpu(&mut sides[0].1);
+        let sinew_cpu = median_cpu(&mut sides[1].1);
         // Where the cost goes: each side of sinew alone against bare tonic.
         println!(
             "breakdown: sinew server alone {:.3} of tonic; sinew client alone {:.3} of tonic",
@@ -330,12 +381,14 @@ fn main() {
             let t = round(tonic_to_tonic.clone(), tonic_call, seconds).await;
             let s = round(traced.clone(), sinew_call, seconds).await;
             println!(
-                "traced round {}: tonic {:.0} rps | sinew traced {:.0} rps, p50 {}us, p99 {}us",
+                "traced round {}: tonic {:.0} rps{} | sinew traced {:.0} rps, p50 {}us, p99 {}us{}",
                 i + 1,
                 t.rps,
+                cpu_text(&t),
                 s.rps,
                 s.p50_us,
-                s.p99_us
+                s.p99_us,
+                cpu_text(&s)
             );
             tonic_again.push(t);
             traced_rounds.push(s);
@@ -348,6 +401,22 @@ fn main() {
             telemetry.failed_spans()
         );
         let _ = telemetry.shutdown().await;
+
+        // The same ratios by CPU time per call (tonic's over sinew's, so
+        // that higher is better here too): where they match the ratios
+        // above, sinew's gap is work done rather than time spent waiting.
+        if let (Some(tonic), Some(sinew), Some(tonic_again), Some(traced)) = (
+            tonic_cpu,
+            sinew_cpu,
+            median_cpu(&mut tonic_again),
+            median_cpu(&mut traced_rounds),
+        ) {
+            println!(
+                "cpu per call: tonic {tonic:.1}us, sinew {sinew:.1}us; tonic {tonic_again:.1}us, sinew traced {traced:.1}us; by cpu: overhead_ratio {:.3}, traced_ratio {:.3}",
+                tonic / sinew,
+                tonic_again / traced
+            );
+        }
 
         println!(
             "RESULT overhead_ratio={:.3} sinew_rps={:.0} tonic_rps={:.0} sinew_p99_us={:.0} tonic_p99_us={:.0} traced_ratio={:.3}",
@@ -406,11 +475,12 @@ async fn one_pair(which: &str, rounds: u64, seconds: u64) {
             .await
         };
         println!(
-            "{which} round {}: {:.0} rps, {} calls, p99 {}us",
+            "{which} round {}: {:.0} rps, {} calls, p99 {}us{}",
             i + 1,
             r.rps,
             r.calls,
-            r.p99_us
+            r.p99_us,
+            cpu_text(&r)
         );
     }
     if let Some(telemetry) = telemetry {
