@@ -11,7 +11,10 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
 use common::{Running, Scripted, Unary, collector::Collector, echo, echo_client, serve_echo};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
-use sinew::telemetry::{TelemetryConfig, init_with};
+use sinew::{
+    client::breaker::BreakerConfig,
+    telemetry::{TelemetryConfig, init_with},
+};
 use sinew_workspace::proto::echo::v1::{EchoClient, EchoReply, EchoRequest};
 use tonic::{Code, Request, Response, Status};
 
@@ -222,6 +225,80 @@ async fn one_trace_across_three_services_with_metrics() {
         .filter_map(|p| p.value.as_f64())
         .sum();
     assert_eq!(retries, 1.0);
+
+    // Circuit breakers: one per endpoint, counted in its state and named
+    // by the endpoint. A breaker that trips at the first failure is
+    // counted open, and its change counted, once its endpoint fails; the
+    // test's breaker to A stays closed. A client without breakers adds
+    // none: B's endpoint counts only A's.
+    let mut unguarded = echo_client(&[b.addr], |c| c.breaker(None)).await;
+    unguarded
+        .put(echo("unguarded"))
+        .await
+        .expect("B answers a client without breakers");
+    let failing = serve_echo(Scripted::failing(usize::MAX, Code::Unavailable)).await;
+    let mut tripping = echo_client(&[failing.addr], |c| {
+        c.breaker(BreakerConfig {
+            consecutive_failures: 1,
+            ..BreakerConfig::default()
+        })
+    })
+    .await;
+    let refused = tripping.put(echo("fails")).await.expect_err("it fails");
+    assert_eq!(refused.code(), Code::Unavailable);
+    let breakers = |c: &Collector, port: u16, state: &str| -> Option<f64> {
+        c.latest_data_points("sinew.client.breaker.state")
+            .iter()
+            .find(|p| {
+                p.int_attribute("network.peer.port") == Some(i64::from(port))
+                    && p.str_attribute("state") == Some(state)
+            })
+            .and_then(|p| p.value.as_f64())
+    };
+    let tripped = collector
+        .wait_for(
+            |c| breakers(c, failing.addr.port(), "open") == Some(1.0),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        tripped,
+        "breaker states: {:?}",
+        collector.latest_data_points("sinew.client.breaker.state")
+    );
+    assert_eq!(
+        breakers(&collector, failing.addr.port(), "closed"),
+        Some(0.0)
+    );
+    assert_eq!(breakers(&collector, a.addr.port(), "closed"), Some(1.0));
+    assert_eq!(breakers(&collector, a.addr.port(), "open"), None);
+    assert_eq!(breakers(&collector, b.addr.port(), "closed"), Some(1.0));
+    let opened: Vec<_> = collector
+        .latest_data_points("sinew.client.breaker.transitions")
+        .into_iter()
+        .filter(|p| p.int_attribute("network.peer.port") == Some(i64::from(failing.addr.port())))
+        .collect();
+    assert_eq!(opened.len(), 1, "{opened:?}");
+    assert_eq!(opened[0].str_attribute("to"), Some("open"));
+    assert_eq!(
+        opened[0].str_attribute("network.peer.address"),
+        Some("127.0.0.1")
+    );
+    assert_eq!(opened[0].value.as_f64(), Some(1.0));
+    // A client's breakers go with it.
+    drop(tripping);
+    let gone = collector
+        .wait_for(
+            |c| breakers(c, failing.addr.port(), "open") == Some(0.0),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        gone,
+        "breaker states: {:?}",
+        collector.latest_data_points("sinew.client.breaker.state")
+    );
+    failing.stop().await;
 
     // Calls in flight, per side: a slow call through the chain is in
     // flight on three servers (A, B, C) and three clients (test -> A,

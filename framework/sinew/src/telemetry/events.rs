@@ -69,17 +69,72 @@ pub(crate) fn hedge(path: &str, copy: u32) {
     }
 }
 
-/// A circuit breaker changed state.
-pub(crate) fn breaker_transition(to: &'static str) {
-    tracing::info!(to, "circuit breaker state change");
-    if enabled() {
-        span_event(
-            "circuit breaker state change",
-            vec![KeyValue::new("to", to)],
-        );
-        metrics()
-            .breaker_transitions
-            .add(1, &[KeyValue::new("to", to)]);
+/// What one circuit breaker reports: its changes of state, as a `tracing`
+/// event, a span event and `sinew.client.breaker.transitions`; and which
+/// state it is in, in `sinew.client.breaker.state` (one breaker counted in
+/// its state from when it is made until it is dropped).
+///
+/// A breaker that cannot trip is not counted in any state, nor is one made
+/// before telemetry was installed: counting the changes of a breaker never
+/// counted in its first state would take it below zero there.
+#[derive(Debug)]
+pub(crate) struct BreakerTelemetry {
+    /// The endpoint's attributes; none for a breaker of no endpoint.
+    endpoint: Vec<KeyValue>,
+    /// The endpoint, for the logs.
+    name: Option<String>,
+    /// Whether it is counted in `sinew.client.breaker.state`.
+    counted: bool,
+}
+
+impl BreakerTelemetry {
+    /// A breaker, made closed, of the endpoint `endpoint` describes: its
+    /// name for the logs and its attributes (`None` for a breaker of no
+    /// endpoint); `trips` if it can ever trip.
+    pub(crate) fn new(endpoint: Option<(String, Vec<KeyValue>)>, trips: bool) -> Self {
+        let (name, endpoint) = match endpoint {
+            Some((name, attributes)) => (Some(name), attributes),
+            None => (None, Vec::new()),
+        };
+        let this = Self {
+            endpoint,
+            name,
+            counted: trips && enabled(),
+        };
+        this.count("closed", 1);
+        this
+    }
+
+    /// The breaker went from the state `from` to `to`.
+    pub(crate) fn transition(&self, from: &'static str, to: &'static str) {
+        match &self.name {
+            Some(endpoint) => tracing::info!(from, to, endpoint, "circuit breaker state change"),
+            None => tracing::info!(from, to, "circuit breaker state change"),
+        }
+        if enabled() {
+            span_event(
+                "circuit breaker state change",
+                vec![KeyValue::new("from", from), KeyValue::new("to", to)],
+            );
+            let mut attributes = self.endpoint.clone();
+            attributes.push(KeyValue::new("to", to));
+            metrics().breaker_transitions.add(1, &attributes);
+        }
+        self.count(from, -1);
+        self.count(to, 1);
+    }
+
+    /// The breaker, in the state `state`, is gone.
+    pub(crate) fn dropped(&self, state: &'static str) {
+        self.count(state, -1);
+    }
+
+    fn count(&self, state: &'static str, by: i64) {
+        if self.counted {
+            let mut attributes = self.endpoint.clone();
+            attributes.push(KeyValue::new("state", state));
+            metrics().breaker_state.add(by, &attributes);
+        }
     }
 }
 

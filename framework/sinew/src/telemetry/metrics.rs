@@ -13,16 +13,25 @@
 //! | `sinew.client.retries` | counter | {attempt} | `rpc.method`, `reason` (`status`, `transparent`) |
 //! | `sinew.client.retries_throttled` | counter | {attempt} | `rpc.method` |
 //! | `sinew.client.hedges` | counter | {attempt} | `rpc.method` |
-//! | `sinew.client.breaker.transitions` | counter | {transition} | `to` (`closed`, `open`, `half_open`) |
+//! | `sinew.client.breaker.state` | up-down counter | {breaker} | `state` (`closed`, `open`, `half_open`), and the endpoint's `server.address`, `network.peer.address`, `network.peer.port` |
+//! | `sinew.client.breaker.transitions` | counter | {transition} | `to` (`closed`, `open`, `half_open`), and the endpoint's as above |
 //! | `sinew.client.bulkhead.rejections` | counter | {request} | `reason` (`full`, `timeout`) |
 //! | `sinew.client.bulkhead.queue_time` | histogram | ms | |
 //! | `sinew.health.status_changes` | counter | {change} | `service`, `status` |
+//!
+//! `sinew.client.breaker.state` counts each endpoint's breaker in the
+//! state it is in, from when the client makes it until it is dropped:
+//! `state="open"` at 1 says the endpoint's breaker is open. An open
+//! breaker whose recovery timeout has passed is counted open until the
+//! next call to its endpoint turns it half-open. Breakers that cannot trip
+//! (a client with its breakers off) are not counted, nor are breakers
+//! made before telemetry was installed.
 
 use std::sync::OnceLock;
 
 use opentelemetry::{
     global,
-    metrics::{Counter, Histogram, ObservableUpDownCounter},
+    metrics::{Counter, Histogram, ObservableUpDownCounter, UpDownCounter},
 };
 
 use super::method::observe_active;
@@ -40,6 +49,7 @@ pub(crate) struct Metrics {
     pub(crate) retries: Counter<u64>,
     pub(crate) retries_throttled: Counter<u64>,
     pub(crate) hedges: Counter<u64>,
+    pub(crate) breaker_state: UpDownCounter<i64>,
     pub(crate) breaker_transitions: Counter<u64>,
     pub(crate) bulkhead_rejections: Counter<u64>,
     pub(crate) bulkhead_queue_time: Histogram<f64>,
@@ -95,6 +105,11 @@ pub(crate) fn metrics() -> &'static Metrics {
                 .u64_counter("sinew.client.hedges")
                 .with_unit("{attempt}")
                 .with_description("Hedged copies sent after the first")
+                .build(),
+            breaker_state: meter
+                .i64_up_down_counter("sinew.client.breaker.state")
+                .with_unit("{breaker}")
+                .with_description("Circuit breakers in each state")
                 .build(),
             breaker_transitions: meter
                 .u64_counter("sinew.client.breaker.transitions")

@@ -47,6 +47,11 @@ impl BreakerConfig {
             ..Self::default()
         }
     }
+
+    /// Whether a breaker with this configuration can ever trip.
+    pub(crate) fn trips(&self) -> bool {
+        self.consecutive_failures > 0 || self.failure_rate <= 1.0
+    }
 }
 
 impl Default for BreakerConfig {

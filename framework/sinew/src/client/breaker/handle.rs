@@ -7,12 +7,14 @@ use std::{
     time::Duration,
 };
 
+use opentelemetry::KeyValue;
 use tokio::time::Instant;
 
 use super::{
     BreakerConfig, State,
     state::{Admission, Circuit, Outcome},
 };
+use crate::{client::balance::Target, telemetry::events::BreakerTelemetry};
 
 /// The shared state of one breaker. Cheap to clone: every clone, and every
 /// [`Breaker`](super::Breaker) built with it, sees and drives the same
@@ -42,7 +44,34 @@ struct Shared {
 impl BreakerHandle {
     /// A new, closed breaker.
     pub fn new(config: BreakerConfig) -> Self {
-        let circuit = Circuit::new(config, Instant::now());
+        Self::with_telemetry(config, BreakerTelemetry::new(None, config.trips()))
+    }
+
+    /// A new, closed breaker guarding the endpoint `target`: its logs and
+    /// metrics name the endpoint (`server.address`, the host calls are
+    /// addressed to; `network.peer.address` and `network.peer.port`, where
+    /// they go). The client makes each endpoint's breaker so.
+    pub fn for_endpoint(config: BreakerConfig, target: &Target) -> Self {
+        let connect = target.connect();
+        let mut attributes = vec![
+            KeyValue::new(
+                "server.address",
+                target.origin().host().unwrap_or_default().to_owned(),
+            ),
+            KeyValue::new(
+                "network.peer.address",
+                connect.host().unwrap_or_default().to_owned(),
+            ),
+        ];
+        if let Some(port) = connect.port_u16() {
+            attributes.push(KeyValue::new("network.peer.port", i64::from(port)));
+        }
+        let endpoint = Some((target.key().to_owned(), attributes));
+        Self::with_telemetry(config, BreakerTelemetry::new(endpoint, config.trips()))
+    }
+
+    fn with_telemetry(config: BreakerConfig, telemetry: BreakerTelemetry) -> Self {
+        let circuit = Circuit::with_telemetry(config, Instant::now(), telemetry);
         Self {
             shared: Arc::new(Shared {
                 closed: AtomicU64::new(circuit.closed_token()),

@@ -40,6 +40,15 @@
 //! `UNKNOWN`). A call whose future or body is dropped first (the caller
 //! gave up) counts as nothing, and gives back its probe slot if it held one.
 //!
+//! # Telemetry
+//!
+//! Every change of state is logged and added to the span of the call that
+//! caused it, and counted in `sinew.client.breaker.transitions`; each
+//! breaker is counted in its current state in `sinew.client.breaker.state`
+//! (see [`telemetry::metrics`](crate::telemetry::metrics)). A breaker made
+//! with [`BreakerHandle::for_endpoint`], as the client makes each
+//! endpoint's, names its endpoint in both.
+//!
 //! # Sharing
 //!
 //! The state lives behind a [`BreakerHandle`]: every clone of a [`Breaker`]

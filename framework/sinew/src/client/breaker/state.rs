@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::BreakerConfig;
+use crate::telemetry::events::BreakerTelemetry;
 
 /// Where a breaker is in its cycle; see the [module docs](super).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,19 +77,34 @@ pub(crate) struct Circuit {
     generation: u64,
     consecutive_failures: u32,
     window: Window,
+    /// Where its changes of state are reported.
+    telemetry: BreakerTelemetry,
 }
 
 // === impl Circuit ===
 
 impl Circuit {
-    /// A closed breaker; `now` starts the clock of its window.
+    /// A closed breaker of no endpoint; `now` starts the clock of its
+    /// window.
+    #[cfg(test)]
     pub(crate) fn new(config: BreakerConfig, now: Instant) -> Self {
+        Self::with_telemetry(config, now, BreakerTelemetry::new(None, false))
+    }
+
+    /// A closed breaker reporting to `telemetry`; `now` starts the clock
+    /// of its window.
+    pub(crate) fn with_telemetry(
+        config: BreakerConfig,
+        now: Instant,
+        telemetry: BreakerTelemetry,
+    ) -> Self {
         Self {
             config,
             mode: Mode::Closed,
             generation: 0,
             consecutive_failures: 0,
             window: Window::new(config.window, now),
+            telemetry,
         }
     }
 
@@ -240,13 +256,30 @@ impl Circuit {
     }
 
     fn enter(&mut self, mode: Mode) {
-        crate::telemetry::events::breaker_transition(match mode {
+        self.telemetry.transition(self.mode.name(), mode.name());
+        self.mode = mode;
+        self.generation = self.generation.wrapping_add(1);
+    }
+}
+
+impl Drop for Circuit {
+    fn drop(&mut self) {
+        self.telemetry.dropped(self.mode.name());
+    }
+}
+
+// === impl Mode ===
+
+impl Mode {
+    /// The state's name in logs and metrics. An open breaker whose
+    /// recovery timeout has passed is still open here: it turns half-open
+    /// at the next call.
+    fn name(self) -> &'static str {
+        match self {
             Mode::Closed => "closed",
             Mode::Open { .. } => "open",
             Mode::HalfOpen { .. } => "half_open",
-        });
-        self.mode = mode;
-        self.generation = self.generation.wrapping_add(1);
+        }
     }
 }
 

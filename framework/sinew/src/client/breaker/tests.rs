@@ -490,3 +490,19 @@ fn defaults_are_as_documented() {
     assert_eq!(config.half_open_probes, 1);
     assert_eq!(config.close_after, 2);
 }
+
+#[test]
+fn only_a_breaker_with_a_trigger_on_can_trip() {
+    assert!(BreakerConfig::default().trips());
+    assert!(!BreakerConfig::disabled().trips());
+    let rate_only = BreakerConfig {
+        consecutive_failures: 0,
+        ..BreakerConfig::default()
+    };
+    assert!(rate_only.trips());
+    let consecutive_only = BreakerConfig {
+        failure_rate: 1.5,
+        ..BreakerConfig::default()
+    };
+    assert!(consecutive_only.trips());
+}

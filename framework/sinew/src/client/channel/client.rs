@@ -5,7 +5,7 @@ use std::{
 
 use tonic::body::Body;
 use tower::{
-    Layer, Service, ServiceBuilder,
+    Service, ServiceBuilder,
     util::{Either, MapResponse, MapResponseLayer},
 };
 
@@ -15,7 +15,7 @@ use crate::{
     client::{
         CallOptions, CallPolicy, CallState, Rng,
         balance::{Balance, InFlightBody, Target},
-        breaker::{Breaker, BreakerBody, BreakerLayer},
+        breaker::{Breaker, BreakerBody, BreakerConfig, BreakerHandle},
         bulkhead::{Bulkhead, BulkheadLayer, SlotBody},
         connection::{ConnectSettings, Connection, ResponseBody},
         deadline::{ClientDeadline, ClientDeadlineLayer, DeadlineBody},
@@ -92,12 +92,10 @@ impl Client {
                     keepalive: endpoint_config.keepalive,
                 },
             );
-            BreakerLayer::new(
-                endpoint_config
-                    .breaker
-                    .unwrap_or_else(crate::client::breaker::BreakerConfig::disabled),
-            )
-            .layer(connection)
+            let breaker = endpoint_config
+                .breaker
+                .unwrap_or_else(BreakerConfig::disabled);
+            Breaker::with_handle(connection, BreakerHandle::for_endpoint(breaker, target))
         };
         let balance = Balance::discover(
             config.discovery()?,
