@@ -285,6 +285,31 @@ async fn one_trace_across_three_services_with_metrics() {
         Some("127.0.0.1")
     );
     assert_eq!(opened[0].value.as_f64(), Some(1.0));
+    // Every retry of the call that tripped it was refused: the retries
+    // counted beyond the chain's one are the refusals counted (an export
+    // may fall between a retry and its refusal: the next one agrees).
+    let total = |c: &Collector, name: &str| -> f64 {
+        c.latest_data_points(name)
+            .iter()
+            .filter(|p| {
+                p.int_attribute("network.peer.port").is_none()
+                    || p.int_attribute("network.peer.port") == Some(i64::from(failing.addr.port()))
+            })
+            .filter_map(|p| p.value.as_f64())
+            .sum()
+    };
+    let refusals_match = |c: &Collector| {
+        let refusals = total(c, "sinew.client.breaker.refusals");
+        refusals >= 1.0 && total(c, "sinew.client.retries") - 1.0 == refusals
+    };
+    assert!(
+        collector
+            .wait_for(refusals_match, Duration::from_secs(20))
+            .await,
+        "refusals {}, retries {}",
+        total(&collector, "sinew.client.breaker.refusals"),
+        total(&collector, "sinew.client.retries")
+    );
     // A client's breakers go with it.
     drop(tripping);
     let gone = collector

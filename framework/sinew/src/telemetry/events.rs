@@ -70,7 +70,8 @@ pub(crate) fn hedge(path: &str, copy: u32) {
 }
 
 /// What one circuit breaker reports: its changes of state, as a `tracing`
-/// event, a span event and `sinew.client.breaker.transitions`; and which
+/// event, a span event and `sinew.client.breaker.transitions`; the calls
+/// it refuses, likewise and in `sinew.client.breaker.refusals`; and which
 /// state it is in, in `sinew.client.breaker.state` (one breaker counted in
 /// its state from when it is made until it is dropped).
 ///
@@ -124,6 +125,19 @@ impl BreakerTelemetry {
         self.count(to, 1);
     }
 
+    /// The breaker refused a call: open, or half-open with every probe
+    /// slot taken.
+    pub(crate) fn refused(&self) {
+        match &self.name {
+            Some(endpoint) => tracing::info!(endpoint, "circuit breaker open: call refused"),
+            None => tracing::info!("circuit breaker open: call refused"),
+        }
+        if enabled() {
+            span_event("circuit breaker open", Vec::new());
+            metrics().breaker_refusals.add(1, &self.endpoint);
+        }
+    }
+
     /// The breaker, in the state `state`, is gone.
     pub(crate) fn dropped(&self, state: &'static str) {
         self.count(state, -1);
@@ -135,14 +149,6 @@ impl BreakerTelemetry {
             attributes.push(KeyValue::new("state", state));
             metrics().breaker_state.add(by, &attributes);
         }
-    }
-}
-
-/// An open circuit breaker refused a call.
-pub(crate) fn breaker_refused() {
-    tracing::info!("circuit breaker open: call refused");
-    if enabled() {
-        span_event("circuit breaker open", Vec::new());
     }
 }
 

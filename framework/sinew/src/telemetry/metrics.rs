@@ -15,6 +15,7 @@
 //! | `sinew.client.hedges` | counter | {attempt} | `rpc.method` |
 //! | `sinew.client.breaker.state` | up-down counter | {breaker} | `state` (`closed`, `open`, `half_open`), and the endpoint's `server.address`, `network.peer.address`, `network.peer.port` |
 //! | `sinew.client.breaker.transitions` | counter | {transition} | `to` (`closed`, `open`, `half_open`), and the endpoint's as above |
+//! | `sinew.client.breaker.refusals` | counter | {request} | the endpoint's as above |
 //! | `sinew.client.bulkhead.rejections` | counter | {request} | `reason` (`full`, `timeout`) |
 //! | `sinew.client.bulkhead.queue_time` | histogram | ms | |
 //! | `sinew.health.status_changes` | counter | {change} | `service`, `status` |
@@ -51,6 +52,7 @@ pub(crate) struct Metrics {
     pub(crate) hedges: Counter<u64>,
     pub(crate) breaker_state: UpDownCounter<i64>,
     pub(crate) breaker_transitions: Counter<u64>,
+    pub(crate) breaker_refusals: Counter<u64>,
     pub(crate) bulkhead_rejections: Counter<u64>,
     pub(crate) bulkhead_queue_time: Histogram<f64>,
     pub(crate) health_changes: Counter<u64>,
@@ -115,6 +117,11 @@ pub(crate) fn metrics() -> &'static Metrics {
                 .u64_counter("sinew.client.breaker.transitions")
                 .with_unit("{transition}")
                 .with_description("Circuit breaker state changes")
+                .build(),
+            breaker_refusals: meter
+                .u64_counter("sinew.client.breaker.refusals")
+                .with_unit("{request}")
+                .with_description("Calls a circuit breaker refused")
                 .build(),
             bulkhead_rejections: meter
                 .u64_counter("sinew.client.bulkhead.rejections")

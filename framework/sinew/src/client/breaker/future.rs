@@ -60,7 +60,6 @@ impl<F> ResponseFuture<F> {
     }
 
     pub(super) fn rejected(retry_after: Option<Duration>) -> Self {
-        crate::telemetry::events::breaker_refused();
         Self {
             kind: Kind::Rejected { retry_after },
         }

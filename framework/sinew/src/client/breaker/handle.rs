@@ -34,6 +34,8 @@ pub struct BreakerHandle {
 
 struct Shared {
     circuit: Mutex<Circuit>,
+    /// Also the circuit's: reports refusals without the lock.
+    telemetry: Arc<BreakerTelemetry>,
     /// [`Circuit::closed_token`], kept in step under the lock by every
     /// change of mode, read without it.
     closed: AtomicU64,
@@ -71,9 +73,11 @@ impl BreakerHandle {
     }
 
     fn with_telemetry(config: BreakerConfig, telemetry: BreakerTelemetry) -> Self {
-        let circuit = Circuit::with_telemetry(config, Instant::now(), telemetry);
+        let telemetry = Arc::new(telemetry);
+        let circuit = Circuit::with_telemetry(config, Instant::now(), telemetry.clone());
         Self {
             shared: Arc::new(Shared {
+                telemetry,
                 closed: AtomicU64::new(circuit.closed_token()),
                 circuit: Mutex::new(circuit),
             }),
@@ -106,12 +110,17 @@ impl BreakerHandle {
     pub(crate) fn admit(&self) -> Result<Ticket, Option<Duration>> {
         let admission = match self.closed_token() {
             0 => {
-                let mut circuit = self.lock();
-                let admission = circuit.admit(Instant::now());
-                // An open breaker whose recovery timeout passed went
-                // half-open here.
-                self.publish(&circuit);
-                admission?
+                let admission = {
+                    let mut circuit = self.lock();
+                    let admission = circuit.admit(Instant::now());
+                    // An open breaker whose recovery timeout passed went
+                    // half-open here.
+                    self.publish(&circuit);
+                    admission
+                };
+                // Reported once the lock is free: while the breaker is
+                // open, every call comes this way.
+                admission.inspect_err(|_| self.shared.telemetry.refused())?
             }
             token => Admission::closed(token),
         };

@@ -42,12 +42,14 @@
 //!
 //! # Telemetry
 //!
-//! Every change of state is logged and added to the span of the call that
-//! caused it, and counted in `sinew.client.breaker.transitions`; each
-//! breaker is counted in its current state in `sinew.client.breaker.state`
-//! (see [`telemetry::metrics`](crate::telemetry::metrics)). A breaker made
-//! with [`BreakerHandle::for_endpoint`], as the client makes each
-//! endpoint's, names its endpoint in both.
+//! Every change of state, and every call refused, is logged, added to the
+//! span of the call under way, and counted
+//! (`sinew.client.breaker.transitions`, `sinew.client.breaker.refusals`);
+//! each breaker is counted in its current state in
+//! `sinew.client.breaker.state` (see
+//! [`telemetry::metrics`](crate::telemetry::metrics)). A breaker made with
+//! [`BreakerHandle::for_endpoint`], as the client makes each endpoint's,
+//! names its endpoint in all of them.
 //!
 //! # Sharing
 //!

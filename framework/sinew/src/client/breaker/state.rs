@@ -1,7 +1,7 @@
 //! The breaker's state machine, free of IO: every method takes the time as
 //! an argument, so tests drive it with any clock.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use tokio::time::Instant;
 
@@ -78,7 +78,7 @@ pub(crate) struct Circuit {
     consecutive_failures: u32,
     window: Window,
     /// Where its changes of state are reported.
-    telemetry: BreakerTelemetry,
+    telemetry: Arc<BreakerTelemetry>,
 }
 
 // === impl Circuit ===
@@ -88,7 +88,7 @@ impl Circuit {
     /// window.
     #[cfg(test)]
     pub(crate) fn new(config: BreakerConfig, now: Instant) -> Self {
-        Self::with_telemetry(config, now, BreakerTelemetry::new(None, false))
+        Self::with_telemetry(config, now, Arc::new(BreakerTelemetry::new(None, false)))
     }
 
     /// A closed breaker reporting to `telemetry`; `now` starts the clock
@@ -96,7 +96,7 @@ impl Circuit {
     pub(crate) fn with_telemetry(
         config: BreakerConfig,
         now: Instant,
-        telemetry: BreakerTelemetry,
+        telemetry: Arc<BreakerTelemetry>,
     ) -> Self {
         Self {
             config,
