@@ -42,6 +42,34 @@ async fn relay_to(next: SocketAddr) -> Running {
     serve_echo(Relay { next }).await
 }
 
+/// The breakers of the endpoint on `port` counted in `state`, as last
+/// exported.
+fn breakers(c: &Collector, port: u16, state: &str) -> Option<f64> {
+    c.latest_data_points("sinew.client.breaker.state")
+        .iter()
+        .find(|p| {
+            p.int_attribute("network.peer.port") == Some(i64::from(port))
+                && p.str_attribute("state") == Some(state)
+        })
+        .and_then(|p| p.value.as_f64())
+}
+
+/// Waits until `value` breakers of the endpoint on `port` are counted in
+/// `state`; fails after 20s.
+async fn breaker_reaches(collector: &Collector, port: u16, state: &str, value: f64) {
+    let reached = collector
+        .wait_for(
+            |c| breakers(c, port, state) == Some(value),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        reached,
+        "expected {value} in {state} on port {port}; breaker states: {:?}",
+        collector.latest_data_points("sinew.client.breaker.state")
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_trace_across_three_services_with_metrics() {
     let collector = Collector::start().await;
@@ -246,26 +274,7 @@ async fn one_trace_across_three_services_with_metrics() {
     .await;
     let refused = tripping.put(echo("fails")).await.expect_err("it fails");
     assert_eq!(refused.code(), Code::Unavailable);
-    let breakers = |c: &Collector, port: u16, state: &str| -> Option<f64> {
-        c.latest_data_points("sinew.client.breaker.state")
-            .iter()
-            .find(|p| {
-                p.int_attribute("network.peer.port") == Some(i64::from(port))
-                    && p.str_attribute("state") == Some(state)
-            })
-            .and_then(|p| p.value.as_f64())
-    };
-    let tripped = collector
-        .wait_for(
-            |c| breakers(c, failing.addr.port(), "open") == Some(1.0),
-            Duration::from_secs(20),
-        )
-        .await;
-    assert!(
-        tripped,
-        "breaker states: {:?}",
-        collector.latest_data_points("sinew.client.breaker.state")
-    );
+    breaker_reaches(&collector, failing.addr.port(), "open", 1.0).await;
     assert_eq!(
         breakers(&collector, failing.addr.port(), "closed"),
         Some(0.0)
@@ -312,17 +321,7 @@ async fn one_trace_across_three_services_with_metrics() {
     );
     // A client's breakers go with it.
     drop(tripping);
-    let gone = collector
-        .wait_for(
-            |c| breakers(c, failing.addr.port(), "open") == Some(0.0),
-            Duration::from_secs(20),
-        )
-        .await;
-    assert!(
-        gone,
-        "breaker states: {:?}",
-        collector.latest_data_points("sinew.client.breaker.state")
-    );
+    breaker_reaches(&collector, failing.addr.port(), "open", 0.0).await;
     failing.stop().await;
 
     // Calls in flight, per side: a slow call through the chain is in
