@@ -80,8 +80,8 @@ struct Round {
 }
 
 /// CPU time this process has used so far, user and system, all threads:
-/// from `/proc/self/stat` (Linux), in clock ticks of 10ms (`USER_HZ` is
-/// 100 on every Linux ABI). `None` where there is no such file.
+/// from `/proc/self/stat` (Linux), in clock ticks taken as 10ms (`USER_HZ`
+/// is 100 on x86 and ARM Linux). `None` where there is no such file.
 fn process_cpu_time() -> Option<Duration> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name, in parentheses, may hold spaces: the fields that
