@@ -12,7 +12,7 @@ use std::{collections::HashMap, net::SocketAddr, time::Duration};
 use common::{Running, Scripted, Unary, collector::Collector, echo, echo_client, serve_echo};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use sinew::{
-    client::breaker::BreakerConfig,
+    client::{breaker::BreakerConfig, bulkhead::BulkheadConfig},
     telemetry::{TelemetryConfig, init_with},
 };
 use sinew_workspace::proto::echo::v1::{EchoClient, EchoReply, EchoRequest};
@@ -253,6 +253,79 @@ async fn one_trace_across_three_services_with_metrics() {
         .filter_map(|p| p.value.as_f64())
         .sum();
     assert_eq!(retries, 1.0);
+    for point in collector.latest_data_points("sinew.client.retries") {
+        assert_eq!(point.str_attribute("rpc.service"), Some("echo.v1.Echo"));
+        assert_eq!(point.str_attribute("rpc.method"), Some("Put"));
+        assert_eq!(point.str_attribute("reason"), Some("status"));
+    }
+
+    // A bulkhead of one call and no queue refuses calls while a slow one
+    // runs, and counts them by method. Until the slow call holds the slot,
+    // either call may be the one refused: each tries again, and every
+    // refusal is counted.
+    let single = echo_client(&[c.addr], |config| {
+        config.bulkhead(BulkheadConfig {
+            max_concurrent: 1,
+            max_queue: 0,
+            ..BulkheadConfig::default()
+        })
+    })
+    .await;
+    let slow = tokio::spawn({
+        let mut single = single.clone();
+        async move {
+            let mut refused = 0.0;
+            loop {
+                let mut slow_request = echo("slow");
+                slow_request.delay_ms = 300;
+                match single.put(slow_request).await {
+                    Err(status) if status.code() == Code::ResourceExhausted => {
+                        refused += 1.0;
+                        tokio::task::yield_now().await;
+                    }
+                    answer => return (answer, refused),
+                }
+            }
+        }
+    });
+    let mut refused = 0.0;
+    loop {
+        match single.clone().put(echo("quick")).await {
+            Err(status) if status.code() == Code::ResourceExhausted => {
+                refused += 1.0;
+                if !slow.is_finished() {
+                    break;
+                }
+            }
+            Err(status) => panic!("the quick call failed otherwise: {status:?}"),
+            Ok(_) => assert!(!slow.is_finished(), "the slow call ended first"),
+        }
+        tokio::task::yield_now().await;
+    }
+    let (answer, slow_refused) = slow.await.expect("the slow call's task");
+    answer.expect("the slow call answers");
+    let refused = refused + slow_refused;
+    let rejections =
+        |c: &Collector| -> Vec<_> { c.latest_data_points("sinew.client.bulkhead.rejections") };
+    assert!(
+        collector
+            .wait_for(
+                |c| rejections(c).first().and_then(|p| p.value.as_f64()) == Some(refused),
+                Duration::from_secs(20)
+            )
+            .await,
+        "{refused} refused; counted: {:?}",
+        rejections(&collector)
+    );
+    let counted = rejections(&collector);
+    assert_eq!(counted.len(), 1, "{counted:?}");
+    assert_eq!(
+        counted[0].str_attribute("rpc.service"),
+        Some("echo.v1.Echo")
+    );
+    assert_eq!(counted[0].str_attribute("rpc.method"), Some("Put"));
+    assert_eq!(counted[0].str_attribute("reason"), Some("full"));
+    assert_eq!(counted[0].value.as_f64(), Some(refused));
 
     // Circuit breakers: one per endpoint, counted in its state and named
     // by the endpoint. A breaker that trips at the first failure is

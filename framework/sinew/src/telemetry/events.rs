@@ -19,6 +19,16 @@ fn span_event(name: &'static str, attributes: Vec<KeyValue>) {
     });
 }
 
+/// `rpc.service` and `rpc.method` of the call to `path`, which the
+/// resilience layers' metrics are counted by.
+fn rpc_attributes(path: &str) -> Vec<KeyValue> {
+    let (service, method) = split_path(path);
+    vec![
+        KeyValue::new("rpc.service", service.to_owned()),
+        KeyValue::new("rpc.method", method.to_owned()),
+    ]
+}
+
 /// A retry is about to wait `wait` and send attempt number `attempt`;
 /// `pushback` when the server chose the wait (`grpc-retry-pushback-ms`).
 pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool, pushback: bool) {
@@ -35,13 +45,9 @@ pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool,
             ],
         );
         let reason = if transparent { "transparent" } else { "status" };
-        metrics().retries.add(
-            1,
-            &[
-                KeyValue::new("rpc.method", split_path(path).1.to_owned()),
-                KeyValue::new("reason", reason),
-            ],
-        );
+        let mut attributes = rpc_attributes(path);
+        attributes.push(KeyValue::new("reason", reason));
+        metrics().retries.add(1, &attributes);
     }
 }
 
@@ -50,10 +56,7 @@ pub(crate) fn retry_throttled(path: &str) {
     tracing::info!("retry throttled");
     if enabled() {
         span_event("retry throttled", Vec::new());
-        metrics().retries_throttled.add(
-            1,
-            &[KeyValue::new("rpc.method", split_path(path).1.to_owned())],
-        );
+        metrics().retries_throttled.add(1, &rpc_attributes(path));
     }
 }
 
@@ -62,10 +65,7 @@ pub(crate) fn hedge(path: &str, copy: u32) {
     tracing::info!(copy, "sending a hedged copy");
     if enabled() {
         span_event("hedging", vec![KeyValue::new("copy", i64::from(copy))]);
-        metrics().hedges.add(
-            1,
-            &[KeyValue::new("rpc.method", split_path(path).1.to_owned())],
-        );
+        metrics().hedges.add(1, &rpc_attributes(path));
     }
 }
 
@@ -152,25 +152,27 @@ impl BreakerTelemetry {
     }
 }
 
-/// The bulkhead refused a call.
-pub(crate) fn bulkhead_rejected(timed_out: bool) {
+/// The bulkhead refused the call to `path`.
+pub(crate) fn bulkhead_rejected(path: &str, timed_out: bool) {
     let reason = if timed_out { "timeout" } else { "full" };
     tracing::info!(reason, "bulkhead refused the call");
     if enabled() {
         span_event("bulkhead refused", vec![KeyValue::new("reason", reason)]);
-        metrics()
-            .bulkhead_rejections
-            .add(1, &[KeyValue::new("reason", reason)]);
+        let mut attributes = rpc_attributes(path);
+        attributes.push(KeyValue::new("reason", reason));
+        metrics().bulkhead_rejections.add(1, &attributes);
     }
 }
 
-/// A call waited `waited` in the bulkhead's queue for a slot.
-pub(crate) fn bulkhead_waited(waited: Duration) {
+/// The call to `path` waited `waited` in the bulkhead's queue for a slot.
+pub(crate) fn bulkhead_waited(path: &str, waited: Duration) {
     let ms = waited.as_secs_f64() * 1000.0;
     tracing::info!(waited_ms = ms, "waited for a bulkhead slot");
     if enabled() {
         span_event("bulkhead wait", vec![KeyValue::new("waited_ms", ms)]);
-        metrics().bulkhead_queue_time.record(ms, &[]);
+        metrics()
+            .bulkhead_queue_time
+            .record(ms, &rpc_attributes(path));
     }
 }
 

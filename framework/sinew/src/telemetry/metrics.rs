@@ -10,14 +10,14 @@
 //! | `rpc.client.duration` | histogram | ms | the same |
 //! | `rpc.server.active_requests` | up-down counter (observed when collected) | {request} | `rpc.service`, `rpc.method` |
 //! | `rpc.client.active_requests` | up-down counter (observed when collected) | {request} | `rpc.service`, `rpc.method` |
-//! | `sinew.client.retries` | counter | {attempt} | `rpc.method`, `reason` (`status`, `transparent`) |
-//! | `sinew.client.retries_throttled` | counter | {attempt} | `rpc.method` |
-//! | `sinew.client.hedges` | counter | {attempt} | `rpc.method` |
+//! | `sinew.client.retries` | counter | {attempt} | `rpc.service`, `rpc.method`, `reason` (`status`, `transparent`) |
+//! | `sinew.client.retries_throttled` | counter | {attempt} | `rpc.service`, `rpc.method` |
+//! | `sinew.client.hedges` | counter | {attempt} | `rpc.service`, `rpc.method` |
 //! | `sinew.client.breaker.state` | up-down counter | {breaker} | `state` (`closed`, `open`, `half_open`), and the endpoint's `server.address`, `network.peer.address`, `network.peer.port` |
 //! | `sinew.client.breaker.transitions` | counter | {transition} | `to` (`closed`, `open`, `half_open`), and the endpoint's as above |
 //! | `sinew.client.breaker.refusals` | counter | {request} | the endpoint's as above |
-//! | `sinew.client.bulkhead.rejections` | counter | {request} | `reason` (`full`, `timeout`) |
-//! | `sinew.client.bulkhead.queue_time` | histogram | ms | |
+//! | `sinew.client.bulkhead.rejections` | counter | {request} | `rpc.service`, `rpc.method`, `reason` (`full`, `timeout`) |
+//! | `sinew.client.bulkhead.queue_time` | histogram | ms | `rpc.service`, `rpc.method` |
 //! | `sinew.health.status_changes` | counter | {change} | `service`, `status` |
 //!
 //! `sinew.client.breaker.state` counts each endpoint's breaker in the

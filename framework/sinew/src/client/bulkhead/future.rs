@@ -105,9 +105,19 @@ where
                     service,
                     request,
                 } => match (ready!(wait.as_mut().poll(cx)), service.take()) {
-                    (None, _) => State::Rejected { timed_out: true },
+                    (None, _) => {
+                        if let Some(request) = request {
+                            crate::telemetry::events::bulkhead_rejected(request.uri().path(), true);
+                        }
+                        State::Rejected { timed_out: true }
+                    }
                     (Some(slot), Some(service)) => {
-                        crate::telemetry::events::bulkhead_waited(since.elapsed());
+                        if let Some(request) = request {
+                            crate::telemetry::events::bulkhead_waited(
+                                request.uri().path(),
+                                since.elapsed(),
+                            );
+                        }
                         State::Ready {
                             service,
                             request: request.take(),
@@ -162,7 +172,6 @@ fn hold<B: http_body::Body>(
 }
 
 fn full(timed_out: bool) -> BoxError {
-    crate::telemetry::events::bulkhead_rejected(timed_out);
     Box::new(status_with_cause(
         Code::ResourceExhausted,
         "too many concurrent calls",

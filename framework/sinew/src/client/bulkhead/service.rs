@@ -122,7 +122,10 @@ where
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         // A rejected call costs no clone of the inner service.
         match self.groups.pick(request.uri().path()).admit() {
-            Admission::Full => ResponseFuture::rejected(),
+            Admission::Full => {
+                crate::telemetry::events::bulkhead_rejected(request.uri().path(), false);
+                ResponseFuture::rejected()
+            }
             Admission::Now(slot) => ResponseFuture::ready(slot, self.take_inner(), request),
             Admission::Queued(wait) => ResponseFuture::queued(wait, self.take_inner(), request),
         }
