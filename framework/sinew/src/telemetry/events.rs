@@ -1,6 +1,13 @@
 //! What the resilience layers report as they work: a `tracing` event,
 //! which lands on the current call's span, and a metric. One function per
 //! occurrence keeps the layers free of telemetry details.
+//!
+//! What happens to single calls (a retry, a hedged copy, a refusal by the
+//! breaker or the bulkhead, a wait for a slot) is logged at `debug`: under
+//! failure or overload it happens on every call, and a console line per
+//! call would add load where there is too much already. Every one of them
+//! is still on the call's span and in the metrics. A breaker opening is
+//! logged at `warn`, its other changes and health changes at `info`.
 
 use std::time::Duration;
 
@@ -33,7 +40,7 @@ fn rpc_attributes(path: &str) -> Vec<KeyValue> {
 /// `pushback` when the server chose the wait (`grpc-retry-pushback-ms`).
 pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool, pushback: bool) {
     let backoff_ms = wait.as_secs_f64() * 1000.0;
-    tracing::info!(attempt, backoff_ms, transparent, pushback, "retrying");
+    tracing::debug!(attempt, backoff_ms, transparent, pushback, "retrying");
     if enabled() {
         span_event(
             "retrying",
@@ -53,7 +60,7 @@ pub(crate) fn retry(path: &str, attempt: u32, wait: Duration, transparent: bool,
 
 /// The retry throttle refused a retry the policy allowed.
 pub(crate) fn retry_throttled(path: &str) {
-    tracing::info!("retry throttled");
+    tracing::debug!("retry throttled");
     if enabled() {
         span_event("retry throttled", Vec::new());
         metrics().retries_throttled.add(1, &rpc_attributes(path));
@@ -62,7 +69,7 @@ pub(crate) fn retry_throttled(path: &str) {
 
 /// Hedged copy number `copy` is being sent.
 pub(crate) fn hedge(path: &str, copy: u32) {
-    tracing::info!(copy, "sending a hedged copy");
+    tracing::debug!(copy, "sending a hedged copy");
     if enabled() {
         span_event("hedging", vec![KeyValue::new("copy", i64::from(copy))]);
         metrics().hedges.add(1, &rpc_attributes(path));
@@ -108,9 +115,11 @@ impl BreakerTelemetry {
 
     /// The breaker went from the state `from` to `to`.
     pub(crate) fn transition(&self, from: &'static str, to: &'static str) {
-        match &self.name {
-            Some(endpoint) => tracing::info!(from, to, endpoint, "circuit breaker state change"),
-            None => tracing::info!(from, to, "circuit breaker state change"),
+        let endpoint = self.name.as_deref().unwrap_or("");
+        if to == "open" {
+            tracing::warn!(from, to, endpoint, "circuit breaker state change");
+        } else {
+            tracing::info!(from, to, endpoint, "circuit breaker state change");
         }
         if enabled() {
             span_event(
@@ -128,10 +137,8 @@ impl BreakerTelemetry {
     /// The breaker refused a call: open, or half-open with every probe
     /// slot taken.
     pub(crate) fn refused(&self) {
-        match &self.name {
-            Some(endpoint) => tracing::info!(endpoint, "circuit breaker open: call refused"),
-            None => tracing::info!("circuit breaker open: call refused"),
-        }
+        let endpoint = self.name.as_deref().unwrap_or("");
+        tracing::debug!(endpoint, "circuit breaker open: call refused");
         if enabled() {
             span_event("circuit breaker open", Vec::new());
             metrics().breaker_refusals.add(1, &self.endpoint);
@@ -155,7 +162,7 @@ impl BreakerTelemetry {
 /// The bulkhead refused the call to `path`.
 pub(crate) fn bulkhead_rejected(path: &str, timed_out: bool) {
     let reason = if timed_out { "timeout" } else { "full" };
-    tracing::info!(reason, "bulkhead refused the call");
+    tracing::debug!(reason, "bulkhead refused the call");
     if enabled() {
         span_event("bulkhead refused", vec![KeyValue::new("reason", reason)]);
         let mut attributes = rpc_attributes(path);
@@ -167,7 +174,7 @@ pub(crate) fn bulkhead_rejected(path: &str, timed_out: bool) {
 /// The call to `path` waited `waited` in the bulkhead's queue for a slot.
 pub(crate) fn bulkhead_waited(path: &str, waited: Duration) {
     let ms = waited.as_secs_f64() * 1000.0;
-    tracing::info!(waited_ms = ms, "waited for a bulkhead slot");
+    tracing::debug!(waited_ms = ms, "waited for a bulkhead slot");
     if enabled() {
         span_event("bulkhead wait", vec![KeyValue::new("waited_ms", ms)]);
         metrics()
@@ -186,6 +193,65 @@ pub(crate) fn health_changed(service: &str, status: &'static str) {
                 KeyValue::new("service", service.to_owned()),
                 KeyValue::new("status", status),
             ],
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::{Level, Subscriber};
+    use tracing_subscriber::{Layer, layer::Context, prelude::*};
+
+    use super::*;
+
+    /// Keeps the level of every event logged.
+    #[derive(Clone, Default)]
+    struct Levels(Arc<Mutex<Vec<Level>>>);
+
+    impl<S: Subscriber> Layer<S> for Levels {
+        fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+            self.0.lock().unwrap().push(*event.metadata().level());
+        }
+    }
+
+    fn levels_of(report: impl FnOnce()) -> Vec<Level> {
+        let levels = Levels::default();
+        tracing::subscriber::with_default(
+            tracing_subscriber::registry().with(levels.clone()),
+            report,
+        );
+        levels.0.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn a_breaker_opening_warns_and_what_happens_to_single_calls_is_debug() {
+        let breaker = BreakerTelemetry::new(None, true);
+        assert_eq!(
+            levels_of(|| breaker.transition("closed", "open")),
+            [Level::WARN]
+        );
+        assert_eq!(
+            levels_of(|| breaker.transition("open", "half_open")),
+            [Level::INFO]
+        );
+        assert_eq!(levels_of(|| breaker.refused()), [Level::DEBUG]);
+        assert_eq!(
+            levels_of(|| {
+                retry(
+                    "/echo.v1.Echo/Put",
+                    2,
+                    Duration::from_millis(5),
+                    false,
+                    false,
+                );
+                retry_throttled("/echo.v1.Echo/Put");
+                hedge("/echo.v1.Echo/Put", 2);
+                bulkhead_rejected("/echo.v1.Echo/Put", false);
+                bulkhead_waited("/echo.v1.Echo/Put", Duration::from_millis(1));
+            }),
+            [Level::DEBUG; 5]
         );
     }
 }

@@ -42,8 +42,9 @@
 //!
 //! # Telemetry
 //!
-//! Every change of state, and every call refused, is logged, added to the
-//! span of the call under way, and counted
+//! Every change of state, and every call refused, is logged (an opening
+//! at `warn`, a refusal at `debug`), added to the span of the call under
+//! way, and counted
 //! (`sinew.client.breaker.transitions`, `sinew.client.breaker.refusals`);
 //! each breaker is counted in its current state in
 //! `sinew.client.breaker.state` (see
