@@ -528,20 +528,42 @@ pub(crate) mod tests {
         for _ in 0..8 {
             h.proceed.send(true).unwrap();
         }
-        end_spans(&h.provider, 7);
-        // Full batches go without waiting for the schedule delay (an
-        // hour), a batch at most at a time.
-        let mut exported = 0;
-        while exported < 6 {
-            let batch = h.started.recv_timeout(WAIT).expect("a full batch goes");
-            assert!((1..=3).contains(&batch), "{batch}");
-            exported += batch;
+        // A full batch goes without waiting for the schedule delay (an
+        // hour). The next spans are ended only once the thread has taken
+        // the batch, so each batch is exactly the spans ended for it (the
+        // thread takes everything queued when it wakes).
+        for _ in 0..2 {
+            end_spans(&h.provider, 3);
+            assert_eq!(h.started.recv_timeout(WAIT), Ok(3), "a full batch goes");
         }
-        // What is left, if any, goes on a flush, before it returns.
+        // Less than a batch waits for the delay, or for a flush, which
+        // returns once it is exported.
+        end_spans(&h.provider, 1);
         h.queue.flush(WAIT).unwrap();
-        exported += h.started.try_iter().sum::<usize>();
-        assert_eq!(exported, 7);
+        assert_eq!(h.started.try_recv(), Ok(1));
         // Nothing queued: a flush has nothing to export.
+        h.queue.flush(WAIT).unwrap();
+        assert!(h.started.try_recv().is_err());
+        h.provider.shutdown().unwrap();
+        assert_eq!(h.counters.dropped(), 0);
+    }
+
+    #[test]
+    fn more_than_a_batch_queued_goes_a_batch_at_a_time() {
+        // The exporter stalls on the first span, so seven more queue up
+        // behind it; once it answers, the thread takes all seven and sends
+        // them as batches of three at most.
+        let h = harness(64, 3);
+        end_spans(&h.provider, 3);
+        assert_eq!(h.started.recv_timeout(WAIT), Ok(3));
+        end_spans(&h.provider, 7);
+        for _ in 0..4 {
+            h.proceed.send(true).unwrap();
+        }
+        let batches: Vec<usize> = (0..3)
+            .map(|_| h.started.recv_timeout(WAIT).expect("a batch goes"))
+            .collect();
+        assert_eq!(batches, [3, 3, 1]);
         h.queue.flush(WAIT).unwrap();
         assert!(h.started.try_recv().is_err());
         h.provider.shutdown().unwrap();
