@@ -13,7 +13,9 @@ use tonic::Code;
 fn breaker() -> BreakerConfig {
     BreakerConfig {
         consecutive_failures: 3,
-        recovery_timeout: Duration::from_millis(200),
+        // Real sockets, real time: long enough that a stalled host does not
+        // half-open the breaker while a test still expects it open.
+        recovery_timeout: Duration::from_secs(2),
         half_open_probes: 1,
         close_after: 2,
         ..BreakerConfig::default()
@@ -43,7 +45,7 @@ async fn opens_fails_fast_half_opens_and_closes() {
     assert_eq!(script.calls(), 3, "an open breaker sends nothing");
 
     // After the recovery timeout, probes go through; two successes close it.
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     client.post(echo("probe 1")).await.expect("the first probe");
     client
         .post(echo("probe 2"))
@@ -81,7 +83,7 @@ async fn a_failing_probe_reopens_it() {
     for _ in 0..3 {
         client.post(echo("x")).await.unwrap_err();
     }
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     // The probe fails (the server's 4th call): open again at once.
     let status = client.post(echo("probe")).await.unwrap_err();
     assert!(

@@ -7,15 +7,16 @@
 
 mod common;
 
-use std::{collections::HashMap, net::SocketAddr, time::Duration};
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
 
 use common::{Running, Scripted, Unary, collector::Collector, echo, echo_client, serve_echo};
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use sinew::{
-    client::{breaker::BreakerConfig, bulkhead::BulkheadConfig},
+    client::{CallOptions, breaker::BreakerConfig, bulkhead::BulkheadConfig},
     telemetry::{TelemetryConfig, init_with},
 };
 use sinew_workspace::proto::echo::v1::{EchoClient, EchoReply, EchoRequest};
+use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 
 /// Forwards `Put` to the next service with sinew's client.
@@ -33,7 +34,38 @@ impl Unary for Relay {
     ) -> Result<Response<EchoReply>, Status> {
         // A span of the handler's own, around its own work.
         tracing::info_span!("relay work").in_scope(|| tracing::info!("relaying"));
-        self.next.clone().put(request.into_inner()).await
+        // The deadline is the incoming call's alone: the contract's 1s for
+        // Put does not start over at every hop.
+        let mut next = Request::new(request.into_inner());
+        CallOptions::timeout(Duration::from_secs(60)).apply(&mut next);
+        self.next.clone().put(next).await
+    }
+}
+
+/// Answers `hold` once the test adds a permit to the gate, anything else
+/// at once.
+#[derive(Clone)]
+struct Gated(Arc<Semaphore>);
+
+#[tonic::async_trait]
+impl Unary for Gated {
+    async fn unary(
+        &self,
+        _method: &'static str,
+        request: Request<EchoRequest>,
+    ) -> Result<Response<EchoReply>, Status> {
+        let message = request.into_inner().message;
+        if message == "hold" {
+            let _permit = self
+                .0
+                .acquire()
+                .await
+                .map_err(|_| Status::aborted("the gate was closed"))?;
+        }
+        Ok(Response::new(EchoReply {
+            message,
+            payload: Vec::new(),
+        }))
     }
 }
 
@@ -260,10 +292,13 @@ async fn one_trace_across_three_services_with_metrics() {
     }
 
     // A bulkhead of one call and no queue refuses calls while a slow one
-    // runs, and counts them by method. Until the slow call holds the slot,
-    // either call may be the one refused: each tries again, and every
-    // refusal is counted.
-    let single = echo_client(&[c.addr], |config| {
+    // runs, and counts them by method. The slow call holds its slot until
+    // the test opens a gate on the server, so no timing decides the
+    // outcome. Until the slow call holds the slot, either call may be the
+    // one refused: each tries again, and every refusal is counted.
+    let gate = Arc::new(Semaphore::new(0));
+    let gated = serve_echo(Gated(Arc::clone(&gate))).await;
+    let single = echo_client(&[gated.addr], |config| {
         config.bulkhead(BulkheadConfig {
             max_concurrent: 1,
             max_queue: 0,
@@ -276,8 +311,8 @@ async fn one_trace_across_three_services_with_metrics() {
         async move {
             let mut refused = 0.0;
             loop {
-                let mut slow_request = echo("slow");
-                slow_request.delay_ms = 300;
+                let mut slow_request = Request::new(echo("hold"));
+                CallOptions::timeout(Duration::from_secs(20)).apply(&mut slow_request);
                 match single.put(slow_request).await {
                     Err(status) if status.code() == Code::ResourceExhausted => {
                         refused += 1.0;
@@ -288,20 +323,21 @@ async fn one_trace_across_three_services_with_metrics() {
             }
         }
     });
-    let mut refused = 0.0;
-    loop {
-        match single.clone().put(echo("quick")).await {
-            Err(status) if status.code() == Code::ResourceExhausted => {
-                refused += 1.0;
-                if !slow.is_finished() {
-                    break;
-                }
+    let quick = async {
+        loop {
+            match single.clone().put(echo("quick")).await {
+                // Only the held call can have filled the bulkhead.
+                Err(status) if status.code() == Code::ResourceExhausted => return 1.0,
+                Err(status) => panic!("the quick call failed otherwise: {status:?}"),
+                Ok(_) => assert!(!slow.is_finished(), "the held call ended"),
             }
-            Err(status) => panic!("the quick call failed otherwise: {status:?}"),
-            Ok(_) => assert!(!slow.is_finished(), "the slow call ended first"),
+            tokio::task::yield_now().await;
         }
-        tokio::task::yield_now().await;
-    }
+    };
+    let refused = tokio::time::timeout(Duration::from_secs(20), quick)
+        .await
+        .expect("a quick call is refused while the held call runs");
+    gate.add_permits(1);
     let (answer, slow_refused) = slow.await.expect("the slow call's task");
     answer.expect("the slow call answers");
     let refused = refused + slow_refused;
@@ -400,7 +436,8 @@ async fn one_trace_across_three_services_with_metrics() {
     // Calls in flight, per side: a slow call through the chain is in
     // flight on three servers (A, B, C) and three clients (test -> A,
     // A -> B, B -> C), all in this process; once it ends, none are. It
-    // stays under Put's 1s timeout, and lasts four metric exports.
+    // lasts four metric exports, on a deadline of 10s so that a loaded host
+    // cannot fail it.
     let in_flight = |c: &Collector, name: &str| -> Option<f64> {
         c.latest_data_points(name)
             .iter()
@@ -415,6 +452,8 @@ async fn one_trace_across_three_services_with_metrics() {
     };
     let mut slow_request = echo("slow");
     slow_request.delay_ms = 800;
+    let mut slow_request = Request::new(slow_request);
+    CallOptions::timeout(Duration::from_secs(10)).apply(&mut slow_request);
     let slow = tokio::spawn({
         let mut client = client.clone();
         async move { client.put(slow_request).await }
@@ -445,7 +484,7 @@ async fn one_trace_across_three_services_with_metrics() {
         both(&collector)
     );
 
-    for server in [a, b, c] {
+    for server in [a, b, c, gated] {
         server.stop().await;
     }
     tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())

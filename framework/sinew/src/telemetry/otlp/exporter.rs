@@ -679,8 +679,9 @@ mod tests {
             matches!(result, Err(ExportError::TimedOut(t)) if t == timeout),
             "{result:?}"
         );
+        // Bounded by the timeout; the slack is for a loaded host.
         assert!(
-            elapsed >= timeout && elapsed < timeout + Duration::from_secs(2),
+            elapsed >= timeout && elapsed < timeout + Duration::from_secs(10),
             "took {elapsed:?}"
         );
         silent.abort();
