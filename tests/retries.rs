@@ -3,9 +3,9 @@
 
 mod common;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
-use common::{Scripted, echo, echo_client, serve_echo};
+use common::{ClosedPort, Scripted, echo, echo_client, serve_echo};
 use sinew::client::{CallOptions, ClientConfig};
 use tonic::Code;
 
@@ -74,11 +74,8 @@ async fn a_method_with_side_effects_is_retried_when_the_request_never_left() {
     let script = Scripted::failing(0, Code::Ok);
     let server = serve_echo(script.clone()).await;
     // A port where nothing listens: connections are refused.
-    let dead: SocketAddr = {
-        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap()
-    };
-    let mut client = echo_client(&[dead, server.addr], |c| c).await;
+    let dead = ClosedPort::new();
+    let mut client = echo_client(&[dead.addr(), server.addr], |c| c).await;
     for i in 0..10 {
         client
             .post(echo(&format!("post {i}")))

@@ -7,17 +7,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Scripted, echo, echo_client, serve_echo};
+use common::{ClosedPort, Scripted, echo, echo_client, serve_echo};
 use sinew::telemetry::{TelemetryConfig, init_with};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_succeed_while_the_collector_is_down() {
     // A port where nothing listens.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let port = ClosedPort::new();
+    let closed = port.addr();
     let telemetry = init_with(
         TelemetryConfig::new("lonely")
             .endpoint(format!("http://{closed}"))

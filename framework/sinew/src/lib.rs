@@ -5,6 +5,8 @@
 extern crate self as sinew;
 
 pub mod client;
+#[cfg(test)]
+mod closed_port;
 pub mod contract;
 mod executor;
 pub mod fault;

@@ -368,13 +368,14 @@ mod tests {
     };
 
     use super::*;
+    use crate::closed_port::ClosedPort;
 
-    /// An endpoint nothing listens on: connections are refused at once.
-    fn closed_endpoint() -> String {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        format!("http://{addr}")
+    /// An endpoint nothing listens on: connections are refused at once,
+    /// while the port lives.
+    fn closed_endpoint() -> (ClosedPort, String) {
+        let port = ClosedPort::new();
+        let endpoint = format!("http://{}", port.addr());
+        (port, endpoint)
     }
 
     #[test]
@@ -449,8 +450,9 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_port_fails_exports_promptly() {
+        let (_port, endpoint) = closed_endpoint();
         let config = TelemetryConfig::new("svc")
-            .endpoint(closed_endpoint())
+            .endpoint(endpoint)
             .export_timeout(Duration::from_secs(2))
             .metric_export_interval(Duration::from_secs(3600))
             .schedule_delay(Duration::from_secs(3600));

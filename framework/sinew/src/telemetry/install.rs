@@ -305,6 +305,7 @@ mod tests {
     use std::{process::Command, time::Instant};
 
     use super::*;
+    use crate::closed_port::ClosedPort;
 
     /// Marks the child process that runs [`installs_globals_once`].
     const CHILD: &str = "SINEW_TELEMETRY_GLOBAL_TEST";
@@ -343,9 +344,8 @@ mod tests {
             return;
         }
         // An endpoint nothing listens on.
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let endpoint = format!("http://{}", listener.local_addr().unwrap());
-        drop(listener);
+        let port = ClosedPort::new();
+        let endpoint = format!("http://{}", port.addr());
 
         // Before init, flush has nothing to do.
         flush().await.unwrap();

@@ -24,6 +24,7 @@ use crate::{
         cause,
         retry::never_reached_server,
     },
+    closed_port::ClosedPort,
 };
 
 /// What the server saw of one request.
@@ -159,12 +160,6 @@ fn grpc_status(response: &Response<ResponseBody>) -> &str {
     response.headers()["grpc-status"].to_str().unwrap()
 }
 
-/// A loopback address where nothing listens.
-fn dead_addr() -> SocketAddr {
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    probe.local_addr().unwrap()
-}
-
 #[tokio::test]
 async fn connects_at_the_first_call_only() {
     let server = Server::start().await;
@@ -198,8 +193,8 @@ async fn concurrent_first_calls_share_one_connect() {
 
 #[tokio::test]
 async fn a_refused_connect_is_a_typed_connect_failure_and_the_next_call_retries() {
-    let addr = dead_addr();
-    let connection = connection(addr);
+    let port = ClosedPort::new();
+    let connection = connection(port.addr());
     let waiting = join_all((0..3).map(|_| call(&connection))).await;
     for result in waiting {
         let error = result.unwrap_err();
@@ -214,7 +209,7 @@ async fn a_refused_connect_is_a_typed_connect_failure_and_the_next_call_retries(
     }
 
     // Something listens now: the next call dials again.
-    let server = Server::on(TcpListener::bind(addr).await.unwrap());
+    let server = Server::on(port.listen());
     call(&connection).await.unwrap();
     assert_eq!(server.accepted(), 1);
     server.stop().await;

@@ -494,6 +494,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::{super::testing::Collector, *};
+    use crate::closed_port::ClosedPort;
 
     fn endpoint(addr: SocketAddr) -> String {
         format!("http://{addr}")
@@ -629,10 +630,8 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_closed_port_fails_promptly() {
-        let closed = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let port = ClosedPort::new();
+        let closed = port.addr();
         let timeout = Duration::from_secs(3);
         let exporter = Arc::new(
             OtlpSpanExporter::builder(endpoint(closed))
