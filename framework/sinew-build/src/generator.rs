@@ -17,12 +17,18 @@ use crate::options::{Hedging, Policy, Retry};
 /// Wraps tonic's generator and appends sinew's code after each service.
 pub(crate) struct SinewGenerator {
     pub(crate) tonic: Box<dyn ServiceGenerator>,
+    /// The path the code reaches the framework through (`::sinew`).
+    pub(crate) framework: TokenStream,
     pub(crate) policies: HashMap<String, Policy>,
     /// Only these services (fully qualified) get code; all when `None`.
     pub(crate) services: Option<HashSet<String>>,
     pub(crate) build_client: bool,
     pub(crate) build_server: bool,
 }
+
+/// The import each of tonic's generated client and server modules opens
+/// with; every other mention of `tonic` in them is below it.
+const TONIC_IMPORT: &str = "use tonic::codegen::*;";
 
 impl ServiceGenerator for SinewGenerator {
     fn generate(&mut self, service: Service, buf: &mut String) {
@@ -37,7 +43,15 @@ impl ServiceGenerator for SinewGenerator {
             return;
         }
         let extra = self.sinew_code(&service, &full_name);
+        let start = buf.len();
         self.tonic.generate(service, buf);
+        // tonic's client and server modules name `tonic` as a crate of the
+        // user's; each gets it from the framework instead, so the user's
+        // crate needs no dependency on tonic.
+        let tonic_code = buf.split_off(start);
+        let framework = &self.framework;
+        let import = format!("use {} ::tonic; {TONIC_IMPORT}", framework);
+        buf.push_str(&tonic_code.replace(TONIC_IMPORT, &import));
         buf.push_str(&extra.to_string());
     }
 
@@ -52,6 +66,7 @@ impl ServiceGenerator for SinewGenerator {
 
 impl SinewGenerator {
     fn sinew_code(&self, service: &Service, full_name: &str) -> TokenStream {
+        let framework = &self.framework;
         let contract = format_ident!("{}Contract", service.name);
         let contract_doc = format!(
             " The method table of `{full_name}`: each RPC's path, streaming kind, \
@@ -68,7 +83,7 @@ impl SinewGenerator {
                 #[doc = #summary]
                 #[doc = ""]
                 #(#docs)*
-                pub const #ident: ::sinew::contract::MethodInfo = #info;
+                pub const #ident: #framework::contract::MethodInfo = #info;
             });
             names.push(ident);
         }
@@ -83,7 +98,7 @@ impl SinewGenerator {
             let depth = service.package.split('.').filter(|s| !s.is_empty()).count();
             let root = std::iter::repeat_n(quote!(super::), depth);
             quote! {
-                impl<T: #server_mod::#server_trait> ::sinew::server::ServiceDefinition
+                impl<T: #server_mod::#server_trait> #framework::server::ServiceDefinition
                     for #server_mod::#server_type<T>
                 {
                     type Contract = #contract;
@@ -111,28 +126,28 @@ impl SinewGenerator {
             quote! {
                 #[doc = #client_doc]
                 #[derive(Debug, Clone)]
-                pub struct #client_type(#client_mod::#client_type<::sinew::client::Client>);
+                pub struct #client_type(#client_mod::#client_type<#framework::client::Client>);
 
                 impl #client_type {
                     /// Connects to the service with every resilience layer on, taking
                     /// per-method policy from the contract (and the service config, if
                     /// `config` has one). Connections are made lazily, per endpoint.
                     pub async fn connect(
-                        config: ::sinew::client::ClientConfig,
-                    ) -> ::core::result::Result<Self, ::sinew::client::ClientError> {
-                        ::sinew::client::Client::connect::<#contract>(config)
+                        config: #framework::client::ClientConfig,
+                    ) -> ::core::result::Result<Self, #framework::client::ClientError> {
+                        #framework::client::Client::connect::<#contract>(config)
                             .await
                             .map(|client| Self(#client_mod::#client_type::new(client)))
                     }
 
                     /// The tonic client underneath.
-                    pub fn into_inner(self) -> #client_mod::#client_type<::sinew::client::Client> {
+                    pub fn into_inner(self) -> #client_mod::#client_type<#framework::client::Client> {
                         self.0
                     }
                 }
 
                 impl ::core::ops::Deref for #client_type {
-                    type Target = #client_mod::#client_type<::sinew::client::Client>;
+                    type Target = #client_mod::#client_type<#framework::client::Client>;
 
                     fn deref(&self) -> &Self::Target {
                         &self.0
@@ -156,9 +171,9 @@ impl SinewGenerator {
                 #(#consts)*
             }
 
-            impl ::sinew::contract::Contract for #contract {
+            impl #framework::contract::Contract for #contract {
                 const SERVICE: &'static str = #full_name;
-                const METHODS: &'static [::sinew::contract::MethodInfo] = &[#(Self::#names),*];
+                const METHODS: &'static [#framework::contract::MethodInfo] = &[#(Self::#names),*];
             }
 
             #server
@@ -168,6 +183,7 @@ impl SinewGenerator {
     }
 
     fn method_info(&self, method: &Method, full_name: &str) -> TokenStream {
+        let framework = &self.framework;
         let name = &method.proto_name;
         let path = format!("/{full_name}/{name}");
         let streaming = match (method.client_streaming, method.server_streaming) {
@@ -182,27 +198,32 @@ impl SinewGenerator {
             IdempotencyLevel::Idempotent => quote!(Idempotent),
         };
         let policy = match self.policies.get(&path) {
-            Some(policy) => policy_tokens(policy),
-            None => quote!(::sinew::contract::MethodPolicy::NONE),
+            Some(policy) => policy_tokens(framework, policy),
+            None => quote!(#framework::contract::MethodPolicy::NONE),
         };
         quote! {
-            ::sinew::contract::MethodInfo {
+            #framework::contract::MethodInfo {
                 name: #name,
                 path: #path,
-                streaming: ::sinew::contract::Streaming::#streaming,
-                idempotency: ::sinew::contract::Idempotency::#idempotency,
+                streaming: #framework::contract::Streaming::#streaming,
+                idempotency: #framework::contract::Idempotency::#idempotency,
                 policy: #policy,
             }
         }
     }
 }
 
-fn policy_tokens(policy: &Policy) -> TokenStream {
+fn policy_tokens(framework: &TokenStream, policy: &Policy) -> TokenStream {
     let timeout = option_tokens(policy.timeout.map(duration_tokens));
-    let retry = option_tokens(policy.retry.as_ref().map(retry_tokens));
-    let hedging = option_tokens(policy.hedging.as_ref().map(hedging_tokens));
+    let retry = option_tokens(policy.retry.as_ref().map(|r| retry_tokens(framework, r)));
+    let hedging = option_tokens(
+        policy
+            .hedging
+            .as_ref()
+            .map(|h| hedging_tokens(framework, h)),
+    );
     quote! {
-        ::sinew::contract::MethodPolicy {
+        #framework::contract::MethodPolicy {
             timeout: #timeout,
             retry: #retry,
             hedging: #hedging,
@@ -210,14 +231,14 @@ fn policy_tokens(policy: &Policy) -> TokenStream {
     }
 }
 
-fn retry_tokens(retry: &Retry) -> TokenStream {
+fn retry_tokens(framework: &TokenStream, retry: &Retry) -> TokenStream {
     let max_attempts = retry.max_attempts;
     let initial = duration_tokens(retry.initial_backoff);
     let max = duration_tokens(retry.max_backoff);
     let multiplier = Literal::f64_suffixed(retry.backoff_multiplier);
-    let codes = codes_tokens(&retry.retryable_codes);
+    let codes = codes_tokens(framework, &retry.retryable_codes);
     quote! {
-        ::sinew::contract::RetryPolicy {
+        #framework::contract::RetryPolicy {
             max_attempts: #max_attempts,
             initial_backoff: #initial,
             max_backoff: #max,
@@ -227,12 +248,12 @@ fn retry_tokens(retry: &Retry) -> TokenStream {
     }
 }
 
-fn hedging_tokens(hedging: &Hedging) -> TokenStream {
+fn hedging_tokens(framework: &TokenStream, hedging: &Hedging) -> TokenStream {
     let max_attempts = hedging.max_attempts;
     let delay = duration_tokens(hedging.hedging_delay);
-    let codes = codes_tokens(&hedging.non_fatal_codes);
+    let codes = codes_tokens(framework, &hedging.non_fatal_codes);
     quote! {
-        ::sinew::contract::HedgingPolicy {
+        #framework::contract::HedgingPolicy {
             max_attempts: #max_attempts,
             hedging_delay: #delay,
             non_fatal_codes: #codes,
@@ -240,9 +261,9 @@ fn hedging_tokens(hedging: &Hedging) -> TokenStream {
     }
 }
 
-fn codes_tokens(codes: &[&str]) -> TokenStream {
+fn codes_tokens(framework: &TokenStream, codes: &[&str]) -> TokenStream {
     let codes = codes.iter().map(|c| format_ident!("{c}"));
-    quote!(&[#(::sinew::tonic::Code::#codes),*])
+    quote!(#framework::contract::CodeSet::of(&[#(#framework::tonic::Code::#codes),*]))
 }
 
 fn duration_tokens(duration: Duration) -> TokenStream {

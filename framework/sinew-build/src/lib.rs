@@ -123,7 +123,13 @@ pub struct Builder {
     build_server: bool,
     type_attributes: Vec<(String, String)>,
     out_dir: Option<PathBuf>,
+    framework_path: String,
 }
+
+/// Where generated code finds the framework by default: the `sinew` facade,
+/// which re-exports tonic, prost, prost-types and tonic-prost, so that a
+/// crate needs `sinew` and `sinew-build` alone.
+const FRAMEWORK_PATH: &str = "::sinew";
 
 impl Default for Builder {
     fn default() -> Self {
@@ -134,6 +140,7 @@ impl Default for Builder {
             build_server: true,
             type_attributes: Vec::new(),
             out_dir: None,
+            framework_path: FRAMEWORK_PATH.to_owned(),
         }
     }
 }
@@ -176,6 +183,17 @@ impl Builder {
     /// package, `.greeter.v1.HelloRequest` for one type).
     pub fn type_attribute(mut self, path: impl Into<String>, attribute: impl Into<String>) -> Self {
         self.type_attributes.push((path.into(), attribute.into()));
+        self
+    }
+
+    /// The path generated code reaches sinew through: its method tables,
+    /// client and server glue, and the tonic, prost, prost-types and
+    /// tonic-prost it re-exports. Default `::sinew`, the facade a user
+    /// depends on; only a crate of sinew's own that generates code for
+    /// itself (the server scaffold's health service) names another, such as
+    /// `crate::codegen`, a module with the same items.
+    pub fn framework_path(mut self, path: impl Into<String>) -> Self {
+        self.framework_path = path.into();
         self
     }
 
@@ -247,14 +265,26 @@ impl Builder {
         set.file.retain(|f| generated.iter().any(|g| g == f.name()));
         let packages: Vec<String> = set.file.iter().map(|f| f.package().to_owned()).collect();
 
+        let root = &self.framework_path;
+        let framework: proc_macro2::TokenStream = root.parse().map_err(|_| {
+            Error::generate(std::io::Error::other(format!(
+                "framework_path {root:?} is not a Rust path"
+            )))
+        })?;
         let tonic = tonic_prost_build::configure()
             .build_client(self.build_client)
             .build_server(self.build_server)
+            .codec_path(format!("{root}::tonic_prost::ProstCodec"))
             .service_generator();
         let mut config = prost_build::Config::new();
         config.out_dir(&out_dir);
+        // Messages derive prost's traits, and name the well-known types,
+        // through the framework's re-exports.
+        config.prost_path(format!("{root}::prost"));
+        config.prost_types_path(format!("{root}::prost_types"));
         config.service_generator(Box::new(SinewGenerator {
             tonic,
+            framework,
             policies,
             services: self.services.clone(),
             build_client: self.build_client,
@@ -373,6 +403,9 @@ const ALLOW_LIST: &str = "#![allow(
     unused_qualifications,
     // tonic's generated servers box their futures by their full names.
     clippy::type_complexity,
+    // A crate uses what it needs of a contract: a binary that only serves
+    // never calls the client, one that only calls never builds the server.
+    dead_code,
 )]
 ";
 

@@ -1,27 +1,45 @@
 #![doc = include_str!("../docs/crate.md")]
 
-// Generated code names the framework `::sinew`; this lets the framework's
-// own generated code (the health service) do the same.
-extern crate self as sinew;
+pub use sinew_core::{contract, fault};
 
-pub mod client;
-#[cfg(test)]
-mod closed_port;
-pub mod contract;
-mod executor;
-pub mod fault;
-mod headers;
-pub mod health;
-pub mod server;
-pub mod telemetry;
+pub mod client {
+    //! Resilient clients: deadlines, retries, hedging, circuit breakers,
+    //! bulkheads and load balancing, each a tower layer usable on its own,
+    //! and assembled with per-method policy from the contract. See
+    //! [`Client`] for the order of the layers.
+    #[doc(inline)]
+    pub use sinew_client::*;
+}
 
-pub use server::Server;
+pub mod server {
+    //! The server scaffold: one builder that hosts generated services with
+    //! health checking, reflection, readiness probes, safe limits and a
+    //! graceful drain. See [`Server`] for what a call goes through.
+    #[doc(inline)]
+    pub use sinew_server::*;
+}
 
-/// tonic, as sinew uses it. Generated code refers to it through here.
+#[doc(inline)]
+pub use sinew_server::{Server, health};
+#[doc(inline)]
+pub use sinew_telemetry as telemetry;
+
+/// tonic, as sinew uses it: generated code reaches it through here, so a
+/// user's crate needs no dependency of its own on it.
 pub use tonic;
 
-/// The error type boxed errors are carried in.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// prost, as sinew uses it: generated messages derive its traits through
+/// here.
+pub use prost;
+
+/// prost's well-known types (`google.protobuf.Timestamp`, ...), which
+/// generated messages name through here.
+pub use prost_types;
+
+/// tonic's prost codec, which generated clients and servers encode with.
+pub use tonic_prost;
+
+pub use sinew_core::BoxError;
 
 /// Includes the code sinew-build generated from the crate's contracts.
 ///
@@ -32,7 +50,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// pub mod proto {
 ///     sinew::include_contracts!();
 /// }
-/// use proto::greeter::v1::{greeter_client::GreeterClient, GreeterContract};
+/// // The resilient client, the server and the method table:
+/// use proto::greeter::v1::{GreeterClient, GreeterContract, greeter_server::GreeterServer};
 /// ```
 #[macro_export]
 macro_rules! include_contracts {

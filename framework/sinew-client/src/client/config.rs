@@ -1,0 +1,269 @@
+//! What a resilient client is built from.
+
+use std::time::Duration;
+
+use crate::{
+    fault::FaultConfig,
+    {
+        RetryPolicy,
+        balance::{Discovery, DiscoveryError, ReconnectBackoff},
+        breaker::BreakerConfig,
+        bulkhead::BulkheadConfig,
+        service_config::{ServiceConfig, ServiceConfigError},
+    },
+};
+
+use super::resolve::DEFAULT_RETRY;
+
+/// Where a client sends its calls.
+#[derive(Debug, Clone, PartialEq)]
+enum Targets {
+    Fixed(Vec<String>),
+    Dns { target: String, every: Duration },
+}
+
+/// The configuration of a resilient client. Every setting has a default
+/// that is safe in production; see the table in the README.
+///
+/// ```
+/// use std::time::Duration;
+/// use sinew_client::ClientConfig;
+///
+/// let config = ClientConfig::endpoints(["http://10.0.0.7:50051", "http://10.0.0.8:50051"])
+///     .timeout(Duration::from_secs(2))
+///     .seed(42);
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    targets: Targets,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) headroom: Duration,
+    pub(crate) retry: Option<RetryPolicy>,
+    pub(crate) throttle: Option<(u32, f64)>,
+    pub(crate) max_attempts_cap: u32,
+    pub(crate) breaker: Option<BreakerConfig>,
+    pub(crate) bulkhead: Option<BulkheadConfig>,
+    pub(crate) service_config: Option<ServiceConfig>,
+    pub(crate) seed: Option<u64>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) reconnect: ReconnectBackoff,
+    pub(crate) keepalive: Duration,
+    pub(crate) fault: Option<FaultConfig>,
+}
+
+/// A client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The endpoints could not be found.
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+    /// The service config is invalid; the error names the field.
+    #[error("invalid service config: {0}")]
+    ServiceConfig(#[from] ServiceConfigError),
+}
+
+// === impl ClientConfig ===
+
+impl ClientConfig {
+    /// A client of these endpoints (`http://host:port`).
+    pub fn endpoints<I, S>(targets: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_targets(Targets::Fixed(
+            targets.into_iter().map(Into::into).collect(),
+        ))
+    }
+
+    /// A client of one endpoint (`http://host:port`).
+    pub fn endpoint(target: impl Into<String>) -> Self {
+        Self::endpoints([target])
+    }
+
+    /// A client of every address `target` (`http://name:port`) resolves to,
+    /// resolved again every 30 seconds.
+    pub fn dns(target: impl Into<String>) -> Self {
+        Self::with_targets(Targets::Dns {
+            target: target.into(),
+            every: Duration::from_secs(30),
+        })
+    }
+
+    fn with_targets(targets: Targets) -> Self {
+        Self {
+            targets,
+            timeout: Some(Duration::from_secs(30)),
+            headroom: crate::deadline::DEFAULT_HEADROOM,
+            retry: Some(DEFAULT_RETRY),
+            throttle: Some((10, 0.1)),
+            max_attempts_cap: crate::MAX_ATTEMPTS_CAP,
+            breaker: Some(BreakerConfig::default()),
+            bulkhead: Some(BulkheadConfig::default()),
+            service_config: None,
+            seed: None,
+            connect_timeout: Duration::from_secs(1),
+            reconnect: ReconnectBackoff::default(),
+            keepalive: Duration::from_secs(60),
+            fault: None,
+        }
+    }
+
+    /// How often to resolve a DNS target again (default 30s).
+    pub fn dns_refresh(mut self, every: Duration) -> Self {
+        if let Targets::Dns { every: current, .. } = &mut self.targets {
+            *current = every;
+        }
+        self
+    }
+
+    /// The timeout of calls whose method and caller set none (default
+    /// 30s); `None` leaves such calls without a deadline of their own.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.timeout = timeout.into();
+        self
+    }
+
+    /// How much of an inherited deadline to keep back (default 5ms).
+    pub fn headroom(mut self, headroom: Duration) -> Self {
+        self.headroom = headroom;
+        self
+    }
+
+    /// The retry rules of methods whose contract and service config set
+    /// none (default: 3 attempts, 50ms to 1s backoff, on `UNAVAILABLE`, and
+    /// `RESOURCE_EXHAUSTED` with pushback). `None` turns default retries
+    /// off; failures that never reached the server are still retried once.
+    pub fn retry(mut self, retry: impl Into<Option<RetryPolicy>>) -> Self {
+        self.retry = retry.into();
+        self
+    }
+
+    /// Retry throttling: the token bucket's size and the tokens a success
+    /// gives back (default 10 and 0.1, gRFC A6). `None` turns it off. A
+    /// service config's `retryThrottling` wins.
+    pub fn retry_throttling(mut self, bucket: impl Into<Option<(u32, f64)>>) -> Self {
+        self.throttle = bucket.into();
+        self
+    }
+
+    /// Allows more than 5 attempts per call (gRFC A6's cap).
+    pub fn max_attempts_cap(mut self, cap: u32) -> Self {
+        self.max_attempts_cap = cap;
+        self
+    }
+
+    /// The circuit breaker of each endpoint; `None` turns breakers off.
+    pub fn breaker(mut self, breaker: impl Into<Option<BreakerConfig>>) -> Self {
+        self.breaker = breaker.into();
+        self
+    }
+
+    /// The client's bulkhead; `None` turns it off.
+    pub fn bulkhead(mut self, bulkhead: impl Into<Option<BulkheadConfig>>) -> Self {
+        self.bulkhead = bulkhead.into();
+        self
+    }
+
+    /// Per-method overrides from a gRPC service config.
+    pub fn service_config(mut self, config: ServiceConfig) -> Self {
+        self.service_config = Some(config);
+        self
+    }
+
+    /// Per-method overrides from gRPC service config JSON.
+    pub fn service_config_json(self, json: &str) -> Result<Self, ClientError> {
+        Ok(self.service_config(ServiceConfig::from_json(json)?))
+    }
+
+    /// Seeds every random draw (jitter, load balancing), for reproducible
+    /// tests. By default the seed comes from the clock.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// How long a connection attempt may take (default 1s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Backoff of endpoints whose connections fail (default 100ms to 10s).
+    pub fn reconnect_backoff(mut self, backoff: ReconnectBackoff) -> Self {
+        self.reconnect = backoff;
+        self
+    }
+
+    /// Interval of HTTP/2 keepalive pings (default 60s; zero turns them off).
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = interval;
+        self
+    }
+
+    /// Injects faults into the client's calls, for rehearsing failure.
+    pub fn fault(mut self, fault: FaultConfig) -> Self {
+        self.fault = Some(fault);
+        self
+    }
+
+    /// The host the client's spans name as `server.address`: the DNS
+    /// target's, or the one host every fixed endpoint shares. `None` when
+    /// the endpoints are on different hosts: no one name is right.
+    pub(crate) fn server_host(&self) -> Option<String> {
+        let host = |target: &str| {
+            let uri: http::Uri = target.parse().ok()?;
+            uri.host().map(str::to_owned)
+        };
+        match &self.targets {
+            Targets::Dns { target, .. } => host(target),
+            Targets::Fixed(targets) => {
+                let mut hosts = targets.iter().map(|t| host(t));
+                let first = hosts.next()??;
+                hosts
+                    .all(|h| h.as_deref() == Some(&*first))
+                    .then_some(first)
+            }
+        }
+    }
+
+    pub(crate) fn discovery(&self) -> Result<Discovery, DiscoveryError> {
+        match &self.targets {
+            Targets::Fixed(targets) => Discovery::fixed(targets),
+            Targets::Dns { target, every } => Discovery::dns(target, *every),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_server_host_is_the_one_every_target_names() {
+        let host = |config: ClientConfig| config.server_host();
+        assert_eq!(
+            host(ClientConfig::endpoint("http://127.0.0.1:50051")).as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(
+            host(ClientConfig::dns("http://orders.internal:50051")).as_deref(),
+            Some("orders.internal")
+        );
+        assert_eq!(
+            host(ClientConfig::endpoints([
+                "http://orders:1",
+                "http://orders:2"
+            ]))
+            .as_deref(),
+            Some("orders")
+        );
+        assert_eq!(
+            host(ClientConfig::endpoints(["http://a:1", "http://b:1"])),
+            None
+        );
+        assert_eq!(host(ClientConfig::endpoint("not a uri")), None);
+    }
+}

@@ -1,0 +1,62 @@
+//! The client's HTTP/2 connection to one endpoint.
+//!
+//! A [`Connection`] is what the balancer sends an endpoint's calls to: one
+//! HTTP/2 connection, made on [`hyper::client::conn::http2`], shared by
+//! every clone. It does only what a call needs below sinew's layers:
+//!
+//! - **Lazy connect.** The first call dials [`Target::connect`], bounded by
+//!   the connect timeout, with `TCP_NODELAY`, then runs the HTTP/2
+//!   handshake and spawns the connection's task. Calls that arrive during
+//!   the attempt wait for that attempt: one endpoint never has two
+//!   connections. An attempt that fails fails its waiting calls with
+//!   `UNAVAILABLE` and a [`ConnectFailed`] cause (the balancer then backs
+//!   the endpoint off; the retry layer knows the call never left); the
+//!   next call dials again.
+//! - **Reconnect.** Once the connection is closed (the server went away,
+//!   a keepalive ping went unanswered, the server sent `GOAWAY`), the next
+//!   call dials a new one. A request hyper hands back unsent, because the
+//!   connection closed under it, is sent once more on a fresh connection;
+//!   if that fails the same way, the call fails with `UNAVAILABLE` and a
+//!   [`NotSent`] cause, which the retry layer retries transparently. A
+//!   call that has waited for three connects, each closed before the call
+//!   could go on it, fails as on a failed connect (`ConnectionAborted`)
+//!   rather than dial until its deadline.
+//! - **Per call.** The generated client gives a path-only URI: the
+//!   endpoint's origin ([`Target::origin`]: scheme and authority, parsed
+//!   once) is set on it, and `user-agent: sinew/<version>` if the caller
+//!   set none. Nothing else: no `grpc-timeout` parsing and no timer, since
+//!   sinew's deadline layer above enforces the deadline, and no buffer
+//!   task, since the connection is driven by its own task.
+//!
+//! # HTTP/2 settings
+//!
+//! | setting | value | why |
+//! |---|---|---|
+//! | keepalive interval | `ClientConfig::keepalive` (60s; zero turns pings off) | find a dead peer the kernel would not report for minutes |
+//! | keepalive timeout | the interval, at most 20s | the ping answer deadline; an unanswered ping closes the connection |
+//! | keepalive while idle | off | an idle client pinging every server is what `ENHANCE_YOUR_CALM` is for |
+//! | max header list size | 16 KiB | the response headers and trailers accepted; as large as the server side accepts from clients |
+//! | initial stream window | 2 MiB | hyper's default: a large message is not stalled at 64 KiB per round trip |
+//! | initial connection window | 5 MiB | hyper's default, for several such streams at once |
+//! | max frame size | 16 KiB | the HTTP/2 default, which every peer accepts |
+//! | max send buffer size | 1 MiB | hyper's default: what one stream may queue before the peer's window opens |
+//!
+//! These are what tonic's `Channel` used (its defaults are hyper's), made
+//! explicit so that a change of hyper's defaults does not change them.
+//!
+//! [`Target::connect`]: crate::balance::Target::connect
+//! [`Target::origin`]: crate::balance::Target::origin
+
+mod body;
+mod connect;
+mod error;
+mod executor;
+mod service;
+
+#[cfg(test)]
+mod tests;
+
+pub use body::ResponseBody;
+pub use connect::ConnectSettings;
+pub use error::{ConnectFailed, NotSent};
+pub use service::{Connection, ResponseFuture};

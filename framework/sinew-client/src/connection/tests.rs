@@ -1,0 +1,313 @@
+//! `Connection` against a real tonic server on a loopback socket.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+use futures_util::{FutureExt as _, future::join_all};
+use http::{HeaderValue, Request, Response, Uri, header::USER_AGENT};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{Code, Status, body::Body, server::NamedService};
+use tower::{Service, ServiceExt};
+
+use super::*;
+use crate::{
+    BoxError,
+    {
+        balance::{Target, is_connect_error},
+        cause,
+        retry::never_reached_server,
+    },
+};
+use sinew_testing::ClosedPort;
+
+/// What the server saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    uri: Uri,
+    user_agent: Option<HeaderValue>,
+}
+
+/// A gRPC service that answers every call with `OK` and records it.
+#[derive(Clone, Default)]
+struct Probe {
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl NamedService for Probe {
+    const NAME: &'static str = "sinew.test.Probe";
+}
+
+impl Service<Request<Body>> for Probe {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::future::Ready<Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        self.seen.lock().unwrap().push(Seen {
+            uri: request.uri().clone(),
+            user_agent: request.headers().get(USER_AGENT).cloned(),
+        });
+        let response = Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "0")
+            .body(Body::empty())
+            .unwrap();
+        std::future::ready(Ok(response))
+    }
+}
+
+/// A tonic server that counts the TCP connections it accepts.
+struct Server {
+    addr: SocketAddr,
+    probe: Probe,
+    accepted: Arc<AtomicUsize>,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    async fn start() -> Self {
+        Self::on(TcpListener::bind("127.0.0.1:0").await.unwrap())
+    }
+
+    fn on(listener: TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let incoming = futures_util::stream::unfold(
+            (listener, accepted.clone()),
+            |(listener, accepted)| async move {
+                let stream = listener.accept().await.map(|(stream, _)| stream);
+                accepted.fetch_add(1, Ordering::SeqCst);
+                Some((stream, (listener, accepted)))
+            },
+        );
+        let probe = Probe::default();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(probe.clone())
+                .serve_with_incoming_shutdown(Box::pin(incoming), async {
+                    let _ = stopped.await;
+                })
+                .map(|result| result.unwrap()),
+        );
+        Self {
+            addr,
+            probe,
+            accepted,
+            stop,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.probe.seen.lock().unwrap().clone()
+    }
+
+    /// Stops gracefully: `GOAWAY`, then the connections are closed.
+    async fn stop(self) -> SocketAddr {
+        let _ = self.stop.send(());
+        self.task.await.unwrap();
+        self.addr
+    }
+}
+
+fn target(connect: SocketAddr, origin: &str) -> Target {
+    Target {
+        key: format!("http://{connect}/"),
+        connect: format!("http://{connect}").parse().unwrap(),
+        origin: origin.parse().unwrap(),
+    }
+}
+
+fn connection(addr: SocketAddr) -> Connection {
+    Connection::lazy(
+        &target(addr, &format!("http://{addr}")),
+        ConnectSettings::default(),
+    )
+}
+
+fn request() -> Request<Body> {
+    Request::builder()
+        .method("POST")
+        .uri("/sinew.test.Probe/Call")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Body::empty())
+        .unwrap()
+}
+
+async fn call(connection: &Connection) -> Result<Response<ResponseBody>, BoxError> {
+    connection.clone().oneshot(request()).await
+}
+
+fn grpc_status(response: &Response<ResponseBody>) -> &str {
+    response.headers()["grpc-status"].to_str().unwrap()
+}
+
+#[tokio::test]
+async fn connects_at_the_first_call_only() {
+    let server = Server::start().await;
+    let connection = connection(server.addr);
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(server.accepted(), 0, "making it does not connect");
+
+    let response = call(&connection).await.unwrap();
+    assert_eq!(grpc_status(&response), "0");
+    for _ in 0..5 {
+        call(&connection).await.unwrap();
+    }
+    assert_eq!(server.accepted(), 1, "later calls reuse the connection");
+    assert_eq!(server.seen().len(), 6);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn concurrent_first_calls_share_one_connect() {
+    let server = Server::start().await;
+    let connection = connection(server.addr);
+    let calls = (0..16).map(|_| call(&connection));
+    for result in join_all(calls).await {
+        assert_eq!(grpc_status(&result.unwrap()), "0");
+    }
+    assert_eq!(server.accepted(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_connect_is_a_typed_connect_failure_and_the_next_call_retries() {
+    let port = ClosedPort::new();
+    let connection = connection(port.addr());
+    let waiting = join_all((0..3).map(|_| call(&connection))).await;
+    for result in waiting {
+        let error = result.unwrap_err();
+        assert!(is_connect_error(&*error));
+        assert!(never_reached_server(&*error));
+        let status = Status::from_error(error);
+        assert_eq!(status.code(), Code::Unavailable);
+        let failed = cause::<ConnectFailed>(&status).expect("a ConnectFailed cause");
+        assert_eq!(failed.kind(), std::io::ErrorKind::ConnectionRefused);
+        let io = cause::<std::io::Error>(&status).expect("the io::Error in the chain");
+        assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+
+    // Something listens now: the next call dials again.
+    let server = Server::on(port.listen());
+    call(&connection).await.unwrap();
+    assert_eq!(server.accepted(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn after_the_server_restarts_the_next_call_reconnects() {
+    let server = Server::start().await;
+    let connection = connection(server.addr);
+    call(&connection).await.unwrap();
+    let addr = server.stop().await;
+
+    let server = Server::on(TcpListener::bind(addr).await.unwrap());
+    // The old connection may not have been seen closed yet: a call on it
+    // fails as one that never reached the server (the retry layer sends it
+    // again), and the one after goes on a new connection.
+    if let Err(error) = call(&connection).await {
+        assert!(never_reached_server(&*error), "{error:?}");
+        call(&connection).await.unwrap();
+    }
+    assert_eq!(server.accepted(), 1);
+    assert_eq!(server.seen().len(), 1);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn calls_name_the_origin_and_sinew_as_user_agent() {
+    let server = Server::start().await;
+    let connection = Connection::lazy(
+        &target(server.addr, "http://greeter.internal:8443"),
+        ConnectSettings::default(),
+    );
+    call(&connection).await.unwrap();
+    let mut own = request();
+    own.headers_mut()
+        .insert(USER_AGENT, HeaderValue::from_static("mine/1"));
+    connection.clone().oneshot(own).await.unwrap();
+
+    let seen = server.seen();
+    assert_eq!(seen[0].uri.scheme_str(), Some("http"));
+    assert_eq!(
+        seen[0].uri.authority().map(|a| a.as_str()),
+        Some("greeter.internal:8443")
+    );
+    assert_eq!(seen[0].uri.path(), "/sinew.test.Probe/Call");
+    assert_eq!(
+        seen[0].user_agent.as_ref().unwrap(),
+        concat!("sinew/", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(seen[1].user_agent.as_ref().unwrap(), "mine/1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connect_that_outlasts_the_timeout_fails_as_timed_out() {
+    // A listener that never accepts, with its accept queue filled: the
+    // kernel drops further SYNs, so a connect hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        let connect = tokio::net::TcpStream::connect(addr);
+        match tokio::time::timeout(std::time::Duration::from_millis(50), connect).await {
+            Ok(Ok(stream)) => queued.push(stream),
+            _ => break,
+        }
+    }
+    let connection = Connection::lazy(
+        &target(addr, &format!("http://{addr}")),
+        ConnectSettings {
+            connect_timeout: std::time::Duration::from_millis(100),
+            ..ConnectSettings::default()
+        },
+    );
+    // Bounded, so that a kernel that completes the connect anyway fails
+    // the test instead of hanging it.
+    let error = tokio::time::timeout(std::time::Duration::from_secs(5), call(&connection))
+        .await
+        .expect("the connect timeout ends the call")
+        .unwrap_err();
+    assert!(is_connect_error(&*error));
+    assert!(never_reached_server(&*error));
+    let status = Status::from_error(error);
+    assert_eq!(status.code(), Code::Unavailable);
+    let failed = cause::<ConnectFailed>(&status).expect("a ConnectFailed cause");
+    assert_eq!(failed.kind(), std::io::ErrorKind::TimedOut);
+    drop((listener, queued));
+}
+
+#[tokio::test]
+async fn a_default_response_body_is_empty_and_ended() {
+    use http_body_util::BodyExt as _;
+
+    let body = ResponseBody::default();
+    assert!(http_body::Body::is_end_stream(&body));
+    assert_eq!(http_body::Body::size_hint(&body).exact(), Some(0));
+    let collected = body.collect().await.expect("an empty body").to_bytes();
+    assert!(collected.is_empty());
+}

@@ -1,0 +1,50 @@
+//! The shared vocabulary of sinew's crates.
+//!
+//! What more than one of sinew's crates needs lives here, at the bottom of
+//! the dependency graph, so that the client, the server scaffold and
+//! telemetry never reach into each other:
+//!
+//! - [`contract`]: the method table sinew-build generates for each service,
+//!   and the retry and hedging policies it carries;
+//! - [`deadline`]: the deadline of the call in progress, and the
+//!   `grpc-timeout` header's codec;
+//! - [`headers`]: the gRPC header names, and the one reader of
+//!   `grpc-status`;
+//! - [`status`]: statuses with typed causes, and the one walker of error
+//!   chains;
+//! - [`codes`]: the canonical names of the status codes;
+//! - [`Rng`]: the seeded random source every jittered decision draws from;
+//! - [`fault`]: fault injection, for clients and servers alike.
+//!
+//! Users reach all of it through the `sinew` facade (`sinew::contract`,
+//! `sinew::fault`, `sinew::server::Deadline`, ...); depend on this crate
+//! directly only to build a crate of sinew's own.
+//!
+//! ```
+//! use sinew_core::{headers, status};
+//! use tonic::Code;
+//!
+//! let mut trailers = http::HeaderMap::new();
+//! trailers.insert(headers::GRPC_STATUS, http::HeaderValue::from_static("14"));
+//! assert_eq!(headers::grpc_status(&trailers), Some(Code::Unavailable));
+//!
+//! let status = status::status_with_cause(
+//!     Code::Unavailable,
+//!     "rehearsed outage",
+//!     sinew_core::fault::InjectedFault,
+//! );
+//! assert!(status::cause::<sinew_core::fault::InjectedFault>(&status).is_some());
+//! ```
+
+pub mod codes;
+pub mod contract;
+pub mod deadline;
+pub mod fault;
+pub mod headers;
+mod rng;
+pub mod status;
+
+pub use rng::Rng;
+
+/// The error type boxed errors are carried in.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

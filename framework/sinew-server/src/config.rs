@@ -1,0 +1,442 @@
+//! Server settings: safe defaults, overridable from a TOML file, the
+//! environment and code.
+//!
+//! Precedence, lowest to highest:
+//!
+//! 1. the defaults below;
+//! 2. a TOML file, named by [`ServerConfig::config_file`] or the
+//!    `SINEW_CONFIG` environment variable, with the keys below;
+//! 3. environment variables: `SINEW_` and the key in capitals, such as
+//!    `SINEW_MAX_CONCURRENT_STREAMS=100`;
+//! 4. values set in code on [`ServerConfig`].
+//!
+//! So an operator can tune what the code leaves open, and what the code
+//! pins stays pinned. Durations are written `"250ms"`, `"5s"`, `"1m 30s"`;
+//! sizes are bytes. A duration of zero turns a keepalive off. Every value is
+//! checked at start: an invalid one fails [`Server::run`](super::Server::run)
+//! with an error that names the key and where it came from.
+
+use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+/// The environment variable naming a TOML settings file.
+pub const CONFIG_FILE_ENV: &str = "SINEW_CONFIG";
+
+/// The prefix of every settings environment variable.
+pub const ENV_PREFIX: &str = "SINEW_";
+
+/// A setting could not be used. Names the key and where it came from.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value does not parse or is out of range.
+    #[error("invalid {key} (from {origin}): {value:?}: {reason}")]
+    Invalid {
+        /// The key, as written where it came from (`SINEW_ADDR`, `addr`).
+        key: String,
+        /// Where the value came from: `environment`, `code`, or a file path.
+        origin: String,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The TOML file has a key that is not a setting.
+    #[error("unknown key {key:?} in {origin}; the keys are: {known}", known = KEYS.join(", "))]
+    UnknownKey {
+        /// The unknown key.
+        key: String,
+        /// The file it is in.
+        origin: String,
+    },
+    /// The TOML file could not be read or parsed.
+    #[error("cannot use settings file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ConfigError {
+    /// The key at fault, where there is one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { key, .. } | Self::UnknownKey { key, .. } => Some(key),
+            Self::File { .. } => None,
+        }
+    }
+}
+
+/// A value type a setting can have, parsed from text.
+trait Value: Sized {
+    fn parse(text: &str) -> Result<Self, String>;
+}
+
+impl Value for SocketAddr {
+    fn parse(text: &str) -> Result<Self, String> {
+        SocketAddr::from_str(text.trim())
+            .map_err(|e| format!("{e}; expected an address like 0.0.0.0:50051"))
+    }
+}
+
+impl Value for usize {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|e| format!("{e}; expected a whole number"))
+    }
+}
+
+impl Value for u32 {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.trim()
+            .parse()
+            .map_err(|e| format!("{e}; expected a whole number"))
+    }
+}
+
+impl Value for String {
+    fn parse(text: &str) -> Result<Self, String> {
+        Ok(text.trim().to_owned())
+    }
+}
+
+impl Value for bool {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err("expected true or false".to_owned()),
+        }
+    }
+}
+
+impl Value for Duration {
+    fn parse(text: &str) -> Result<Self, String> {
+        humantime::parse_duration(text.trim())
+            .map_err(|e| format!("{e}; expected a duration like \"250ms\" or \"5s\""))
+    }
+}
+
+/// Declares every setting once: its type, default and doc. From that list
+/// come [`Settings`], the setters of [`ServerConfig`], and parsing by key.
+macro_rules! settings {
+    ($( $(#[doc = $doc:expr])+ $field:ident : $ty:ty = $default:expr; )+) => {
+        /// The settings a server runs with, once every source is applied.
+        /// See [`ServerConfig`] for the sources and their order.
+        #[derive(Debug, Clone, PartialEq)]
+        #[non_exhaustive]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $field: $ty, )+
+        }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Self { $( $field: $default, )+ }
+            }
+        }
+
+        /// Settings chosen in code. They take precedence over the
+        /// environment and the settings file; whatever is left unset comes
+        /// from those, or from the defaults.
+        ///
+        /// Precedence, lowest to highest: the defaults; a TOML file named
+        /// by [`ServerConfig::config_file`] or `SINEW_CONFIG`, with the
+        /// keys in [`KEYS`]; environment variables `SINEW_<KEY>`; values
+        /// set here. Durations read `"250ms"`, `"5s"`; sizes are bytes; a
+        /// zero duration turns a keepalive off. Every value is checked at
+        /// start, and an invalid one fails the start naming the key.
+        #[derive(Debug, Clone, Default)]
+        pub struct ServerConfig {
+            config_file: Option<PathBuf>,
+            $( $field: Option<$ty>, )+
+        }
+
+        impl ServerConfig {
+            $(
+                $(#[doc = $doc])+
+                pub fn $field(mut self, value: $ty) -> Self {
+                    self.$field = Some(value);
+                    self
+                }
+            )+
+        }
+
+        /// Every settings key, as written in a TOML file.
+        pub const KEYS: &[&str] = &[$( stringify!($field) ),+];
+
+        impl Settings {
+            /// Sets `key` from text; `Err` says why the text is wrong.
+            fn set(&mut self, key: &str, text: &str) -> Result<(), String> {
+                match key {
+                    $( stringify!($field) => self.$field = Value::parse(text)?, )+
+                    _ => return Err(format!("unknown key {key:?}")),
+                }
+                Ok(())
+            }
+
+            fn apply_code(&mut self, code: &ServerConfig) {
+                $( if let Some(value) = &code.$field { self.$field = value.clone(); } )+
+            }
+        }
+    };
+}
+
+settings! {
+    /// Address to listen on. Default `127.0.0.1:50051`: reachable from the
+    /// machine only until the deployment says otherwise (`0.0.0.0:50051`
+    /// in a container).
+    addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051));
+    /// Largest request message accepted, in bytes; larger ones fail with
+    /// `RESOURCE_EXHAUSTED`. Default 4 MiB.
+    max_receive_message_size: usize = 4 * 1024 * 1024;
+    /// Largest response message sent, in bytes; a handler returning a
+    /// larger one fails the call with `RESOURCE_EXHAUSTED`. Default 4 MiB
+    /// (tonic sends any size).
+    max_send_message_size: usize = 4 * 1024 * 1024;
+    /// HTTP/2 streams (calls) one connection may have open. Default 200
+    /// (tonic sets no limit).
+    max_concurrent_streams: u32 = 200;
+    /// Connections open at once; past it, new ones wait in the listen
+    /// backlog until one closes. Default 10,000 (tonic sets no limit).
+    max_connections: usize = 10_000;
+    /// Streams the server may reset for protocol errors on one connection
+    /// before it closes the connection, a guard against reset floods.
+    /// Default 1024 (tonic sets no limit).
+    max_local_error_reset_streams: usize = 1024;
+    /// Streams reset by the client that may wait to be accepted, a guard
+    /// against rapid reset (CVE-2023-44487). Default 20.
+    max_pending_accept_reset_streams: usize = 20;
+    /// Largest header list accepted, in bytes. Default 16 KiB.
+    max_header_list_size: u32 = 16 * 1024;
+    /// Interval of HTTP/2 pings on a connection; zero turns them off.
+    /// Default 60s.
+    http2_keepalive_interval: Duration = Duration::from_secs(60);
+    /// How long to wait for a ping's answer before closing the connection.
+    /// Default 20s.
+    http2_keepalive_timeout: Duration = Duration::from_secs(20);
+    /// TCP keepalive idle time; zero turns it off. Default 60s.
+    tcp_keepalive: Duration = Duration::from_secs(60);
+    /// How long a new connection may take to send the HTTP/2 preface;
+    /// one that has not sent it by then is closed, so that connections
+    /// that never speak cannot hold sockets open. Default 10s.
+    handshake_timeout: Duration = Duration::from_secs(10);
+    /// Ceiling on the time a handler may take to answer, whatever the
+    /// caller's deadline; beyond it the call fails with
+    /// `DEADLINE_EXCEEDED`. Default 30s.
+    request_timeout: Duration = Duration::from_secs(30);
+    /// On shutdown, how long the server keeps serving after it reports
+    /// `NOT_SERVING`, so load balancers see it go. Default 5s.
+    lame_duck: Duration = Duration::from_secs(5);
+    /// On shutdown, how long calls in flight may take to finish once the
+    /// server stops accepting; after it, they are abandoned. Default 20s
+    /// (with the lame-duck delay, inside Kubernetes' default 30s).
+    grace_period: Duration = Duration::from_secs(20);
+    /// How often readiness probes run. Default 5s.
+    probe_interval: Duration = Duration::from_secs(5);
+    /// How long one readiness probe may take before it counts as failed.
+    /// Default 2s.
+    probe_timeout: Duration = Duration::from_secs(2);
+    /// Whether to serve gRPC reflection (v1 and v1alpha). Default true.
+    reflection: bool = true;
+    /// Faults to inject into incoming calls, to rehearse failure, in the
+    /// form of [`FaultConfig::parse`](sinew_core::fault::FaultConfig::parse),
+    /// such as `"/echo.v1.Echo/ error=UNAVAILABLE p=0.2; seed=7"`. Default
+    /// empty: none.
+    faults: String = String::new();
+}
+
+// === impl ServerConfig ===
+
+impl ServerConfig {
+    /// Empty: every setting comes from the file, the environment or the
+    /// defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Reads this TOML file, instead of the one `SINEW_CONFIG` names.
+    pub fn config_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_file = Some(path.into());
+        self
+    }
+}
+
+// === impl Settings ===
+
+impl Settings {
+    /// The settings from every source, with this process's environment.
+    pub fn load(code: &ServerConfig) -> Result<Self, ConfigError> {
+        Self::load_with_env(code, |key| std::env::var(key).ok())
+    }
+
+    /// The settings from every source, reading the environment through
+    /// `env` (tests pass a map; nothing touches the process environment).
+    pub fn load_with_env(
+        code: &ServerConfig,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut settings = Self::default();
+
+        let file = code
+            .config_file
+            .clone()
+            .or_else(|| env(CONFIG_FILE_ENV).map(PathBuf::from));
+        if let Some(path) = file {
+            settings.apply_file(&path)?;
+        }
+
+        for key in KEYS {
+            let name = format!("{ENV_PREFIX}{}", key.to_ascii_uppercase());
+            if let Some(text) = env(&name) {
+                settings
+                    .set(key, &text)
+                    .map_err(|reason| invalid(&name, "environment", &text, reason))?;
+            }
+        }
+
+        settings.apply_code(code);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn apply_file(&mut self, path: &std::path::Path) -> Result<(), ConfigError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: origin.clone(),
+            reason: e.to_string(),
+        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::File {
+                path: origin.clone(),
+                reason: e.to_string(),
+            })?;
+        for (key, value) in &table {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::UnknownKey {
+                    key: key.clone(),
+                    origin,
+                });
+            }
+            let text = match value {
+                toml::Value::String(s) => s.clone(),
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(invalid(
+                        key,
+                        &origin,
+                        other.type_str(),
+                        "expected a string, a whole number or a boolean".to_owned(),
+                    ));
+                }
+            };
+            self.set(key, &text)
+                .map_err(|reason| invalid(key, &origin, &text, reason))?;
+        }
+        Ok(())
+    }
+
+    /// Checks what parsing cannot: zero limits that would stop all traffic.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            (
+                "max_receive_message_size",
+                self.max_receive_message_size == 0,
+            ),
+            ("max_send_message_size", self.max_send_message_size == 0),
+            ("max_concurrent_streams", self.max_concurrent_streams == 0),
+            ("max_connections", self.max_connections == 0),
+            ("max_header_list_size", self.max_header_list_size == 0),
+            ("handshake_timeout", self.handshake_timeout.is_zero()),
+            ("request_timeout", self.request_timeout.is_zero()),
+            ("probe_interval", self.probe_interval.is_zero()),
+            ("probe_timeout", self.probe_timeout.is_zero()),
+        ];
+        if let Some((key, _)) = positive.into_iter().find(|(_, zero)| *zero) {
+            return Err(invalid(
+                key,
+                "settings",
+                "0",
+                "must be above zero".to_owned(),
+            ));
+        }
+        sinew_core::fault::FaultConfig::parse(&self.faults)
+            .map(drop)
+            .map_err(|e| invalid("faults", "settings", &self.faults, e.to_string()))
+    }
+
+    /// The faults to inject, if any (checked when the settings loaded).
+    pub(crate) fn fault_config(&self) -> Option<sinew_core::fault::FaultConfig> {
+        sinew_core::fault::FaultConfig::parse(&self.faults)
+            .ok()
+            .filter(|config| !config.is_empty())
+    }
+}
+
+fn invalid(key: &str, origin: &str, value: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        origin: origin.to_owned(),
+        value: value.to_owned(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = Settings::load_with_env(&ServerConfig::new(), env(&[])).unwrap();
+        assert_eq!(s.max_receive_message_size, 4 * 1024 * 1024);
+        assert_eq!(s.max_send_message_size, 4 * 1024 * 1024);
+        assert_eq!(s.max_concurrent_streams, 200);
+        assert_eq!(s.max_local_error_reset_streams, 1024);
+        assert_eq!(s.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(s.max_connections, 10_000);
+        assert!(s.reflection);
+    }
+
+    #[test]
+    fn an_invalid_environment_value_names_its_variable() {
+        let err = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_MAX_CONCURRENT_STREAMS", "lots")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("SINEW_MAX_CONCURRENT_STREAMS"));
+        assert!(
+            err.to_string().contains("SINEW_MAX_CONCURRENT_STREAMS"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("lots"), "{err}");
+    }
+
+    #[test]
+    fn a_zero_limit_set_in_code_is_rejected() {
+        let err =
+            Settings::load_with_env(&ServerConfig::new().max_receive_message_size(0), env(&[]))
+                .unwrap_err();
+        assert_eq!(err.key(), Some("max_receive_message_size"));
+        let err = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_HANDSHAKE_TIMEOUT", "0s")]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("handshake_timeout"), "{err}");
+    }
+}

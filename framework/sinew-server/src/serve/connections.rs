@@ -1,0 +1,184 @@
+//! The server's connections: accepted, served, told to go away, awaited.
+
+use std::{future::Future, time::Duration};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http2::{self, Connection};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpStream, sync::watch, task::JoinSet};
+use tokio_util::task::TaskTracker;
+use tonic::transport::server::TcpConnectInfo;
+use tower::Service;
+
+use super::{Acceptor, ConnectionService, Spoken, Watched};
+use crate::BoxError;
+use crate::Settings;
+use crate::serve::executor::TrackingExecutor;
+
+/// How long [`Connections::abandon`] waits for the calls of the closed
+/// connections to be dropped: a call's future is dropped the next time its
+/// task runs, which is at once unless the handler is stuck in code that
+/// does not yield.
+const ABANDON_WAIT: Duration = Duration::from_secs(1);
+
+/// The connections of a server, each driven by a task of its own, and
+/// the tasks of their calls.
+///
+/// [`Connections::abandon`] closes the connections still open, which
+/// drops their calls: that is how the calls still running after the grace
+/// period are abandoned, with nothing of the server left running once it
+/// has returned. Dropping it closes them too, without waiting.
+pub(crate) struct Connections<S> {
+    builder: http2::Builder<TrackingExecutor>,
+    stack: S,
+    /// How long a new connection may take to send the HTTP/2 preface.
+    handshake_timeout: Duration,
+    /// How many connections may be open at once; past it, accepting
+    /// waits for one to close.
+    max_connections: usize,
+    tasks: JoinSet<()>,
+    /// The task of every call (hyper spawns one per stream), counted.
+    calls: TaskTracker,
+    /// Turns `true` when every connection is to go away.
+    draining: watch::Sender<bool>,
+}
+
+// === impl Connections ===
+
+impl<S, B> Connections<S>
+where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// No connections yet; each one to come gets the HTTP/2 settings of
+    /// `settings` and a clone of `stack`, and is closed unless it sends
+    /// the HTTP/2 preface within the `handshake_timeout` setting. At most
+    /// `max_connections` are open at once.
+    pub(crate) fn new(settings: &Settings, stack: S) -> Self {
+        let calls = TaskTracker::new();
+        Self {
+            builder: super::http2::builder(settings, TrackingExecutor::new(calls.clone())),
+            stack,
+            handshake_timeout: settings.handshake_timeout,
+            max_connections: settings.max_connections,
+            tasks: JoinSet::new(),
+            calls,
+            draining: watch::Sender::new(false),
+        }
+    }
+
+    /// Accepts and serves connections until `stop` resolves. Accepting
+    /// never fails (see [`Acceptor::accept`]); connections that end are
+    /// reaped on the way. With `max_connections` open, nothing is accepted
+    /// until one closes: further connects wait in the listen backlog, and
+    /// past it the kernel refuses them.
+    pub(crate) async fn accept_until(
+        &mut self,
+        acceptor: &Acceptor,
+        stop: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                // Once stopped, accept nothing more, however busy the
+                // listener.
+                biased;
+                () = &mut stop => return,
+                Some(ended) = self.tasks.join_next(), if !self.tasks.is_empty() => {
+                    if let Err(error) = ended
+                        && error.is_panic()
+                    {
+                        tracing::error!(%error, "a connection's task panicked");
+                    }
+                }
+                (stream, info) = acceptor.accept(), if self.tasks.len() < self.max_connections => {
+                    self.serve(stream, info);
+                }
+            }
+        }
+    }
+
+    /// Serves one accepted connection on a task of its own.
+    fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
+        let service = ConnectionService::new(self.stack.clone(), info);
+        let (stream, spoken) = Watched::new(stream);
+        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        self.tasks.spawn(drive(
+            connection,
+            self.draining.subscribe(),
+            spoken,
+            self.handshake_timeout,
+        ));
+    }
+
+    /// Tells every connection to go away: each sends `GOAWAY`, refuses new
+    /// streams, and closes once its calls in flight are done.
+    pub(crate) fn go_away(&self) {
+        self.draining.send_replace(true);
+    }
+
+    /// Resolves once every connection has closed.
+    pub(crate) async fn closed(&mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+
+    /// Closes the connections still open and waits until the calls of all
+    /// connections have ended: a closed connection's calls are dropped
+    /// (their handlers' futures with them) the next time their tasks run.
+    /// The wait is bounded by [`ABANDON_WAIT`], for a handler stuck in
+    /// code that does not yield; how many calls were left is returned.
+    pub(crate) async fn abandon(&mut self) -> usize {
+        self.tasks.abort_all();
+        self.closed().await;
+        self.calls.close();
+        let _ = tokio::time::timeout(ABANDON_WAIT, self.calls.wait()).await;
+        self.calls.len()
+    }
+}
+
+/// Serves `connection` until it ends, shutting it down gracefully once
+/// `draining` turns `true` (or the server is gone), and closing it at once
+/// if its peer has not `spoken` the HTTP/2 preface within
+/// `handshake_timeout`.
+async fn drive<S, B>(
+    connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, TrackingExecutor>,
+    mut draining: watch::Receiver<bool>,
+    spoken: Spoken,
+    handshake_timeout: Duration,
+) where
+    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    tokio::pin!(connection);
+    let handshake = tokio::time::sleep(handshake_timeout);
+    tokio::pin!(handshake);
+    let mut handshaking = true;
+    let ended = loop {
+        tokio::select! {
+            ended = connection.as_mut() => break ended,
+            () = &mut handshake, if handshaking => {
+                if !spoken.get() {
+                    tracing::debug!(?handshake_timeout, "no HTTP/2 preface in time: closing the connection");
+                    return;
+                }
+                handshaking = false;
+            }
+            // The guard `wait_for` returns is not held on to: it is not `Send`.
+            _ = async { draining.wait_for(|draining| *draining).await.map(drop) } => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+        }
+    };
+    // A peer that goes away without a goodbye, or speaks something other
+    // than HTTP/2, is the peer's problem: not worth more than debug.
+    if let Err(error) = ended {
+        tracing::debug!(%error, "connection closed with an error");
+    }
+}

@@ -1,0 +1,66 @@
+//! Serving HTTP/2 connections with hyper, below the scaffold's layers.
+//!
+//! The scaffold does what a call needs between the socket and its layers,
+//! and nothing else:
+//!
+//! - **Accept.** Each connection gets `TCP_NODELAY` and TCP keepalive (the
+//!   `tcp_keepalive` setting). At most `max_connections` (10,000) are open
+//!   at once; more wait in the listen backlog until one closes. An accept error never stops the server: one
+//!   that concerns a single connection is logged and the next is accepted;
+//!   running out of resources (`EMFILE`) pauses accepting for 100ms.
+//! - **HTTP/2 only**, with prior knowledge, as gRPC speaks it: a client
+//!   speaking HTTP/1 gets its connection closed, and so does one that has
+//!   not sent the HTTP/2 preface within the `handshake_timeout` setting
+//!   (10s), so that connections that never speak cannot hold sockets.
+//! - **Per call.** The connection's [`TcpConnectInfo`] goes into the
+//!   request's extensions, the call goes through the layers to the service
+//!   its path names (`/package.Service/Method`), and a path that names no
+//!   hosted service gets `UNIMPLEMENTED`. A layer's error becomes a status
+//!   where one fits: a `Status` is answered as it is, anything else as
+//!   `INTERNAL` with no detail, an injected abort resets the stream. Each
+//!   stream's task is spawned boxed. No `grpc-timeout` handling here:
+//!   sinew's deadline layer enforces it, once.
+//! - **Drain.** `Connections::go_away` has every connection send
+//!   `GOAWAY` and close once its calls are done; `Connections::abandon`
+//!   then closes those still open and waits (a second at most) until the
+//!   calls of every connection have ended, each stream's task being
+//!   counted as it is spawned.
+//!
+//! # HTTP/2 settings
+//!
+//! | setting | value | why |
+//! |---|---|---|
+//! | max concurrent streams | `max_concurrent_streams` (200) | calls one connection may have open |
+//! | max local error reset streams | `max_local_error_reset_streams` (1024) | guard against reset floods |
+//! | max pending accept reset streams | `max_pending_accept_reset_streams` (20) | guard against rapid reset (CVE-2023-44487) |
+//! | max header list size | `max_header_list_size` (16 KiB) | the request headers accepted |
+//! | keepalive interval | `http2_keepalive_interval` (60s; zero turns pings off) | find a dead peer the kernel would not report for minutes |
+//! | keepalive timeout | `http2_keepalive_timeout` (20s) | the ping answer deadline; an unanswered ping closes the connection |
+//! | initial stream window | 1 MiB | a large message is not stalled at 64 KiB per round trip |
+//! | initial connection window | 1 MiB | shared by the connection's streams |
+//! | adaptive window | off | fixed windows |
+//! | max frame size | 16 KiB | the HTTP/2 default, which every peer sends |
+//! | max send buffer size | 400 KiB | what one stream may queue before the peer's window opens |
+//! | `date` header | on | on every response, as before |
+//!
+//! The fixed ones are what tonic's server used (its defaults are
+//! hyper's), made explicit so that a change of hyper's defaults does not
+//! change them.
+//!
+//! [`TcpConnectInfo`]: tonic::transport::server::TcpConnectInfo
+
+mod accept;
+mod connections;
+pub(crate) mod executor;
+mod http2;
+mod preface;
+mod recover;
+mod routes;
+mod service;
+
+pub(crate) use accept::Acceptor;
+pub(crate) use connections::Connections;
+pub(crate) use preface::{Spoken, Watched};
+pub(crate) use recover::Recover;
+pub(crate) use routes::{DuplicateService, RoutesBuilder};
+pub(crate) use service::ConnectionService;

@@ -1,0 +1,141 @@
+//! Traces, metrics and logs over OpenTelemetry, set up in one call.
+//!
+//! ```no_run
+//! # async fn serve() -> Result<(), Box<dyn std::error::Error>> { Ok(()) }
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let telemetry = sinew_telemetry::init("greeter")?;
+//!     serve().await?; // e.g. sinew::Server::new("greeter")...run().await
+//!     telemetry.shutdown().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! [`init`] installs, for the whole process: the OpenTelemetry tracer and
+//! meter providers, the W3C trace-context and baggage propagator, and a
+//! `tracing` subscriber that prints readable logs to stderr and turns
+//! `tracing` spans into OpenTelemetry spans. The scaffold and the clients
+//! then trace and measure every call with no code from you: incoming calls
+//! continue the caller's trace, outgoing calls carry it on, and the
+//! `tracing` events of a handler land in its call's span and, on the
+//! console, end with its `trace_id=` and `span_id=`. With
+//! `OTEL_SDK_DISABLED=true` it installs the console logs and the propagator
+//! only (see [below](#switching-telemetry-off)).
+//!
+//! # Pointing sinew at a collector
+//!
+//! Set the standard OpenTelemetry variables; any OTLP/gRPC receiver will
+//! do: an OpenTelemetry Collector, Jaeger (1.35 and later), Grafana Tempo
+//! or Alloy, or a vendor's agent.
+//!
+//! ```text
+//! # Jaeger all-in-one, UI on http://localhost:16686:
+//! docker run --rm -p 16686:16686 -p 4317:4317 jaegertracing/all-in-one
+//! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example greeter
+//! ```
+//!
+//! sinew speaks OTLP over gRPC (port 4317) in plain text; `https://`
+//! endpoints and `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` are refused at
+//! start, with an error naming the variable. Run a collector or agent
+//! beside the service for TLS to a remote backend.
+//!
+//! # Variables
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `OTEL_SDK_DISABLED` | `true` (any case) switches telemetry off, console logs aside; wins over code. Any other value leaves it on (one that is not `false` is warned about) | on |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | where to send traces and metrics | none: no export |
+//! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `_METRICS_ENDPOINT` | the same, for one signal; wins over the above | |
+//! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`, `_METRICS_`) | one export's bound, retries included, in ms | 10000 |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`, `_METRICS_`) | must be `grpc` if set | `grpc` |
+//! | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,key2=value2`, values percent-encoded, sent as gRPC metadata with every export (credentials, tenant ids); keys are lowercased | none |
+//! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS` | the same for traces; when set, replaces the above whole for traces | |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION`, `_TRACES_COMPRESSION` | must be `none` if set: traces are sent uncompressed (the second wins for traces) | none |
+//! | `OTEL_SERVICE_NAME` | the service name; wins over the name in code | the name passed to [`init`] |
+//! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,key2=value2`, values percent-encoded, on every span and metric | none |
+//! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` |
+//! | `OTEL_TRACES_SAMPLER_ARG` | the ratio for the ratio samplers, in `[0, 1]` | 1.0 |
+//! | `OTEL_METRIC_EXPORT_INTERVAL` | between metric exports, in ms | 60000 |
+//! | `OTEL_BSP_MAX_QUEUE_SIZE` | finished spans waiting for export; beyond, dropped and counted | 2048 |
+//! | `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | spans per export | 512 |
+//! | `OTEL_BSP_SCHEDULE_DELAY` | between span exports, in ms | 5000 |
+//! | `RUST_LOG` | which events the console shows | `info` |
+//!
+//! An invalid value fails [`init`] with a [`TelemetryError`] naming the
+//! variable (never quoting a header's value); an empty one counts as
+//! unset. Code can override every value but the service name and
+//! `OTEL_SDK_DISABLED=true` through [`TelemetryConfig`] and [`init_with`].
+//!
+//! Spans are exported by sinew's own OTLP exporter, which takes all of its
+//! settings from the [`TelemetryConfig`]. Metrics, far fewer, go through
+//! `opentelemetry-otlp`, which reads `OTEL_EXPORTER_OTLP_HEADERS` and
+//! `OTEL_EXPORTER_OTLP_METRICS_HEADERS` itself (skipping pairs it cannot
+//! use) and sends uncompressed whatever the compression variables say
+//! (`_METRICS_COMPRESSION` is not checked).
+//!
+//! # Without an endpoint
+//!
+//! Nothing is exported and nothing is sent anywhere, but everything else
+//! works: calls get trace and span ids, which the console lines carry and
+//! outgoing calls propagate, so a service without a collector still joins
+//! its callers' traces for the services that have one.
+//!
+//! # Switching telemetry off
+//!
+//! `OTEL_SDK_DISABLED=true`, or [`TelemetryConfig::disabled`] in code,
+//! turns everything off but the console: [`init`] installs the console
+//! logs (with no `trace_id=` or `span_id=`) and the W3C propagator, and
+//! no tracer or meter provider, no exporter and no thread. The scaffold's
+//! and the clients' layers stay off, costing one atomic load per call, so
+//! calls record no spans or metrics and do not pass their callers' trace
+//! context on: the traces of the services they call start there.
+//! [`flush`] and [`Telemetry::shutdown`] return at once, and the span
+//! counters stay at zero. An info line says telemetry is disabled, and by
+//! what.
+//!
+//! It is the switch to reach for when telemetry itself is the trouble, so
+//! it asks little: no tokio runtime, and no valid `OTEL_*` settings. The
+//! first invalid one is logged as a warning instead of failing the start
+//! (it fails the start again once telemetry is switched back on); only
+//! `RUST_LOG`, which the console still uses, must be valid. [`init`] still
+//! succeeds once per process and still refuses to replace another
+//! `tracing` subscriber.
+//!
+//! # Off the request path
+//!
+//! Exporting never slows or fails a call. Finished spans go into a bounded
+//! queue that a background thread exports in batches; when the collector
+//! is slow or gone and the queue is full, spans are dropped and counted
+//! ([`Telemetry::dropped_spans`]). Metrics are aggregated in memory and
+//! exported by a background thread on their interval. A failing export is
+//! logged once, when it starts failing, and once when it recovers.
+//!
+//! # The drain
+//!
+//! On shutdown the server drains its calls and then calls [`flush`], which
+//! exports what the last calls recorded, waiting at most [`FLUSH_TIMEOUT`].
+//! [`Telemetry::shutdown`] at the end of `main` exports what is left and
+//! stops the exporters, waiting at most [`SHUTDOWN_TIMEOUT`]; dropping the
+//! guard does the same, blocking. Neither hangs on a dead collector: past
+//! the bound, the rest is abandoned and an error says so.
+
+pub(crate) mod call;
+mod config;
+mod error;
+pub mod events;
+mod export;
+mod install;
+mod logs;
+mod method;
+pub mod metrics;
+mod otlp;
+pub mod propagation;
+mod queue;
+pub(crate) mod span;
+pub mod trace;
+
+pub(crate) use sinew_core::{BoxError, headers};
+
+pub use config::{TelemetryConfig, TraceSampler, VARIABLES};
+pub use error::TelemetryError;
+pub use install::{FLUSH_TIMEOUT, SHUTDOWN_TIMEOUT, Telemetry, flush, init, init_with};
