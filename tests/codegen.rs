@@ -4,7 +4,7 @@
 
 use std::{path::Path, time::Duration};
 
-use sinew::contract::{Contract, Idempotency, MethodPolicy, Streaming};
+use sinew::contract::{CodeSet, Contract, Idempotency, MethodPolicy, Streaming};
 use sinew_workspace::proto::{echo::v1::EchoContract, greeter::v1::GreeterContract};
 use tonic::Code;
 
@@ -66,7 +66,7 @@ fn sinew_options_become_per_method_defaults() {
     let hedging = get.hedging.expect("Get hedges");
     assert_eq!(hedging.max_attempts, 3);
     assert_eq!(hedging.hedging_delay, Duration::from_millis(20));
-    assert_eq!(hedging.non_fatal_codes, [Code::Unavailable]);
+    assert_eq!(hedging.non_fatal_codes, CodeSet::of(&[Code::Unavailable]));
 
     let put = EchoContract::PUT.policy;
     assert_eq!(put.timeout, Some(Duration::from_secs(1)));
@@ -78,7 +78,7 @@ fn sinew_options_become_per_method_defaults() {
     assert!((retry.backoff_multiplier - 2.0).abs() < f64::EPSILON);
     assert_eq!(
         retry.retryable_codes,
-        [Code::Unavailable, Code::ResourceExhausted]
+        CodeSet::of(&[Code::Unavailable, Code::ResourceExhausted])
     );
 
     assert_eq!(EchoContract::POST.policy, MethodPolicy::NONE);
@@ -214,10 +214,11 @@ fn a_valid_contract_compiles() {
 #[test]
 fn the_checked_in_health_code_is_fresh() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let proto = root.join("framework/sinew/proto");
-    let checked_in = root.join("framework/sinew/src/health/generated");
+    let proto = root.join("framework/sinew-server/proto");
+    let checked_in = root.join("framework/sinew-server/src/health/generated");
     let out = tempfile::tempdir().unwrap();
     sinew_build::configure()
+        .framework_path("crate::codegen")
         .out_dir(out.path())
         .compile_dir(&proto)
         .unwrap();

@@ -1,0 +1,3 @@
+fn main() -> Result<(), sinew_build::Error> {
+    sinew_build::compile_protos("proto")
+}
