@@ -108,6 +108,34 @@ fn proto_comments_become_doc_comments() {
     assert!(code.contains("/// Greets people."), "service docs");
 }
 
+#[test]
+fn well_known_types_resolve_to_prost_types_through_sinew() {
+    // prost must see the well-known types to decide what a message holding
+    // one can derive; it used to panic when they were left out of the set.
+    let dir = tempfile::tempdir().unwrap();
+    let protos = dir.path().join("contracts");
+    std::fs::create_dir_all(protos.join("shop/v1")).unwrap();
+    std::fs::write(
+        protos.join("shop/v1/order.proto"),
+        "syntax = \"proto3\";\npackage shop.v1;\nimport \"google/protobuf/timestamp.proto\";\n\
+         message Order {\n  google.protobuf.Timestamp placed_at = 1;\n}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    sinew_build::configure()
+        .out_dir(&out)
+        .compile_dir(&protos)
+        .expect("a contract with a well-known type compiles");
+    let code = std::fs::read_to_string(out.join("shop.v1.rs")).unwrap();
+    assert!(code.contains("::sinew::prost_types::Timestamp"), "{code}");
+    assert!(code.contains("::sinew::prost::Message"), "{code}");
+    assert!(
+        !out.join("google.protobuf.rs").exists(),
+        "no code for the well-known types themselves"
+    );
+}
+
 /// Compiles `source` as `contracts/bad/v1/bad.proto` into a scratch folder.
 fn compile(source: &str) -> Result<(), sinew_build::Error> {
     let dir = tempfile::tempdir().unwrap();

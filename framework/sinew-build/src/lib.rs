@@ -262,8 +262,18 @@ impl Builder {
 
         let mut set = compiler.file_descriptor_set();
         write(&out_dir.join(DESCRIPTOR_FILE), &set.encode_to_vec())?;
-        set.file.retain(|f| generated.iter().any(|g| g == f.name()));
-        let packages: Vec<String> = set.file.iter().map(|f| f.package().to_owned()).collect();
+        // The well-known types stay in the set so that prost knows their
+        // shapes (whether a message holding a `Timestamp` can derive `Eq`);
+        // it writes no code for them, since they resolve to prost-types.
+        set.file.retain(|f| {
+            generated.iter().any(|g| g == f.name()) || f.name().starts_with("google/protobuf/")
+        });
+        let packages: Vec<String> = set
+            .file
+            .iter()
+            .filter(|f| generated.iter().any(|g| g == f.name()))
+            .map(|f| f.package().to_owned())
+            .collect();
 
         let root = &self.framework_path;
         let framework: proc_macro2::TokenStream = root.parse().map_err(|_| {
