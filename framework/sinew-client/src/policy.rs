@@ -67,6 +67,20 @@ impl CallPolicy {
     pub fn may_repeat(&self) -> bool {
         self.idempotency.is_retry_safe() || self.retry_side_effects
     }
+
+    /// The hedging this call gets, if any: its hedging rules, when the
+    /// method has no side effects (whatever a caller opted in to) and the
+    /// request is one message, which every copy can be sent.
+    ///
+    /// The one place that chooses between hedging and retrying: gRFC A6
+    /// gives a call one or the other. A call this hedges is the hedge
+    /// layer's alone, and the retry layer passes it through, so that
+    /// copies are never multiplied by retries; any other call is the retry
+    /// layer's, and the hedge layer passes it through.
+    pub fn hedged(&self) -> Option<HedgingPolicy> {
+        self.hedging
+            .filter(|_| self.idempotency == Idempotency::NoSideEffects && self.single_request())
+    }
 }
 
 /// What the [`Client`](crate::Client) records of each call in the

@@ -54,12 +54,3 @@ mod tests;
 pub use future::ResponseFuture;
 pub use layer::HedgeLayer;
 pub use service::Hedge;
-
-use crate::{CallPolicy, contract::Idempotency};
-
-/// Whether the hedge layer hedges a call with `policy`.
-pub(crate) fn applies(policy: &CallPolicy) -> bool {
-    policy.hedging.is_some()
-        && policy.idempotency == Idempotency::NoSideEffects
-        && policy.single_request()
-}

@@ -63,11 +63,7 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let inner = self.inner.clone();
-        let policy = CallPolicy::of(request.extensions());
-        let Some(hedging) = policy
-            .filter(super::applies)
-            .and_then(|policy| policy.hedging)
-        else {
+        let Some(hedging) = CallPolicy::of(request.extensions()).and_then(|p| p.hedged()) else {
             return ResponseFuture::forward(inner, request);
         };
         let deadline = CallDeadline::of(request.extensions());

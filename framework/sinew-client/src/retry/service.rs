@@ -72,10 +72,8 @@ where
         let Some(policy) = CallPolicy::of(request.extensions()) else {
             return ResponseFuture::forward(inner, request);
         };
-        // gRFC A6 gives a method retries or hedging, never both: a hedged
-        // call is the hedge layer's, and retrying it too would multiply
-        // the copies.
-        if crate::hedge::applies(&policy) {
+        // A hedged call is the hedge layer's alone (see CallPolicy::hedged).
+        if policy.hedged().is_some() {
             return ResponseFuture::forward(inner, request);
         }
         let deadline = CallDeadline::of(request.extensions());
