@@ -12,6 +12,8 @@
 //!   `grpc-status`;
 //! - [`status`]: statuses with typed causes, and the one walker of error
 //!   chains;
+//! - [`body`]: the response body that holds a guard until its call ends;
+//! - [`backoff`]: the one exponential backoff every retry and reconnect waits by;
 //! - [`codes`]: the canonical names of the status codes;
 //! - [`Rng`]: the seeded random source every jittered decision draws from;
 //! - [`fault`]: fault injection, for clients and servers alike.
@@ -36,6 +38,8 @@
 //! assert!(status::cause::<sinew_core::fault::InjectedFault>(&status).is_some());
 //! ```
 
+pub mod backoff;
+pub mod body;
 pub mod codes;
 pub mod contract;
 pub mod deadline;

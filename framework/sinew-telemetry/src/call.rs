@@ -12,8 +12,6 @@ use std::{
     time::SystemTime,
 };
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use opentelemetry::{
     Context as OtelContext, KeyValue,
     context::WithContext,
@@ -23,6 +21,7 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, Sampler, SamplingDecision, ShouldSample,
 };
 use pin_project_lite::pin_project;
+use sinew_core::body::{End, Guard, GuardBody};
 use tokio::time::Instant;
 use tonic::Code;
 
@@ -91,7 +90,7 @@ pub(crate) enum Side {
 /// `tracing` or the SDK's tracer: one span per call, without the `tracing`
 /// registry's bookkeeping or the SDK's span machinery in between.
 #[derive(Debug)]
-pub(crate) struct CallRecord {
+pub struct CallRecord {
     side: Side,
     cx: OtelContext,
     start: Instant,
@@ -354,10 +353,7 @@ pub(crate) fn finish_on_response<B>(
         }
         None => Some(Box::new(record)),
     };
-    response.map(|body| RecordedBody {
-        inner: body,
-        record,
-    })
+    response.map(|body| RecordedBody::new(body, record))
 }
 
 /// The code a failed call (no response at all) is recorded with.
@@ -368,92 +364,28 @@ pub(crate) fn code_of_error(error: &BoxError) -> Code {
     }
 }
 
-pin_project! {
-    /// The response body of a traced call: it records the call's status
-    /// from its trailers. A call whose status came in the headers, or that
-    /// is not traced, has nothing left to record.
-    pub struct RecordedBody<B> {
-        #[pin]
-        inner: B,
-        // Boxed, so that the body is small where there is nothing to
-        // record (it is moved out through every layer above).
-        record: Option<Box<CallRecord>>,
-    }
-}
+/// The response body of a traced call: it records the call's status from
+/// its trailers. A call whose status came in the headers, or that is not
+/// traced, has nothing left to record. The default, an empty body, is what
+/// a server answers a failed call with (a status, trailers only) when no
+/// handler made a body.
+///
+/// The record is boxed, so that the body is small where there is nothing
+/// to record (it is moved out through every layer above).
+pub type RecordedBody<B> = GuardBody<B, Box<CallRecord>>;
 
-impl<B> RecordedBody<B> {
-    fn unrecorded(inner: B) -> Self {
-        Self {
-            inner,
-            record: None,
-        }
-    }
-}
-
-/// An empty body: what a server answers a failed call with (a status,
-/// trailers only), when no handler made a body.
-impl<B: Default> Default for RecordedBody<B> {
-    fn default() -> Self {
-        Self::unrecorded(B::default())
-    }
-}
-
-impl<B: std::fmt::Debug> std::fmt::Debug for RecordedBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordedBody")
-            .field("inner", &self.inner)
-            .field("recording", &self.record.is_some())
-            .finish()
-    }
-}
-
-impl<B> Body for RecordedBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if this.record.is_none() {
-            return polled.map(|frame| frame.map(|f| f.map_err(Into::into)));
-        }
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(trailers) = frame.trailers_ref()
-                    && let Some(mut record) = this.record.take()
-                {
-                    record.finish(crate::headers::grpc_status(trailers).unwrap_or(Code::Unknown));
-                }
+/// A call whose status comes after its headers ends with its body.
+impl Guard for Box<CallRecord> {
+    fn finish(mut self, end: End<'_>) {
+        let code = match end {
+            End::Trailers(trailers) => {
+                crate::headers::grpc_status(trailers).unwrap_or(Code::Unknown)
             }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(mut record) = this.record.take() {
-                    record.finish(Code::Unavailable);
-                }
-            }
-            Poll::Ready(None) => {
-                // The body ended without trailers: gRPC calls that UNKNOWN.
-                if let Some(mut record) = this.record.take() {
-                    record.finish(Code::Unknown);
-                }
-            }
-            Poll::Pending => {}
-        }
-        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+            End::Error(_) => Code::Unavailable,
+            // The body ended without trailers: gRPC calls that UNKNOWN.
+            End::Stream => Code::Unknown,
+        };
+        CallRecord::finish(&mut self, code);
     }
 }
 
@@ -501,7 +433,7 @@ where
     type Output = Result<http::Response<RecordedBody<B>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let unrecorded = |response: http::Response<B>| response.map(RecordedBody::unrecorded);
+        let unrecorded = |response: http::Response<B>| response.map(RecordedBody::unguarded);
         match self.project().state.project() {
             StateProj::Off { inner } => inner
                 .poll(cx)

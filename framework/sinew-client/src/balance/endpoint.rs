@@ -1,21 +1,17 @@
 //! One endpoint: its service, its outstanding calls, its reconnect backoff.
 
 use std::{
-    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
-    task::{Context, Poll},
     time::Duration,
 };
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
+use sinew_core::body::{End, Guard, GuardBody};
 use tokio::time::Instant;
 
-use crate::{BoxError, Rng};
+use crate::Rng;
 
 /// How long an endpoint whose connections fail is left alone: doubling
 /// from `initial` to `max`, each wait drawn between half and all of the
@@ -26,6 +22,14 @@ pub struct ReconnectBackoff {
     pub initial: Duration,
     /// The longest wait. Default 10s.
     pub max: Duration,
+}
+
+impl ReconnectBackoff {
+    /// The waits as sinew-core's one backoff: doubling, each drawn in the
+    /// upper half of its step.
+    fn rule(self) -> sinew_core::backoff::Backoff {
+        sinew_core::backoff::Backoff::new(self.initial, self.max, 2.0).jitter(0.5, 1.0)
+    }
 }
 
 impl Default for ReconnectBackoff {
@@ -81,11 +85,7 @@ impl<S> Endpoint<S> {
     /// A connection attempt failed: leave the endpoint alone for a while.
     pub(crate) fn connect_failed(&self, now: Instant, backoff: ReconnectBackoff, rng: &Rng) {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed);
-        let step = backoff
-            .initial
-            .saturating_mul(1u32 << failures.min(20))
-            .min(backoff.max);
-        let wait = step.mul_f64(0.5 + rng.next_f64() / 2.0);
+        let wait = backoff.rule().wait(failures.min(20), rng.next_f64());
         let until = self.nanos_since_epoch(now + wait);
         self.backoff_until.fetch_max(until, Ordering::Relaxed);
     }
@@ -103,9 +103,10 @@ impl<S> Endpoint<S> {
     }
 }
 
-/// Decrements an endpoint's outstanding calls when dropped.
+/// Decrements an endpoint's outstanding calls when dropped: the guard of
+/// an [`InFlightBody`].
 #[derive(Debug)]
-pub(crate) struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight(Arc<AtomicUsize>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -113,64 +114,13 @@ impl Drop for InFlight {
     }
 }
 
-pin_project! {
-    /// A response body that keeps its call counted as outstanding on its
-    /// endpoint until the body ends or is dropped.
-    pub struct InFlightBody<B> {
-        #[pin]
-        inner: B,
-        guard: Option<InFlight>,
-    }
+/// The call stops counting when its body ends, however it ends.
+impl Guard for InFlight {
+    fn finish(self, _end: End<'_>) {}
 }
 
-impl<B> InFlightBody<B> {
-    pub(crate) fn new(inner: B, guard: Option<InFlight>) -> Self {
-        Self { inner, guard }
-    }
-}
-
-/// An empty body counted on no endpoint: what a layer above answers with
-/// when it makes a response itself.
-impl<B: Default> Default for InFlightBody<B> {
-    fn default() -> Self {
-        Self::new(B::default(), None)
-    }
-}
-
-impl<B: std::fmt::Debug> std::fmt::Debug for InFlightBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InFlightBody")
-            .field("inner", &self.inner)
-            .field("counted", &self.guard.is_some())
-            .finish()
-    }
-}
-
-impl<B> Body for InFlightBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None | Some(Err(_))) = &polled {
-            this.guard.take();
-        }
-        polled.map(|frame| frame.map(|f| f.map_err(Into::into)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// A response body that keeps its call counted as outstanding on its
+/// endpoint until the body ends or is dropped. The default is an empty
+/// body counted on no endpoint: what a layer above answers with when it
+/// makes a response itself.
+pub type InFlightBody<B> = GuardBody<B, InFlight>;

@@ -29,7 +29,7 @@ mod future;
 mod service;
 
 pub use discover::{Discovery, DiscoveryError, Target};
-pub use endpoint::{InFlightBody, ReconnectBackoff};
+pub use endpoint::{InFlight, InFlightBody, ReconnectBackoff};
 pub use future::ResponseFuture;
 pub use service::Balance;
 #[cfg(test)]

@@ -95,7 +95,7 @@ where
                     (Err(error), Some(ticket)) => {
                         let error = error.into();
                         if let Some(outcome) = error_outcome(&*error) {
-                            ticket.finish(outcome);
+                            ticket.record(outcome);
                         }
                         Err(error)
                     }
@@ -130,7 +130,7 @@ fn watch<B: http_body::Body>(
     };
     let ticket = match outcome {
         Some(outcome) => {
-            ticket.finish(outcome);
+            ticket.record(outcome);
             None
         }
         None => Some(ticket),

@@ -162,11 +162,11 @@ impl fmt::Debug for BreakerHandle {
 
 /// An admitted call's claim on the breaker, until its outcome is known.
 ///
-/// Dropping a ticket without [`finish`](Self::finish) (the caller
+/// Dropping a ticket without [`record`](Self::record) (the caller
 /// cancelled, or the call was never sent) records nothing and frees its
 /// probe slot, so a slot cannot leak whatever path the call takes.
 #[derive(Debug)]
-pub(crate) struct Ticket {
+pub struct Ticket {
     handle: BreakerHandle,
     /// `None` once finished.
     admission: Option<Admission>,
@@ -175,7 +175,7 @@ pub(crate) struct Ticket {
 // === impl Ticket ===
 
 impl Ticket {
-    pub(crate) fn finish(mut self, outcome: Outcome) {
+    pub(crate) fn record(mut self, outcome: Outcome) {
         if let Some(admission) = self.admission.take() {
             let mut circuit = self.handle.lock();
             circuit.record(admission, outcome, Instant::now());

@@ -85,7 +85,7 @@ mod tests;
 
 pub use body::BreakerBody;
 pub use config::BreakerConfig;
-pub use handle::BreakerHandle;
+pub use handle::{BreakerHandle, Ticket};
 pub use layer::BreakerLayer;
 pub use service::Breaker;
 pub use state::State;

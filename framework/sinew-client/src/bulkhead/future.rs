@@ -167,7 +167,7 @@ fn hold<B: http_body::Body>(
     let over = crate::headers::grpc_status(response.headers()).is_some()
         || response.body().is_end_stream();
     let slot = if over { None } else { slot };
-    response.map(|body| SlotBody::new(body, slot))
+    response.map(|body| SlotBody::new(body, slot.map(super::HeldSlot::new)))
 }
 
 fn full(timed_out: bool) -> BoxError {

@@ -47,7 +47,7 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-pub use body::SlotBody;
+pub use body::{HeldSlot, SlotBody};
 pub use config::BulkheadConfig;
 pub use layer::BulkheadLayer;
 pub use limits::Limits;

@@ -157,7 +157,7 @@ impl Client {
 pub type ClientBody = RecordedBody<DeadlineBody<SlotBody<InFlightBody<BreakerBody<ResponseBody>>>>>;
 
 fn unbounded(response: http::Response<EndpointBody>) -> http::Response<SlotBody<EndpointBody>> {
-    response.map(SlotBody::unheld)
+    response.map(SlotBody::unguarded)
 }
 
 impl Service<http::Request<Body>> for Client {

@@ -2,7 +2,8 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{RetryPolicy, Rng};
 
-/// gRFC A6 exponential backoff with full jitter.
+/// gRFC A6 exponential backoff with full jitter, by sinew-core's
+/// [`Backoff`](sinew_core::backoff::Backoff).
 ///
 /// The wait before retry `n` (1, 2, ...) is uniform in
 /// `[0, min(initial_backoff * multiplier^(n-1), max_backoff)]`, drawn from
@@ -11,11 +12,9 @@ use crate::{RetryPolicy, Rng};
 /// rounded by the timer anyway, and would make paused-time tests inexact.
 #[derive(Debug)]
 pub(crate) struct Backoff {
-    initial_ms: f64,
-    max_ms: f64,
-    multiplier: f64,
+    rule: sinew_core::backoff::Backoff,
     /// Retries since the sequence last started: the exponent.
-    retries: i32,
+    retries: u32,
     rng: Arc<Rng>,
 }
 
@@ -24,9 +23,11 @@ pub(crate) struct Backoff {
 impl Backoff {
     pub(crate) fn new(policy: &RetryPolicy, rng: Arc<Rng>) -> Self {
         Self {
-            initial_ms: policy.initial_backoff.as_secs_f64() * 1000.0,
-            max_ms: policy.max_backoff.as_secs_f64() * 1000.0,
-            multiplier: policy.backoff_multiplier,
+            rule: sinew_core::backoff::Backoff::new(
+                policy.initial_backoff,
+                policy.max_backoff,
+                policy.backoff_multiplier,
+            ),
             retries: 0,
             rng,
         }
@@ -34,22 +35,12 @@ impl Backoff {
 
     /// The wait before the next retry; each call draws once from the rng.
     pub(crate) fn next_wait(&mut self) -> Duration {
-        let ceiling = self.initial_ms * self.multiplier.powi(self.retries);
-        // A NaN or negative multiplier from a hand-written config must not
-        // panic or stall: NaN means the cap, a negative product no wait.
-        let ceiling = if ceiling.is_nan() {
-            self.max_ms
-        } else {
-            ceiling.clamp(0.0, self.max_ms)
-        };
+        let wait = self.rule.wait(self.retries, self.rng.next_f64());
         self.retries = self.retries.saturating_add(1);
-        // `as` saturates; `next_f64` is below 1, so this stays under the
-        // ceiling.
-        Duration::from_millis((self.rng.next_f64() * ceiling).floor() as u64)
+        Duration::from_millis(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX))
     }
 
-    /// Starts the sequence over from `initial_backoff`, as gRFC A6 asks
-    /// after the server pushed back.
+    /// Starts the sequence over (after server pushback).
     pub(crate) fn reset(&mut self) {
         self.retries = 0;
     }

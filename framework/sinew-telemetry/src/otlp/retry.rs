@@ -40,18 +40,18 @@ pub(crate) fn is_retryable(code: Code) -> bool {
 #[derive(Debug, Clone)]
 pub(crate) struct Backoff {
     retries: u32,
-    delay: Duration,
 }
+
+/// The rule of those delays, sinew-core's one backoff.
+const RULE: sinew_core::backoff::Backoff =
+    sinew_core::backoff::Backoff::new(INITIAL_DELAY, MAX_DELAY, 2.0).jitter(1.0, 1.5);
 
 // === impl Backoff ===
 
 impl Backoff {
     /// The delays of a new export.
     pub(crate) fn new() -> Self {
-        Self {
-            retries: 0,
-            delay: INITIAL_DELAY,
-        }
+        Self { retries: 0 }
     }
 
     /// The delay before the next retry, or `None` when none is left.
@@ -59,10 +59,9 @@ impl Backoff {
         if self.retries == MAX_RETRIES {
             return None;
         }
+        let delay = RULE.wait(self.retries, draw());
         self.retries += 1;
-        let delay = self.delay;
-        self.delay = (self.delay * 2).min(MAX_DELAY);
-        Some(delay + jitter(delay / 2))
+        Some(delay)
     }
 }
 
@@ -72,15 +71,12 @@ impl Default for Backoff {
     }
 }
 
-/// A random duration in `[0, max]`. The standard library's hasher keys
-/// are random per `RandomState`, which is all the randomness this needs.
-fn jitter(max: Duration) -> Duration {
-    let max_micros = max.as_micros() as u64;
-    if max_micros == 0 {
-        return Duration::ZERO;
-    }
-    let random = RandomState::new().hash_one(max_micros);
-    Duration::from_micros(random % (max_micros + 1))
+/// A random number in `[0, 1)`. The standard library's hasher keys are
+/// random per `RandomState`, which is all the randomness this needs.
+fn draw() -> f64 {
+    let random = RandomState::new().hash_one(0u8);
+    // The top 53 bits, as the fraction of a double.
+    (random >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -104,13 +100,17 @@ mod tests {
 
     #[test]
     fn delays_stop_growing_at_the_cap() {
-        let mut backoff = Backoff {
-            retries: 0,
-            delay: Duration::from_millis(1500),
-        };
-        let _ = backoff.next_delay();
-        let delay = backoff.next_delay().unwrap();
-        assert!(delay >= MAX_DELAY && delay <= MAX_DELAY + MAX_DELAY / 2);
+        // 100ms doubling reaches the cap at the fifth delay: past three
+        // retries, as a longer export timeout would allow.
+        for n in [4, 5, 10] {
+            for draw in [0.0, 0.5, 0.999] {
+                let delay = RULE.wait(n, draw);
+                assert!(
+                    delay >= MAX_DELAY && delay <= MAX_DELAY + MAX_DELAY / 2,
+                    "{delay:?}"
+                );
+            }
+        }
     }
 
     #[test]
