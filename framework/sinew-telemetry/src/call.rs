@@ -29,8 +29,7 @@ use super::{
     TraceSampler,
     method::{Durations, Gauge, Method, with_method},
     metrics::metrics,
-    queue::SpanQueue,
-    span::{CallSpan, CallSpanData, Parts, STATUS_CODE, SpanParts, StartAttributes},
+    pipeline::{CallSpan, CallSpanData, Parts, STATUS_CODE, SpanParts, SpanQueue, StartAttributes},
 };
 use crate::BoxError;
 
@@ -538,9 +537,9 @@ mod tests {
 
     #[test]
     fn a_sampled_call_records_its_own_span_when_spans_are_exported() {
-        use super::super::{queue::Finished, span::tests::name};
+        use crate::pipeline::testing::{Finished, name};
 
-        let (queue, exported) = super::super::queue::tests::recording_queue();
+        let (queue, exported) = crate::pipeline::testing::recording_queue();
         let recorder = recorder(TraceSampler::ParentBasedAlwaysOn, Some(queue));
         let cx = child_of(&recorder, &parent(true));
         let span = cx.span();
@@ -589,7 +588,7 @@ mod tests {
         assert_eq!(cx.span().span_context().trace_id(), TraceId::from(7));
 
         // The sampler's no: a new span id, unsampled, in the same trace.
-        let (queue, exported) = super::super::queue::tests::recording_queue();
+        let (queue, exported) = crate::pipeline::testing::recording_queue();
         let ratio = recorder(TraceSampler::TraceIdRatio(0.0), Some(queue));
         let cx = child_of(&ratio, &parent(true));
         let context = cx.span().span_context().clone();

@@ -25,6 +25,7 @@
 use std::{fmt, time::Duration};
 
 use opentelemetry::trace::SpanContext;
+use opentelemetry_sdk::trace::SpanLimits;
 
 use super::TelemetryError;
 
@@ -50,6 +51,12 @@ const METRIC_EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
 const BSP_MAX_QUEUE_SIZE: &str = "OTEL_BSP_MAX_QUEUE_SIZE";
 const BSP_MAX_EXPORT_BATCH_SIZE: &str = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE";
 const BSP_SCHEDULE_DELAY: &str = "OTEL_BSP_SCHEDULE_DELAY";
+const ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_ATTRIBUTE_COUNT_LIMIT";
+const SPAN_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT";
+const SPAN_EVENT_COUNT_LIMIT: &str = "OTEL_SPAN_EVENT_COUNT_LIMIT";
+const SPAN_LINK_COUNT_LIMIT: &str = "OTEL_SPAN_LINK_COUNT_LIMIT";
+const EVENT_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT";
+const LINK_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT";
 const RUST_LOG: &str = "RUST_LOG";
 
 /// Every environment variable [`TelemetryConfig::from_env`] reads.
@@ -81,6 +88,12 @@ pub const VARIABLES: &[&str] = &[
     BSP_MAX_QUEUE_SIZE,
     BSP_MAX_EXPORT_BATCH_SIZE,
     BSP_SCHEDULE_DELAY,
+    ATTRIBUTE_COUNT_LIMIT,
+    SPAN_ATTRIBUTE_COUNT_LIMIT,
+    SPAN_EVENT_COUNT_LIMIT,
+    SPAN_LINK_COUNT_LIMIT,
+    EVENT_ATTRIBUTE_COUNT_LIMIT,
+    LINK_ATTRIBUTE_COUNT_LIMIT,
     RUST_LOG,
 ];
 
@@ -186,6 +199,8 @@ pub struct TelemetryConfig {
     pub(crate) max_queue_size: usize,
     pub(crate) max_export_batch_size: usize,
     pub(crate) schedule_delay: Duration,
+    /// What one span may hold; sinew's call spans and the SDK's alike.
+    pub(crate) span_limits: SpanLimits,
     pub(crate) log_filter: String,
 }
 
@@ -322,6 +337,7 @@ impl TelemetryConfig {
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
             max_export_batch_size: DEFAULT_MAX_EXPORT_BATCH_SIZE,
             schedule_delay: DEFAULT_SCHEDULE_DELAY,
+            span_limits: SpanLimits::default(),
             log_filter: DEFAULT_LOG_FILTER.to_owned(),
         }
     }
@@ -462,6 +478,37 @@ impl TelemetryConfig {
             self.schedule_delay = parse_millis(BSP_SCHEDULE_DELAY, &value)?;
         }
 
+        // The general attribute limit, then the specific ones over it.
+        let limit = |key: &'static str| -> Result<Option<u32>, TelemetryError> {
+            read(key).map(|value| parse_limit(key, &value)).transpose()
+        };
+        if let Some(all) = limit(ATTRIBUTE_COUNT_LIMIT)? {
+            self.span_limits.max_attributes_per_span = all;
+            self.span_limits.max_attributes_per_event = all;
+            self.span_limits.max_attributes_per_link = all;
+        }
+        let limits = &mut self.span_limits;
+        for (key, field) in [
+            (
+                SPAN_ATTRIBUTE_COUNT_LIMIT,
+                &mut limits.max_attributes_per_span,
+            ),
+            (SPAN_EVENT_COUNT_LIMIT, &mut limits.max_events_per_span),
+            (SPAN_LINK_COUNT_LIMIT, &mut limits.max_links_per_span),
+            (
+                EVENT_ATTRIBUTE_COUNT_LIMIT,
+                &mut limits.max_attributes_per_event,
+            ),
+            (
+                LINK_ATTRIBUTE_COUNT_LIMIT,
+                &mut limits.max_attributes_per_link,
+            ),
+        ] {
+            if let Some(value) = limit(key)? {
+                *field = value;
+            }
+        }
+
         Ok(())
     }
 
@@ -580,6 +627,16 @@ impl TelemetryConfig {
     /// (sooner when a batch fills). Must be above zero.
     pub fn schedule_delay(mut self, delay: Duration) -> Self {
         self.schedule_delay = delay;
+        self
+    }
+
+    /// What one span may hold (attributes, events, links, and the
+    /// attributes of each event and link), replacing what the
+    /// `OTEL_*_COUNT_LIMIT` variables say. Past a limit, what does not fit
+    /// is dropped and counted in the exported span. Default: the SDK's,
+    /// 128 of each.
+    pub fn span_limits(mut self, limits: SpanLimits) -> Self {
+        self.span_limits = limits;
         self
     }
 
@@ -773,6 +830,14 @@ fn parse_count(key: &str, value: &str) -> Result<usize, TelemetryError> {
             format!("{e}; expected a whole number"),
         )),
     }
+}
+
+/// A span limit: a whole number, zero included (a span that keeps none).
+fn parse_limit(key: &str, value: &str) -> Result<u32, TelemetryError> {
+    value
+        .trim()
+        .parse::<u32>()
+        .map_err(|e| TelemetryError::invalid(key, value, format!("{e}; expected a whole number")))
 }
 
 fn parse_ratio(key: &str, value: &str) -> Result<f64, TelemetryError> {
@@ -1237,6 +1302,39 @@ mod tests {
         // Samplers without an argument ignore it.
         let config = load(&[(SAMPLER, "always_on"), (SAMPLER_ARG, "lots")]).unwrap();
         assert_eq!(config.sampler, TraceSampler::AlwaysOn);
+    }
+
+    #[test]
+    fn span_limits_come_from_the_specific_then_the_general_variable() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.span_limits.max_attributes_per_span, 128);
+        assert_eq!(config.span_limits.max_events_per_span, 128);
+        let config = load(&[
+            (ATTRIBUTE_COUNT_LIMIT, "16"),
+            (SPAN_ATTRIBUTE_COUNT_LIMIT, "32"),
+            (SPAN_EVENT_COUNT_LIMIT, "4"),
+            (SPAN_LINK_COUNT_LIMIT, "0"),
+            (LINK_ATTRIBUTE_COUNT_LIMIT, "2"),
+        ])
+        .unwrap();
+        let limits = config.span_limits;
+        assert_eq!(limits.max_attributes_per_span, 32);
+        assert_eq!(limits.max_events_per_span, 4);
+        assert_eq!(limits.max_links_per_span, 0);
+        // The general limit, where no specific one is set.
+        assert_eq!(limits.max_attributes_per_event, 16);
+        assert_eq!(limits.max_attributes_per_link, 2);
+        for key in [
+            ATTRIBUTE_COUNT_LIMIT,
+            SPAN_ATTRIBUTE_COUNT_LIMIT,
+            SPAN_EVENT_COUNT_LIMIT,
+            SPAN_LINK_COUNT_LIMIT,
+            EVENT_ATTRIBUTE_COUNT_LIMIT,
+            LINK_ATTRIBUTE_COUNT_LIMIT,
+        ] {
+            fails_naming(&[(key, "-1")], key);
+            fails_naming(&[(key, "lots")], key);
+        }
     }
 
     #[test]

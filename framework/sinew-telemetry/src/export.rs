@@ -52,9 +52,10 @@ use sinew_core::status::DisplayChain;
 
 use super::{
     TelemetryConfig, TelemetryError,
-    otlp::OtlpSpanExporter,
-    queue::{QueueCounters, QueueError, QueueProcessor, QueueSettings, SpanQueue},
-    span::SCOPE,
+    pipeline::{
+        OtlpSpanExporter, QueueCounters, QueueError, QueueProcessor, QueueSettings, SCOPE,
+        SpanQueue,
+    },
 };
 
 /// A tracer provider and a meter provider, built but not installed.
@@ -95,6 +96,7 @@ impl Pipeline {
 
         let mut tracer_provider = SdkTracerProvider::builder()
             .with_sampler(config.sampler.to_sdk())
+            .with_span_limits(config.span_limits)
             .with_resource(resource.clone());
         let mut queue = None;
         if let Some(endpoint) = &config.traces_endpoint {
@@ -119,6 +121,7 @@ impl Pipeline {
                 capacity: config.max_queue_size,
                 batch_size: config.batch_size(),
                 delay: config.schedule_delay,
+                span_limits: config.span_limits,
             };
             let started =
                 SpanQueue::start(settings, Arc::clone(&counters), exporter).map_err(|e| {
@@ -486,7 +489,7 @@ mod tests {
             ExportTracePartialSuccess, ExportTraceServiceResponse,
         };
 
-        use super::super::otlp::testing::Collector;
+        use crate::pipeline::testing::Collector;
 
         // The first export is a partial success: one span rejected.
         let (collector, addr) = Collector::start([Ok(ExportTraceServiceResponse {

@@ -59,6 +59,9 @@
 //! | `OTEL_BSP_MAX_QUEUE_SIZE` | finished spans waiting for export; beyond, dropped and counted | 2048 |
 //! | `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | spans per export | 512 |
 //! | `OTEL_BSP_SCHEDULE_DELAY` | between span exports, in ms | 5000 |
+//! | `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT`, `OTEL_SPAN_EVENT_COUNT_LIMIT`, `OTEL_SPAN_LINK_COUNT_LIMIT` | attributes, events and links one span keeps; beyond, dropped and counted in the span | 128 each |
+//! | `OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT`, `OTEL_LINK_ATTRIBUTE_COUNT_LIMIT` | attributes one event or link keeps | 128 each |
+//! | `OTEL_ATTRIBUTE_COUNT_LIMIT` | the attribute limits above that are not set themselves | 128 |
 //! | `RUST_LOG` | which events the console shows | `info` |
 //!
 //! An invalid value fails [`init`] with a [`TelemetryError`] naming the
@@ -128,10 +131,8 @@ mod install;
 mod logs;
 mod method;
 pub mod metrics;
-mod otlp;
+mod pipeline;
 pub mod propagation;
-mod queue;
-pub(crate) mod span;
 pub mod trace;
 
 pub(crate) use sinew_core::{BoxError, headers};

@@ -46,7 +46,7 @@ use opentelemetry::{
 };
 use tonic::Code;
 
-use super::{call::status_attribute, metrics::metrics, span::SpanParts};
+use super::{call::status_attribute, metrics::metrics, pipeline::SpanParts};
 
 /// How many distinct paths are cached per thread, and registered in all.
 /// Well above what one process serves and calls; a registered method

@@ -11,8 +11,8 @@ use tower::Service;
 use crate::{
     BoxError,
     call::{self, CallRecord, RecordedBody, Side, TracedFuture as ResponseFuture},
+    pipeline::StartAttributes,
     propagation,
-    span::StartAttributes,
 };
 
 /// Traces and measures each outgoing call; see the

@@ -32,7 +32,7 @@ use opentelemetry::{
 };
 use opentelemetry_sdk::{Resource, trace::SpanData};
 
-use crate::{
+use crate::pipeline::{
     queue::Finished,
     span::{CallSpanData, SCOPE, STATUS_CODE},
 };
@@ -704,7 +704,7 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::span::{
+    use crate::pipeline::span::{
         CallSpanData, StartAttributes,
         tests::{as_sdk, context, parts},
     };

@@ -40,7 +40,7 @@ use opentelemetry::Context;
 use opentelemetry_sdk::{
     Resource,
     error::{OTelSdkError, OTelSdkResult},
-    trace::{Span, SpanData, SpanProcessor},
+    trace::{Span, SpanData, SpanLimits, SpanProcessor},
 };
 
 use super::span::CallSpanData;
@@ -90,6 +90,8 @@ pub(crate) struct QueueSettings {
     pub(crate) batch_size: usize,
     /// Between exports of a batch that is not full.
     pub(crate) delay: Duration,
+    /// What each span ended into the queue may hold.
+    pub(crate) span_limits: SpanLimits,
 }
 
 /// The queue. See the module docs.
@@ -193,7 +195,7 @@ impl SpanQueue {
             settings: QueueSettings {
                 capacity: settings.capacity.max(1),
                 batch_size: settings.batch_size.max(1),
-                delay: settings.delay,
+                ..settings
             },
             counters,
         });
@@ -202,6 +204,11 @@ impl SpanQueue {
             .name("sinew-spans".to_owned())
             .spawn(move || thread_queue.run(exporter))?;
         Ok(queue)
+    }
+
+    /// What a span ended into this queue may hold.
+    pub(crate) fn span_limits(&self) -> &SpanLimits {
+        &self.settings.span_limits
     }
 
     /// Queues `span`, or drops and counts it if the queue is full.
@@ -414,9 +421,19 @@ pub(crate) mod tests {
     /// A queue that keeps what it exports, and a function that flushes it
     /// and returns everything exported so far.
     pub(crate) fn recording_queue() -> (Arc<SpanQueue>, impl Fn() -> Vec<Finished>) {
+        recording_queue_with(SpanLimits::default())
+    }
+
+    /// A [`recording_queue`] whose spans have these limits.
+    pub(crate) fn recording_queue_with(
+        span_limits: SpanLimits,
+    ) -> (Arc<SpanQueue>, impl Fn() -> Vec<Finished>) {
         let exported = Arc::new(Mutex::new(Vec::new()));
         let queue = SpanQueue::start(
-            settings(64, 64),
+            QueueSettings {
+                span_limits,
+                ..settings(64, 64)
+            },
             Arc::default(),
             Recording(Arc::clone(&exported)),
         )
@@ -433,6 +450,7 @@ pub(crate) mod tests {
             capacity,
             batch_size,
             delay: Duration::from_secs(3600),
+            span_limits: SpanLimits::default(),
         }
     }
 

@@ -14,13 +14,15 @@
 //!   resource, the same for every batch, is encoded once;
 //! - [`codec`]: the gRPC codec that sends the encoded bytes and reads the
 //!   response's partial success;
-//! - [`retry`]: which failures are retried, and the backoff between tries;
-//! - [`exporter`]: the span queue's exporter, which ties them together on
-//!   a tonic channel.
+//! - [`retry`]: which failures are retried, and the delays between tries
+//!   (sinew-core's one backoff);
+//! - [`exporter`]: the span queue's exporter, which ties them together:
+//!   tonic builds each request and reads each response on a channel of the
+//!   exporter's own runtime, and the encoded batch goes out as the body
+//!   as it is, with no second copy through tonic's encoder.
 //!
 //! The output is checked, in the tests beside the encoder, against what
-//! `opentelemetry-proto`'s own transform makes of the same spans. Metrics,
-//! far fewer, still go through `opentelemetry-otlp`.
+//! `opentelemetry-proto`'s own transform makes of the same spans.
 
 mod codec;
 mod encode;

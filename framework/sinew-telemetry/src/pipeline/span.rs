@@ -19,8 +19,9 @@
 //! It is an OpenTelemetry [`Span`] all the same, carried in the call's
 //! context like the SDK's: the resilience layers' events, a handler's
 //! `tracing` spans (its children) and anything else that reaches the
-//! current span through the API see no difference. It keeps the SDK's
-//! default limits (128 attributes, events and links, 128 attributes per
+//! current span through the API see no difference. It keeps the SDK's span
+//! limits, from the configuration (`OTEL_SPAN_*_COUNT_LIMIT` and the
+//! others; by default 128 attributes, events and links, 128 attributes per
 //! event and link; beyond, dropped and counted) and its rule for the
 //! status: `Ok` beats `Error`, which beats `Unset`. One difference: setting
 //! `rpc.grpc.status_code` twice keeps the last value, where the SDK would
@@ -46,12 +47,10 @@ pub(crate) const SCOPE: &str = "sinew";
 /// The attribute a call's gRPC status code is recorded under.
 pub(crate) const STATUS_CODE: &str = "rpc.grpc.status_code";
 
-/// The SDK's default span limits, which sinew's spans keep too.
-const MAX_ATTRIBUTES: usize = 128;
-const MAX_EVENTS: usize = 128;
-const MAX_LINKS: usize = 128;
-const MAX_ATTRIBUTES_PER_EVENT: usize = 128;
-const MAX_ATTRIBUTES_PER_LINK: usize = 128;
+/// A span limit as a length.
+fn limit(limit: u32) -> usize {
+    usize::try_from(limit).unwrap_or(usize::MAX)
+}
 
 /// What every span of one method shares: its name and its `rpc.system`,
 /// `rpc.service` and `rpc.method` attributes, and both as encoded OTLP
@@ -236,9 +235,11 @@ impl Span for CallSpan {
         T: Into<Cow<'static, str>>,
     {
         let Some(data) = &mut self.data else { return };
-        if data.events.len() < MAX_EVENTS {
-            let dropped = attributes.len().saturating_sub(MAX_ATTRIBUTES_PER_EVENT);
-            attributes.truncate(MAX_ATTRIBUTES_PER_EVENT);
+        let limits = self.queue.span_limits();
+        if data.events.len() < limit(limits.max_events_per_span) {
+            let per_event = limit(limits.max_attributes_per_event);
+            let dropped = attributes.len().saturating_sub(per_event);
+            attributes.truncate(per_event);
             data.events
                 .push(Event::new(name, timestamp, attributes, count(dropped)));
         } else {
@@ -256,17 +257,18 @@ impl Span for CallSpan {
 
     fn set_attribute(&mut self, attribute: KeyValue) {
         let Some(data) = &mut self.data else { return };
+        let max = limit(self.queue.span_limits().max_attributes_per_span);
         if attribute.key.as_str() == STATUS_CODE
             && let Value::I64(code) = attribute.value
         {
-            if data.status_code.is_none() && data.attribute_count() >= MAX_ATTRIBUTES {
+            if data.status_code.is_none() && data.attribute_count() >= max {
                 data.dropped_attributes = data.dropped_attributes.saturating_add(1);
             } else {
                 data.status_code = Some(code);
             }
             return;
         }
-        if data.attribute_count() < MAX_ATTRIBUTES {
+        if data.attribute_count() < max {
             data.attributes.push(attribute);
         } else {
             data.dropped_attributes = data.dropped_attributes.saturating_add(1);
@@ -292,9 +294,11 @@ impl Span for CallSpan {
 
     fn add_link(&mut self, span_context: SpanContext, mut attributes: Vec<KeyValue>) {
         let Some(data) = &mut self.data else { return };
-        if data.links.len() < MAX_LINKS {
-            let dropped = attributes.len().saturating_sub(MAX_ATTRIBUTES_PER_LINK);
-            attributes.truncate(MAX_ATTRIBUTES_PER_LINK);
+        let limits = self.queue.span_limits();
+        if data.links.len() < limit(limits.max_links_per_span) {
+            let per_link = limit(limits.max_attributes_per_link);
+            let dropped = attributes.len().saturating_sub(per_link);
+            attributes.truncate(per_link);
             data.links
                 .push(Link::new(span_context, attributes, count(dropped)));
         } else {
@@ -338,10 +342,10 @@ fn count(dropped: usize) -> u32 {
 #[cfg(test)]
 pub(crate) mod tests {
     use opentelemetry::trace::{TraceFlags, TraceId, TraceState};
-    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
+    use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLimits, SpanLinks};
 
     use super::*;
-    use crate::queue::tests::recording_queue;
+    use crate::pipeline::queue::tests::recording_queue;
 
     /// The span's name.
     pub(crate) fn name(span: &CallSpanData) -> &str {
@@ -486,9 +490,9 @@ pub(crate) mod tests {
             panic!("not a call span")
         };
         // Three RPC attributes and the peer port came first.
-        assert_eq!(data.attribute_count(), MAX_ATTRIBUTES);
-        assert_eq!(data.attributes.len() + 4, MAX_ATTRIBUTES);
-        assert_eq!(data.dropped_attributes, 200 - (MAX_ATTRIBUTES as u32 - 4));
+        assert_eq!(data.attribute_count(), 128);
+        assert_eq!(data.attributes.len() + 4, 128);
+        assert_eq!(data.dropped_attributes, 200 - (128 - 4));
         assert_eq!((data.events.len(), data.dropped_events), (128, 72));
         assert_eq!((data.links.len(), data.dropped_links), (128, 72));
 
@@ -501,6 +505,37 @@ pub(crate) mod tests {
         };
         assert_eq!(data.events[0].attributes.len(), 128);
         assert_eq!(data.events[0].dropped_attributes_count, 2);
+    }
+
+    #[test]
+    fn configured_limits_hold() {
+        let limits = SpanLimits {
+            max_attributes_per_span: 6,
+            max_events_per_span: 2,
+            max_links_per_span: 1,
+            max_attributes_per_event: 1,
+            max_attributes_per_link: 0,
+        };
+        let (queue, finished) = crate::pipeline::queue::tests::recording_queue_with(limits);
+        let mut span = started(queue);
+        for i in 0..5 {
+            span.set_attribute(KeyValue::new("n", i));
+            span.add_event("e", vec![KeyValue::new("a", 1), KeyValue::new("b", 2)]);
+            span.add_link(context(10 + i as u64, false), vec![KeyValue::new("a", 1)]);
+        }
+        span.end();
+        let Finished::Call(data) = &finished()[0] else {
+            panic!("not a call span")
+        };
+        // Three RPC attributes and the peer port came first: two more fit.
+        assert_eq!(data.attribute_count(), 6);
+        assert_eq!(data.dropped_attributes, 3);
+        assert_eq!((data.events.len(), data.dropped_events), (2, 3));
+        assert_eq!(data.events[0].attributes.len(), 1);
+        assert_eq!(data.events[0].dropped_attributes_count, 1);
+        assert_eq!((data.links.len(), data.dropped_links), (1, 4));
+        assert!(data.links[0].attributes.is_empty());
+        assert_eq!(data.links[0].dropped_attributes_count, 1);
     }
 
     #[test]
