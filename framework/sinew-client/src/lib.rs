@@ -1,6 +1,46 @@
 //! Resilient clients: deadlines, retries, hedging, circuit breakers,
 //! bulkheads and load balancing, each a tower layer usable on its own, and
-//! assembled with per-method policy from the contract.
+//! assembled with per-method policy from the contract into [`Client`].
+//!
+//! A call goes through, outermost first:
+//!
+//! 1. policy: the method's [`CallPolicy`](crate::CallPolicy), resolved from
+//!    the client's defaults, the contract, the service config and the
+//!    caller's [`CallOptions`](crate::CallOptions);
+//! 2. [tracing](crate::trace): the call's span and metrics, its context
+//!    carried to the server, every layer below inside it (so retries,
+//!    hedges, breaker refusals and bulkhead waits are events on it);
+//! 3. [deadline](crate::deadline): the call's deadline, shrunk to what an
+//!    incoming call has left;
+//! 4. [bulkhead](crate::bulkhead): a bounded number of calls in flight,
+//!    with a bounded, timed wait for a slot;
+//! 5. [hedging](crate::hedge) or [retries](crate::retry), sharing one retry
+//!    throttle per client ([`CallPolicy::hedged`](crate::CallPolicy::hedged)
+//!    chooses);
+//! 6. [fault injection](sinew_core::fault), when configured (so that injected
+//!    failures are retried like real ones);
+//! 7. [load balancing](crate::balance) over the endpoints, each behind its
+//!    own [circuit breaker](crate::breaker), on its own
+//!    [connection](crate::connection).
+//!
+//! Users reach this crate as `sinew::client`; sinew-build's generated
+//! `FooClient::connect(config)` builds a [`Client`] for the contract's
+//! method table.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sinew_client::{CallOptions, ClientConfig};
+//!
+//! // Two endpoints, balanced; every resilience layer on by default.
+//! let config = ClientConfig::endpoints(["http://10.0.0.7:50051", "http://10.0.0.8:50051"])
+//!     .timeout(Duration::from_secs(2));
+//! # drop(config);
+//!
+//! // Per call: a tighter deadline than the method's.
+//! let mut request = tonic::Request::new(());
+//! CallOptions::timeout(Duration::from_millis(50)).apply(&mut request);
+//! assert!(request.extensions().get::<CallOptions>().is_some());
+//! ```
 
 pub mod balance;
 pub mod breaker;

@@ -41,8 +41,10 @@ const TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 const METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
 const HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 const TRACES_HEADERS: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
+const METRICS_HEADERS: &str = "OTEL_EXPORTER_OTLP_METRICS_HEADERS";
 const COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
 const TRACES_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
+const METRICS_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
 const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 const SAMPLER: &str = "OTEL_TRACES_SAMPLER";
@@ -59,12 +61,9 @@ const EVENT_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT";
 const LINK_ATTRIBUTE_COUNT_LIMIT: &str = "OTEL_LINK_ATTRIBUTE_COUNT_LIMIT";
 const RUST_LOG: &str = "RUST_LOG";
 
-/// Every environment variable [`TelemetryConfig::from_env`] reads.
-///
-/// The metric exporter (`opentelemetry-otlp`) also reads, by itself,
-/// `OTEL_EXPORTER_OTLP_HEADERS` and `_METRICS_HEADERS` (dropping pairs it
-/// cannot use), and the compression variables, which it ignores: this
-/// build has no gzip, so metrics go uncompressed whatever they say.
+/// Every environment variable [`TelemetryConfig::from_env`] reads. Traces
+/// and metrics read the shared ones the same way: one parse, one check,
+/// then each signal's own variable over the shared one.
 pub const VARIABLES: &[&str] = &[
     SDK_DISABLED,
     ENDPOINT,
@@ -78,8 +77,10 @@ pub const VARIABLES: &[&str] = &[
     METRICS_PROTOCOL,
     HEADERS,
     TRACES_HEADERS,
+    METRICS_HEADERS,
     COMPRESSION,
     TRACES_COMPRESSION,
+    METRICS_COMPRESSION,
     SERVICE_NAME,
     RESOURCE_ATTRIBUTES,
     SAMPLER,
@@ -139,6 +140,20 @@ pub enum TraceSampler {
     ParentBasedTraceIdRatio(f64),
 }
 
+/// How an export's body is compressed, as `OTEL_EXPORTER_OTLP_COMPRESSION`
+/// and its per-signal variables name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Compression {
+    /// `none`: sent as it is.
+    #[default]
+    None,
+    /// `gzip`: the gRPC message gzip-compressed (`grpc-encoding: gzip`),
+    /// which every OTLP receiver accepts; smaller on the wire for some
+    /// CPU on the exporting thread.
+    Gzip,
+}
+
 /// Export headers: keys lowercased and unique, in order. Their values are
 /// often credentials, so `Debug` shows only the keys.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -194,6 +209,10 @@ pub struct TelemetryConfig {
     pub(crate) metrics_timeout: Duration,
     /// Sent with every trace export.
     pub(crate) traces_headers: Headers,
+    /// Sent with every metric export.
+    pub(crate) metrics_headers: Headers,
+    pub(crate) traces_compression: Compression,
+    pub(crate) metrics_compression: Compression,
     pub(crate) sampler: TraceSampler,
     pub(crate) metric_export_interval: Duration,
     pub(crate) max_queue_size: usize,
@@ -332,6 +351,9 @@ impl TelemetryConfig {
             traces_timeout: DEFAULT_TIMEOUT,
             metrics_timeout: DEFAULT_TIMEOUT,
             traces_headers: Headers::default(),
+            metrics_headers: Headers::default(),
+            traces_compression: Compression::None,
+            metrics_compression: Compression::None,
             sampler: TraceSampler::default(),
             metric_export_interval: DEFAULT_METRIC_EXPORT_INTERVAL,
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
@@ -425,26 +447,29 @@ impl TelemetryConfig {
 
         // The per-signal variable replaces the generic one whole, as the
         // specification has every per-signal option override its generic
-        // one. Both are checked: the metric exporter reads the generic one.
-        let headers = read(HEADERS)
-            .map(|value| parse_headers(HEADERS, &value))
-            .transpose()?;
-        let traces_headers = read(TRACES_HEADERS)
-            .map(|value| parse_headers(TRACES_HEADERS, &value))
-            .transpose()?;
-        self.traces_headers = Headers(traces_headers.or(headers).unwrap_or_default());
+        // one. All three are checked, whichever is used.
+        let headers = |key: &'static str| {
+            read(key)
+                .map(|value| parse_headers(key, &value))
+                .transpose()
+        };
+        let shared = headers(HEADERS)?;
+        let traces = headers(TRACES_HEADERS)?;
+        let metrics = headers(METRICS_HEADERS)?;
+        self.traces_headers = Headers(traces.or_else(|| shared.clone()).unwrap_or_default());
+        self.metrics_headers = Headers(metrics.or(shared).unwrap_or_default());
 
-        // Traces are sent uncompressed; saying otherwise fails rather than
-        // being ignored. The per-signal variable wins.
-        let compression = read(COMPRESSION);
-        match read(TRACES_COMPRESSION) {
-            Some(value) => check_compression(TRACES_COMPRESSION, &value)?,
-            None => {
-                if let Some(value) = compression {
-                    check_compression(COMPRESSION, &value)?;
-                }
-            }
-        }
+        // Likewise the compression: the per-signal variable wins.
+        let compression = |key: &'static str| {
+            read(key)
+                .map(|value| parse_compression(key, &value))
+                .transpose()
+        };
+        let shared = compression(COMPRESSION)?;
+        let traces = compression(TRACES_COMPRESSION)?;
+        let metrics = compression(METRICS_COMPRESSION)?;
+        self.traces_compression = traces.or(shared).unwrap_or_default();
+        self.metrics_compression = metrics.or(shared).unwrap_or_default();
 
         if let Some(value) = read(RESOURCE_ATTRIBUTES) {
             for (key, value) in parse_resource_attributes(&value)? {
@@ -569,10 +594,34 @@ impl TelemetryConfig {
     ///
     /// The key must be a valid header name not reserved by gRPC (`te`,
     /// `content-type`, `grpc-*`) nor ending in `-bin`; the value printable
-    /// ASCII. Metrics do not get it: their exporter reads
-    /// `OTEL_EXPORTER_OTLP_HEADERS` and `_METRICS_HEADERS` itself.
+    /// ASCII. [`metrics_header`](Self::metrics_header) is the same for
+    /// metrics; [`header`](Self::header) sets both.
     pub fn traces_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.traces_headers.set(&key.into(), value.into());
+        self
+    }
+
+    /// Sends `key: value` with every metric export, as
+    /// [`traces_header`](Self::traces_header) does with traces, replacing
+    /// a header of the same key from `OTEL_EXPORTER_OTLP_METRICS_HEADERS`
+    /// or `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub fn metrics_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metrics_headers.set(&key.into(), value.into());
+        self
+    }
+
+    /// Sends `key: value` with every export, traces and metrics alike.
+    pub fn header(self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let (key, value) = (key.into(), value.into());
+        self.traces_header(key.clone(), value.clone())
+            .metrics_header(key, value)
+    }
+
+    /// Compresses every export, traces and metrics alike, replacing what
+    /// the `OTEL_EXPORTER_OTLP_*COMPRESSION` variables say. Default: none.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.traces_compression = compression;
+        self.metrics_compression = compression;
         self
     }
 
@@ -659,6 +708,9 @@ impl TelemetryConfig {
         for (key, value) in &self.traces_headers.0 {
             check_header("traces_header", key, value)?;
         }
+        for (key, value) in &self.metrics_headers.0 {
+            check_header("metrics_header", key, value)?;
+        }
         if let Some(ratio) = self.sampler.ratio() {
             check_ratio("sampler", &ratio.to_string(), ratio)?;
         }
@@ -712,15 +764,15 @@ fn check_protocol(key: &str, value: &str) -> Result<(), TelemetryError> {
 }
 
 /// Checks a compression setting: only `none` is supported.
-fn check_compression(key: &str, value: &str) -> Result<(), TelemetryError> {
-    if value.trim().eq_ignore_ascii_case("none") {
-        Ok(())
-    } else {
-        Err(TelemetryError::invalid(
+fn parse_compression(key: &str, value: &str) -> Result<Compression, TelemetryError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "none" => Ok(Compression::None),
+        "gzip" => Ok(Compression::Gzip),
+        _ => Err(TelemetryError::invalid(
             key,
             value,
-            "sinew sends traces uncompressed (this build has no gzip); expected none or unset",
-        ))
+            "expected gzip or none (zstd is not supported)",
+        )),
     }
 }
 
@@ -989,7 +1041,7 @@ mod tests {
             (ENDPOINT, "https://collector:4317"),
             (PROTOCOL, "http/protobuf"),
             (HEADERS, "secret-token"),
-            (TRACES_COMPRESSION, "gzip"),
+            (TRACES_COMPRESSION, "zstd"),
             (SAMPLER, "jaeger_remote"),
             (BSP_MAX_QUEUE_SIZE, "0"),
         ];
@@ -1140,26 +1192,59 @@ mod tests {
             );
         }
         // The generic variable is checked even when overridden: the
-        // metric exporter reads it.
+        // other signal may read it.
         fails_naming(&[(HEADERS, "oops"), (TRACES_HEADERS, "a=1")], HEADERS);
     }
 
     #[test]
-    fn only_no_compression_is_accepted() {
-        for value in ["none", "NONE", " None "] {
-            load(&[(COMPRESSION, value), (TRACES_COMPRESSION, value)]).unwrap();
-        }
-        for key in [COMPRESSION, TRACES_COMPRESSION] {
-            let err = fails_naming(&[(key, "gzip")], key);
-            assert!(err.to_string().contains("uncompressed"), "{err}");
-            fails_naming(&[(key, "zstd")], key);
-        }
-        // The traces variable wins over the generic one.
-        load(&[(COMPRESSION, "gzip"), (TRACES_COMPRESSION, "none")]).unwrap();
-        fails_naming(
-            &[(COMPRESSION, "none"), (TRACES_COMPRESSION, "gzip")],
-            TRACES_COMPRESSION,
+    fn compression_is_gzip_or_none_per_signal() {
+        let config = load(&[]).unwrap();
+        assert_eq!(
+            (config.traces_compression, config.metrics_compression),
+            (Compression::None, Compression::None)
         );
+        for value in ["gzip", "GZIP", " Gzip "] {
+            let config = load(&[(COMPRESSION, value)]).unwrap();
+            assert_eq!(config.traces_compression, Compression::Gzip);
+            assert_eq!(config.metrics_compression, Compression::Gzip);
+        }
+        // Each signal's variable wins over the shared one.
+        let config = load(&[
+            (COMPRESSION, "gzip"),
+            (TRACES_COMPRESSION, "none"),
+            (METRICS_COMPRESSION, "gzip"),
+        ])
+        .unwrap();
+        assert_eq!(config.traces_compression, Compression::None);
+        assert_eq!(config.metrics_compression, Compression::Gzip);
+        for key in [COMPRESSION, TRACES_COMPRESSION, METRICS_COMPRESSION] {
+            fails_naming(&[(key, "zstd")], key);
+            fails_naming(&[(key, "deflate")], key);
+        }
+        let config = TelemetryConfig::new("svc").compression(Compression::Gzip);
+        assert_eq!(config.metrics_compression, Compression::Gzip);
+    }
+
+    #[test]
+    fn metrics_read_the_shared_headers_as_traces_do() {
+        let config = load(&[(HEADERS, "a=1,b=2")]).unwrap();
+        assert_eq!(config.metrics_headers, config.traces_headers);
+        let config = load(&[(HEADERS, "a=1"), (METRICS_HEADERS, "m=%20x")]).unwrap();
+        assert_eq!(config.traces_headers.0, [("a".to_owned(), "1".to_owned())]);
+        assert_eq!(
+            config.metrics_headers.0,
+            [("m".to_owned(), " x".to_owned())]
+        );
+        // Checked the same way, naming the variable, never the value.
+        let err = fails_naming(&[(METRICS_HEADERS, "k=secret%zz")], METRICS_HEADERS);
+        assert!(!err.to_string().contains("secret"), "{err}");
+        let config = TelemetryConfig::new("svc").header("x-tenant", "t1");
+        assert_eq!(config.metrics_headers, config.traces_headers);
+        let err = TelemetryConfig::new("svc")
+            .metrics_header("grpc-x", "v")
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("metrics_header"), "{err}");
     }
 
     #[test]

@@ -4,23 +4,24 @@
 //! Nothing here installs globals, so tests can build as many pipelines as
 //! they like.
 //!
-//! Everything that exports runs on threads of the SDK's own, off the request
+//! Everything that exports runs on threads of its own, off the request
 //! path:
 //!
-//! - spans, sinew's call spans and the SDK's alike, go through a bounded
-//!   queue to a thread of its own (see [`queue`](super::queue)); ending a
-//!   span never blocks or fails. That thread encodes each batch with
-//!   sinew's own OTLP exporter (see [`otlp`](super::otlp)), which
-//!   allocates nothing per span, and sends it from a runtime thread of the
-//!   exporter's own (`sinew-otlp`), so a busy application runtime does not
-//!   hold exports up;
+//! - spans, sinew's call spans and the SDK's alike, go through sinew's own
+//!   trace pipeline (see [`pipeline`](super::pipeline)): a bounded queue
+//!   with a thread of its own (`sinew-spans`), so ending a span never
+//!   blocks or fails, whose thread encodes each batch with sinew's OTLP
+//!   encoder, which allocates nothing per span, and sends it from a
+//!   runtime thread of the exporter's own (`sinew-otlp`), so a busy
+//!   application runtime does not hold exports up;
 //! - metrics are aggregated in memory as they are recorded, and the
 //!   periodic reader's thread collects and exports them on its interval,
 //!   with `opentelemetry-otlp`'s exporter.
 //!
-//! Every setting comes from the [`TelemetryConfig`], except that the
-//! metric exporter also reads `OTEL_EXPORTER_OTLP_HEADERS` and
-//! `_METRICS_HEADERS` from the process itself.
+//! Every setting comes from the [`TelemetryConfig`], which reads the
+//! variables both signals share (headers, compression, timeouts) the same
+//! way for each. The metric exporter reads the header variables again by
+//! itself, to the same values.
 //!
 //! An export that cannot reach the collector fails after the export
 //! timeout (retries included); the data is lost, counted for spans, and a
@@ -37,7 +38,7 @@ use std::{
 };
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::WithExportConfig as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -49,9 +50,10 @@ use opentelemetry_sdk::{
     trace::{SdkTracer, SdkTracerProvider},
 };
 use sinew_core::status::DisplayChain;
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
 use super::{
-    TelemetryConfig, TelemetryError,
+    Compression, TelemetryConfig, TelemetryError,
     pipeline::{
         OtlpSpanExporter, QueueCounters, QueueError, QueueProcessor, QueueSettings, SCOPE,
         SpanQueue,
@@ -110,6 +112,7 @@ impl Pipeline {
                     |builder, (key, value)| builder.header(key, value),
                 )
                 .timeout(config.traces_timeout)
+                .gzip(config.traces_compression == Compression::Gzip)
                 .on_rejected(move |spans| rejected.record_rejected(spans))
                 .build()
                 .map_err(|e| TelemetryError::Exporter {
@@ -137,15 +140,32 @@ impl Pipeline {
 
         let mut meter_provider = SdkMeterProvider::builder().with_resource(resource);
         if let Some(endpoint) = &config.metrics_endpoint {
-            let exporter = opentelemetry_otlp::MetricExporter::builder()
+            // The headers as the configuration read and checked them, the
+            // same way as the traces'; opentelemetry-otlp reads the same
+            // variables again (skipping what it cannot use), to the same
+            // values.
+            let mut metadata = MetadataMap::with_capacity(config.metrics_headers.0.len());
+            for (key, value) in &config.metrics_headers.0 {
+                let invalid = || TelemetryError::Exporter {
+                    signal: "metrics",
+                    reason: format!("invalid header {key:?}"),
+                };
+                let key = AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|_| invalid())?;
+                let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| invalid())?;
+                metadata.insert(key, value);
+            }
+            let mut builder = opentelemetry_otlp::MetricExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
                 .with_timeout(config.metrics_timeout)
-                .build()
-                .map_err(|e| TelemetryError::Exporter {
-                    signal: "metrics",
-                    reason: e.to_string(),
-                })?;
+                .with_metadata(metadata);
+            if config.metrics_compression == Compression::Gzip {
+                builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+            }
+            let exporter = builder.build().map_err(|e| TelemetryError::Exporter {
+                signal: "metrics",
+                reason: e.to_string(),
+            })?;
             let reader = PeriodicReader::builder(ReportingMetricExporter::new(exporter))
                 .with_interval(config.metric_export_interval)
                 .build();

@@ -49,8 +49,8 @@
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`, `_METRICS_`) | one export's bound, retries included, in ms | 10000 |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`, `_METRICS_`) | must be `grpc` if set | `grpc` |
 //! | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,key2=value2`, values percent-encoded, sent as gRPC metadata with every export (credentials, tenant ids); keys are lowercased | none |
-//! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS` | the same for traces; when set, replaces the above whole for traces | |
-//! | `OTEL_EXPORTER_OTLP_COMPRESSION`, `_TRACES_COMPRESSION` | must be `none` if set: traces are sent uncompressed (the second wins for traces) | none |
+//! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `_METRICS_HEADERS` | the same for one signal; when set, replaces the above whole for it | |
+//! | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`, `_METRICS_`) | `gzip` or `none`: each export's message gzip-compressed or not | none |
 //! | `OTEL_SERVICE_NAME` | the service name; wins over the name in code | the name passed to [`init`] |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,key2=value2`, values percent-encoded, on every span and metric | none |
 //! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` |
@@ -69,12 +69,11 @@
 //! unset. Code can override every value but the service name and
 //! `OTEL_SDK_DISABLED=true` through [`TelemetryConfig`] and [`init_with`].
 //!
-//! Spans are exported by sinew's own OTLP exporter, which takes all of its
-//! settings from the [`TelemetryConfig`]. Metrics, far fewer, go through
-//! `opentelemetry-otlp`, which reads `OTEL_EXPORTER_OTLP_HEADERS` and
-//! `OTEL_EXPORTER_OTLP_METRICS_HEADERS` itself (skipping pairs it cannot
-//! use) and sends uncompressed whatever the compression variables say
-//! (`_METRICS_COMPRESSION` is not checked).
+//! Spans are exported by sinew's own OTLP exporter, metrics, far fewer,
+//! by `opentelemetry-otlp`; both take their settings from the
+//! [`TelemetryConfig`], which reads the variables the two signals share
+//! (headers, compression, timeouts, protocol) the same way for each and
+//! checks them once.
 //!
 //! # Without an endpoint
 //!
@@ -137,6 +136,6 @@ pub mod trace;
 
 pub(crate) use sinew_core::{BoxError, headers};
 
-pub use config::{TelemetryConfig, TraceSampler, VARIABLES};
+pub use config::{Compression, TelemetryConfig, TraceSampler, VARIABLES};
 pub use error::TelemetryError;
 pub use install::{FLUSH_TIMEOUT, SHUTDOWN_TIMEOUT, Telemetry, flush, init, init_with};

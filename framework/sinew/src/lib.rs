@@ -5,8 +5,11 @@ pub use sinew_core::{contract, fault};
 pub mod client {
     //! Resilient clients: deadlines, retries, hedging, circuit breakers,
     //! bulkheads and load balancing, each a tower layer usable on its own,
-    //! and assembled with per-method policy from the contract. See
-    //! [`Client`] for the order of the layers.
+    //! and assembled with per-method policy from the contract. A call goes
+    //! through, outermost first: policy resolution, tracing, the deadline,
+    //! the bulkhead, hedging or retries, fault injection when configured,
+    //! load balancing, each endpoint's circuit breaker and connection (the
+    //! `sinew-client` crate docs say more of each).
     #[doc(inline)]
     pub use sinew_client::*;
 }

@@ -1,5 +1,9 @@
-//! The breaker's state machine, free of IO: every method takes the time as
-//! an argument, so tests drive it with any clock.
+//! The breaker's state machine. It reads no clock and does no IO of its
+//! own: every method takes the time as an argument, so tests drive it with
+//! any clock. What it reports (a change of state, a refused call, the
+//! state it is counted in) goes out through sinew-telemetry's
+//! [`BreakerTelemetry`], which logs and counts, and does nothing more
+//! before telemetry is installed.
 
 use std::{sync::Arc, time::Duration};
 

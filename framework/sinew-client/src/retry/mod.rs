@@ -1,13 +1,14 @@
 //! gRFC A6 retries: a failed call is sent again, when that is safe, after
-//! a jittered exponential backoff, within the call's deadline and a
-//! per-target retry budget.
+//! a jittered exponential backoff, within the call's deadline and the
+//! client's retry throttle.
 //!
 //! # Policy
 //!
 //! Each request's [`CallPolicy`](crate::CallPolicy), from its
 //! extensions, says whether and how to retry. A request without one is
 //! passed through untouched; so is a call the policy hedges (gRFC A6 gives
-//! a method one or the other; see [`hedge`](crate::hedge)).
+//! a call one or the other; [`CallPolicy::hedged`](crate::CallPolicy::hedged)
+//! chooses, for both layers).
 //!
 //! - `max_attempts` counts the first attempt, and is capped at
 //!   [`MAX_ATTEMPTS_CAP`](crate::MAX_ATTEMPTS_CAP) unless the layer
@@ -15,7 +16,7 @@
 //! - Before retry `n` the layer waits a uniform random time in
 //!   `[0, min(initial_backoff * multiplier^(n-1), max_backoff)]`, in whole
 //!   milliseconds, drawn from the layer's seeded
-//!   [`Rng`](crate::Rng).
+//!   [`Rng`](crate::Rng) (sinew-core's one backoff, with full jitter).
 //! - Every attempt after the first carries `grpc-previous-rpc-attempts`.
 //! - A server can push back with `grpc-retry-pushback-ms` on a failed
 //!   attempt: a non-negative integer is the exact wait before the next
@@ -36,13 +37,18 @@
 //!   An error without a status (a transport failure) counts as
 //!   `UNAVAILABLE`.
 //! - Any other method is retried only when the request provably never
-//!   reached the server: a connection that could not be made. Such a
-//!   failure also gets one immediate "transparent" retry on top of the
-//!   policy's attempts, with or without a retry policy.
+//!   reached the server: a connection that could not be made
+//!   ([`ConnectFailed`](crate::ConnectFailed), a refused connect), a
+//!   request the closing connection handed back unsent
+//!   ([`NotSent`](crate::NotSent)), a breaker that refused it
+//!   ([`BreakerOpen`](crate::BreakerOpen): another endpoint may take it),
+//!   a stream the server reset with HTTP/2 `REFUSED_STREAM`, or one cut by
+//!   its `GOAWAY` above the last stream it processed. Such a failure also
+//!   gets one immediate "transparent" retry on top of the policy's
+//!   attempts, with or without a retry policy.
 //!
-//! HTTP/2 `REFUSED_STREAM` and `GOAWAY` for an unprocessed stream are not
-//! recognised as never-sent: that needs `h2::Error`, which sinew does not
-//! depend on.
+//! The error's chain is walked for these by type (sinew-core's one
+//! walker), never by message.
 //!
 //! # Deadline
 //!
@@ -51,9 +57,9 @@
 //! it: the call returns the last attempt's outcome instead. Each attempt
 //! goes out with a `grpc-timeout` of the time left, and an attempt still
 //! waiting for its response headers at the deadline (or a request body
-//! still being buffered) fails the call with `DEADLINE_EXCEEDED`. A deadline already passed before the first attempt
-//! fails the call with `DEADLINE_EXCEEDED` caused by
-//! [`DeadlineSpent`](crate::DeadlineSpent).
+//! still being buffered) fails the call with `DEADLINE_EXCEEDED`. A
+//! deadline already passed before the first attempt fails the call with
+//! `DEADLINE_EXCEEDED` caused by [`DeadlineSpent`](crate::DeadlineSpent).
 //!
 //! # Replay
 //!

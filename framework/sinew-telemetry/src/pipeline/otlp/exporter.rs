@@ -48,7 +48,7 @@ use crate::BoxError;
 use super::{
     super::queue::{Export, Finished},
     codec::{ExportCodec, PartialSuccess},
-    encode::TraceEncoder,
+    encode::{TraceEncoder, gzip_framed},
     retry::{Backoff, is_retryable},
 };
 
@@ -77,6 +77,8 @@ pub(crate) struct OtlpSpanExporter {
     /// Dropped with the exporter, which ends the runtime's thread.
     _stop: oneshot::Sender<()>,
     timeout: Duration,
+    /// Whether each batch goes gzip-compressed.
+    gzip: bool,
     on_rejected: Option<RejectedHook>,
     /// Whether a rejection was logged: the first is, the rest are only
     /// counted.
@@ -89,6 +91,7 @@ pub(crate) struct OtlpSpanExporterBuilder {
     endpoint: String,
     timeout: Duration,
     headers: Vec<(String, String)>,
+    gzip: bool,
     on_rejected: Option<RejectedHook>,
 }
 
@@ -134,6 +137,9 @@ pub(crate) enum ExportError {
     /// The exporter was shut down.
     #[error("the exporter is shut down")]
     ShutDown,
+    /// The batch could not be compressed.
+    #[error("the batch could not be gzip-compressed")]
+    Compress(#[source] std::io::Error),
 }
 
 /// One export: everything the spawned task needs, owned.
@@ -141,7 +147,7 @@ struct Call {
     client: Grpc<PreFramed>,
     metadata: MetadataMap,
     /// The batch, encoded and framed as a gRPC message.
-    body: Bytes,
+    body: FramedBatch,
     timeout: Duration,
 }
 
@@ -154,9 +160,12 @@ struct Call {
 struct PreFramed(Channel);
 
 /// An export's body, passed down to [`PreFramed`] in the request's
-/// extensions.
+/// extensions, and whether it is gzip-compressed.
 #[derive(Clone)]
-struct FramedBatch(Bytes);
+struct FramedBatch {
+    body: Bytes,
+    gzip: bool,
+}
 
 // === impl OtlpSpanExporter ===
 
@@ -168,6 +177,7 @@ impl OtlpSpanExporter {
             endpoint: endpoint.into(),
             timeout: Duration::from_secs(10),
             headers: Vec::new(),
+            gzip: false,
             on_rejected: None,
         }
     }
@@ -184,11 +194,18 @@ impl OtlpSpanExporter {
         if batch.is_empty() {
             return Ok(None);
         }
-        let body = self
+        let mut body = self
             .encoder
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .encode_framed(batch);
+        if self.gzip {
+            body = gzip_framed(&body).map_err(ExportError::Compress)?;
+        }
+        let body = FramedBatch {
+            body,
+            gzip: self.gzip,
+        };
         let call = Call {
             client: self.client.clone(),
             metadata: self.metadata.clone(),
@@ -291,6 +308,12 @@ impl OtlpSpanExporterBuilder {
         self
     }
 
+    /// Sends each batch gzip-compressed (`grpc-encoding: gzip`).
+    pub(crate) fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
     /// Calls `hook` with the count of spans a collector rejected from a
     /// batch it otherwise accepted (an OTLP partial success). The export
     /// still succeeds: the rest of the batch was delivered.
@@ -339,6 +362,7 @@ impl OtlpSpanExporterBuilder {
             runtime,
             _stop: stop,
             timeout: self.timeout,
+            gzip: self.gzip,
             on_rejected: self.on_rejected,
             rejection_logged: Arc::new(AtomicBool::new(false)),
             shut_down: AtomicBool::new(false),
@@ -352,6 +376,7 @@ impl fmt::Debug for OtlpSpanExporterBuilder {
             .field("endpoint", &self.endpoint)
             .field("timeout", &self.timeout)
             .field("headers", &self.headers.len())
+            .field("gzip", &self.gzip)
             .finish_non_exhaustive()
     }
 }
@@ -415,9 +440,7 @@ impl Call {
             .await
             .map_err(|e| Status::from_error(Box::new(e)))?;
         let mut request = Request::new(());
-        request
-            .extensions_mut()
-            .insert(FramedBatch(self.body.clone()));
+        request.extensions_mut().insert(self.body.clone());
         if !self.metadata.is_empty() {
             *request.metadata_mut() = self.metadata.clone();
         }
@@ -441,8 +464,14 @@ impl Service<http::Request<Body>> for PreFramed {
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        if let Some(FramedBatch(batch)) = request.extensions_mut().remove() {
-            *request.body_mut() = Body::new(http_body_util::Full::new(batch));
+        if let Some(FramedBatch { body, gzip }) = request.extensions_mut().remove() {
+            *request.body_mut() = Body::new(http_body_util::Full::new(body));
+            if gzip {
+                request.headers_mut().insert(
+                    http::header::HeaderName::from_static("grpc-encoding"),
+                    http::HeaderValue::from_static("gzip"),
+                );
+            }
         }
         self.0.call(request)
     }
@@ -501,7 +530,7 @@ mod tests {
         format!("http://{addr}")
     }
 
-    fn span(name: &'static str) -> Finished {
+    fn span(name: impl Into<Cow<'static, str>>) -> Finished {
         Finished::Sdk(SpanData {
             span_context: SpanContext::new(
                 TraceId::from(7),
@@ -513,7 +542,7 @@ mod tests {
             parent_span_id: SpanId::INVALID,
             parent_span_is_remote: false,
             span_kind: SpanKind::Server,
-            name: Cow::Borrowed(name),
+            name: name.into(),
             start_time: SystemTime::now(),
             end_time: SystemTime::now(),
             attributes: vec![KeyValue::new("rpc.method", "Say")],
@@ -607,6 +636,36 @@ mod tests {
                 .to_str()
                 .unwrap()
                 .starts_with("sinew/")
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gzip_batch_arrives_whole_and_smaller() {
+        let (collector, addr) = Collector::start([]).await;
+        let exporter = OtlpSpanExporter::builder(endpoint(addr))
+            .gzip(true)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let batch: Vec<Finished> = (0..50).map(|i| span(format!("span-{i}"))).collect();
+        exporter.send(&batch).await.unwrap();
+
+        let requests = collector.requests();
+        assert_eq!(requests.len(), 1);
+        let (metadata, request) = &requests[0];
+        assert_eq!(span_names(request).len(), 50);
+        assert_eq!(span_names(request)[49], "span-49");
+        assert_eq!(metadata.get("grpc-encoding").unwrap(), "gzip");
+
+        // What went on the wire is the same message, compressed.
+        let framed = TraceEncoder::new().encode_framed(&batch);
+        let gzipped = gzip_framed(&framed).unwrap();
+        assert_eq!(gzipped[0], 1, "the compressed flag");
+        assert!(
+            gzipped.len() < framed.len() / 2,
+            "{} of {}",
+            gzipped.len(),
+            framed.len()
         );
     }
 

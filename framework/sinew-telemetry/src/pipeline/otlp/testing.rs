@@ -55,7 +55,9 @@ impl Collector {
         collector.0.lock().unwrap().script.extend(script);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = TraceServiceServer::new(collector.clone());
+        // Takes gzip-compressed exports, as every OTLP receiver does.
+        let service = TraceServiceServer::new(collector.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
