@@ -66,7 +66,7 @@ async fn disabled_telemetry_records_and_exports_nothing() {
             .env("OTEL_BSP_SCHEDULE_DELAY", "20")
             .env("OTEL_METRIC_EXPORT_INTERVAL", "50")
             // Left over and invalid: enabled, it would fail the start.
-            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd")
             .env("RUST_LOG", "info")
             .output()
             .unwrap()

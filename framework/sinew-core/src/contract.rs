@@ -83,6 +83,7 @@ pub enum Idempotency {
 
 impl Idempotency {
     /// Whether a call that may have reached the server can be sent again.
+    #[inline]
     pub const fn is_retry_safe(self) -> bool {
         matches!(self, Self::NoSideEffects | Self::Idempotent)
     }
@@ -131,16 +132,19 @@ impl CodeSet {
     }
 
     /// Whether `code` is in the set.
+    #[inline]
     pub const fn contains(self, code: Code) -> bool {
         self.0 & (1 << (code as u32)) != 0
     }
 
     /// The set with `code` added.
+    #[inline]
     pub const fn with(self, code: Code) -> Self {
         Self(self.0 | (1 << (code as u32)))
     }
 
     /// Whether the set is empty.
+    #[inline]
     pub const fn is_empty(self) -> bool {
         self.0 == 0
     }

@@ -29,6 +29,7 @@ tokio::task_local! {
 impl Deadline {
     /// The deadline of the incoming call whose handler is running on this
     /// task, if any.
+    #[inline]
     pub fn current() -> Option<Self> {
         CURRENT.try_with(|deadline| *deadline).ok()
     }
@@ -40,26 +41,31 @@ impl Deadline {
     }
 
     /// Runs `f` with `self` as the current deadline (for one poll).
+    #[inline]
     pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
         CURRENT.sync_scope(self, f)
     }
 
     /// A deadline at `instant`.
+    #[inline]
     pub fn at(instant: Instant) -> Self {
         Self(instant)
     }
 
     /// The instant.
+    #[inline]
     pub fn instant(self) -> Instant {
         self.0
     }
 
     /// The time left, zero once passed.
+    #[inline]
     pub fn remaining(self) -> Duration {
         self.0.saturating_duration_since(Instant::now())
     }
 
     /// The deadline of `request`, if it went through [`DeadlineLayer`].
+    #[inline]
     pub fn of<T>(request: &tonic::Request<T>) -> Option<Self> {
         request.extensions().get::<Self>().copied()
     }
@@ -68,6 +74,7 @@ impl Deadline {
 /// Parses a `grpc-timeout` header value: up to eight digits and a unit
 /// (`H`, `M`, `S`, `m`, `u`, `n`). `None` if malformed, which the gRPC
 /// spec says to treat as no timeout.
+#[inline]
 pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     let (&unit, digits) = value.split_last()?;
     if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
@@ -96,6 +103,7 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
 /// both peers' header tables and compared against the previous ones,
 /// which cost about 2% of a call. The server learns of the deadline at
 /// most a millisecond late; the client enforces it exactly.
+#[inline]
 pub fn set_grpc_timeout(headers: &mut http::HeaderMap, timeout: Duration) {
     const MAX: u64 = 99_999_999;
     const UNITS: [(u64, char); 6] = [

@@ -27,6 +27,7 @@ const SCAN_MAX: usize = 8;
 /// trailers, which hold two or three entries, and the server for
 /// `grpc-timeout` in a handful of request headers: comparing their names
 /// costs less than hashing the one looked for. A larger map is looked up.
+#[inline]
 pub fn find<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue> {
     if headers.len() <= SCAN_MAX {
         headers
@@ -44,6 +45,7 @@ pub fn find<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderV
 /// a response that carries a malformed status has still ended, and ended
 /// badly. `None` means there is no status here yet (a response whose
 /// status comes in its trailers).
+#[inline]
 pub fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     find(headers, &GRPC_STATUS).map(|value| Code::from_bytes(value.as_bytes()))
 }

@@ -31,6 +31,7 @@ impl Rng {
     }
 
     /// The next 64 random bits.
+    #[inline]
     pub fn next_u64(&self) -> u64 {
         let mut z = self
             .state
@@ -42,11 +43,13 @@ impl Rng {
     }
 
     /// A uniform float in `[0, 1)`.
+    #[inline]
     pub fn next_f64(&self) -> f64 {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// A uniform index in `0..n` (`n > 0`).
+    #[inline]
     pub fn below(&self, n: usize) -> usize {
         ((u128::from(self.next_u64()) * n as u128) >> 64) as usize
     }
