@@ -154,6 +154,22 @@ pub enum Compression {
     Gzip,
 }
 
+/// How exports travel, as `OTEL_EXPORTER_OTLP_PROTOCOL` and its per-signal
+/// variables name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Protocol {
+    /// `grpc`: OTLP/gRPC, the collector's port 4317.
+    #[default]
+    Grpc,
+    /// `http/protobuf`: OTLP/HTTP with a protobuf body, the collector's
+    /// port 4318; what many hosted backends take. A shared endpoint
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`, [`TelemetryConfig::endpoint`]) is a
+    /// base URL that each signal's path (`/v1/traces`, `/v1/metrics`) is
+    /// added to; a signal's own endpoint is used as it is.
+    HttpProtobuf,
+}
+
 /// Export headers: keys lowercased and unique, in order. Their values are
 /// often credentials, so `Debug` shows only the keys.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -205,6 +221,12 @@ pub struct TelemetryConfig {
     pub(crate) resource: Vec<(String, String)>,
     pub(crate) traces_endpoint: Option<String>,
     pub(crate) metrics_endpoint: Option<String>,
+    /// Whether the endpoint is the shared one, a base URL under
+    /// `http/protobuf`.
+    pub(crate) traces_endpoint_shared: bool,
+    pub(crate) metrics_endpoint_shared: bool,
+    pub(crate) traces_protocol: Protocol,
+    pub(crate) metrics_protocol: Protocol,
     pub(crate) traces_timeout: Duration,
     pub(crate) metrics_timeout: Duration,
     /// Sent with every trace export.
@@ -348,6 +370,10 @@ impl TelemetryConfig {
             resource: Vec::new(),
             traces_endpoint: None,
             metrics_endpoint: None,
+            traces_endpoint_shared: false,
+            metrics_endpoint_shared: false,
+            traces_protocol: Protocol::Grpc,
+            metrics_protocol: Protocol::Grpc,
             traces_timeout: DEFAULT_TIMEOUT,
             metrics_timeout: DEFAULT_TIMEOUT,
             traces_headers: Headers::default(),
@@ -415,22 +441,25 @@ impl TelemetryConfig {
         &mut self,
         read: impl Fn(&str) -> Option<String>,
     ) -> Result<(), TelemetryError> {
-        for key in [PROTOCOL, TRACES_PROTOCOL, METRICS_PROTOCOL] {
-            if let Some(value) = read(key) {
-                check_protocol(key, &value)?;
-            }
-        }
+        let protocol = |key: &'static str| {
+            read(key)
+                .map(|value| parse_protocol(key, &value))
+                .transpose()
+        };
+        let shared = protocol(PROTOCOL)?;
+        self.traces_protocol = protocol(TRACES_PROTOCOL)?.or(shared).unwrap_or_default();
+        self.metrics_protocol = protocol(METRICS_PROTOCOL)?.or(shared).unwrap_or_default();
 
         let endpoint = read(ENDPOINT)
             .map(|value| check_endpoint(ENDPOINT, &value))
             .transpose()?;
-        self.traces_endpoint = match read(TRACES_ENDPOINT) {
-            Some(value) => Some(check_endpoint(TRACES_ENDPOINT, &value)?),
-            None => endpoint.clone(),
+        (self.traces_endpoint, self.traces_endpoint_shared) = match read(TRACES_ENDPOINT) {
+            Some(value) => (Some(check_endpoint(TRACES_ENDPOINT, &value)?), false),
+            None => (endpoint.clone(), endpoint.is_some()),
         };
-        self.metrics_endpoint = match read(METRICS_ENDPOINT) {
-            Some(value) => Some(check_endpoint(METRICS_ENDPOINT, &value)?),
-            None => endpoint,
+        (self.metrics_endpoint, self.metrics_endpoint_shared) = match read(METRICS_ENDPOINT) {
+            Some(value) => (Some(check_endpoint(METRICS_ENDPOINT, &value)?), false),
+            None => (endpoint.clone(), endpoint.is_some()),
         };
 
         if let Some(value) = read(TIMEOUT) {
@@ -537,25 +566,66 @@ impl TelemetryConfig {
         Ok(())
     }
 
-    /// Exports traces and metrics to this OTLP/gRPC endpoint, such as
-    /// `http://localhost:4317`, replacing what the environment says for
-    /// both signals.
-    pub fn endpoint(self, endpoint: impl Into<String>) -> Self {
+    /// Exports traces and metrics to this endpoint, such as
+    /// `http://localhost:4317` (under `http/protobuf`, a base URL such as
+    /// `http://localhost:4318` that each signal's path is added to),
+    /// replacing what the environment says for both signals.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         let endpoint = endpoint.into();
-        self.traces_endpoint(endpoint.clone())
-            .metrics_endpoint(endpoint)
+        self.traces_endpoint = Some(endpoint.clone());
+        self.metrics_endpoint = Some(endpoint);
+        self.traces_endpoint_shared = true;
+        self.metrics_endpoint_shared = true;
+        self
     }
 
-    /// Exports traces to this OTLP/gRPC endpoint.
+    /// Exports traces to this endpoint, used as it is (under
+    /// `http/protobuf`, the full URL, path included).
     pub fn traces_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.traces_endpoint = Some(endpoint.into());
+        self.traces_endpoint_shared = false;
         self
     }
 
-    /// Exports metrics to this OTLP/gRPC endpoint.
+    /// Exports metrics to this endpoint, used as it is (under
+    /// `http/protobuf`, the full URL, path included).
     pub fn metrics_endpoint(mut self, endpoint: impl Into<String>) -> Self {
         self.metrics_endpoint = Some(endpoint.into());
+        self.metrics_endpoint_shared = false;
         self
+    }
+
+    /// Exports traces and metrics over this protocol, replacing what the
+    /// `OTEL_EXPORTER_OTLP_*PROTOCOL` variables say. Default: gRPC.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.traces_protocol = protocol;
+        self.metrics_protocol = protocol;
+        self
+    }
+
+    /// Where traces go, and how: the endpoint with the signal's path
+    /// added when it is the shared one under `http/protobuf`.
+    pub(crate) fn traces_target(&self) -> Option<(String, Protocol)> {
+        let endpoint = self.traces_endpoint.as_deref()?;
+        let url = signal_url(
+            endpoint,
+            self.traces_endpoint_shared,
+            self.traces_protocol,
+            "traces",
+        );
+        Some((url, self.traces_protocol))
+    }
+
+    /// Where metrics go, and how; see [`traces_target`](Self::traces_target).
+    pub(crate) fn metrics_target(&self) -> Option<(String, Protocol)> {
+        let endpoint = self.metrics_endpoint.as_deref()?;
+        let url = signal_url(
+            endpoint,
+            self.metrics_endpoint_shared,
+            self.metrics_protocol,
+            "metrics",
+        );
+        Some((url, self.metrics_protocol))
     }
 
     /// Turns telemetry off (`true`): [`init_with`](super::init_with) then
@@ -752,14 +822,27 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn check_protocol(key: &str, value: &str) -> Result<(), TelemetryError> {
+fn parse_protocol(key: &str, value: &str) -> Result<Protocol, TelemetryError> {
     match value.trim() {
-        "grpc" => Ok(()),
+        "grpc" => Ok(Protocol::Grpc),
+        "http/protobuf" => Ok(Protocol::HttpProtobuf),
         _ => Err(TelemetryError::invalid(
             key,
             value,
-            "sinew exports OTLP over gRPC only; expected grpc (the collector's port 4317)",
+            "expected grpc (the collector's port 4317) or http/protobuf (port 4318); \
+             http/json is not supported",
         )),
+    }
+}
+
+/// The URL a signal is exported to: a shared endpoint under
+/// `http/protobuf` is a base that the signal's path is added to, as the
+/// specification says; anything else is used as it is.
+fn signal_url(endpoint: &str, shared: bool, protocol: Protocol, signal: &str) -> String {
+    if shared && protocol == Protocol::HttpProtobuf {
+        format!("{}/v1/{signal}", endpoint.trim_end_matches('/'))
+    } else {
+        endpoint.to_owned()
     }
 }
 
@@ -1039,7 +1122,7 @@ mod tests {
     fn disabled_ignores_invalid_sdk_settings_but_not_rust_log() {
         let invalid = [
             (ENDPOINT, "https://collector:4317"),
-            (PROTOCOL, "http/protobuf"),
+            (PROTOCOL, "http/json"),
             (HEADERS, "secret-token"),
             (TRACES_COMPRESSION, "zstd"),
             (SAMPLER, "jaeger_remote"),
@@ -1131,11 +1214,57 @@ mod tests {
     }
 
     #[test]
-    fn only_the_grpc_protocol_is_accepted() {
-        let config = load(&[(PROTOCOL, "grpc")]).unwrap();
-        assert_eq!(config.traces_endpoint, None);
+    fn the_protocol_is_grpc_or_http_protobuf_per_signal() {
+        let config = load(&[(PROTOCOL, "grpc"), (ENDPOINT, "http://c:4317")]).unwrap();
+        assert_eq!(
+            config.traces_target(),
+            Some(("http://c:4317".to_owned(), Protocol::Grpc))
+        );
+        // Under http/protobuf the shared endpoint is a base for each
+        // signal's path; a signal's own endpoint is used as it is.
+        let config = load(&[
+            (PROTOCOL, "http/protobuf"),
+            (ENDPOINT, "http://c:4318/"),
+            (METRICS_ENDPOINT, "http://m:9000/ingest"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.traces_target(),
+            Some(("http://c:4318/v1/traces".to_owned(), Protocol::HttpProtobuf))
+        );
+        assert_eq!(
+            config.metrics_target(),
+            Some(("http://m:9000/ingest".to_owned(), Protocol::HttpProtobuf))
+        );
+        // Each signal's variable wins over the shared one.
+        let config = load(&[
+            (PROTOCOL, "http/protobuf"),
+            (TRACES_PROTOCOL, "grpc"),
+            (ENDPOINT, "http://c:4317"),
+        ])
+        .unwrap();
+        assert_eq!(config.traces_target().unwrap().1, Protocol::Grpc);
+        assert_eq!(
+            config.metrics_target(),
+            Some((
+                "http://c:4317/v1/metrics".to_owned(),
+                Protocol::HttpProtobuf
+            ))
+        );
+        // In code, likewise.
+        let config = TelemetryConfig::new("svc")
+            .endpoint("http://c:4318")
+            .protocol(Protocol::HttpProtobuf)
+            .traces_endpoint("http://t:1/x");
+        assert_eq!(config.traces_target().unwrap().0, "http://t:1/x");
+        assert_eq!(
+            config.metrics_target().unwrap().0,
+            "http://c:4318/v1/metrics"
+        );
         for key in [PROTOCOL, TRACES_PROTOCOL, METRICS_PROTOCOL] {
-            fails_naming(&[(key, "http/protobuf")], key);
+            let err = fails_naming(&[(key, "http/json")], key);
+            assert!(err.to_string().contains("http/protobuf"), "{err}");
+            fails_naming(&[(key, "HTTP")], key);
         }
     }
 

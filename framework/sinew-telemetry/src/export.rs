@@ -38,7 +38,7 @@ use std::{
 };
 
 use opentelemetry::{KeyValue, trace::TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::{
     Resource,
     error::OTelSdkResult,
@@ -53,10 +53,10 @@ use sinew_core::status::DisplayChain;
 use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
 use super::{
-    Compression, TelemetryConfig, TelemetryError,
+    Compression, Protocol, TelemetryConfig, TelemetryError,
     pipeline::{
-        OtlpSpanExporter, QueueCounters, QueueError, QueueProcessor, QueueSettings, SCOPE,
-        SpanQueue,
+        OtlpHttpClient, OtlpSpanExporter, QueueCounters, QueueError, QueueProcessor, QueueSettings,
+        SCOPE, SpanQueue,
     },
 };
 
@@ -82,14 +82,17 @@ struct ReportingMetricExporter<E> {
 // === impl Pipeline ===
 
 impl Pipeline {
-    /// Builds the providers `config` describes. Exporting metrics needs a
-    /// tokio runtime (their gRPC channel's connection runs on it); spans
-    /// are exported from a runtime thread of their own. Without an
-    /// endpoint, none is needed.
+    /// Builds the providers `config` describes. Exporting metrics over gRPC
+    /// needs a tokio runtime (their channel's connection runs on it); spans,
+    /// and metrics over HTTP, are exported from runtime threads of their
+    /// own. Without an endpoint, none is needed.
     pub(crate) fn build(config: &TelemetryConfig) -> Result<Self, TelemetryError> {
         config.validate()?;
         let exports_metrics = config.metrics_endpoint.is_some();
-        if exports_metrics && tokio::runtime::Handle::try_current().is_err() {
+        // Metrics over HTTP go through a client with a runtime thread of its
+        // own; over gRPC, through a channel on the caller's runtime.
+        let needs_runtime = matches!(config.metrics_target(), Some((_, Protocol::Grpc)));
+        if needs_runtime && tokio::runtime::Handle::try_current().is_err() {
             return Err(TelemetryError::NoRuntime);
         }
 
@@ -101,7 +104,7 @@ impl Pipeline {
             .with_span_limits(config.span_limits)
             .with_resource(resource.clone());
         let mut queue = None;
-        if let Some(endpoint) = &config.traces_endpoint {
+        if let Some((endpoint, protocol)) = config.traces_target() {
             let rejected = Arc::clone(&counters);
             let mut exporter = config
                 .traces_headers
@@ -111,6 +114,7 @@ impl Pipeline {
                     OtlpSpanExporter::builder(endpoint),
                     |builder, (key, value)| builder.header(key, value),
                 )
+                .http(protocol == Protocol::HttpProtobuf)
                 .timeout(config.traces_timeout)
                 .gzip(config.traces_compression == Compression::Gzip)
                 .on_rejected(move |spans| rejected.record_rejected(spans))
@@ -139,33 +143,8 @@ impl Pipeline {
         }
 
         let mut meter_provider = SdkMeterProvider::builder().with_resource(resource);
-        if let Some(endpoint) = &config.metrics_endpoint {
-            // The headers as the configuration read and checked them, the
-            // same way as the traces'; opentelemetry-otlp reads the same
-            // variables again (skipping what it cannot use), to the same
-            // values.
-            let mut metadata = MetadataMap::with_capacity(config.metrics_headers.0.len());
-            for (key, value) in &config.metrics_headers.0 {
-                let invalid = || TelemetryError::Exporter {
-                    signal: "metrics",
-                    reason: format!("invalid header {key:?}"),
-                };
-                let key = AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|_| invalid())?;
-                let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| invalid())?;
-                metadata.insert(key, value);
-            }
-            let mut builder = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
-                .with_timeout(config.metrics_timeout)
-                .with_metadata(metadata);
-            if config.metrics_compression == Compression::Gzip {
-                builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
-            }
-            let exporter = builder.build().map_err(|e| TelemetryError::Exporter {
-                signal: "metrics",
-                reason: e.to_string(),
-            })?;
+        if let Some((endpoint, protocol)) = config.metrics_target() {
+            let exporter = metric_exporter(config, endpoint, protocol)?;
             let reader = PeriodicReader::builder(ReportingMetricExporter::new(exporter))
                 .with_interval(config.metric_export_interval)
                 .build();
@@ -223,6 +202,58 @@ impl Pipeline {
             ],
         )
     }
+}
+
+/// The metric exporter: `opentelemetry-otlp`'s, over gRPC or HTTP, with
+/// the headers and compression as the configuration read and checked them,
+/// the same way as the traces'. (It reads the same variables again by
+/// itself, skipping what it cannot use, to the same values.)
+fn metric_exporter(
+    config: &TelemetryConfig,
+    endpoint: String,
+    protocol: Protocol,
+) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
+    let failed = |reason: String| TelemetryError::Exporter {
+        signal: "metrics",
+        reason,
+    };
+    let gzip = config.metrics_compression == Compression::Gzip;
+    let built = match protocol {
+        Protocol::Grpc => {
+            let mut metadata = MetadataMap::with_capacity(config.metrics_headers.0.len());
+            for (key, value) in &config.metrics_headers.0 {
+                let invalid = || failed(format!("invalid header {key:?}"));
+                let key = AsciiMetadataKey::from_bytes(key.as_bytes()).map_err(|_| invalid())?;
+                let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| invalid())?;
+                metadata.insert(key, value);
+            }
+            let mut builder = opentelemetry_otlp::MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .with_timeout(config.metrics_timeout)
+                .with_metadata(metadata);
+            if gzip {
+                builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+            }
+            builder.build()
+        }
+        Protocol::HttpProtobuf => {
+            let client = OtlpHttpClient::start(config.metrics_timeout)
+                .map_err(|e| failed(format!("cannot start the HTTP client's thread: {e}")))?;
+            let mut builder = opentelemetry_otlp::MetricExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                .with_endpoint(endpoint)
+                .with_timeout(config.metrics_timeout)
+                .with_headers(config.metrics_headers.0.iter().cloned().collect());
+            if gzip {
+                builder = builder.with_compression(opentelemetry_otlp::Compression::Gzip);
+            }
+            builder.build()
+        }
+    };
+    built.map_err(|e| failed(e.to_string()))
 }
 
 /// The resource describing this process: the SDK's own attributes, then
@@ -576,6 +607,72 @@ mod tests {
             .await
         };
         shut.unwrap();
+    }
+
+    #[test]
+    fn over_http_protobuf_both_signals_post_to_their_paths_under_the_endpoint() {
+        use opentelemetry::metrics::MeterProvider as _;
+        use opentelemetry_proto::tonic::collector::{
+            metrics::v1::ExportMetricsServiceRequest, trace::v1::ExportTraceServiceRequest,
+        };
+        use prost::Message as _;
+
+        use crate::{Protocol, pipeline::testing::HttpCollector};
+
+        // The collector runs on a runtime of the test's; the pipeline is
+        // built and flushed outside any, as over HTTP it needs none.
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let (collector, addr) = runtime.block_on(HttpCollector::start([]));
+        let config = TelemetryConfig::new("svc")
+            .endpoint(format!("http://{addr}"))
+            .protocol(Protocol::HttpProtobuf)
+            .compression(Compression::Gzip)
+            .header("x-tenant", "acme")
+            .schedule_delay(Duration::from_secs(3600))
+            .metric_export_interval(Duration::from_secs(3600));
+        let pipeline = Pipeline::build(&config).unwrap();
+        pipeline.tracer().start("over-http").end();
+        pipeline
+            .meter_provider
+            .meter("test")
+            .u64_counter("sinew.test.http_exports")
+            .build()
+            .add(3, &[]);
+        pipeline.flush(Duration::from_secs(10)).unwrap();
+
+        let requests = collector.requests();
+        let traces = requests
+            .iter()
+            .find(|r| r.path == "/v1/traces")
+            .expect("traces");
+        let metrics = requests
+            .iter()
+            .find(|r| r.path == "/v1/metrics")
+            .expect("metrics");
+        for request in [traces, metrics] {
+            assert_eq!(request.header("x-tenant"), Some("acme"), "{}", request.path);
+            assert_eq!(
+                request.header("content-encoding"),
+                Some("gzip"),
+                "{}",
+                request.path
+            );
+        }
+        let traces = ExportTraceServiceRequest::decode(&traces.body[..]).unwrap();
+        assert_eq!(
+            traces.resource_spans[0].scope_spans[0].spans[0].name,
+            "over-http"
+        );
+        let metrics = ExportMetricsServiceRequest::decode(&metrics.body[..]).unwrap();
+        let names: Vec<&str> = metrics
+            .resource_metrics
+            .iter()
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| m.name.as_str())
+            .collect();
+        assert!(names.contains(&"sinew.test.http_exports"), "{names:?}");
+        pipeline.shutdown(Duration::from_secs(5)).unwrap();
     }
 
     #[test]

@@ -24,9 +24,9 @@
 //!
 //! # Pointing sinew at a collector
 //!
-//! Set the standard OpenTelemetry variables; any OTLP/gRPC receiver will
-//! do: an OpenTelemetry Collector, Jaeger (1.35 and later), Grafana Tempo
-//! or Alloy, or a vendor's agent.
+//! Set the standard OpenTelemetry variables; any OTLP receiver will do: an
+//! OpenTelemetry Collector, Jaeger (1.35 and later), Grafana Tempo or
+//! Alloy, or a vendor's agent or hosted endpoint.
 //!
 //! ```text
 //! # Jaeger all-in-one, UI on http://localhost:16686:
@@ -34,10 +34,12 @@
 //! OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4317 cargo run --example greeter
 //! ```
 //!
-//! sinew speaks OTLP over gRPC (port 4317) in plain text; `https://`
-//! endpoints and `OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf` are refused at
-//! start, with an error naming the variable. Run a collector or agent
-//! beside the service for TLS to a remote backend.
+//! sinew speaks OTLP over gRPC (port 4317), or over HTTP with protobuf
+//! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`, port 4318; the
+//! shared endpoint is then a base that `/v1/traces` and `/v1/metrics` are
+//! added to), in plain text: `https://` endpoints and `http/json` are
+//! refused at start, with an error naming the variable. Run a collector or
+//! agent beside the service for TLS to a remote backend.
 //!
 //! # Variables
 //!
@@ -47,7 +49,7 @@
 //! | `OTEL_EXPORTER_OTLP_ENDPOINT` | where to send traces and metrics | none: no export |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `_METRICS_ENDPOINT` | the same, for one signal; wins over the above | |
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`, `_METRICS_`) | one export's bound, retries included, in ms | 10000 |
-//! | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`, `_METRICS_`) | must be `grpc` if set | `grpc` |
+//! | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`, `_METRICS_`) | `grpc` or `http/protobuf` | `grpc` |
 //! | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,key2=value2`, values percent-encoded, sent as gRPC metadata with every export (credentials, tenant ids); keys are lowercased | none |
 //! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `_METRICS_HEADERS` | the same for one signal; when set, replaces the above whole for it | |
 //! | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`, `_METRICS_`) | `gzip` or `none`: each export's message gzip-compressed or not | none |
@@ -136,6 +138,6 @@ pub mod trace;
 
 pub(crate) use sinew_core::{BoxError, headers};
 
-pub use config::{Compression, TelemetryConfig, TraceSampler, VARIABLES};
+pub use config::{Compression, Protocol, TelemetryConfig, TraceSampler, VARIABLES};
 pub use error::TelemetryError;
 pub use install::{FLUSH_TIMEOUT, SHUTDOWN_TIMEOUT, Telemetry, flush, init, init_with};

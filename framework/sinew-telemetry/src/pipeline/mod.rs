@@ -38,7 +38,7 @@ mod otlp;
 mod queue;
 mod span;
 
-pub(crate) use otlp::OtlpSpanExporter;
+pub(crate) use otlp::{OtlpHttpClient, OtlpSpanExporter};
 pub(crate) use queue::{QueueCounters, QueueError, QueueProcessor, QueueSettings, SpanQueue};
 pub(crate) use span::{
     CallSpan, CallSpanData, Parts, SCOPE, STATUS_CODE, SpanParts, StartAttributes,
@@ -47,7 +47,7 @@ pub(crate) use span::{
 /// What the rest of telemetry's tests need of the pipeline's insides.
 #[cfg(test)]
 pub(crate) mod testing {
-    pub(crate) use super::otlp::testing::Collector;
+    pub(crate) use super::otlp::testing::{Collector, HttpCollector};
     pub(crate) use super::queue::{Finished, tests::recording_queue};
     pub(crate) use super::span::tests::name;
 }

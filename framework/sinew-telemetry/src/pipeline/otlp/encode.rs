@@ -170,7 +170,7 @@ mod room {
 }
 
 /// A gRPC message's prefix: a compression flag and a 4-byte length.
-const GRPC_PREFIX: usize = 5;
+pub(crate) const GRPC_PREFIX: usize = 5;
 
 /// Room for a span's bytes before any batch has been seen.
 const FIRST_BYTES_PER_SPAN: usize = 256;

@@ -1,5 +1,6 @@
 //! The span exporter: a batch encoded by [`TraceEncoder`], sent as one
-//! unary gRPC call on a tonic channel.
+//! unary gRPC call on a tonic channel, or (under `http/protobuf`) as one
+//! OTLP/HTTP request with a protobuf body.
 //!
 //! The span queue's thread calls [`Export::export`] outside any tokio
 //! runtime, and blocks until the export is done. The channel's connection
@@ -47,10 +48,14 @@ use crate::BoxError;
 
 use super::{
     super::queue::{Export, Finished},
-    codec::{ExportCodec, PartialSuccess},
-    encode::{TraceEncoder, gzip_framed},
+    codec::{ExportCodec, PartialSuccess, read_response},
+    encode::{GRPC_PREFIX, TraceEncoder, gzip_framed},
+    http::{OtlpHttpClient, PROTOBUF},
     retry::{Backoff, is_retryable},
 };
+
+/// What sinew's exports say they come from.
+const USER_AGENT: &str = concat!("sinew/", env!("CARGO_PKG_VERSION"));
 
 /// The method every OTLP/gRPC trace receiver serves.
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -69,9 +74,7 @@ pub(crate) struct OtlpSpanExporter {
     /// Behind a lock for its scratch space only: the queue never exports
     /// concurrently, so it is never contended.
     encoder: Mutex<TraceEncoder>,
-    client: Grpc<PreFramed>,
-    /// Sent with every export.
-    metadata: MetadataMap,
+    transport: Transport,
     /// The exporter's own runtime, driven by its thread.
     runtime: Handle,
     /// Dropped with the exporter, which ends the runtime's thread.
@@ -92,6 +95,7 @@ pub(crate) struct OtlpSpanExporterBuilder {
     timeout: Duration,
     headers: Vec<(String, String)>,
     gzip: bool,
+    http: bool,
     on_rejected: Option<RejectedHook>,
 }
 
@@ -110,6 +114,15 @@ pub(crate) enum BuildError {
         /// Why.
         #[source]
         source: tonic::transport::Error,
+    },
+    /// The endpoint is not a URI (under `http/protobuf`).
+    #[error("invalid endpoint {endpoint:?}")]
+    Uri {
+        /// As given.
+        endpoint: String,
+        /// Why.
+        #[source]
+        source: http::uri::InvalidUri,
     },
     /// A header is not valid as gRPC metadata.
     #[error("invalid header {key:?}: not a valid gRPC metadata key and ASCII value")]
@@ -142,10 +155,32 @@ pub(crate) enum ExportError {
     Compress(#[source] std::io::Error),
 }
 
+/// How batches travel to the collector. Cheap to clone: the clients
+/// share their connections.
+#[derive(Clone)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per exporter, cloned once per export, never moved on a hot path"
+)]
+enum Transport {
+    /// OTLP/gRPC: tonic makes each call, and the batch goes as its body.
+    Grpc {
+        client: Grpc<PreFramed>,
+        /// Sent with every export.
+        metadata: MetadataMap,
+    },
+    /// OTLP/HTTP: the batch's message is POSTed as it is.
+    Http {
+        client: OtlpHttpClient,
+        uri: http::Uri,
+        /// Sent with every export, with the content type and user agent.
+        headers: http::HeaderMap,
+    },
+}
+
 /// One export: everything the spawned task needs, owned.
 struct Call {
-    client: Grpc<PreFramed>,
-    metadata: MetadataMap,
+    transport: Transport,
     /// The batch, encoded and framed as a gRPC message.
     body: FramedBatch,
     timeout: Duration,
@@ -178,6 +213,7 @@ impl OtlpSpanExporter {
             timeout: Duration::from_secs(10),
             headers: Vec::new(),
             gzip: false,
+            http: false,
             on_rejected: None,
         }
     }
@@ -207,8 +243,7 @@ impl OtlpSpanExporter {
             gzip: self.gzip,
         };
         let call = Call {
-            client: self.client.clone(),
-            metadata: self.metadata.clone(),
+            transport: self.transport.clone(),
             body,
             timeout: self.timeout,
         };
@@ -273,7 +308,13 @@ impl fmt::Debug for OtlpSpanExporter {
         // The metadata can hold credentials.
         f.debug_struct("OtlpSpanExporter")
             .field("timeout", &self.timeout)
-            .field("headers", &self.metadata.len())
+            .field(
+                "headers",
+                &match &self.transport {
+                    Transport::Grpc { metadata, .. } => metadata.len(),
+                    Transport::Http { headers, .. } => headers.len(),
+                },
+            )
             .field("shut_down", &self.shut_down)
             .finish_non_exhaustive()
     }
@@ -308,7 +349,15 @@ impl OtlpSpanExporterBuilder {
         self
     }
 
-    /// Sends each batch gzip-compressed (`grpc-encoding: gzip`).
+    /// Sends each batch as OTLP/HTTP with a protobuf body, POSTed to the
+    /// endpoint (a full URL, `/v1/traces` included), instead of OTLP/gRPC.
+    pub(crate) fn http(mut self, http: bool) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Sends each batch gzip-compressed (`grpc-encoding: gzip`, or
+    /// `content-encoding: gzip` over HTTP).
     pub(crate) fn gzip(mut self, gzip: bool) -> Self {
         self.gzip = gzip;
         self
@@ -325,20 +374,39 @@ impl OtlpSpanExporterBuilder {
     /// The exporter, with its runtime thread started. Connects lazily, on
     /// the first export.
     pub(crate) fn build(self) -> Result<OtlpSpanExporter, BuildError> {
+        let (runtime, stop) = start_runtime("sinew-otlp").map_err(BuildError::Thread)?;
+        let transport = if self.http {
+            self.http_transport(&runtime)?
+        } else {
+            self.grpc_transport(&runtime)?
+        };
+        Ok(OtlpSpanExporter {
+            encoder: Mutex::new(TraceEncoder::new()),
+            transport,
+            runtime,
+            _stop: stop,
+            timeout: self.timeout,
+            gzip: self.gzip,
+            on_rejected: self.on_rejected,
+            rejection_logged: Arc::new(AtomicBool::new(false)),
+            shut_down: AtomicBool::new(false),
+        })
+    }
+
+    fn grpc_transport(&self, runtime: &Handle) -> Result<Transport, BuildError> {
         let endpoint_error = |source| BuildError::Endpoint {
             endpoint: self.endpoint.clone(),
             source,
         };
         let endpoint = Endpoint::from_shared(self.endpoint.clone())
             .map_err(endpoint_error)?
-            .user_agent(concat!("sinew/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .map_err(endpoint_error)?
             // A collector that never accepts the connection fails within
             // the export's bound rather than the OS's.
             .connect_timeout(self.timeout)
             // Exports are single requests that wait for their answer.
             .tcp_nodelay(true);
-        let (runtime, stop) = start_runtime()?;
         // The channel's worker task is spawned where it is made: on the
         // exporter's runtime.
         let channel = {
@@ -354,18 +422,46 @@ impl OtlpSpanExporterBuilder {
             let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| invalid())?;
             metadata.insert(name, value);
         }
-
-        Ok(OtlpSpanExporter {
-            encoder: Mutex::new(TraceEncoder::new()),
+        Ok(Transport::Grpc {
             client: Grpc::new(PreFramed(channel)),
             metadata,
-            runtime,
-            _stop: stop,
-            timeout: self.timeout,
-            gzip: self.gzip,
-            on_rejected: self.on_rejected,
-            rejection_logged: Arc::new(AtomicBool::new(false)),
-            shut_down: AtomicBool::new(false),
+        })
+    }
+
+    fn http_transport(&self, runtime: &Handle) -> Result<Transport, BuildError> {
+        let uri = self
+            .endpoint
+            .parse::<http::Uri>()
+            .map_err(|source| BuildError::Uri {
+                endpoint: self.endpoint.clone(),
+                source,
+            })?;
+        let mut headers = http::HeaderMap::with_capacity(self.headers.len() + 2);
+        for (key, value) in &self.headers {
+            let invalid = || BuildError::Header { key: key.clone() };
+            let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
+                .map_err(|_| invalid())?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| invalid())?;
+            headers.insert(name, value);
+        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(PROTOBUF),
+        );
+        headers.insert(
+            http::header::USER_AGENT,
+            http::HeaderValue::from_static(USER_AGENT),
+        );
+        if self.gzip {
+            headers.insert(
+                http::header::CONTENT_ENCODING,
+                http::HeaderValue::from_static("gzip"),
+            );
+        }
+        Ok(Transport::Http {
+            client: OtlpHttpClient::on(runtime.clone(), self.timeout),
+            uri,
+            headers,
         })
     }
 }
@@ -381,23 +477,21 @@ impl fmt::Debug for OtlpSpanExporterBuilder {
     }
 }
 
-/// Starts a current-thread runtime on a thread of its own, running until
-/// the returned sender is dropped.
-fn start_runtime() -> Result<(Handle, oneshot::Sender<()>), BuildError> {
+/// Starts a current-thread runtime on a thread of its own, called `name`,
+/// running until the returned sender is dropped.
+pub(super) fn start_runtime(name: &str) -> std::io::Result<(Handle, oneshot::Sender<()>)> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-        .map_err(BuildError::Thread)?;
+        .build()?;
     let handle = runtime.handle().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     std::thread::Builder::new()
-        .name("sinew-otlp".to_owned())
+        .name(name.to_owned())
         .spawn(move || {
             // Ends when the sender is sent to or dropped; dropping the
             // runtime then cancels what is still running on it.
             let _ = runtime.block_on(stopped);
-        })
-        .map_err(BuildError::Thread)?;
+        })?;
     Ok((handle, stop))
 }
 
@@ -435,21 +529,74 @@ impl Call {
     }
 
     async fn attempt(&mut self) -> Result<PartialSuccess, Status> {
-        self.client
-            .ready()
-            .await
-            .map_err(|e| Status::from_error(Box::new(e)))?;
-        let mut request = Request::new(());
-        request.extensions_mut().insert(self.body.clone());
-        if !self.metadata.is_empty() {
-            *request.metadata_mut() = self.metadata.clone();
+        match &mut self.transport {
+            Transport::Grpc { client, metadata } => {
+                client
+                    .ready()
+                    .await
+                    .map_err(|e| Status::from_error(Box::new(e)))?;
+                let mut request = Request::new(());
+                request.extensions_mut().insert(self.body.clone());
+                if !metadata.is_empty() {
+                    *request.metadata_mut() = metadata.clone();
+                }
+                let response = client
+                    .unary(request, PathAndQuery::from_static(EXPORT_PATH), ExportCodec)
+                    .await?;
+                Ok(response.into_inner())
+            }
+            Transport::Http {
+                client,
+                uri,
+                headers,
+            } => {
+                // The message without its gRPC prefix: gzip-compressed
+                // already, when the prefix's flag says so.
+                let body = self
+                    .body
+                    .body
+                    .slice(GRPC_PREFIX.min(self.body.body.len())..);
+                let mut request = http::Request::post(uri.clone())
+                    .body(body)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                *request.headers_mut() = headers.clone();
+                let response = client.send(request).await.map_err(|error| {
+                    let mut status = Status::unavailable("the collector could not be reached");
+                    status.set_source(Arc::from(error));
+                    status
+                })?;
+                http_outcome(response)
+            }
         }
-        let response = self
-            .client
-            .unary(request, PathAndQuery::from_static(EXPORT_PATH), ExportCodec)
-            .await?;
-        Ok(response.into_inner())
     }
+}
+
+/// What an OTLP/HTTP answer says: the partial success of a 2xx, or a
+/// status whose code says whether to retry (429, 502, 503 and 504 are
+/// retried, as the specification asks; the others are not). The answer's
+/// text, which may echo what was sent, is not kept.
+fn http_outcome(response: http::Response<Bytes>) -> Result<PartialSuccess, Status> {
+    use http::StatusCode;
+
+    let status = response.status();
+    if status.is_success() {
+        let mut body = response.into_body();
+        return read_response(&mut body)
+            .map_err(|_| Status::internal("the collector's answer is not an OTLP response"));
+    }
+    let code = match status {
+        StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::BAD_GATEWAY
+        | StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::GATEWAY_TIMEOUT => tonic::Code::Unavailable,
+        StatusCode::BAD_REQUEST => tonic::Code::InvalidArgument,
+        StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+        StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+        StatusCode::NOT_FOUND => tonic::Code::Unimplemented,
+        StatusCode::PAYLOAD_TOO_LARGE => tonic::Code::ResourceExhausted,
+        _ => tonic::Code::Unknown,
+    };
+    Err(Status::new(code, format!("HTTP {}", status.as_u16())))
 }
 
 // === impl PreFramed ===
@@ -523,7 +670,10 @@ mod tests {
     use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
     use tokio::net::TcpListener;
 
-    use super::{super::testing::Collector, *};
+    use super::{
+        super::testing::{Collector, HttpCollector},
+        *,
+    };
     use sinew_testing::ClosedPort;
 
     fn endpoint(addr: SocketAddr) -> String {
@@ -667,6 +817,68 @@ mod tests {
             gzipped.len(),
             framed.len()
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_http_a_batch_is_posted_as_protobuf_with_the_headers() {
+        use prost::Message as _;
+
+        let (collector, addr) = HttpCollector::start([]).await;
+        for gzip in [false, true] {
+            let exporter = OtlpSpanExporter::builder(format!("http://{addr}/v1/traces"))
+                .http(true)
+                .gzip(gzip)
+                .header("Authorization", "Bearer abc")
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
+            let batch: Vec<Finished> = (0..20).map(|i| span(format!("span-{i}"))).collect();
+            export_from_a_thread(Arc::new(exporter), batch)
+                .await
+                .unwrap();
+        }
+
+        let requests = collector.requests();
+        assert_eq!(requests.len(), 2);
+        for (request, gzip) in requests.iter().zip([false, true]) {
+            assert_eq!(request.path, "/v1/traces");
+            assert_eq!(request.header("content-type"), Some(PROTOBUF));
+            assert_eq!(request.header("authorization"), Some("Bearer abc"));
+            assert!(request.header("user-agent").unwrap().starts_with("sinew/"));
+            assert_eq!(request.header("content-encoding").is_some(), gzip);
+            let decoded = ExportTraceServiceRequest::decode(&request.body[..]).unwrap();
+            let names = span_names(&decoded);
+            assert_eq!(names.len(), 20);
+            assert_eq!(names[19], "span-19");
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_http_only_transient_answers_are_retried() {
+        // 503 and 429 are retried, then the batch goes through.
+        let (collector, addr) = HttpCollector::start([503, 429]).await;
+        let exporter = OtlpSpanExporter::builder(format!("http://{addr}/v1/traces"))
+            .http(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        exporter.send(&[span("retried")]).await.unwrap();
+        assert_eq!(collector.requests().len(), 3);
+
+        // 400 is final: one attempt, and the export fails with a status
+        // that names no text of the collector's.
+        let (collector, addr) = HttpCollector::start([400]).await;
+        let exporter = OtlpSpanExporter::builder(format!("http://{addr}/v1/traces"))
+            .http(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let error = exporter.send(&[span("refused")]).await.unwrap_err();
+        assert!(
+            matches!(&error, ExportError::Call(status) if status.code() == tonic::Code::InvalidArgument),
+            "{error:?}"
+        );
+        assert_eq!(collector.requests().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

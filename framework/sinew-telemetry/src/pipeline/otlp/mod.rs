@@ -16,6 +16,7 @@
 //!   response's partial success;
 //! - [`retry`]: which failures are retried, and the delays between tries
 //!   (sinew-core's one backoff);
+//! - [`http`]: the HTTP client of `http/protobuf`, for both signals;
 //! - [`exporter`]: the span queue's exporter, which ties them together:
 //!   tonic builds each request and reads each response on a channel of the
 //!   exporter's own runtime, and the encoded batch goes out as the body
@@ -27,6 +28,7 @@
 mod codec;
 mod encode;
 mod exporter;
+mod http;
 mod retry;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -34,3 +36,4 @@ mod wire;
 
 pub(crate) use encode::{span_attribute_fields, span_name_field};
 pub(crate) use exporter::OtlpSpanExporter;
+pub(crate) use http::OtlpHttpClient;
