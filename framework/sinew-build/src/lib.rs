@@ -38,8 +38,15 @@
 //! pub mod proto {
 //!     sinew::include_contracts!();
 //! }
-//! // proto::greeter::v1::greeter_client::GreeterClient, ::GreeterContract, ...
+//! // The resilient client, the server and the method table:
+//! use proto::greeter::v1::{GreeterClient, GreeterContract, greeter_server::GreeterServer};
+//!
+//! let mut client = GreeterClient::connect(sinew::client::ClientConfig::endpoint(addr)).await?;
 //! ```
+//!
+//! The crate needs `sinew` as a dependency and `sinew-build` as a build
+//! dependency, and nothing else gRPC-related: the generated code reaches
+//! tonic, prost, prost-types and tonic-prost through `::sinew`.
 //!
 //! # sinew's method options
 //!
