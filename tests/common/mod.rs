@@ -105,24 +105,13 @@ pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
     path
 }
 
-/// A loopback port held bound but not listening: connections to it are
-/// refused at once, and while it lives no other test running in parallel
-/// can take the port (as it could one found free and let go).
-pub(crate) struct ClosedPort(tokio::net::TcpSocket);
-
-impl ClosedPort {
-    pub(crate) fn new() -> Self {
-        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
-        socket
-            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .expect("a loopback port");
-        Self(socket)
-    }
-
-    pub(crate) fn addr(&self) -> SocketAddr {
-        self.0.local_addr().expect("a bound socket's address")
-    }
-}
+/// A loopback port held bound but not listening, shared with the
+/// framework crates' own tests.
+#[allow(
+    unused_imports,
+    reason = "each test binary uses what it needs of common"
+)]
+pub(crate) use sinew_testing::ClosedPort;
 
 /// The greeter example running as a server process on a free port; killed
 /// when dropped.
