@@ -175,7 +175,7 @@ async fn connections_that_fail_do_not_stop_the_server() {
 }
 
 #[tokio::test]
-async fn a_connection_that_never_speaks_is_closed_after_the_handshake_timeout() {
+async fn a_connection_that_does_not_finish_the_handshake_is_closed_after_the_timeout() {
     let config = ServerConfig::new().handshake_timeout(Duration::from_millis(200));
     let server = serve_echo_with(config, Addresses::default()).await;
 
@@ -194,7 +194,25 @@ async fn a_connection_that_never_speaks_is_closed_after_the_handshake_timeout() 
         begun.elapsed()
     );
 
-    // One that sent the preface stays open past the timeout.
+    // One that sends the preface and then nothing (no SETTINGS) is
+    // closed too: the timeout covers the whole handshake.
+    let begun = Instant::now();
+    let mut preface_only = TcpStream::connect(server.addr).await.unwrap();
+    preface_only
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(
+        Duration::from_secs(10),
+        preface_only.read_to_end(&mut answer),
+    )
+    .await
+    .expect("the server closes a connection that stops after the preface");
+    assert!(closed.is_ok(), "{closed:?}");
+    assert!(begun.elapsed() >= Duration::from_millis(200));
+
+    // One that completed the handshake stays open past the timeout.
     let (mut send, driver) = h2_connection(&server).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(empty_get(&mut send).await, 0);

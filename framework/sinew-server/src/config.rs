@@ -218,9 +218,11 @@ settings! {
     http2_keepalive_timeout: Duration = Duration::from_secs(20);
     /// TCP keepalive idle time; zero turns it off. Default 60s.
     tcp_keepalive: Duration = Duration::from_secs(60);
-    /// How long a new connection may take to send the HTTP/2 preface;
-    /// one that has not sent it by then is closed, so that connections
-    /// that never speak cannot hold sockets open. Default 10s.
+    /// How long a new connection may take to send its side of the HTTP/2
+    /// handshake (the preface and its SETTINGS frame); one that has not
+    /// sent it all by then is closed, so that connections that never
+    /// speak, or stop after the preface, cannot hold sockets open.
+    /// Default 10s.
     handshake_timeout: Duration = Duration::from_secs(10);
     /// Ceiling on the time a handler may take to answer, whatever the
     /// caller's deadline; beyond it the call fails with

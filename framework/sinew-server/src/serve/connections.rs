@@ -141,8 +141,8 @@ where
 
 /// Serves `connection` until it ends, shutting it down gracefully once
 /// `draining` turns `true` (or the server is gone), and closing it at once
-/// if its peer has not `spoken` the HTTP/2 preface within
-/// `handshake_timeout`.
+/// if its peer has not `spoken` its side of the HTTP/2 handshake (the
+/// preface and its SETTINGS) within `handshake_timeout`.
 async fn drive<S, B>(
     connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, TrackingExecutor>,
     mut draining: watch::Receiver<bool>,
@@ -164,7 +164,10 @@ async fn drive<S, B>(
             ended = connection.as_mut() => break ended,
             () = &mut handshake, if handshaking => {
                 if !spoken.get() {
-                    tracing::debug!(?handshake_timeout, "no HTTP/2 preface in time: closing the connection");
+                    tracing::debug!(
+                        ?handshake_timeout,
+                        "no HTTP/2 handshake in time: closing the connection"
+                    );
                     return;
                 }
                 handshaking = false;

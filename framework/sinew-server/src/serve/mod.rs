@@ -10,8 +10,10 @@
 //!   running out of resources (`EMFILE`) pauses accepting for 100ms.
 //! - **HTTP/2 only**, with prior knowledge, as gRPC speaks it: a client
 //!   speaking HTTP/1 gets its connection closed, and so does one that has
-//!   not sent the HTTP/2 preface within the `handshake_timeout` setting
-//!   (10s), so that connections that never speak cannot hold sockets.
+//!   not sent its side of the HTTP/2 handshake (the preface and its whole
+//!   SETTINGS frame) within the `handshake_timeout` setting (10s), so that
+//!   connections that never speak, or stop after the preface, cannot hold
+//!   sockets.
 //! - **Per call.** The connection's [`TcpConnectInfo`] goes into the
 //!   request's extensions, the call goes through the layers to the service
 //!   its path names (`/package.Service/Method`), and a path that names no

@@ -1,4 +1,5 @@
-//! Whether a new connection has started to speak HTTP/2.
+//! Whether a new connection has finished its side of the HTTP/2
+//! handshake: the preface, then its first frame, which must be SETTINGS.
 
 use std::{
     io,
@@ -17,24 +18,35 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// (`PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n`).
 const PREFACE_LEN: usize = 24;
 
-/// Turns true once a connection has sent as many bytes as the HTTP/2
-/// preface has. Read by the connection's task, set by its stream.
+/// The length of an HTTP/2 frame header: a 24-bit payload length, a type,
+/// flags and a stream id.
+const FRAME_HEADER_LEN: usize = 9;
+
+/// Turns true once a connection has sent the HTTP/2 preface and the whole
+/// frame that follows it (the client's SETTINGS, which the protocol
+/// requires next). Read by the connection's task, set by its stream.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Spoken(Arc<AtomicBool>);
 
 pin_project! {
-    /// A connection's byte stream that counts what the peer sends until
-    /// the preface's length has arrived, then only passes bytes through.
+    /// A connection's byte stream that counts what the peer sends until its
+    /// side of the handshake has arrived (the preface and the whole first
+    /// frame), then only passes bytes through.
     ///
     /// hyper does not say when a connection's handshake is done; the
-    /// scaffold closes a connection whose peer has not sent a preface's
-    /// worth of bytes within the handshake timeout (hyper itself rejects
-    /// one whose bytes are not a preface).
+    /// scaffold closes a connection whose peer has not sent all of it
+    /// within the handshake timeout, so that a peer that sends the preface
+    /// and stops (or trickles a long SETTINGS frame) cannot hold a slot.
+    /// hyper itself rejects bytes that are not a preface, and a first frame
+    /// that is not SETTINGS.
     #[derive(Debug)]
     pub(crate) struct Watched<T> {
         #[pin]
         inner: T,
+        // Bytes read so far, while the handshake lasts.
         read: usize,
+        // The first frame's header, as it arrives.
+        header: [u8; FRAME_HEADER_LEN],
         spoken: Spoken,
     }
 }
@@ -57,6 +69,7 @@ impl<T> Watched<T> {
         let watched = Self {
             inner,
             read: 0,
+            header: [0; FRAME_HEADER_LEN],
             spoken: spoken.clone(),
         };
         (watched, spoken)
@@ -72,10 +85,22 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
-        if *this.read < PREFACE_LEN && matches!(polled, Poll::Ready(Ok(()))) {
-            *this.read += buf.filled().len() - before;
-            if *this.read >= PREFACE_LEN {
-                this.spoken.0.store(true, Ordering::Release);
+        if matches!(polled, Poll::Ready(Ok(()))) && !this.spoken.get() {
+            let new = &buf.filled()[before..];
+            // The bytes of the first frame's header among them.
+            let header = PREFACE_LEN..PREFACE_LEN + FRAME_HEADER_LEN;
+            for (at, byte) in (*this.read..).zip(new) {
+                if header.contains(&at) {
+                    this.header[at - PREFACE_LEN] = *byte;
+                }
+            }
+            *this.read += new.len();
+            if *this.read >= header.end {
+                let [a, b, c, ..] = *this.header;
+                let payload = usize::from(a) << 16 | usize::from(b) << 8 | usize::from(c);
+                if *this.read >= header.end + payload {
+                    this.spoken.0.store(true, Ordering::Release);
+                }
             }
         }
         polled
@@ -118,25 +143,50 @@ mod tests {
 
     use super::*;
 
+    /// The preface, then a SETTINGS frame with `settings` bytes of
+    /// payload.
+    fn handshake(settings: usize) -> Vec<u8> {
+        let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        let len = u32::try_from(settings).unwrap().to_be_bytes();
+        bytes.extend_from_slice(&[len[1], len[2], len[3], 0x4, 0, 0, 0, 0, 0]);
+        bytes.extend(std::iter::repeat_n(0, settings));
+        bytes
+    }
+
     #[tokio::test]
-    async fn the_flag_turns_with_the_prefaces_length_in_bytes() {
-        let (mut peer, ours) = tokio::io::duplex(64);
+    async fn the_flag_turns_with_the_whole_first_frame_not_the_preface() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
         let (mut watched, spoken) = Watched::new(ours);
-        let mut buf = [0; 64];
+        let mut buf = [0; 1024];
+        let sent = handshake(12);
 
-        peer.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        // The preface, then the frame's header and part of its payload,
+        // one piece at a time, split inside the header too.
+        for piece in [&sent[..16], &sent[16..24], &sent[24..29], &sent[29..40]] {
+            peer.write_all(piece).await.unwrap();
+            let n = watched.read(&mut buf).await.unwrap();
+            assert_eq!(n, piece.len());
+            assert!(!spoken.get(), "after {} of {} bytes", n, sent.len());
+        }
+        peer.write_all(&sent[40..]).await.unwrap();
         let n = watched.read(&mut buf).await.unwrap();
-        assert_eq!(n, 16);
-        assert!(!spoken.get(), "16 of 24 bytes");
-
-        peer.write_all(b"\r\nSM\r\n\r\nmore").await.unwrap();
-        let n = watched.read(&mut buf).await.unwrap();
-        assert_eq!(n, 12);
+        assert_eq!(n, sent.len() - 40);
         assert!(spoken.get());
 
         // Writes pass through.
         watched.write_all(b"settings").await.unwrap();
         let n = peer.read(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], b"settings");
+    }
+
+    #[tokio::test]
+    async fn an_empty_settings_frame_completes_it_at_once() {
+        let (mut peer, ours) = tokio::io::duplex(1024);
+        let (mut watched, spoken) = Watched::new(ours);
+        let mut buf = [0; 1024];
+        peer.write_all(&handshake(0)).await.unwrap();
+        let n = watched.read(&mut buf).await.unwrap();
+        assert_eq!(n, 33);
+        assert!(spoken.get());
     }
 }
