@@ -221,6 +221,95 @@ async fn a_connection_that_does_not_finish_the_handshake_is_closed_after_the_tim
 }
 
 #[tokio::test]
+async fn an_idle_connection_is_sent_away_and_frees_its_slot() {
+    let config = ServerConfig::new()
+        .max_connections(1)
+        .max_connection_idle(Duration::from_millis(300));
+    let server = serve_echo_with(config, Addresses::default()).await;
+
+    // The only slot: one call, then silence (h2 answers the server's
+    // pings, as an idle client library does).
+    let (mut first, first_driver) = h2_connection(&server).await;
+    assert_eq!(empty_get(&mut first).await, 0);
+    tokio::time::timeout(Duration::from_secs(10), first_driver)
+        .await
+        .expect("the idle connection is sent away and closed")
+        .unwrap();
+
+    // Its slot is free: a new client is served.
+    let (mut second, second_driver) = h2_connection(&server).await;
+    let status = tokio::time::timeout(Duration::from_secs(10), empty_get(&mut second))
+        .await
+        .expect("served once the idle connection is gone");
+    assert_eq!(status, 0);
+    second_driver.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_connection_with_a_call_open_is_not_idle() {
+    let config = ServerConfig::new().max_connection_idle(Duration::from_millis(200));
+    let server = Running::start(common::echo_server(config.lame_duck(Duration::ZERO))).await;
+    let (mut send, driver) = h2_connection(&server).await;
+
+    // A slow call stays open through three idle periods and more...
+    let slow = EchoRequest {
+        delay_ms: 3000,
+        ..EchoRequest::default()
+    };
+    let mut slow_send = send.clone();
+    let slow_call = tokio::spawn(async move {
+        raw_call_on(&mut slow_send, "/echo.v1.Echo/Get", framed(&slow))
+            .await
+            .0
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // ...so the connection was not sent away: it still takes new calls
+    // (after a GOAWAY, the client would refuse to start one).
+    assert_eq!(empty_get(&mut send).await, 0);
+    assert_eq!(slow_call.await.unwrap(), 0);
+    driver.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_old_connection_is_sent_away_once_its_calls_finish() {
+    let config = ServerConfig::new()
+        .max_connection_age(Duration::from_millis(300))
+        .max_connection_age_grace(Duration::from_secs(10));
+    let server = Running::start(common::echo_server(config.lame_duck(Duration::ZERO))).await;
+    let (mut send, driver) = h2_connection(&server).await;
+
+    // A call still running when the connection comes of age finishes.
+    let slow = EchoRequest {
+        message: "slow".to_owned(),
+        delay_ms: 1000,
+        ..EchoRequest::default()
+    };
+    let begun = Instant::now();
+    let (status, _) = raw_call_on(&mut send, "/echo.v1.Echo/Get", framed(&slow)).await;
+    assert_eq!(status, 0, "the call in flight finishes");
+    // Then the connection closes.
+    tokio::time::timeout(Duration::from_secs(10), driver)
+        .await
+        .expect("the old connection is closed")
+        .unwrap();
+    assert!(begun.elapsed() >= Duration::from_millis(270));
+    server.stop().await;
+}
+
+/// `request` as a gRPC message: the 5-byte prefix, then its encoding.
+fn framed(request: &EchoRequest) -> Bytes {
+    use prost::Message as _;
+
+    let encoded = request.encode_to_vec();
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(encoded.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&encoded);
+    Bytes::from(framed)
+}
+
+#[tokio::test]
 async fn past_max_connections_a_new_connection_waits_for_one_to_close() {
     let config = ServerConfig::new().max_connections(1);
     let server = serve_echo_with(config, Addresses::default()).await;

@@ -224,6 +224,23 @@ settings! {
     /// speak, or stop after the preface, cannot hold sockets open.
     /// Default 10s.
     handshake_timeout: Duration = Duration::from_secs(10);
+    /// How long a connection may have no call open before the server sends
+    /// it `GOAWAY` and closes it, so that idle connections (which answer
+    /// keepalive pings for ever) cannot hold the slots `max_connections`
+    /// counts; a client reconnects at its next call. Zero turns it off.
+    /// Default 5m (as grpc-go's `MaxConnectionIdle`, which is off by
+    /// default).
+    max_connection_idle: Duration = Duration::from_secs(300);
+    /// How long a connection may live before the server sends it `GOAWAY`:
+    /// its calls in flight finish, new ones go to a new connection, so
+    /// that long-lived clients spread over servers added since. Each
+    /// connection's age is drawn within 10% of it, so that connections
+    /// made together do not all go at once. Zero turns it off. Default
+    /// off.
+    max_connection_age: Duration = Duration::ZERO;
+    /// After `max_connection_age`, how long the calls still in flight may
+    /// take before the connection is closed. Default 30s.
+    max_connection_age_grace: Duration = Duration::from_secs(30);
     /// Ceiling on the time a handler may take to answer, whatever the
     /// caller's deadline; beyond it the call fails with
     /// `DEADLINE_EXCEEDED`. Default 30s.

@@ -1,9 +1,11 @@
 //! The server's connections: accepted, served, told to go away, awaited.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, sync::Arc, time::Duration};
+
+use sinew_core::Rng;
 
 use hyper::body::Incoming;
-use hyper::server::conn::http2::{self, Connection};
+use hyper::server::conn::http2::Connection;
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::watch, task::JoinSet};
 use tokio_util::task::TaskTracker;
@@ -13,7 +15,7 @@ use tower::Service;
 use super::{Acceptor, ConnectionService, Spoken, Watched};
 use crate::BoxError;
 use crate::Settings;
-use crate::serve::executor::TrackingExecutor;
+use crate::serve::executor::{Activity, TrackingExecutor};
 
 /// How long [`Connections::abandon`] waits for the calls of the closed
 /// connections to be dropped: a call's future is dropped the next time its
@@ -29,13 +31,22 @@ const ABANDON_WAIT: Duration = Duration::from_secs(1);
 /// period are abandoned, with nothing of the server left running once it
 /// has returned. Dropping it closes them too, without waiting.
 pub(crate) struct Connections<S> {
-    builder: http2::Builder<TrackingExecutor>,
+    /// The HTTP/2 settings, for each connection's builder.
+    settings: Settings,
+    /// Spawns the calls' tasks; each connection gets a clone that also
+    /// counts its own.
+    executor: TrackingExecutor,
     stack: S,
-    /// How long a new connection may take to send the HTTP/2 preface.
-    handshake_timeout: Duration,
+    /// How long a connection may live, and idle.
+    lifetime: Lifetime,
     /// How many connections may be open at once; past it, accepting
     /// waits for one to close.
     max_connections: usize,
+    /// Whether the server is at `max_connections` (warned about once each
+    /// time it gets there).
+    at_capacity: bool,
+    /// Draws each connection's age.
+    rng: Rng,
     tasks: JoinSet<()>,
     /// The task of every call (hyper spawns one per stream), counted.
     calls: TaskTracker,
@@ -59,11 +70,20 @@ where
     /// `max_connections` are open at once.
     pub(crate) fn new(settings: &Settings, stack: S) -> Self {
         let calls = TaskTracker::new();
+        let nonzero = |duration: Duration| (!duration.is_zero()).then_some(duration);
         Self {
-            builder: super::http2::builder(settings, TrackingExecutor::new(calls.clone())),
+            settings: settings.clone(),
+            executor: TrackingExecutor::new(calls.clone()),
             stack,
-            handshake_timeout: settings.handshake_timeout,
+            lifetime: Lifetime {
+                handshake_timeout: settings.handshake_timeout,
+                max_idle: nonzero(settings.max_connection_idle),
+                max_age: nonzero(settings.max_connection_age),
+                age_grace: settings.max_connection_age_grace,
+            },
             max_connections: settings.max_connections,
+            at_capacity: false,
+            rng: Rng::from_entropy(),
             tasks: JoinSet::new(),
             calls,
             draining: watch::Sender::new(false),
@@ -93,9 +113,18 @@ where
                     {
                         tracing::error!(%error, "a connection's task panicked");
                     }
+                    self.at_capacity = self.tasks.len() >= self.max_connections;
                 }
                 (stream, info) = acceptor.accept(), if self.tasks.len() < self.max_connections => {
                     self.serve(stream, info);
+                    if self.tasks.len() >= self.max_connections && !self.at_capacity {
+                        self.at_capacity = true;
+                        tracing::warn!(
+                            max_connections = self.max_connections,
+                            "max_connections reached: new connections wait in the listen backlog \
+                             until one closes"
+                        );
+                    }
                 }
             }
         }
@@ -105,12 +134,26 @@ where
     fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
         let service = ConnectionService::new(self.stack.clone(), info);
         let (stream, spoken) = Watched::new(stream);
-        let connection = self.builder.serve_connection(TokioIo::new(stream), service);
+        let activity = Arc::new(Activity::default());
+        let builder = super::http2::builder(
+            &self.settings,
+            self.executor.for_connection(Arc::clone(&activity)),
+        );
+        let connection = builder.serve_connection(TokioIo::new(stream), service);
+        // Within 10% of the age, either way.
+        let max_age = self
+            .lifetime
+            .max_age
+            .map(|age| age.mul_f64(0.9 + self.rng.next_f64() / 5.0));
         self.tasks.spawn(drive(
             connection,
             self.draining.subscribe(),
             spoken,
-            self.handshake_timeout,
+            activity,
+            Lifetime {
+                max_age,
+                ..self.lifetime
+            },
         ));
     }
 
@@ -139,15 +182,35 @@ where
     }
 }
 
+/// How long a connection may take to handshake, stay idle and live.
+#[derive(Debug, Clone, Copy)]
+struct Lifetime {
+    handshake_timeout: Duration,
+    max_idle: Option<Duration>,
+    max_age: Option<Duration>,
+    age_grace: Duration,
+}
+
+/// Why a connection is sent away before the server drains.
+#[derive(Debug, Clone, Copy)]
+enum Away {
+    Idle,
+    Old,
+}
+
 /// Serves `connection` until it ends, shutting it down gracefully once
 /// `draining` turns `true` (or the server is gone), and closing it at once
 /// if its peer has not `spoken` its side of the HTTP/2 handshake (the
-/// preface and its SETTINGS) within `handshake_timeout`.
+/// preface and its SETTINGS) within the handshake timeout. A connection
+/// with no call open (by its `activity`) for `max_idle`, or older than
+/// `max_age`, is sent `GOAWAY` too; an old one is closed `age_grace`
+/// later if its calls have not finished by then.
 async fn drive<S, B>(
     connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, TrackingExecutor>,
     mut draining: watch::Receiver<bool>,
     spoken: Spoken,
-    handshake_timeout: Duration,
+    activity: Arc<Activity>,
+    lifetime: Lifetime,
 ) where
     S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
@@ -155,12 +218,24 @@ async fn drive<S, B>(
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
     B::Error: Into<BoxError>,
 {
+    /// Far enough never to fire: a timer that is off.
+    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
     tokio::pin!(connection);
+    let handshake_timeout = lifetime.handshake_timeout;
     let handshake = tokio::time::sleep(handshake_timeout);
     tokio::pin!(handshake);
     let mut handshaking = true;
+    // The idle check looks every `max_idle`: idle when no call is open and
+    // none started since the last look (so a connection goes between one
+    // and two `max_idle` after its last call).
+    let idle = tokio::time::sleep(lifetime.max_idle.unwrap_or(NEVER));
+    tokio::pin!(idle);
+    let mut started = activity.started();
+    let old = tokio::time::sleep(lifetime.max_age.unwrap_or(NEVER));
+    tokio::pin!(old);
     let ended = loop {
-        tokio::select! {
+        let away = tokio::select! {
             ended = connection.as_mut() => break ended,
             () = &mut handshake, if handshaking => {
                 if !spoken.get() {
@@ -171,13 +246,43 @@ async fn drive<S, B>(
                     return;
                 }
                 handshaking = false;
+                continue;
             }
+            () = &mut idle, if lifetime.max_idle.is_some() => {
+                let now_started = activity.started();
+                if activity.open_calls() == 0 && now_started == started {
+                    Away::Idle
+                } else {
+                    started = now_started;
+                    let next = tokio::time::Instant::now() + lifetime.max_idle.unwrap_or(NEVER);
+                    idle.as_mut().reset(next);
+                    continue;
+                }
+            }
+            () = &mut old, if lifetime.max_age.is_some() => Away::Old,
             // The guard `wait_for` returns is not held on to: it is not `Send`.
             _ = async { draining.wait_for(|draining| *draining).await.map(drop) } => {
                 connection.as_mut().graceful_shutdown();
                 break connection.await;
             }
-        }
+        };
+        tracing::debug!(reason = ?away, "sending the connection away (GOAWAY)");
+        connection.as_mut().graceful_shutdown();
+        break match away {
+            Away::Idle => connection.await,
+            Away::Old => {
+                match tokio::time::timeout(lifetime.age_grace, connection.as_mut()).await {
+                    Ok(ended) => ended,
+                    Err(_) => {
+                        tracing::debug!(
+                            open_calls = activity.open_calls(),
+                            "the connection's calls outlived max_connection_age_grace: closing it"
+                        );
+                        return;
+                    }
+                }
+            }
+        };
     };
     // A peer that goes away without a goodbye, or speaks something other
     // than HTTP/2, is the peer's problem: not worth more than debug.

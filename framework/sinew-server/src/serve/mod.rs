@@ -14,6 +14,13 @@
 //!   SETTINGS frame) within the `handshake_timeout` setting (10s), so that
 //!   connections that never speak, or stop after the preface, cannot hold
 //!   sockets.
+//! - **Lifetime.** A connection with no call open for `max_connection_idle`
+//!   (5m) gets `GOAWAY` and closes, so that idle connections, which
+//!   answer pings for ever, cannot hold the slots `max_connections`
+//!   counts; one older than `max_connection_age` (off by default; each
+//!   connection's drawn within 10%) gets `GOAWAY` too, and is closed
+//!   `max_connection_age_grace` (30s) later if its calls are still
+//!   running. Reaching `max_connections` is logged as a warning.
 //! - **Per call.** The connection's [`TcpConnectInfo`] goes into the
 //!   request's extensions, the call goes through the layers to the service
 //!   its path names (`/package.Service/Method`), and a path that names no
