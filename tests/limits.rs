@@ -215,3 +215,98 @@ async fn raw_call(server: &Running, path: &str, message: Bytes) -> (i32, Bytes) 
     driver.abort();
     result
 }
+
+/// The resident memory of process `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// The attack the budget is for: two connections, a hundred streams each,
+/// each sending 1 MiB of a message it declares at 4 MiB (under the message
+/// limit) and never ending it. Without a budget the server reads and holds
+/// all 200 MiB; with one of 32 MiB it refuses the streams past it with
+/// `RESOURCE_EXHAUSTED`, its resident memory stays well under what was
+/// sent, and other clients are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partial_messages_on_many_streams_cannot_hold_unbounded_memory() {
+    use common::{GreeterProcess, grpc_request};
+    use sinew_workspace::proto::greeter::v1::{HelloRequest, greeter_client::GreeterClient};
+
+    const STREAMS: usize = 100;
+    const SENT: usize = 1024 * 1024;
+    let budget = (32 * 1024 * 1024).to_string();
+    let greeter = GreeterProcess::start(&[("SINEW_MAX_REQUEST_BUFFER", budget.as_str())]).await;
+    let pid = greeter.child.id();
+    let before = rss_kib(pid);
+
+    let mut responses = Vec::new();
+    let mut streams = Vec::new();
+    let mut drivers = Vec::new();
+    for _ in 0..2 {
+        let tcp = tokio::net::TcpStream::connect(greeter.addr).await.unwrap();
+        let (send, connection) = h2::client::handshake(tcp).await.unwrap();
+        drivers.push(tokio::spawn(async move {
+            let _ = connection.await;
+        }));
+        for _ in 0..STREAMS {
+            let mut send = send.clone().ready().await.unwrap();
+            let (response, mut stream) = send
+                .send_request(grpc_request("/greeter.v1.Greeter/SayHello"), false)
+                .unwrap();
+            let mut data = BytesMut::with_capacity(5 + SENT);
+            data.put_u8(0);
+            data.put_u32(4 * 1024 * 1024);
+            data.put_bytes(b'x', SENT);
+            stream.send_data(data.freeze(), false).unwrap();
+            responses.push(response);
+            streams.push(stream);
+        }
+    }
+
+    // The streams past the budget are answered: RESOURCE_EXHAUSTED. (The
+    // ones within it wait for the rest of their messages.)
+    let mut answers: futures_util::stream::FuturesUnordered<_> = responses.into_iter().collect();
+    let mut refused = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while refused < STREAMS {
+        use futures_util::StreamExt as _;
+        let Ok(Some(answer)) = tokio::time::timeout_at(deadline, answers.next()).await else {
+            break;
+        };
+        let Ok(response) = answer else { continue };
+        if response.headers().get("grpc-status").map(|v| v.as_bytes()) == Some(b"8") {
+            refused += 1;
+        }
+    }
+    let grown_mib = rss_kib(pid).saturating_sub(before) / 1024;
+    assert!(
+        refused >= STREAMS,
+        "only {refused} of {} streams were refused",
+        2 * STREAMS
+    );
+    // 200 MiB was sent; the budget is 32 MiB, plus the connections'
+    // flow-control windows and what the allocator keeps.
+    assert!(grown_mib < 100, "the server grew by {grown_mib} MiB");
+
+    // Meanwhile, another client is served.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", greeter.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let reply = GreeterClient::new(channel)
+        .say_hello(HelloRequest {
+            name: "still here".to_owned(),
+        })
+        .await
+        .expect("another client is served");
+    assert_eq!(reply.into_inner().message, "Hello, still here!");
+    drop(streams);
+    drivers.iter().for_each(tokio::task::JoinHandle::abort);
+}

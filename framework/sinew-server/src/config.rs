@@ -195,6 +195,15 @@ settings! {
     /// larger one fails the call with `RESOURCE_EXHAUSTED`. Default 4 MiB
     /// (tonic sends any size).
     max_send_message_size: usize = 4 * 1024 * 1024;
+    /// Bytes of request data the server holds, over all connections,
+    /// while they form whole messages (each call's partial message);
+    /// a request that would take it past this fails with
+    /// `RESOURCE_EXHAUSTED`. At least `max_receive_message_size`. Default
+    /// 256 MiB.
+    max_request_buffer: usize = 256 * 1024 * 1024;
+    /// The same, for one connection's calls. At least
+    /// `max_receive_message_size`. Default 16 MiB.
+    max_request_buffer_per_connection: usize = 16 * 1024 * 1024;
     /// HTTP/2 streams (calls) one connection may have open. Default 200
     /// (tonic sets no limit).
     max_concurrent_streams: u32 = 200;
@@ -382,6 +391,27 @@ impl Settings {
                 "must be above zero".to_owned(),
             ));
         }
+        // A budget smaller than one message would refuse every large one.
+        for (key, budget) in [
+            ("max_request_buffer", self.max_request_buffer),
+            (
+                "max_request_buffer_per_connection",
+                self.max_request_buffer_per_connection,
+            ),
+        ] {
+            if budget < self.max_receive_message_size.saturating_add(5) {
+                return Err(invalid(
+                    key,
+                    "settings",
+                    &budget.to_string(),
+                    format!(
+                        "must hold at least one whole message: max_receive_message_size ({}) \
+                         and its 5-byte header",
+                        self.max_receive_message_size
+                    ),
+                ));
+            }
+        }
         sinew_core::fault::FaultConfig::parse(&self.faults)
             .map(drop)
             .map_err(|e| invalid("faults", "settings", &self.faults, e.to_string()))
@@ -427,7 +457,37 @@ mod tests {
         assert_eq!(s.max_local_error_reset_streams, 1024);
         assert_eq!(s.handshake_timeout, Duration::from_secs(10));
         assert_eq!(s.max_connections, 10_000);
+        assert_eq!(s.max_request_buffer, 256 * 1024 * 1024);
+        assert_eq!(s.max_request_buffer_per_connection, 16 * 1024 * 1024);
+        assert_eq!(s.max_connection_idle, Duration::from_secs(300));
+        assert_eq!(s.max_connection_age, Duration::ZERO);
+        assert_eq!(s.max_connection_age_grace, Duration::from_secs(30));
         assert!(s.reflection);
+    }
+
+    #[test]
+    fn a_request_budget_must_hold_one_whole_message() {
+        let err = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_MAX_RECEIVE_MESSAGE_SIZE", "33554432")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("max_request_buffer_per_connection"),
+            "{err}"
+        );
+        let err = Settings::load_with_env(&ServerConfig::new().max_request_buffer(1024), env(&[]))
+            .unwrap_err();
+        assert_eq!(err.key(), Some("max_request_buffer"));
+        // Raised together, they load.
+        Settings::load_with_env(
+            &ServerConfig::new()
+                .max_receive_message_size(32 << 20)
+                .max_request_buffer_per_connection(64 << 20),
+            env(&[]),
+        )
+        .unwrap();
     }
 
     #[test]

@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Status;
 
-use super::FrameWalker;
+use super::{FrameWalker, Held};
 
 /// Which way a [`LimitedBody`] carries messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,13 +21,15 @@ pub enum Direction {
 }
 
 pin_project! {
-    /// A body whose gRPC messages may not exceed a limit.
+    /// A body whose gRPC messages may not exceed a limit; a request's
+    /// partial message also holds its share of the request budgets.
     pub struct LimitedBody<B> {
         #[pin]
         inner: B,
         walker: FrameWalker,
         limit: usize,
         direction: Direction,
+        held: Held,
         done: bool,
     }
 }
@@ -35,11 +37,18 @@ pin_project! {
 impl<B> LimitedBody<B> {
     /// Wraps `inner`; messages over `limit` bytes end it.
     pub fn new(inner: B, limit: usize, direction: Direction) -> Self {
+        Self::with_budget(inner, limit, direction, Held::default())
+    }
+
+    /// A request body whose partial messages are held against `held`'s
+    /// budgets.
+    pub(crate) fn with_budget(inner: B, limit: usize, direction: Direction, held: Held) -> Self {
         Self {
             inner,
             walker: FrameWalker::default(),
             limit,
             direction,
+            held,
             done: false,
         }
     }
@@ -89,7 +98,17 @@ where
             return Poll::Ready(Some(Ok(frame)));
         };
         let Some(length) = this.walker.feed(data, *this.limit) else {
-            return Poll::Ready(Some(Ok(frame)));
+            if this.held.hold(this.walker.partial()) {
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            // Past a budget: this request ends here, and what it held is
+            // given back, rather than the server holding without bound.
+            *this.done = true;
+            this.held.hold(0);
+            let status = Status::resource_exhausted(
+                "the server is holding too much request data; try again later",
+            );
+            return Poll::Ready(Some(Err(status.into())));
         };
         *this.done = true;
         let status = too_large(length, *this.limit, *this.direction);

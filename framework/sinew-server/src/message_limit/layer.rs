@@ -1,12 +1,15 @@
+use std::sync::Arc;
+
 use tower::Layer;
 
-use super::MessageLimit;
+use super::{MessageLimit, RequestBudget};
 
 /// Wraps a service in [`MessageLimit`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct MessageLimitLayer {
     max_receive: usize,
     max_send: usize,
+    budget: Option<Arc<RequestBudget>>,
 }
 
 impl MessageLimitLayer {
@@ -16,7 +19,15 @@ impl MessageLimitLayer {
         Self {
             max_receive,
             max_send,
+            budget: None,
         }
+    }
+
+    /// Holds requests' partial messages against `budget`; see
+    /// [`MessageLimit::with_budget`].
+    pub fn with_budget(mut self, budget: Arc<RequestBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 }
 
@@ -24,6 +35,10 @@ impl<S> Layer<S> for MessageLimitLayer {
     type Service = MessageLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MessageLimit::new(inner, self.max_receive, self.max_send)
+        let limit = MessageLimit::new(inner, self.max_receive, self.max_send);
+        match &self.budget {
+            Some(budget) => limit.with_budget(Arc::clone(budget)),
+            None => limit,
+        }
     }
 }

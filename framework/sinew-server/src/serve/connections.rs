@@ -15,6 +15,7 @@ use tower::Service;
 use super::{Acceptor, ConnectionService, Spoken, Watched};
 use crate::BoxError;
 use crate::Settings;
+use crate::message_limit::{ConnectionBudget, RequestBudget};
 use crate::serve::executor::{Activity, TrackingExecutor};
 
 /// How long [`Connections::abandon`] waits for the calls of the closed
@@ -132,7 +133,8 @@ where
 
     /// Serves one accepted connection on a task of its own.
     fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
-        let service = ConnectionService::new(self.stack.clone(), info);
+        let budget = RequestBudget::new(self.settings.max_request_buffer_per_connection);
+        let service = ConnectionService::new(self.stack.clone(), info, ConnectionBudget(budget));
         let (stream, spoken) = Watched::new(stream);
         let activity = Arc::new(Activity::default());
         let builder = super::http2::builder(

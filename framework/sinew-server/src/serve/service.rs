@@ -6,6 +6,7 @@ use tower::{Service, ServiceExt as _, util::Oneshot};
 
 use super::Recover;
 use crate::BoxError;
+use crate::message_limit::ConnectionBudget;
 
 /// The service hyper calls for each request of one connection: the
 /// server's layered routes, with the connection's addresses.
@@ -20,14 +21,22 @@ use crate::BoxError;
 pub(crate) struct ConnectionService<S> {
     stack: S,
     info: TcpConnectInfo,
+    /// The connection's budget of request data, for the message limit
+    /// layer.
+    budget: ConnectionBudget,
 }
 
 // === impl ConnectionService ===
 
 impl<S> ConnectionService<S> {
-    /// `stack` serving the connection described by `info`.
-    pub(crate) fn new(stack: S, info: TcpConnectInfo) -> Self {
-        Self { stack, info }
+    /// `stack` serving the connection described by `info`, whose requests'
+    /// partial messages share `budget`.
+    pub(crate) fn new(stack: S, info: TcpConnectInfo, budget: ConnectionBudget) -> Self {
+        Self {
+            stack,
+            info,
+            budget,
+        }
     }
 }
 
@@ -42,7 +51,9 @@ where
     type Future = Recover<Oneshot<S, http::Request<Incoming>>>;
 
     fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
-        request.extensions_mut().insert(self.info.clone());
+        let extensions = request.extensions_mut();
+        extensions.insert(self.info.clone());
+        extensions.insert(self.budget.clone());
         Recover::new(self.stack.clone().oneshot(request))
     }
 }
