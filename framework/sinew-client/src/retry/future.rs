@@ -189,7 +189,7 @@ where
         }
         // Let go of the failed response (and so its HTTP/2 stream) now,
         // not after the wait.
-        let transparent = failure.never_sent && !policy.may_repeat();
+        let transparent = state.transparent();
         let pushback = matches!(failure.pushback, Pushback::Wait(_));
         drop(failure);
         sinew_telemetry::events::retry(policy.path, sent + 1, wait, transparent, pushback);

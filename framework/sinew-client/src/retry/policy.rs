@@ -184,6 +184,9 @@ pub(crate) struct RetryState<'a> {
     throttle: Option<&'a RetryThrottle>,
     /// The last decision was "no" only because of the throttle.
     throttled: bool,
+    /// The last decision was a transparent retry: the failure never
+    /// reached the server, and the retry counts against no policy.
+    transparent: bool,
 }
 
 // === impl RetryState ===
@@ -207,6 +210,7 @@ impl<'a> RetryState<'a> {
             rng,
             throttle,
             throttled: false,
+            transparent: false,
         }
     }
 
@@ -214,6 +218,13 @@ impl<'a> RetryState<'a> {
     /// refused it.
     pub(crate) fn throttled(&self) -> bool {
         self.throttled
+    }
+
+    /// Whether the last retry decided on is a transparent one (for a
+    /// failure that never reached the server, on top of the policy's
+    /// attempts), whatever the method's idempotency.
+    pub(crate) fn transparent(&self) -> bool {
+        self.transparent
     }
 
     /// Accounts a failed attempt with the throttle, then decides: `Some`
@@ -230,6 +241,7 @@ impl<'a> RetryState<'a> {
     /// gets one immediate transparent retry, which bypasses the throttle
     /// and does not count against `max_attempts`.
     pub(crate) fn on_failure<B>(&mut self, failure: &Failure<B>) -> Option<Duration> {
+        self.transparent = false;
         let code_retryable = self
             .retry
             .is_some_and(|retry| retry.retryable_codes.contains(failure.code));
@@ -265,6 +277,7 @@ impl<'a> RetryState<'a> {
         }
         if failure.never_sent && self.transparent_left > 0 {
             self.transparent_left -= 1;
+            self.transparent = true;
             return Some(Duration::ZERO);
         }
         None
@@ -429,9 +442,20 @@ mod tests {
         let never_sent = failure(Code::Unavailable, Pushback::Absent, true);
         // Two policy retries (3 attempts), then one transparent.
         assert!(state.on_failure(&never_sent).is_some());
+        assert!(!state.transparent(), "a policy retry");
         assert!(state.on_failure(&never_sent).is_some());
+        assert!(!state.transparent(), "a policy retry");
         assert_eq!(state.on_failure(&never_sent), Some(Duration::ZERO));
+        assert!(state.transparent());
         assert_eq!(state.on_failure(&never_sent), None);
+        assert!(!state.transparent());
+
+        // A method that may repeat gets the transparent retry too, for a
+        // failure its policy does not retry, and it is logged as one.
+        let mut state = RetryState::new(&policy(Idempotency::Idempotent), None, &rng, 5);
+        let refused = failure(Code::Internal, Pushback::Absent, true);
+        assert_eq!(state.on_failure(&refused), Some(Duration::ZERO));
+        assert!(state.transparent());
     }
 
     #[test]
