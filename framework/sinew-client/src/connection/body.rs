@@ -42,7 +42,7 @@ impl Body for ResponseBody {
         };
         Pin::new(inner)
             .poll_frame(cx)
-            .map(|frame| frame.map(|f| f.map_err(|error| Status::from_error(Box::new(error)))))
+            .map(|frame| frame.map(|f| f.map_err(super::transport_status)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -53,6 +53,21 @@ mod error;
 mod executor;
 mod service;
 
+/// The status of a call whose connection failed under it: what an HTTP/2
+/// error in its chain says where there is one (a stream refused or
+/// cancelled), else `UNAVAILABLE` ("connection error"): a transport
+/// failure, which the gRPC spec maps to `UNAVAILABLE`, where tonic would
+/// say `UNKNOWN`. The error stays the status's source, for the layers that
+/// look for a `GOAWAY` or a refused stream in it.
+pub(crate) fn transport_status(error: hyper::Error) -> tonic::Status {
+    let known = tonic::Status::try_from_error(Box::new(error));
+    known.unwrap_or_else(|error| {
+        let mut status = tonic::Status::unavailable("connection error");
+        status.set_source(std::sync::Arc::from(error));
+        status
+    })
+}
+
 #[cfg(test)]
 mod tests;
 

@@ -233,9 +233,8 @@ impl Inner {
                         NotSent::new(error),
                     )));
                 }
-                // As tonic's channel gives it: a status is made from the
-                // h2 error in its chain.
-                None => return Err(error.into()),
+                // A status from the h2 error in its chain, or UNAVAILABLE.
+                None => return Err(Box::new(super::transport_status(error))),
             }
         }
     }

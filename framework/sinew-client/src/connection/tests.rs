@@ -311,3 +311,29 @@ async fn a_default_response_body_is_empty_and_ended() {
     let collected = body.collect().await.expect("an empty body").to_bytes();
     assert!(collected.is_empty());
 }
+
+/// A server that takes the HTTP/2 handshake and one request, then drops
+/// the connection without answering.
+async fn dropping_server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut connection = h2::server::handshake(tcp).await.unwrap();
+                // The first request arrives; then the socket is gone.
+                let _request = connection.accept().await;
+                drop(connection);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_connection_that_breaks_under_a_call_fails_it_unavailable() {
+    let addr = dropping_server().await;
+    let error = call(&connection(addr)).await.unwrap_err();
+    let status = Status::from_error(error);
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+}
