@@ -64,8 +64,7 @@ pub use config::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ServerConfig, S
 pub use deadline::{Deadline, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline};
 pub use definition::ServiceDefinition;
 pub use message_limit::{
-    Direction, LimitedBody, MessageLimit, MessageLimitLayer, RequestBudget,
-    ResponseFuture as MessageLimitFuture,
+    Direction, LimitedBody, MessageLimit, MessageLimitLayer, ResponseFuture as MessageLimitFuture,
 };
 pub use signal::shutdown_signal;
 pub use sinew_telemetry::trace::server::{
@@ -379,13 +378,10 @@ impl Server {
             .layer(sinew_core::fault::FaultLayer::new(
                 settings.fault_config().unwrap_or_default(),
             ))
-            .layer(
-                MessageLimitLayer::new(
-                    settings.max_receive_message_size,
-                    settings.max_send_message_size,
-                )
-                .with_budget(RequestBudget::new(settings.max_request_buffer)),
-            )
+            .layer(MessageLimitLayer::new(
+                settings.max_receive_message_size,
+                settings.max_send_message_size,
+            ))
             .service(routes.build());
         let mut connections = Connections::new(&settings, stack);
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);

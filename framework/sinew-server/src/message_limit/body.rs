@@ -8,7 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Status;
 
-use super::{FrameWalker, Held};
+use super::FrameWalker;
 
 /// Which way a [`LimitedBody`] carries messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +21,13 @@ pub enum Direction {
 }
 
 pin_project! {
-    /// A body whose gRPC messages may not exceed a limit; a request's
-    /// partial message also holds its share of the request budgets.
+    /// A body whose gRPC messages may not exceed a limit.
     pub struct LimitedBody<B> {
         #[pin]
         inner: B,
         walker: FrameWalker,
         limit: usize,
         direction: Direction,
-        held: Held,
         done: bool,
     }
 }
@@ -37,18 +35,11 @@ pin_project! {
 impl<B> LimitedBody<B> {
     /// Wraps `inner`; messages over `limit` bytes end it.
     pub fn new(inner: B, limit: usize, direction: Direction) -> Self {
-        Self::with_budget(inner, limit, direction, Held::default())
-    }
-
-    /// A request body whose partial messages are held against `held`'s
-    /// budgets.
-    pub(crate) fn with_budget(inner: B, limit: usize, direction: Direction, held: Held) -> Self {
         Self {
             inner,
             walker: FrameWalker::default(),
             limit,
             direction,
-            held,
             done: false,
         }
     }
@@ -98,17 +89,7 @@ where
             return Poll::Ready(Some(Ok(frame)));
         };
         let Some(length) = this.walker.feed(data, *this.limit) else {
-            if this.held.hold(this.walker.partial()) {
-                return Poll::Ready(Some(Ok(frame)));
-            }
-            // Past a budget: this request ends here, and what it held is
-            // given back, rather than the server holding without bound.
-            *this.done = true;
-            this.held.hold(0);
-            let status = Status::resource_exhausted(
-                "the server is holding too much request data; try again later",
-            );
-            return Poll::Ready(Some(Err(status.into())));
+            return Poll::Ready(Some(Ok(frame)));
         };
         *this.done = true;
         let status = too_large(length, *this.limit, *this.direction);

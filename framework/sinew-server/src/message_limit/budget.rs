@@ -1,9 +1,21 @@
-//! A byte budget for request data held while it forms a whole message.
+//! A byte budget for request data held while it forms whole messages.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, ready},
 };
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tonic::Status;
+
+use super::FrameWalker;
+use crate::BoxError;
 
 /// A byte budget for request data that has arrived but does not yet form
 /// a whole message: what the server holds for a call before its handler
@@ -16,25 +28,42 @@ use std::sync::{
 /// the end of it) makes the server hold `connections × streams × message
 /// limit`. With one, a request whose partial message would take the
 /// budget past its limit fails with `RESOURCE_EXHAUSTED`, and what it held
-/// is given back. The server keeps one for all its connections and one
-/// for each connection (`max_request_buffer` and
-/// `max_request_buffer_per_connection`).
+/// is given back. The scaffold keeps one for all its connections
+/// (`max_request_buffer`) and one for each connection
+/// (`max_request_buffer_per_connection`).
 #[derive(Debug)]
-pub struct RequestBudget {
+pub(crate) struct RequestBudget {
     used: AtomicUsize,
     limit: usize,
 }
 
-/// The budget of one connection, in its requests' extensions (the
-/// scaffold puts it there).
-#[derive(Debug, Clone)]
-pub(crate) struct ConnectionBudget(pub(crate) Arc<RequestBudget>);
+/// The budgets one connection's requests hold their partial messages
+/// against: the server's, shared, and the connection's own. One per
+/// connection, shared by its requests' bodies.
+#[derive(Debug)]
+pub(crate) struct Budgets {
+    server: Arc<RequestBudget>,
+    connection: RequestBudget,
+}
 
-/// What one request body holds of its budgets: the bytes of its current
-/// partial message. Given back when dropped.
-#[derive(Debug, Default)]
-pub(crate) struct Held {
-    budgets: [Option<Arc<RequestBudget>>; 2],
+pin_project! {
+    /// A request body whose partial message holds its bytes against the
+    /// connection's [`Budgets`]; past either, it fails with
+    /// `RESOURCE_EXHAUSTED`. A message that arrives in one frame (the
+    /// usual case) touches no budget.
+    pub(crate) struct BudgetedBody<B> {
+        #[pin]
+        inner: B,
+        walker: FrameWalker,
+        held: Held,
+        failed: bool,
+    }
+}
+
+/// What a body holds of its budgets; given back when dropped.
+#[derive(Debug)]
+struct Held {
+    budgets: Arc<Budgets>,
     bytes: usize,
 }
 
@@ -42,21 +71,21 @@ pub(crate) struct Held {
 
 impl RequestBudget {
     /// A budget of `limit` bytes, none in use.
-    pub fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self::unshared(limit))
+    }
+
+    fn unshared(limit: usize) -> Self {
+        Self {
             used: AtomicUsize::new(0),
             limit,
-        })
+        }
     }
 
     /// Bytes in use now.
-    pub fn in_use(&self) -> usize {
+    #[cfg(test)]
+    fn in_use(&self) -> usize {
         self.used.load(Ordering::Relaxed)
-    }
-
-    /// The limit.
-    pub fn limit(&self) -> usize {
-        self.limit
     }
 
     /// Takes `bytes` if they fit.
@@ -73,35 +102,110 @@ impl RequestBudget {
     }
 }
 
+// === impl Budgets ===
+
+impl Budgets {
+    /// A connection's budgets: `per_connection` bytes of its own, within
+    /// the server's.
+    pub(crate) fn new(server: Arc<RequestBudget>, per_connection: usize) -> Arc<Self> {
+        Arc::new(Self {
+            server,
+            connection: RequestBudget::unshared(per_connection),
+        })
+    }
+
+    fn try_take(&self, bytes: usize) -> bool {
+        if !self.server.try_take(bytes) {
+            return false;
+        }
+        if !self.connection.try_take(bytes) {
+            self.server.give(bytes);
+            return false;
+        }
+        true
+    }
+
+    fn give(&self, bytes: usize) {
+        self.server.give(bytes);
+        self.connection.give(bytes);
+    }
+}
+
+// === impl BudgetedBody ===
+
+impl<B> BudgetedBody<B> {
+    /// `inner`, holding its partial messages against `budgets`.
+    pub(crate) fn new(inner: B, budgets: Arc<Budgets>) -> Self {
+        Self {
+            inner,
+            walker: FrameWalker::default(),
+            held: Held { budgets, bytes: 0 },
+            failed: false,
+        }
+    }
+}
+
+impl<B> Body for BudgetedBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        if *this.failed {
+            return Poll::Ready(None);
+        }
+        let frame = match ready!(this.inner.poll_frame(cx)) {
+            Some(Ok(frame)) => frame,
+            Some(Err(error)) => return Poll::Ready(Some(Err(error.into()))),
+            None => return Poll::Ready(None),
+        };
+        if let Some(data) = frame.data_ref() {
+            // Walked for the framing alone: the message limit is checked
+            // by the message limit layer.
+            let _ = this.walker.feed(data, usize::MAX);
+            if !this.held.hold(this.walker.partial()) {
+                // Past a budget: this request ends here, and what it held
+                // is given back, rather than the server holding without
+                // bound.
+                *this.failed = true;
+                this.held.hold(0);
+                let status = Status::resource_exhausted(
+                    "the server is holding too much request data; try again later",
+                );
+                return Poll::Ready(Some(Err(status.into())));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.failed || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 // === impl Held ===
 
 impl Held {
-    /// Holding nothing yet, of `server`'s and `connection`'s budgets.
-    pub(crate) fn new(
-        server: Option<Arc<RequestBudget>>,
-        connection: Option<Arc<RequestBudget>>,
-    ) -> Self {
-        Self {
-            budgets: [server, connection],
-            bytes: 0,
-        }
-    }
-
     /// Holds `bytes` from now on, taking or giving back the difference;
     /// `false`, holding what it held, if they do not fit.
-    pub(crate) fn hold(&mut self, bytes: usize) -> bool {
+    fn hold(&mut self, bytes: usize) -> bool {
         if bytes > self.bytes {
-            let more = bytes - self.bytes;
-            let budgets = self.budgets.iter().flatten();
-            for (taken, budget) in budgets.clone().enumerate() {
-                if !budget.try_take(more) {
-                    budgets.take(taken).for_each(|budget| budget.give(more));
-                    return false;
-                }
+            if !self.budgets.try_take(bytes - self.bytes) {
+                return false;
             }
-        } else {
-            let less = self.bytes - bytes;
-            self.budgets.iter().flatten().for_each(|b| b.give(less));
+        } else if bytes < self.bytes {
+            self.budgets.give(self.bytes - bytes);
         }
         self.bytes = bytes;
         true
@@ -116,33 +220,77 @@ impl Drop for Held {
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::{BodyExt as _, StreamBody};
+
     use super::*;
 
-    #[test]
-    fn holding_takes_and_gives_back_from_both_budgets() {
+    fn frame(len: u32) -> Vec<u8> {
+        let mut out = vec![0];
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend(std::iter::repeat_n(0xAB, len as usize));
+        out
+    }
+
+    fn body(
+        chunks: Vec<Vec<u8>>,
+        budgets: &Arc<Budgets>,
+    ) -> Pin<Box<BudgetedBody<impl Body<Data = Bytes, Error = std::convert::Infallible>>>> {
+        let frames = chunks
+            .into_iter()
+            .map(|chunk| Ok(Frame::data(Bytes::from(chunk))));
+        Box::pin(BudgetedBody::new(
+            StreamBody::new(tokio_stream::iter(frames)),
+            Arc::clone(budgets),
+        ))
+    }
+
+    #[tokio::test]
+    async fn partial_messages_hold_both_budgets_until_they_complete() {
         let server = RequestBudget::new(100);
-        let connection = RequestBudget::new(60);
-        let mut first = Held::new(Some(server.clone()), Some(connection.clone()));
-        assert!(first.hold(50));
-        assert_eq!((server.in_use(), connection.in_use()), (50, 50));
+        let budgets = Budgets::new(server.clone(), 1000);
+        let whole = frame(80);
 
-        // The connection's budget is the tighter: nothing is taken from
-        // either when it does not fit.
-        let mut second = Held::new(Some(server.clone()), Some(connection.clone()));
-        assert!(!second.hold(20));
-        assert_eq!((server.in_use(), connection.in_use()), (50, 50));
+        // A: its header and 60 of 80 bytes: 65 held.
+        let mut a = body(vec![whole[..65].to_vec(), whole[65..].to_vec()], &budgets);
+        a.frame().await.unwrap().unwrap();
+        assert_eq!((server.in_use(), budgets.connection.in_use()), (65, 65));
 
-        // Another connection still has the server's.
-        let other = RequestBudget::new(60);
-        let mut third = Held::new(Some(server.clone()), Some(other.clone()));
-        assert!(third.hold(50));
-        assert!(!third.hold(51), "the server's budget is spent");
-        assert_eq!(server.in_use(), 100);
+        // B: 45 more would pass the server's limit: B fails, holding
+        // nothing.
+        let mut b = body(vec![frame(50)[..45].to_vec()], &budgets);
+        let error = b.frame().await.unwrap().unwrap_err();
+        let status = error.downcast::<Status>().unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(b.frame().await.is_none(), "a failed body ends");
+        assert_eq!(server.in_use(), 65);
 
-        // A message completed gives back what it held; a drop, the rest.
-        assert!(first.hold(0));
-        assert_eq!((server.in_use(), connection.in_use()), (50, 0));
-        drop(third);
-        assert_eq!((server.in_use(), other.in_use()), (0, 0));
+        // A's message completes: both budgets are free again.
+        a.frame().await.unwrap().unwrap();
+        assert_eq!((server.in_use(), budgets.connection.in_use()), (0, 0));
+
+        // A body dropped mid-message gives back what it held.
+        let mut c = body(vec![whole[..30].to_vec()], &budgets);
+        c.frame().await.unwrap().unwrap();
+        assert_eq!(server.in_use(), 30);
+        drop(c);
+        assert_eq!(server.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_connections_budget_binds_within_the_servers() {
+        let server = RequestBudget::new(1000);
+        let budgets = Budgets::new(server.clone(), 50);
+        let mut a = body(vec![frame(80)[..45].to_vec()], &budgets);
+        a.frame().await.unwrap().unwrap();
+        let mut b = body(vec![frame(80)[..10].to_vec()], &budgets);
+        assert!(b.frame().await.unwrap().is_err());
+        // Nothing of B stays taken from the server's budget either.
+        assert_eq!(server.in_use(), 45);
+
+        // Another connection has its own.
+        let other = Budgets::new(server.clone(), 50);
+        let mut c = body(vec![frame(80)[..45].to_vec()], &other);
+        c.frame().await.unwrap().unwrap();
+        assert_eq!(server.in_use(), 90);
     }
 }

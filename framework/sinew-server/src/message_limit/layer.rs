@@ -1,15 +1,12 @@
-use std::sync::Arc;
-
 use tower::Layer;
 
-use super::{MessageLimit, RequestBudget};
+use super::MessageLimit;
 
 /// Wraps a service in [`MessageLimit`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct MessageLimitLayer {
     max_receive: usize,
     max_send: usize,
-    budget: Option<Arc<RequestBudget>>,
 }
 
 impl MessageLimitLayer {
@@ -19,15 +16,7 @@ impl MessageLimitLayer {
         Self {
             max_receive,
             max_send,
-            budget: None,
         }
-    }
-
-    /// Holds requests' partial messages against `budget`; see
-    /// [`MessageLimit::with_budget`].
-    pub fn with_budget(mut self, budget: Arc<RequestBudget>) -> Self {
-        self.budget = Some(budget);
-        self
     }
 }
 
@@ -35,10 +24,6 @@ impl<S> Layer<S> for MessageLimitLayer {
     type Service = MessageLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let limit = MessageLimit::new(inner, self.max_receive, self.max_send);
-        match &self.budget {
-            Some(budget) => limit.with_budget(Arc::clone(budget)),
-            None => limit,
-        }
+        MessageLimit::new(inner, self.max_receive, self.max_send)
     }
 }

@@ -11,10 +11,12 @@
 //!   stream's error, or is never called for a unary method.
 //! - A response message over the send limit is not sent: the response ends
 //!   there, with `RESOURCE_EXHAUSTED` in its trailers.
-//! - A request whose partial message would take the server's or its
-//!   connection's [`RequestBudget`] past its limit fails with
-//!   `RESOURCE_EXHAUSTED`: the bytes waiting to form whole messages are
-//!   bounded in total, whatever the peers send.
+//!
+//! The scaffold also holds each request's partial message against the
+//! server's and its connection's request budget (before this layer, as
+//! the connection hands the request on): a request that would take either
+//! past its limit fails with `RESOURCE_EXHAUSTED`, so the bytes waiting to
+//! form whole messages are bounded in total, whatever the peers send.
 
 mod body;
 mod budget;
@@ -23,8 +25,7 @@ mod layer;
 mod service;
 
 pub use body::{Direction, LimitedBody};
-pub use budget::RequestBudget;
-pub(crate) use budget::{ConnectionBudget, Held};
+pub(crate) use budget::{BudgetedBody, Budgets, RequestBudget};
 pub use future::ResponseFuture;
 pub use layer::MessageLimitLayer;
 pub use service::MessageLimit;
@@ -88,72 +89,7 @@ impl FrameWalker {
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
-    use http_body::Frame;
-    use http_body_util::{BodyExt as _, StreamBody};
-
-    use super::{Direction, FrameWalker, Held, LimitedBody, RequestBudget};
-
-    /// A request body of these chunks.
-    fn body(
-        chunks: Vec<Vec<u8>>,
-    ) -> LimitedBody<impl http_body::Body<Data = Bytes, Error = std::convert::Infallible>> {
-        body_held(chunks, Held::default())
-    }
-
-    fn body_held(
-        chunks: Vec<Vec<u8>>,
-        held: Held,
-    ) -> LimitedBody<impl http_body::Body<Data = Bytes, Error = std::convert::Infallible>> {
-        let frames = chunks
-            .into_iter()
-            .map(|chunk| Ok(Frame::data(Bytes::from(chunk))));
-        LimitedBody::with_budget(
-            StreamBody::new(tokio_stream::iter(frames)),
-            1000,
-            Direction::Receive,
-            held,
-        )
-    }
-
-    #[tokio::test]
-    async fn partial_messages_hold_the_budget_until_they_complete() {
-        let server = RequestBudget::new(100);
-        let connection = RequestBudget::new(1000);
-        let held = || Held::new(Some(server.clone()), Some(connection.clone()));
-        let whole = frame(80);
-
-        // A: its header and 60 of 80 bytes: 65 held.
-        let mut a = Box::pin(body_held(
-            vec![whole[..65].to_vec(), whole[65..].to_vec()],
-            held(),
-        ));
-        a.frame().await.unwrap().unwrap();
-        assert_eq!(server.in_use(), 65);
-
-        // B: 45 more would pass the limit: B fails, holding nothing.
-        let mut b = Box::pin(body_held(vec![frame(50)[..45].to_vec()], held()));
-        let error = b.frame().await.unwrap().unwrap_err();
-        let status = error.downcast::<tonic::Status>().unwrap();
-        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
-        assert_eq!(server.in_use(), 65);
-
-        // A's message completes: the budget is free again.
-        a.frame().await.unwrap().unwrap();
-        assert_eq!(server.in_use(), 0);
-        assert_eq!(connection.in_use(), 0);
-
-        // A body dropped mid-message gives back what it held.
-        let mut c = Box::pin(body_held(vec![whole[..30].to_vec()], held()));
-        c.frame().await.unwrap().unwrap();
-        assert_eq!(server.in_use(), 30);
-        drop(c);
-        assert_eq!(server.in_use(), 0);
-
-        // Without budgets, nothing is held or refused.
-        let mut d = Box::pin(body(vec![whole[..65].to_vec()]));
-        d.frame().await.unwrap().unwrap();
-    }
+    use super::FrameWalker;
 
     fn frame(len: u32) -> Vec<u8> {
         let mut out = vec![0];

@@ -3,9 +3,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower::Service;
 
-use std::sync::Arc;
-
-use super::{ConnectionBudget, Direction, Held, LimitedBody, RequestBudget, ResponseFuture};
+use super::{Direction, LimitedBody, ResponseFuture};
 
 /// Bounds the size of each gRPC message both ways, answering
 /// `RESOURCE_EXHAUSTED` (an oversized request is refused from its header).
@@ -14,7 +12,6 @@ pub struct MessageLimit<S> {
     inner: S,
     max_receive: usize,
     max_send: usize,
-    budget: Option<Arc<RequestBudget>>,
 }
 
 // === impl MessageLimit ===
@@ -26,15 +23,7 @@ impl<S> MessageLimit<S> {
             inner,
             max_receive,
             max_send,
-            budget: None,
         }
-    }
-
-    /// Holds requests' partial messages against `budget` (and against
-    /// their connection's, when the scaffold serves them).
-    pub fn with_budget(mut self, budget: Arc<RequestBudget>) -> Self {
-        self.budget = Some(budget);
-        self
     }
 
     /// The inner service.
@@ -72,19 +61,8 @@ where
     /// unboxed).
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let limit = self.max_receive;
-        let connection = request
-            .extensions()
-            .get::<ConnectionBudget>()
-            .map(|budget| Arc::clone(&budget.0));
-        let held = Held::new(self.budget.clone(), connection);
-        let request = request.map(|body| {
-            Body::new(LimitedBody::with_budget(
-                body,
-                limit,
-                Direction::Receive,
-                held,
-            ))
-        });
+        let request =
+            request.map(|body| Body::new(LimitedBody::new(body, limit, Direction::Receive)));
         ResponseFuture::new(self.inner.call(request), self.max_send)
     }
 }

@@ -4,7 +4,6 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use sinew_core::Rng;
 
-use hyper::body::Incoming;
 use hyper::server::conn::http2::Connection;
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpStream, sync::watch, task::JoinSet};
@@ -12,10 +11,10 @@ use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
-use super::{Acceptor, ConnectionService, Spoken, Watched};
+use super::{Acceptor, ConnectionService, RequestBody, Spoken, Watched};
 use crate::BoxError;
 use crate::Settings;
-use crate::message_limit::{ConnectionBudget, RequestBudget};
+use crate::message_limit::{Budgets, RequestBudget};
 use crate::serve::executor::{Activity, TrackingExecutor};
 
 /// How long [`Connections::abandon`] waits for the calls of the closed
@@ -48,6 +47,9 @@ pub(crate) struct Connections<S> {
     at_capacity: bool,
     /// Draws each connection's age.
     rng: Rng,
+    /// Request data all connections may hold while it forms whole
+    /// messages.
+    request_budget: Arc<RequestBudget>,
     tasks: JoinSet<()>,
     /// The task of every call (hyper spawns one per stream), counted.
     calls: TaskTracker,
@@ -59,7 +61,7 @@ pub(crate) struct Connections<S> {
 
 impl<S, B> Connections<S>
 where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
@@ -85,6 +87,7 @@ where
             max_connections: settings.max_connections,
             at_capacity: false,
             rng: Rng::from_entropy(),
+            request_budget: RequestBudget::new(settings.max_request_buffer),
             tasks: JoinSet::new(),
             calls,
             draining: watch::Sender::new(false),
@@ -133,8 +136,11 @@ where
 
     /// Serves one accepted connection on a task of its own.
     fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
-        let budget = RequestBudget::new(self.settings.max_request_buffer_per_connection);
-        let service = ConnectionService::new(self.stack.clone(), info, ConnectionBudget(budget));
+        let budgets = Budgets::new(
+            Arc::clone(&self.request_budget),
+            self.settings.max_request_buffer_per_connection,
+        );
+        let service = ConnectionService::new(self.stack.clone(), info, budgets);
         let (stream, spoken) = Watched::new(stream);
         let activity = Arc::new(Activity::default());
         let builder = super::http2::builder(
@@ -214,7 +220,7 @@ async fn drive<S, B>(
     activity: Arc<Activity>,
     lifetime: Lifetime,
 ) where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone + Send + 'static,
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,

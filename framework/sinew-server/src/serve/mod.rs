@@ -72,4 +72,4 @@ pub(crate) use connections::Connections;
 pub(crate) use preface::{Spoken, Watched};
 pub(crate) use recover::Recover;
 pub(crate) use routes::{DuplicateService, RoutesBuilder};
-pub(crate) use service::ConnectionService;
+pub(crate) use service::{ConnectionService, RequestBody};

@@ -6,7 +6,9 @@ use tower::{Service, ServiceExt as _, util::Oneshot};
 
 use super::Recover;
 use crate::BoxError;
-use crate::message_limit::ConnectionBudget;
+use std::sync::Arc;
+
+use crate::message_limit::{BudgetedBody, Budgets};
 
 /// The service hyper calls for each request of one connection: the
 /// server's layered routes, with the connection's addresses.
@@ -21,39 +23,41 @@ use crate::message_limit::ConnectionBudget;
 pub(crate) struct ConnectionService<S> {
     stack: S,
     info: TcpConnectInfo,
-    /// The connection's budget of request data, for the message limit
-    /// layer.
-    budget: ConnectionBudget,
+    /// The budgets its requests' partial messages are held against.
+    budgets: Arc<Budgets>,
 }
 
 // === impl ConnectionService ===
 
 impl<S> ConnectionService<S> {
     /// `stack` serving the connection described by `info`, whose requests'
-    /// partial messages share `budget`.
-    pub(crate) fn new(stack: S, info: TcpConnectInfo, budget: ConnectionBudget) -> Self {
+    /// partial messages are held against `budgets`.
+    pub(crate) fn new(stack: S, info: TcpConnectInfo, budgets: Arc<Budgets>) -> Self {
         Self {
             stack,
             info,
-            budget,
+            budgets,
         }
     }
 }
 
+/// A request's body as the layers get it: hyper's, its partial messages
+/// held against the connection's budgets.
+pub(crate) type RequestBody = BudgetedBody<Incoming>;
+
 impl<S, B> hyper::service::Service<http::Request<Incoming>> for ConnectionService<S>
 where
-    S: Service<http::Request<Incoming>, Response = http::Response<B>> + Clone,
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone,
     S::Error: Into<BoxError>,
     B: Default,
 {
     type Response = http::Response<B>;
     type Error = BoxError;
-    type Future = Recover<Oneshot<S, http::Request<Incoming>>>;
+    type Future = Recover<Oneshot<S, http::Request<RequestBody>>>;
 
-    fn call(&self, mut request: http::Request<Incoming>) -> Self::Future {
-        let extensions = request.extensions_mut();
-        extensions.insert(self.info.clone());
-        extensions.insert(self.budget.clone());
+    fn call(&self, request: http::Request<Incoming>) -> Self::Future {
+        let mut request = request.map(|body| BudgetedBody::new(body, Arc::clone(&self.budgets)));
+        request.extensions_mut().insert(self.info.clone());
         Recover::new(self.stack.clone().oneshot(request))
     }
 }
