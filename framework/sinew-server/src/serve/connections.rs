@@ -2,11 +2,17 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use tokio::time::Instant;
+
 use sinew_core::Rng;
 
 use hyper::server::conn::http2::Connection;
 use hyper_util::rt::TokioIo;
-use tokio::{net::TcpStream, sync::watch, task::JoinSet};
+use tokio::{
+    net::TcpStream,
+    sync::{oneshot, watch},
+    task::JoinSet,
+};
 use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
@@ -202,8 +208,64 @@ struct Lifetime {
 /// Why a connection is sent away before the server drains.
 #[derive(Debug, Clone, Copy)]
 enum Away {
+    /// It did not finish the handshake in time: closed at once.
+    Silent,
     Idle,
     Old,
+}
+
+/// Watches a connection's `lifetime` and says, on `away`, when it is to
+/// go: at the handshake timeout if its peer has not `spoken`, when it has
+/// had no call open (by its `activity`) for `max_idle`, or at `max_age`.
+/// Ends when the connection does (its receiver dropped).
+async fn watch_lifetime(
+    lifetime: Lifetime,
+    spoken: Spoken,
+    activity: Arc<Activity>,
+    mut away: oneshot::Sender<Away>,
+) {
+    let begun = Instant::now();
+    let mut handshake_at = Some(begun + lifetime.handshake_timeout);
+    // The idle check looks every `max_idle`: idle when no call is open and
+    // none started since the last look (so a connection goes between one
+    // and two `max_idle` after its last call).
+    let old_at = lifetime.max_age.map(|age| begun + age);
+    let mut idle_at = lifetime.max_idle.map(|idle| begun + idle);
+    let mut started = activity.started();
+    loop {
+        let Some(next) = [handshake_at, idle_at, old_at].into_iter().flatten().min() else {
+            // Nothing to time: wait for the connection to end.
+            away.closed().await;
+            return;
+        };
+        tokio::select! {
+            () = away.closed() => return,
+            () = tokio::time::sleep_until(next) => {}
+        }
+        let now = Instant::now();
+        if handshake_at.is_some_and(|at| at <= now) {
+            if !spoken.get() {
+                let _ = away.send(Away::Silent);
+                return;
+            }
+            handshake_at = None;
+        }
+        if old_at.is_some_and(|at| at <= now) {
+            let _ = away.send(Away::Old);
+            return;
+        }
+        if let (Some(at), Some(idle)) = (idle_at, lifetime.max_idle)
+            && at <= now
+        {
+            let now_started = activity.started();
+            if activity.open_calls() == 0 && now_started == started {
+                let _ = away.send(Away::Idle);
+                return;
+            }
+            started = now_started;
+            idle_at = Some(now + idle);
+        }
+    }
 }
 
 /// Serves `connection` until it ends, shutting it down gracefully once
@@ -226,58 +288,46 @@ async fn drive<S, B>(
     B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    /// Far enough never to fire: a timer that is off.
-    const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
     tokio::pin!(connection);
-    let handshake_timeout = lifetime.handshake_timeout;
-    let handshake = tokio::time::sleep(handshake_timeout);
-    tokio::pin!(handshake);
-    let mut handshaking = true;
-    // The idle check looks every `max_idle`: idle when no call is open and
-    // none started since the last look (so a connection goes between one
-    // and two `max_idle` after its last call).
-    let idle = tokio::time::sleep(lifetime.max_idle.unwrap_or(NEVER));
-    tokio::pin!(idle);
-    let mut started = activity.started();
-    let old = tokio::time::sleep(lifetime.max_age.unwrap_or(NEVER));
-    tokio::pin!(old);
+    // The connection's lifetime is watched on a task of its own: each wake
+    // of this one (a frame in or out) then polls a receiver, not a timer.
+    let (sender, mut away) = oneshot::channel();
+    tokio::spawn(watch_lifetime(
+        lifetime,
+        spoken,
+        Arc::clone(&activity),
+        sender,
+    ));
+    let mut watched = true;
     let ended = loop {
         let away = tokio::select! {
+            biased;
             ended = connection.as_mut() => break ended,
-            () = &mut handshake, if handshaking => {
-                if !spoken.get() {
-                    tracing::debug!(
-                        ?handshake_timeout,
-                        "no HTTP/2 handshake in time: closing the connection"
-                    );
-                    return;
-                }
-                handshaking = false;
-                continue;
-            }
-            () = &mut idle, if lifetime.max_idle.is_some() => {
-                let now_started = activity.started();
-                if activity.open_calls() == 0 && now_started == started {
-                    Away::Idle
-                } else {
-                    started = now_started;
-                    let next = tokio::time::Instant::now() + lifetime.max_idle.unwrap_or(NEVER);
-                    idle.as_mut().reset(next);
-                    continue;
-                }
-            }
-            () = &mut old, if lifetime.max_age.is_some() => Away::Old,
             // The guard `wait_for` returns is not held on to: it is not `Send`.
             _ = async { draining.wait_for(|draining| *draining).await.map(drop) } => {
                 connection.as_mut().graceful_shutdown();
                 break connection.await;
             }
+            told = &mut away, if watched => match told {
+                Ok(Away::Silent) => {
+                    tracing::debug!(
+                        handshake_timeout = ?lifetime.handshake_timeout,
+                        "no HTTP/2 handshake in time: closing the connection"
+                    );
+                    return;
+                }
+                Ok(away) => away,
+                // The watcher has nothing more to say.
+                Err(_) => {
+                    watched = false;
+                    continue;
+                }
+            },
         };
         tracing::debug!(reason = ?away, "sending the connection away (GOAWAY)");
         connection.as_mut().graceful_shutdown();
         break match away {
-            Away::Idle => connection.await,
+            Away::Idle | Away::Silent => connection.await,
             Away::Old => {
                 match tokio::time::timeout(lifetime.age_grace, connection.as_mut()).await {
                     Ok(ended) => ended,

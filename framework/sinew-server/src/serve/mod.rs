@@ -21,6 +21,14 @@
 //!   connection's drawn within 10%) gets `GOAWAY` too, and is closed
 //!   `max_connection_age_grace` (30s) later if its calls are still
 //!   running. Reaching `max_connections` is logged as a warning.
+//! - **Request memory.** Each request's body is wrapped as it is handed
+//!   on, so that the bytes of its partial message (arrived, not yet a
+//!   whole message) are held against the server's budget
+//!   (`max_request_buffer`, 256 MiB) and its connection's
+//!   (`max_request_buffer_per_connection`, 16 MiB); past either, the
+//!   request fails with `RESOURCE_EXHAUSTED`. Without it, the decoder
+//!   reading (and releasing window for) everything would let a peer make
+//!   the server hold `connections × streams × message limit`.
 //! - **Per call.** The connection's [`TcpConnectInfo`] goes into the
 //!   request's extensions, the call goes through the layers to the service
 //!   its path names (`/package.Service/Method`), and a path that names no
