@@ -13,7 +13,6 @@ use tokio::{
     sync::{oneshot, watch},
     task::JoinSet,
 };
-use tokio_util::task::TaskTracker;
 use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
@@ -39,9 +38,6 @@ const ABANDON_WAIT: Duration = Duration::from_secs(1);
 pub(crate) struct Connections<S> {
     /// The HTTP/2 settings, for each connection's builder.
     settings: Settings,
-    /// Spawns the calls' tasks; each connection gets a clone that also
-    /// counts its own.
-    executor: TrackingExecutor,
     stack: S,
     /// How long a connection may live, and idle.
     lifetime: Lifetime,
@@ -57,8 +53,9 @@ pub(crate) struct Connections<S> {
     /// messages.
     request_budget: Arc<RequestBudget>,
     tasks: JoinSet<()>,
-    /// The task of every call (hyper spawns one per stream), counted.
-    calls: TaskTracker,
+    /// The calls of every connection still open or with calls still
+    /// running (hyper spawns a task per stream, counted per connection).
+    activities: Vec<Arc<Activity>>,
     /// Turns `true` when every connection is to go away.
     draining: watch::Sender<bool>,
 }
@@ -78,11 +75,9 @@ where
     /// the HTTP/2 preface within the `handshake_timeout` setting. At most
     /// `max_connections` are open at once.
     pub(crate) fn new(settings: &Settings, stack: S) -> Self {
-        let calls = TaskTracker::new();
         let nonzero = |duration: Duration| (!duration.is_zero()).then_some(duration);
         Self {
             settings: settings.clone(),
-            executor: TrackingExecutor::new(calls.clone()),
             stack,
             lifetime: Lifetime {
                 handshake_timeout: settings.handshake_timeout,
@@ -95,7 +90,7 @@ where
             rng: Rng::from_entropy(),
             request_budget: RequestBudget::new(settings.max_request_buffer),
             tasks: JoinSet::new(),
-            calls,
+            activities: Vec::new(),
             draining: watch::Sender::new(false),
         }
     }
@@ -124,6 +119,9 @@ where
                         tracing::error!(%error, "a connection's task panicked");
                     }
                     self.at_capacity = self.tasks.len() >= self.max_connections;
+                    // Forget the connections that ended with no call left.
+                    self.activities
+                        .retain(|activity| !activity.calls().is_closed() || !activity.calls().is_empty());
                 }
                 (stream, info) = acceptor.accept(), if self.tasks.len() < self.max_connections => {
                     self.serve(stream, info);
@@ -149,26 +147,33 @@ where
         let service = ConnectionService::new(self.stack.clone(), info, budgets);
         let (stream, spoken) = Watched::new(stream);
         let activity = Arc::new(Activity::default());
-        let builder = super::http2::builder(
-            &self.settings,
-            self.executor.for_connection(Arc::clone(&activity)),
-        );
+        self.activities.push(Arc::clone(&activity));
+        let builder =
+            super::http2::builder(&self.settings, TrackingExecutor::new(Arc::clone(&activity)));
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         // Within 10% of the age, either way.
         let max_age = self
             .lifetime
             .max_age
             .map(|age| age.mul_f64(0.9 + self.rng.next_f64() / 5.0));
-        self.tasks.spawn(drive(
-            connection,
-            self.draining.subscribe(),
-            spoken,
-            activity,
-            Lifetime {
-                max_age,
-                ..self.lifetime
-            },
-        ));
+        let lifetime = Lifetime {
+            max_age,
+            ..self.lifetime
+        };
+        let draining = self.draining.subscribe();
+        self.tasks.spawn(async move {
+            drive(
+                connection,
+                draining,
+                spoken,
+                Arc::clone(&activity),
+                lifetime,
+            )
+            .await;
+            // No call starts after the connection has ended: once its
+            // calls have too, it is forgotten.
+            activity.calls().close();
+        });
     }
 
     /// Tells every connection to go away: each sends `GOAWAY`, refuses new
@@ -190,9 +195,18 @@ where
     pub(crate) async fn abandon(&mut self) -> usize {
         self.tasks.abort_all();
         self.closed().await;
-        self.calls.close();
-        let _ = tokio::time::timeout(ABANDON_WAIT, self.calls.wait()).await;
-        self.calls.len()
+        for activity in &self.activities {
+            activity.calls().close();
+        }
+        let waits = self
+            .activities
+            .iter()
+            .map(|activity| activity.calls().wait());
+        let _ = tokio::time::timeout(ABANDON_WAIT, futures_util::future::join_all(waits)).await;
+        self.activities
+            .iter()
+            .map(|activity| activity.open_calls())
+            .sum()
     }
 }
 
