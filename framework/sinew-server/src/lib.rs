@@ -378,8 +378,11 @@ impl Server {
             .layer(sinew_core::fault::FaultLayer::new(
                 settings.fault_config().unwrap_or_default(),
             ))
+            // Requests' messages are limited where their bodies come in,
+            // with the request budget (one walk of their framing): the
+            // layer limits responses.
             .layer(MessageLimitLayer::new(
-                settings.max_receive_message_size,
+                usize::MAX,
                 settings.max_send_message_size,
             ))
             .service(routes.build());

@@ -44,17 +44,22 @@ pub(crate) struct RequestBudget {
 pub(crate) struct Budgets {
     server: Arc<RequestBudget>,
     connection: RequestBudget,
+    /// The receive limit of each message.
+    max_message: usize,
 }
 
 pin_project! {
-    /// A request body whose partial message holds its bytes against the
-    /// connection's [`Budgets`]; past either, it fails with
-    /// `RESOURCE_EXHAUSTED`. A message that arrives in one frame (the
-    /// usual case) touches no budget.
+    /// A request body whose messages may not exceed the receive limit and
+    /// whose partial message holds its bytes against the connection's
+    /// [`Budgets`]; past either, it fails with `RESOURCE_EXHAUSTED`. The
+    /// framing is walked once for both (the scaffold's message limit
+    /// layer then leaves requests alone). A message that arrives in one
+    /// frame (the usual case) touches no budget.
     pub(crate) struct BudgetedBody<B> {
         #[pin]
         inner: B,
         walker: FrameWalker,
+        limit: usize,
         held: Held,
         failed: bool,
     }
@@ -106,11 +111,16 @@ impl RequestBudget {
 
 impl Budgets {
     /// A connection's budgets: `per_connection` bytes of its own, within
-    /// the server's.
-    pub(crate) fn new(server: Arc<RequestBudget>, per_connection: usize) -> Arc<Self> {
+    /// the server's; each message at most `max_message` bytes.
+    pub(crate) fn new(
+        server: Arc<RequestBudget>,
+        per_connection: usize,
+        max_message: usize,
+    ) -> Arc<Self> {
         Arc::new(Self {
             server,
             connection: RequestBudget::unshared(per_connection),
+            max_message,
         })
     }
 
@@ -134,11 +144,13 @@ impl Budgets {
 // === impl BudgetedBody ===
 
 impl<B> BudgetedBody<B> {
-    /// `inner`, holding its partial messages against `budgets`.
+    /// `inner`, its messages up to the connection's receive limit,
+    /// holding its partial messages against `budgets`.
     pub(crate) fn new(inner: B, budgets: Arc<Budgets>) -> Self {
         Self {
             inner,
             walker: FrameWalker::default(),
+            limit: budgets.max_message,
             held: Held { budgets, bytes: 0 },
             failed: false,
         }
@@ -167,9 +179,12 @@ where
             None => return Poll::Ready(None),
         };
         if let Some(data) = frame.data_ref() {
-            // Walked for the framing alone: the message limit is checked
-            // by the message limit layer.
-            let _ = this.walker.feed(data, usize::MAX);
+            if let Some(length) = this.walker.feed(data, *this.limit) {
+                *this.failed = true;
+                this.held.hold(0);
+                let status = super::too_large(length, *this.limit, super::Direction::Receive);
+                return Poll::Ready(Some(Err(status.into())));
+            }
             if !this.held.hold(this.walker.partial()) {
                 // Past a budget: this request ends here, and what it held
                 // is given back, rather than the server holding without
@@ -247,7 +262,7 @@ mod tests {
     #[tokio::test]
     async fn partial_messages_hold_both_budgets_until_they_complete() {
         let server = RequestBudget::new(100);
-        let budgets = Budgets::new(server.clone(), 1000);
+        let budgets = Budgets::new(server.clone(), 1000, 1000);
         let whole = frame(80);
 
         // A: its header and 60 of 80 bytes: 65 held.
@@ -277,9 +292,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_message_over_the_limit_is_refused_from_its_header() {
+        let server = RequestBudget::new(1 << 20);
+        let budgets = Budgets::new(server.clone(), 1 << 20, 1000);
+        // 1001 bytes declared, over the limit of 1000: refused before any
+        // of it is held.
+        let mut a = body(vec![frame(1001)[..5].to_vec()], &budgets);
+        let error = a.frame().await.unwrap().unwrap_err();
+        let status = error.downcast::<Status>().unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        assert!(status.message().contains("1001"), "{}", status.message());
+        assert_eq!(server.in_use(), 0);
+        // At the limit, it passes.
+        let mut b = body(vec![frame(1000)], &budgets);
+        b.frame().await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
     async fn the_connections_budget_binds_within_the_servers() {
         let server = RequestBudget::new(1000);
-        let budgets = Budgets::new(server.clone(), 50);
+        let budgets = Budgets::new(server.clone(), 50, 1000);
         let mut a = body(vec![frame(80)[..45].to_vec()], &budgets);
         a.frame().await.unwrap().unwrap();
         let mut b = body(vec![frame(80)[..10].to_vec()], &budgets);
@@ -288,7 +320,7 @@ mod tests {
         assert_eq!(server.in_use(), 45);
 
         // Another connection has its own.
-        let other = Budgets::new(server.clone(), 50);
+        let other = Budgets::new(server.clone(), 50, 1000);
         let mut c = body(vec![frame(80)[..45].to_vec()], &other);
         c.frame().await.unwrap().unwrap();
         assert_eq!(server.in_use(), 90);

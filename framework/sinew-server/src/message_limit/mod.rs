@@ -12,11 +12,15 @@
 //! - A response message over the send limit is not sent: the response ends
 //!   there, with `RESOURCE_EXHAUSTED` in its trailers.
 //!
-//! The scaffold also holds each request's partial message against the
-//! server's and its connection's request budget (before this layer, as
-//! the connection hands the request on): a request that would take either
-//! past its limit fails with `RESOURCE_EXHAUSTED`, so the bytes waiting to
-//! form whole messages are bounded in total, whatever the peers send.
+//! The scaffold checks requests where their bodies come in, before this
+//! layer, as the connection hands each request on: in one walk of their
+//! framing, each message against the receive limit and each partial
+//! message against the server's and the connection's request budgets (a
+//! request that would take either past its limit fails with
+//! `RESOURCE_EXHAUSTED`, so the bytes waiting to form whole messages are
+//! bounded in total, whatever the peers send). Its message limit layer
+//! then limits responses only (a receive limit of `usize::MAX` walks
+//! nothing).
 
 mod body;
 mod budget;
@@ -24,6 +28,7 @@ mod future;
 mod layer;
 mod service;
 
+use body::too_large;
 pub use body::{Direction, LimitedBody};
 pub(crate) use budget::{BudgetedBody, Budgets, RequestBudget};
 pub use future::ResponseFuture;

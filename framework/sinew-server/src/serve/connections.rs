@@ -143,6 +143,7 @@ where
         let budgets = Budgets::new(
             Arc::clone(&self.request_budget),
             self.settings.max_request_buffer_per_connection,
+            self.settings.max_receive_message_size,
         );
         let service = ConnectionService::new(self.stack.clone(), info, budgets);
         let (stream, spoken) = Watched::new(stream);
