@@ -28,12 +28,19 @@ impl Resolver {
     /// Resolves each method: the client's defaults, overridden by the
     /// contract's `(sinew.method)` option, overridden by the service
     /// config.
+    ///
+    /// A service config's `retryPolicy` on a method the contract gives no
+    /// idempotency level is applied, as grpc-go and grpc-java apply it:
+    /// the operator who wrote it has opted in, as a caller does with
+    /// [`CallOptions::retry_side_effects`]. Which methods that makes retry
+    /// is logged once, here.
     pub(crate) fn new(
         methods: &'static [MethodInfo],
         default_timeout: Option<Duration>,
         default_retry: Option<RetryPolicy>,
         service_config: Option<&ServiceConfig>,
     ) -> Self {
+        let mut opted_in = Vec::new();
         let methods = methods
             .iter()
             .map(|method| {
@@ -56,6 +63,10 @@ impl Resolver {
                         policy.timeout = Some(timeout);
                     }
                     apply(&mut policy, config.retry, config.hedging);
+                    if config.retry.is_some() && !method.idempotency.is_retry_safe() {
+                        policy.retry_side_effects = true;
+                        opted_in.push(method.path);
+                    }
                 }
                 // Hedging sends copies: never for a method with side effects,
                 // whatever a config says.
@@ -65,6 +76,12 @@ impl Resolver {
                 (method.path, policy)
             })
             .collect();
+        if !opted_in.is_empty() {
+            tracing::info!(
+                methods = ?opted_in,
+                "the service config retries methods that declare no idempotency level"
+            );
+        }
         Self { methods }
     }
 
@@ -169,6 +186,28 @@ mod tests {
         assert!(get.retry.unwrap().retryable_codes.contains(Code::Aborted));
         let post = resolver.policy("/t.v1.T/Post", None).unwrap();
         assert_eq!(post.hedging, None, "never hedge a method with side effects");
+        assert!(!post.may_repeat(), "no retryPolicy for it: no opt-in");
+    }
+
+    #[test]
+    fn a_service_config_retry_policy_opts_a_method_with_no_idempotency_in() {
+        let config = ServiceConfig::from_json(
+            r#"{"methodConfig": [
+                {"name": [{"service": "t.v1.T", "method": "Post"}],
+                 "retryPolicy": {"maxAttempts": 3, "initialBackoff": "0.01s", "maxBackoff": "0.1s",
+                                 "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}
+            ]}"#,
+        )
+        .unwrap();
+        let resolver = Resolver::new(METHODS, None, Some(DEFAULT_RETRY), Some(&config));
+        let post = resolver.policy("/t.v1.T/Post", None).unwrap();
+        assert_eq!(post.retry.unwrap().max_attempts, 3);
+        assert!(post.may_repeat(), "the operator opted in");
+        // The contract's level is unchanged: still never hedged.
+        assert_eq!(post.idempotency, Idempotency::Unknown);
+        // Without a service config, the same method does not repeat.
+        let resolver = Resolver::new(METHODS, None, Some(DEFAULT_RETRY), None);
+        assert!(!resolver.policy("/t.v1.T/Post", None).unwrap().may_repeat());
     }
 
     #[test]
