@@ -238,3 +238,53 @@ async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
     assert!(stderr.contains("draining"), "{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_second_sigterm_ends_the_drain_at_once() {
+    // A drain that would take two minutes.
+    let mut greeter =
+        GreeterProcess::start(&[("SINEW_LAME_DUCK", "60s"), ("SINEW_GRACE_PERIOD", "60s")]).await;
+    let pid = greeter.child.id().to_string();
+    let term = || {
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(killed.success());
+    };
+
+    // The first starts the drain: the server reports NOT_SERVING.
+    term();
+    let mut health = HealthClient::connect(format!("http://{}", greeter.addr))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = health
+            .check(HealthCheckRequest::default())
+            .await
+            .map(|r| r.into_inner().status());
+        if matches!(status, Ok(ServingStatus::NotServing)) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the drain did not begin: {status:?}"
+        );
+        tokio::task::yield_now().await;
+    }
+
+    // The second ends it: the process exits long before the lame duck.
+    term();
+    let mut stderr_pipe = greeter.child.stderr.take().unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let status = greeter.child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
+        (status, stderr)
+    });
+    let (status, stderr) = tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("the second SIGTERM ends the drain")
+        .unwrap();
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}

@@ -32,6 +32,10 @@
 //!    ones as `CANCELLED`) are exported;
 //! 6. `run` returns, with no call of the server left running.
 //!
+//! Under [`Server::run`], a second SIGTERM or Ctrl-C during the drain cuts
+//! the lame-duck delay and the grace period short: the calls still
+//! running are abandoned at once (steps 4 to 6).
+//!
 //! # Serving
 //!
 //! The scaffold serves HTTP/2 itself, on hyper (see `serve/` for the
@@ -231,9 +235,34 @@ impl Server {
     }
 
     /// Serves on the configured address until SIGTERM or Ctrl-C, then
-    /// drains.
+    /// drains. A second SIGTERM or Ctrl-C during the drain ends it at once
+    /// (the lame-duck delay and the grace period are cut short, and the
+    /// calls still running are abandoned), for an operator or a developer
+    /// who will not wait.
     pub async fn run(self) -> Result<(), ServerError> {
-        self.run_until(shutdown_signal()).await
+        let settings = Settings::load(&self.config)?;
+        let listener = bind(settings.addr).await?;
+        // Signals are counted on a task of their own: the first starts the
+        // drain, the second hurries it.
+        let (count, signals) = tokio::sync::watch::channel(0u32);
+        let counter = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                shutdown_signal().await;
+                count.send_modify(|n| *n += 1);
+            }
+        }));
+        let mut first = signals.clone();
+        let mut second = signals;
+        let drain = async move {
+            let _ = first.wait_for(|n| *n >= 1).await;
+        };
+        let hurry = async move {
+            let _ = second.wait_for(|n| *n >= 2).await;
+            tracing::warn!("second signal: ending the drain now");
+        };
+        let served = self.serve_on(listener, settings, drain, hurry).await;
+        drop(counter);
+        served
     }
 
     /// Serves on the configured address until `signal` resolves, then
@@ -243,14 +272,9 @@ impl Server {
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let settings = Settings::load(&self.config)?;
-        let listener =
-            TcpListener::bind(settings.addr)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: settings.addr,
-                    source,
-                })?;
-        self.serve_on(listener, settings, signal).await
+        let listener = bind(settings.addr).await?;
+        self.serve_on(listener, settings, signal, std::future::pending())
+            .await
     }
 
     /// Serves on a listener bound by the caller (its address wins over the
@@ -261,14 +285,18 @@ impl Server {
         signal: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let settings = Settings::load(&self.config)?;
-        self.serve_on(listener, settings, signal).await
+        self.serve_on(listener, settings, signal, std::future::pending())
+            .await
     }
 
+    /// Serves until `signal`, then drains; `hurry` resolving during the
+    /// drain cuts it short.
     async fn serve_on(
         self,
         listener: TcpListener,
         settings: Settings,
         signal: impl Future<Output = ()> + Send,
+        hurry: impl Future<Output = ()> + Send,
     ) -> Result<(), ServerError> {
         let Server {
             name,
@@ -358,6 +386,9 @@ impl Server {
         let lame_duck = settings.lame_duck;
         let drain_health = health.clone();
         let drain_name = name.clone();
+        // Shared by the drain's waits: once resolved, it stays resolved.
+        let hurry = futures_util::FutureExt::shared(Box::pin(hurry));
+        let hurried = hurry.clone();
         let drain = async move {
             signal.await;
             tracing::info!(server = %drain_name, ?lame_duck, "draining: reporting NOT_SERVING");
@@ -366,7 +397,10 @@ impl Server {
             }
             drain_health.set(OVERALL, ServingStatus::NotServing);
             drain_health.set_all_but_liveness(ServingStatus::NotServing);
-            tokio::time::sleep(lame_duck).await;
+            tokio::select! {
+                () = tokio::time::sleep(lame_duck) => {}
+                () = hurried => {}
+            }
         };
 
         // Every call goes through these, outermost first.
@@ -398,15 +432,19 @@ impl Server {
         drop(acceptor);
         health.close_watches();
         connections.go_away();
-        if tokio::time::timeout(settings.grace_period, connections.closed())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                server = %name,
-                grace_period = ?settings.grace_period,
-                "calls still in flight after the grace period are abandoned"
-            );
+        tokio::select! {
+            finished = tokio::time::timeout(settings.grace_period, connections.closed()) => {
+                if finished.is_err() {
+                    tracing::warn!(
+                        server = %name,
+                        grace_period = ?settings.grace_period,
+                        "calls still in flight after the grace period are abandoned"
+                    );
+                }
+            }
+            () = hurry => {
+                tracing::warn!(server = %name, "drain cut short: calls still in flight are abandoned");
+            }
         }
         // Closes the connections still open, and waits for their calls to
         // be dropped.
@@ -426,6 +464,13 @@ impl Server {
         tracing::info!(server = %name, "stopped");
         Ok(())
     }
+}
+
+/// Binds the listen socket at `addr`.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
 }
 
 /// Aborts a background task when dropped.
