@@ -102,6 +102,43 @@ async fn a_call_to_an_unknown_service_is_unimplemented_trailers_only() {
 }
 
 #[tokio::test]
+async fn a_request_that_is_not_grpc_protobuf_gets_415_and_the_server_keeps_serving() {
+    let server = serve_echo(Addresses::default()).await;
+    let (mut send, driver) = h2_connection(&server).await;
+    for content_type in [
+        None,
+        Some("application/json"),
+        Some("application/grpc+json"),
+    ] {
+        let mut request = http::Request::builder()
+            .method("POST")
+            .uri("http://localhost/echo.v1.Echo/Get")
+            .header("te", "trailers");
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        let (response, _) = send
+            .clone()
+            .ready()
+            .await
+            .unwrap()
+            .send_request(request.body(()).unwrap(), true)
+            .unwrap();
+        let response = response.await.unwrap();
+        assert_eq!(
+            response.status(),
+            http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        assert_eq!(response.headers()["grpc-status"], "13", "{content_type:?}");
+    }
+    // gRPC with protobuf messages, by either name, is served.
+    assert_eq!(empty_get(&mut send).await, 0);
+    driver.abort();
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_malformed_path_is_unimplemented() {
     let server = serve_echo(Addresses::default()).await;
     for path in ["/", "/echo.v1.Echo", "/echo.v1.Echo/", "//Get"] {

@@ -32,7 +32,9 @@
 //! - **Per call.** The connection's [`TcpConnectInfo`] goes into the
 //!   request's extensions, the call goes through the layers to the service
 //!   its path names (`/package.Service/Method`), and a path that names no
-//!   hosted service gets `UNIMPLEMENTED`. A layer's error becomes a status
+//!   hosted service gets `UNIMPLEMENTED`; one whose content type is not
+//!   `application/grpc` (or `application/grpc+proto`) gets HTTP 415, with
+//!   `INTERNAL` for gRPC clients that read only the status. A layer's error becomes a status
 //!   where one fits: a `Status` is answered as it is, anything else as
 //!   `INTERNAL` with no detail, an injected abort resets the stream. Each
 //!   stream's task is spawned boxed. No `grpc-timeout` handling here:

@@ -119,6 +119,9 @@ impl Service<http::Request<Body>> for Routes {
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        if !is_grpc_protobuf(request.headers()) {
+            return Either::Right(ready(Ok(unsupported_media_type())));
+        }
         match self.find(request.uri().path()) {
             Some(route) => Either::Left(route.service.call(request)),
             None => Either::Right(ready(Ok(unimplemented()))),
@@ -132,6 +135,31 @@ impl Service<http::Request<Body>> for Routes {
 fn service_name(path: &str) -> Option<&str> {
     let (service, method) = path.strip_prefix('/')?.split_once('/')?;
     (!service.is_empty() && !method.is_empty()).then_some(service)
+}
+
+/// Whether a request's content type is gRPC with protobuf messages:
+/// `application/grpc`, or `application/grpc+proto`, with or without
+/// parameters. Anything else (none, another type, `application/grpc+json`,
+/// whose messages the generated servers would misread as protobuf) is
+/// refused before a handler sees it.
+fn is_grpc_protobuf(headers: &http::HeaderMap) -> bool {
+    let Some(value) = crate::headers::find(headers, &http::header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Some(rest) = value.as_bytes().strip_prefix(b"application/grpc") else {
+        return false;
+    };
+    let rest = rest.strip_prefix(b"+proto").unwrap_or(rest);
+    rest.is_empty() || rest.starts_with(b";")
+}
+
+/// The answer to a request that is not gRPC with protobuf messages: HTTP
+/// 415, as the gRPC spec asks, with `INTERNAL` for gRPC clients that read
+/// only the status.
+fn unsupported_media_type() -> http::Response<Body> {
+    let mut response = Status::internal("content-type is not application/grpc").into_http();
+    *response.status_mut() = http::StatusCode::UNSUPPORTED_MEDIA_TYPE;
+    response
 }
 
 /// The answer to a call no hosted service takes, as tonic's router gives
@@ -180,6 +208,37 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_grpc_with_protobuf_messages_is_taken() {
+        let with = |value: &'static str| {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static(value),
+            );
+            super::is_grpc_protobuf(&headers)
+        };
+        for ok in [
+            "application/grpc",
+            "application/grpc+proto",
+            "application/grpc;charset=utf-8",
+            "application/grpc+proto; x=1",
+        ] {
+            assert!(with(ok), "{ok}");
+        }
+        for refused in [
+            "application/json",
+            "application/grpc+json",
+            "application/grpc-web",
+            "application/grpcx",
+            "text/plain",
+            "",
+        ] {
+            assert!(!with(refused), "{refused}");
+        }
+        assert!(!super::is_grpc_protobuf(&http::HeaderMap::new()));
+    }
+
     use super::*;
 
     #[derive(Clone)]
@@ -226,6 +285,7 @@ mod tests {
     async fn call(path: &str) -> http::Response<Body> {
         let request = http::Request::builder()
             .uri(path)
+            .header("content-type", "application/grpc")
             .body(Body::empty())
             .unwrap();
         routes().oneshot(request).await.unwrap()
