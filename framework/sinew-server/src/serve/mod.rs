@@ -34,8 +34,8 @@
 //!   its path names (`/package.Service/Method`), and a path that names no
 //!   hosted service gets `UNIMPLEMENTED`; one whose content type is not
 //!   `application/grpc` (or `application/grpc+proto`) gets HTTP 415, with
-//!   `INTERNAL` for gRPC clients that read only the status. A layer's error becomes a status
-//!   where one fits: a `Status` is answered as it is, anything else as
+//!   `INTERNAL` for gRPC clients that read only the status. A layer's
+//!   error becomes a status where one fits: a `Status` is answered as it is, anything else as
 //!   `INTERNAL` with no detail, an injected abort resets the stream. Each
 //!   stream's task is spawned boxed. No `grpc-timeout` handling here:
 //!   sinew's deadline layer enforces it, once.

@@ -216,7 +216,7 @@ mod tests {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static(value),
             );
-            super::is_grpc_protobuf(&headers)
+            is_grpc_protobuf(&headers)
         };
         for ok in [
             "application/grpc",
@@ -236,7 +236,7 @@ mod tests {
         ] {
             assert!(!with(refused), "{refused}");
         }
-        assert!(!super::is_grpc_protobuf(&http::HeaderMap::new()));
+        assert!(!is_grpc_protobuf(&http::HeaderMap::new()));
     }
 
     use super::*;
