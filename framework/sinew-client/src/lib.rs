@@ -4,24 +4,23 @@
 //!
 //! A call goes through, outermost first:
 //!
-//! 1. policy: the method's [`CallPolicy`](crate::CallPolicy), resolved from
+//! 1. policy: the method's [`CallPolicy`], resolved from
 //!    the client's defaults, the contract, the service config and the
-//!    caller's [`CallOptions`](crate::CallOptions);
-//! 2. [tracing](crate::trace): the call's span and metrics, its context
+//!    caller's [`CallOptions`];
+//! 2. [tracing](trace): the call's span and metrics, its context
 //!    carried to the server, every layer below inside it (so retries,
 //!    hedges, breaker refusals and bulkhead waits are events on it);
-//! 3. [deadline](crate::deadline): the call's deadline, shrunk to what an
+//! 3. [deadline]: the call's deadline, shrunk to what an
 //!    incoming call has left;
-//! 4. [bulkhead](crate::bulkhead): a bounded number of calls in flight,
+//! 4. [bulkhead]: a bounded number of calls in flight,
 //!    with a bounded, timed wait for a slot;
-//! 5. [hedging](crate::hedge) or [retries](crate::retry), sharing one retry
-//!    throttle per client ([`CallPolicy::hedged`](crate::CallPolicy::hedged)
-//!    chooses);
+//! 5. [hedging](hedge) or [retries](retry), sharing one retry
+//!    throttle per client ([`CallPolicy::hedged`] chooses);
 //! 6. [fault injection](sinew_core::fault), when configured (so that injected
 //!    failures are retried like real ones);
-//! 7. [load balancing](crate::balance) over the endpoints, each behind its
-//!    own [circuit breaker](crate::breaker), on its own
-//!    [connection](crate::connection).
+//! 7. [load balancing](balance) over the endpoints, each behind its
+//!    own [circuit breaker](breaker), on its own
+//!    [connection].
 //!
 //! Users reach this crate as `sinew::client`; sinew-build's generated
 //! `FooClient::connect(config)` builds a [`Client`] for the contract's

@@ -64,7 +64,8 @@ impl Deadline {
         self.0.saturating_duration_since(Instant::now())
     }
 
-    /// The deadline of `request`, if it went through [`DeadlineLayer`].
+    /// The deadline of `request`, if the server's deadline layer recorded
+    /// one.
     #[inline]
     pub fn of<T>(request: &tonic::Request<T>) -> Option<Self> {
         request.extensions().get::<Self>().copied()

@@ -162,7 +162,7 @@ impl fmt::Debug for BreakerHandle {
 
 /// An admitted call's claim on the breaker, until its outcome is known.
 ///
-/// Dropping a ticket without [`record`](Self::record) (the caller
+/// Dropping a ticket without recording an outcome (the caller
 /// cancelled, or the call was never sent) records nothing and frees its
 /// probe slot, so a slot cannot leak whatever path the call takes.
 #[derive(Debug)]

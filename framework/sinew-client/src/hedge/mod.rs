@@ -3,7 +3,7 @@
 //!
 //! # When
 //!
-//! Only a call whose [`CallPolicy`] (from the request's extensions) has a
+//! Only a call whose [`CallPolicy`](crate::CallPolicy) (from the request's extensions) has a
 //! `hedging` policy, whose method is `NO_SIDE_EFFECTS`, and whose request
 //! is a single message (unary or server-streaming) is hedged. Any other request is passed through
 //! untouched: sending a copy of a call with side effects, or of a request

@@ -12,7 +12,7 @@
 //!   carrying the code and the message `injected fault`; the inner service
 //!   is not called;
 //! - [`Action::Abort`]: fail with no gRPC status at all, an `Err` whose
-//!   cause is [`InjectedFault`](crate::fault::InjectedFault). On a server,
+//!   cause is [`InjectedFault`]. On a server,
 //!   hyper resets the stream; on a client, the call fails as if the
 //!   transport had.
 //!
