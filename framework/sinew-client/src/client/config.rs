@@ -185,7 +185,11 @@ impl ClientConfig {
         self
     }
 
-    /// How long a connection attempt may take (default 1s).
+    /// How long a connection attempt may take, from the TCP connect to
+    /// the server's HTTP/2 SETTINGS (default 1s). An attempt that takes
+    /// longer fails its calls with `UNAVAILABLE` and a
+    /// [`ConnectFailed`](crate::ConnectFailed) cause: the retry layer
+    /// sends them elsewhere, and the endpoint backs off.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self

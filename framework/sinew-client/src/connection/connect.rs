@@ -8,6 +8,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
+use super::watch::SettingsWatch;
 use crate::connection::executor::BoxingExecutor;
 
 /// The longest keepalive ping answer deadline: a longer interval still
@@ -18,7 +19,8 @@ const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 /// connection alive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectSettings {
-    /// How long a TCP connect and HTTP/2 handshake may take (default 1s).
+    /// How long a TCP connect and the HTTP/2 handshake, up to the
+    /// server's SETTINGS, may take (default 1s).
     pub connect_timeout: Duration,
     /// Interval of HTTP/2 keepalive pings while calls are in flight
     /// (default 60s; zero turns them off). A ping unanswered for the
@@ -72,30 +74,67 @@ impl Dialer {
 
     /// A new connection, its task spawned: the handle to send on.
     ///
-    /// The error is the I/O error of the connect (`TimedOut` past the
-    /// timeout), or the handshake's error wrapped in one.
+    /// The connect timeout bounds the whole handshake: the TCP connect,
+    /// the client's preface, and the server's SETTINGS (hyper's handshake
+    /// alone resolves before the server has said anything). The error is
+    /// the I/O error of the connect (`TimedOut` past the timeout), or the
+    /// handshake's error wrapped in one.
     pub(super) async fn dial(&self) -> io::Result<SendRequest<Body>> {
+        let mut task = None;
         let connect = async {
             let stream = TcpStream::connect((&*self.host, self.port)).await?;
             stream.set_nodelay(true)?;
+            let (stream, settled) = SettingsWatch::new(stream);
             let (send, connection) = self
                 .builder
                 .handshake(TokioIo::new(stream))
                 .await
                 .map_err(io::Error::other)?;
-            tokio::spawn(async move {
+            // The connection's task reads the server's SETTINGS.
+            task = Some(AbortOnDrop(Some(tokio::spawn(async move {
                 // The connection ends when the server closes it, a
                 // keepalive ping goes unanswered, or every handle to send
                 // on is dropped and its streams are done.
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "client connection closed with an error");
                 }
-            });
+            }))));
+            settled.await.map_err(|_closed| {
+                io::Error::new(
+                    io::ErrorKind::ConnectionAborted,
+                    "the connection closed before the server's SETTINGS",
+                )
+            })?;
             Ok(send)
         };
-        match tokio::time::timeout(self.timeout, connect).await {
+        let result = match tokio::time::timeout(self.timeout, connect).await {
             Ok(result) => result,
             Err(_elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
+        };
+        if result.is_ok()
+            && let Some(task) = task
+        {
+            // Connected: the task runs for as long as the connection.
+            task.detach();
+        }
+        result
+    }
+}
+
+/// Aborts a connection's task that is dropped before its handshake is
+/// done: a peer that never finishes it is not left holding a socket.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn detach(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
         }
     }
 }

@@ -4,9 +4,13 @@
 //! HTTP/2 connection, made on [`hyper::client::conn::http2`], shared by
 //! every clone. It does only what a call needs below sinew's layers:
 //!
-//! - **Lazy connect.** The first call dials [`Target::connect`], bounded by
-//!   the connect timeout, with `TCP_NODELAY`, then runs the HTTP/2
-//!   handshake and spawns the connection's task. Calls that arrive during
+//! - **Lazy connect.** The first call dials [`Target::connect`] with
+//!   `TCP_NODELAY`, runs the HTTP/2 handshake and spawns the connection's
+//!   task. The connect timeout bounds all of it, up to the server's
+//!   SETTINGS: a peer that accepts the TCP connection and then says
+//!   nothing (a hung process, a black hole, a server whose full accept
+//!   backlog the kernel completed the TCP handshake for) is a failed
+//!   connect, not a connection that calls wait on until their deadline. Calls that arrive during
 //!   the attempt wait for that attempt: one endpoint never has two
 //!   connections. An attempt that fails fails its waiting calls with
 //!   `UNAVAILABLE` and a [`ConnectFailed`] cause (the balancer then backs
@@ -52,6 +56,7 @@ mod connect;
 mod error;
 mod executor;
 mod service;
+mod watch;
 
 /// The status of a call whose connection failed under it: what an HTTP/2
 /// error in its chain says where there is one (a stream refused or

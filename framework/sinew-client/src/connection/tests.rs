@@ -301,6 +301,65 @@ async fn a_connect_that_outlasts_the_timeout_fails_as_timed_out() {
     drop((listener, queued));
 }
 
+/// Calls `addr` with a 200ms connect timeout; the error, within 5s.
+async fn call_with_short_connect_timeout(addr: SocketAddr) -> BoxError {
+    let connection = Connection::lazy(
+        &target(addr, &format!("http://{addr}")),
+        ConnectSettings {
+            connect_timeout: std::time::Duration::from_millis(200),
+            ..ConnectSettings::default()
+        },
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(5), call(&connection))
+        .await
+        .expect("the connect timeout ends the call")
+        .unwrap_err()
+}
+
+fn assert_timed_out_connect(error: &BoxError) {
+    assert!(is_connect_error(&**error), "{error}");
+    assert!(never_reached_server(&**error));
+}
+
+#[tokio::test]
+async fn a_peer_that_accepts_but_never_sends_settings_fails_the_connect() {
+    // It accepts the TCP connection and reads the preface, but never
+    // answers: hyper's handshake alone would call that connected.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut preface = [0u8; 24];
+            let _ = tokio::io::AsyncReadExt::read_exact(&mut stream, &mut preface).await;
+            held.push(stream);
+        }
+    });
+    let error = call_with_short_connect_timeout(addr).await;
+    assert_timed_out_connect(&error);
+    let status = Status::from_error(error);
+    assert_eq!(status.code(), Code::Unavailable);
+    let failed = cause::<ConnectFailed>(&status).expect("a ConnectFailed cause");
+    assert_eq!(failed.kind(), std::io::ErrorKind::TimedOut);
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_full_accept_backlog_is_a_failed_connect_not_a_hung_call() {
+    // A listener no one accepts from: the kernel completes the TCP
+    // handshake for the first connections it queues, so the connect
+    // succeeds and nothing answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let error = call_with_short_connect_timeout(addr).await;
+    assert_timed_out_connect(&error);
+    let status = Status::from_error(error);
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(cause::<ConnectFailed>(&status).is_some());
+    drop(listener);
+}
+
 #[tokio::test]
 async fn a_default_response_body_is_empty_and_ended() {
     use http_body_util::BodyExt as _;
