@@ -27,7 +27,7 @@ pub struct ReconnectBackoff {
 impl ReconnectBackoff {
     /// The waits as sinew-core's one backoff: doubling, each drawn in the
     /// upper half of its step.
-    fn rule(self) -> sinew_core::backoff::Backoff {
+    pub(crate) fn rule(self) -> sinew_core::backoff::Backoff {
         sinew_core::backoff::Backoff::new(self.initial, self.max, 2.0).jitter(0.5, 1.0)
     }
 }

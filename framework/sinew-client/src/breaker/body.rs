@@ -9,7 +9,8 @@ use super::{
 
 /// The response body of a [`Breaker`](super::Breaker)'s call: it records
 /// the call's outcome when its trailers arrive. Dropped first, it records
-/// nothing (its ticket frees any probe slot). A response whose outcome its
+/// a failure if the call's deadline has passed, else nothing (its ticket
+/// frees any probe slot). A response whose outcome its
 /// headers gave is passed with no ticket.
 pub type BreakerBody<B> = GuardBody<B, Ticket>;
 

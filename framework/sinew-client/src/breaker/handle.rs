@@ -107,7 +107,7 @@ impl BreakerHandle {
     }
 
     /// Lets a call through, or says how long until one may go.
-    pub(crate) fn admit(&self) -> Result<Ticket, Option<Duration>> {
+    pub(crate) fn admit(&self, deadline: Option<Instant>) -> Result<Ticket, Option<Duration>> {
         let admission = match self.closed_token() {
             0 => {
                 let admission = {
@@ -127,7 +127,22 @@ impl BreakerHandle {
         Ok(Ticket {
             handle: self.clone(),
             admission: Some(admission),
+            deadline,
         })
+    }
+
+    /// The endpoint's connection was made again after failing: an open
+    /// breaker turns half-open at once, so that probes go now rather than
+    /// when its recovery timeout runs out. A server that restarted is
+    /// back as soon as it accepts connections. (A closed or half-open
+    /// breaker is left as it is.)
+    pub fn reconnected(&self) {
+        if self.closed_token() != 0 {
+            return;
+        }
+        let mut circuit = self.lock();
+        circuit.reconnected();
+        self.publish(&circuit);
     }
 
     fn closed_token(&self) -> u64 {
@@ -170,6 +185,8 @@ pub struct Ticket {
     handle: BreakerHandle,
     /// `None` once finished.
     admission: Option<Admission>,
+    /// The call's deadline: a call dropped past it timed out.
+    deadline: Option<Instant>,
 }
 
 // === impl Ticket ===
@@ -187,10 +204,25 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        let Some(admission) = self.admission.take() else {
+            return;
+        };
+        // A call dropped once its deadline has passed timed out waiting
+        // for the server: a failure, as `DEADLINE_EXCEEDED` is. (Its
+        // future or body was dropped by the deadline layer above, so no
+        // outcome came through this breaker.) Dropped earlier, the caller
+        // gave up, or a hedge won: that says nothing about the server.
+        if let Some(deadline) = self.deadline {
+            let now = Instant::now();
+            if now >= deadline {
+                let mut circuit = self.handle.lock();
+                circuit.record(admission, Outcome::Failure, now);
+                self.handle.publish(&circuit);
+                return;
+            }
+        }
         // Only a probe holds anything to give back.
-        if let Some(admission) = self.admission.take()
-            && admission.is_probe()
-        {
+        if admission.is_probe() {
             self.handle.lock().cancel(admission);
         }
     }

@@ -37,8 +37,20 @@
 //! trailers-only response (how servers answer most errors) or a non-200
 //! HTTP response, otherwise when the response body yields its trailers. A
 //! body that ends without a `grpc-status` is a failure (tonic reports it as
-//! `UNKNOWN`). A call whose future or body is dropped first (the caller
-//! gave up) counts as nothing, and gives back its probe slot if it held one.
+//! `UNKNOWN`). A call whose future or body is dropped once its deadline
+//! has passed (the deadline layer above gave up on a server that did not
+//! answer in time) is a failure, as `DEADLINE_EXCEEDED` is: that is how a
+//! silent server, one that stopped answering without closing its
+//! connection, trips its breaker. A call dropped earlier (the caller gave
+//! up, or another hedge won) counts as nothing, and gives back its probe
+//! slot if it held one.
+//!
+//! # Reconnects
+//!
+//! [`BreakerHandle::reconnected`] turns an open breaker half-open at once.
+//! The client's connection calls it when a connection is made again after
+//! failing: a server that restarted gets its probes as soon as it accepts
+//! connections, not when the recovery timeout runs out.
 //!
 //! # Telemetry
 //!

@@ -70,7 +70,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        match self.handle.admit() {
+        let deadline = crate::CallDeadline::of(request.extensions()).map(crate::CallDeadline::at);
+        match self.handle.admit(deadline) {
             Ok(ticket) => ResponseFuture::called(self.inner.call(request), ticket),
             Err(retry_after) => ResponseFuture::rejected(retry_after),
         }

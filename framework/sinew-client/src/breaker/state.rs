@@ -193,6 +193,16 @@ impl Circuit {
         }
     }
 
+    /// The connection came back: an open breaker turns half-open now.
+    pub(crate) fn reconnected(&mut self) {
+        if let Mode::Open { .. } = self.mode {
+            self.enter(Mode::HalfOpen {
+                probes_in_flight: 0,
+                successes: 0,
+            });
+        }
+    }
+
     /// Forgets an admitted call that ended without an outcome (cancelled,
     /// or never sent), giving back its probe slot.
     pub(crate) fn cancel(&mut self, admission: Admission) {

@@ -434,6 +434,86 @@ async fn a_dropped_body_frees_its_probe_slot() {
     );
 }
 
+/// A request whose call must be over 100ms from now.
+fn request_with_deadline() -> http::Request<Body> {
+    let mut request = request();
+    crate::CallDeadline::new(Instant::now() + Duration::from_millis(100))
+        .set(request.extensions_mut());
+    request
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_at_their_deadline_count_as_failures() {
+    let (mut svc, mock) = breaker(config());
+    for _ in 0..3 {
+        mock.push(Reply::Hang);
+        let call = svc.ready().await.unwrap().call(request_with_deadline());
+        // What the deadline layer above does: drop the call at its deadline.
+        let timed_out = tokio::time::timeout(Duration::from_millis(100), call).await;
+        assert!(timed_out.is_err());
+    }
+    assert_eq!(
+        svc.handle().state(),
+        State::Open,
+        "three calls that timed out on a silent server trip it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_dropped_before_their_deadline_count_as_nothing() {
+    let (mut svc, mock) = breaker(config());
+    for _ in 0..3 {
+        mock.push(Reply::Hang);
+        let call = svc.ready().await.unwrap().call(request_with_deadline());
+        // The caller gave up, or a hedge won, with time left.
+        let gave_up = tokio::time::timeout(Duration::from_millis(50), call).await;
+        assert!(gave_up.is_err());
+    }
+    assert_eq!(svc.handle().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_dropped_at_its_deadline_counts_as_a_failure() {
+    let (mut svc, mock) = breaker(config());
+    for _ in 0..3 {
+        // A stream that has started, then goes silent past the deadline.
+        mock.push(Reply::Trailers(Code::Ok));
+        let response = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request_with_deadline())
+            .await
+            .unwrap();
+        advance(Duration::from_millis(100)).await;
+        drop(response);
+    }
+    assert_eq!(svc.handle().state(), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reconnect_half_opens_an_open_breaker_at_once() {
+    let (mut svc, mock) = breaker(config());
+    trip(&mut svc, &mock).await;
+    assert_eq!(rejected(call(&mut svc).await), Some(Duration::from_secs(5)));
+    svc.handle().reconnected();
+    assert_eq!(
+        svc.handle().state(),
+        State::HalfOpen,
+        "no wait for recovery"
+    );
+    for _ in 0..2 {
+        assert_eq!(
+            run_with(&mut svc, &mock, Reply::Headers(Code::Ok)).await,
+            Code::Ok
+        );
+    }
+    assert_eq!(svc.handle().state(), State::Closed);
+    // A closed breaker stays closed.
+    svc.handle().reconnected();
+    assert_eq!(svc.handle().state(), State::Closed);
+}
+
 #[tokio::test(start_paused = true)]
 async fn clones_share_one_breaker_which_the_handle_shows() {
     let (mut svc, mock) = breaker(config());

@@ -90,12 +90,18 @@ impl Client {
                 ConnectSettings {
                     connect_timeout: endpoint_config.connect_timeout,
                     keepalive: endpoint_config.keepalive,
+                    reconnect: endpoint_config.reconnect,
                 },
             );
             let breaker = endpoint_config
                 .breaker
                 .unwrap_or_else(BreakerConfig::disabled);
-            Breaker::with_handle(connection, BreakerHandle::for_endpoint(breaker, target))
+            let handle = BreakerHandle::for_endpoint(breaker, target);
+            // A connection made again after failing half-opens the breaker
+            // that failed connects opened: probes go at once.
+            let reconnected = handle.clone();
+            connection.on_reconnect(move || reconnected.reconnected());
+            Breaker::with_handle(connection, handle)
         };
         let balance = Balance::discover(
             config.discovery()?,

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use tonic::body::Body;
 
 use super::watch::SettingsWatch;
+use crate::balance::ReconnectBackoff;
 use crate::connection::executor::BoxingExecutor;
 
 /// The longest keepalive ping answer deadline: a longer interval still
@@ -17,7 +18,7 @@ const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How a [`Connection`](super::Connection) connects and keeps its
 /// connection alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ConnectSettings {
     /// How long a TCP connect and the HTTP/2 handshake, up to the
     /// server's SETTINGS, may take (default 1s).
@@ -26,6 +27,10 @@ pub struct ConnectSettings {
     /// (default 60s; zero turns them off). A ping unanswered for the
     /// interval, or 20s if that is shorter, closes the connection.
     pub keepalive: Duration,
+    /// How long to wait between connects made in the background after a
+    /// connect failed, until one succeeds (default 100ms doubling to 10s,
+    /// jittered).
+    pub reconnect: ReconnectBackoff,
 }
 
 impl Default for ConnectSettings {
@@ -33,6 +38,7 @@ impl Default for ConnectSettings {
         Self {
             connect_timeout: Duration::from_secs(1),
             keepalive: Duration::from_secs(60),
+            reconnect: ReconnectBackoff::default(),
         }
     }
 }

@@ -16,6 +16,14 @@
 //!   `UNAVAILABLE` and a [`ConnectFailed`] cause (the balancer then backs
 //!   the endpoint off; the retry layer knows the call never left); the
 //!   next call dials again.
+//! - **Reconnect in the background.** After a failed connect, a task of
+//!   the connection's own dials again, waiting the reconnect backoff
+//!   (100ms doubling to 10s, jittered) between attempts, until a connect
+//!   succeeds or the connection is dropped. The first connection made
+//!   after failures calls the [`on_reconnect`](Connection::on_reconnect)
+//!   hook: the client's half-opens the endpoint's breaker, so that a
+//!   restarted server gets calls as soon as it accepts connections rather
+//!   than when the breaker's recovery timeout runs out.
 //! - **Reconnect.** Once the connection is closed (the server went away,
 //!   a keepalive ping went unanswered, the server sent `GOAWAY`), the next
 //!   call dials a new one. A request hyper hands back unsent, because the

@@ -4,7 +4,7 @@ use std::{
     future::Future,
     io,
     pin::Pin,
-    sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak},
+    sync::{Arc, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak},
     task::{Context, Poll},
 };
 
@@ -25,7 +25,10 @@ use tower::Service;
 use super::{ConnectFailed, ConnectSettings, NotSent, ResponseBody, connect::Dialer};
 use crate::{
     BoxError,
-    {balance::Availability, balance::Target, status_with_cause},
+    {
+        balance::{Availability, ReconnectBackoff, Target},
+        status_with_cause,
+    },
 };
 
 /// How many connects a call waits for before it gives up on connections
@@ -55,6 +58,10 @@ struct Inner {
     authority: Authority,
     user_agent: HeaderValue,
     dialer: Dialer,
+    /// The waits between background connects after a failed one.
+    reconnect: ReconnectBackoff,
+    /// Told when a connection is made after a failed connect.
+    on_reconnect: OnceLock<Box<dyn Fn() + Send + Sync>>,
     /// Read by every call, written only to connect or drop a connection.
     slot: RwLock<Slot>,
 }
@@ -64,6 +71,10 @@ struct Slot {
     /// The id the next connection gets: it tells a connection that has
     /// been replaced from the current one.
     next_id: u64,
+    /// The last connect failed, and none has succeeded since.
+    failing: bool,
+    /// A background task is connecting again (see [`redial`]).
+    redialing: bool,
 }
 
 enum State {
@@ -118,12 +129,28 @@ impl Connection {
                 authority,
                 user_agent: HeaderValue::from_static(SINEW_USER_AGENT),
                 dialer: Dialer::new(target.connect(), settings),
+                reconnect: settings.reconnect,
+                on_reconnect: OnceLock::new(),
                 slot: RwLock::new(Slot {
                     state: State::Idle,
                     next_id: 0,
+                    failing: false,
+                    redialing: false,
                 }),
             }),
         }
+    }
+
+    /// Has `hook` called each time a connection is made after a connect
+    /// failed (the client has it half-open the endpoint's breaker). Only
+    /// the first hook set is kept.
+    pub fn on_reconnect(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.inner.on_reconnect.set(Box::new(hook));
+    }
+
+    /// Whether a connection is open now.
+    pub fn is_connected(&self) -> bool {
+        matches!(&self.inner.read().state, State::Connected(ready) if !ready.send.is_closed())
     }
 }
 
@@ -284,11 +311,23 @@ impl Inner {
             match result {
                 Ok(send) => {
                     slot.state = State::Connected(Ready { id, send });
+                    let recovered = std::mem::take(&mut slot.failing);
+                    drop(slot);
+                    if recovered {
+                        tracing::debug!(authority = %inner.authority, "reconnected");
+                        if let Some(hook) = inner.on_reconnect.get() {
+                            hook();
+                        }
+                    }
                     Ok(())
                 }
                 Err(error) => {
                     tracing::debug!(authority = %inner.authority, %error, "connect failed");
                     slot.state = State::Idle;
+                    slot.failing = true;
+                    if !std::mem::replace(&mut slot.redialing, true) {
+                        tokio::spawn(redial(Arc::downgrade(&inner)));
+                    }
                     Err(ConnectFailed::new(error))
                 }
             }
@@ -320,6 +359,48 @@ impl Inner {
         let mut slot = self.write();
         if matches!(&slot.state, State::Connected(ready) if ready.id == id) {
             slot.state = State::Idle;
+        }
+    }
+}
+
+/// Connects again in the background after a connect failed, waiting the
+/// reconnect backoff between attempts, until one succeeds (or a call's
+/// connect does) or the connection is dropped. One such task at most per
+/// connection; it holds the connection only while an attempt runs.
+///
+/// Without it, an endpoint whose breaker opened on failed connects would
+/// be tried again only when the breaker's recovery timeout ran out: with
+/// it, the breaker half-opens as soon as the server accepts connections
+/// again (see [`Connection::on_reconnect`]).
+async fn redial(inner: Weak<Inner>) {
+    let rng = crate::Rng::from_entropy();
+    let mut failures = 0u32;
+    loop {
+        let Some(rule) = inner.upgrade().map(|inner| inner.reconnect.rule()) else {
+            return;
+        };
+        tokio::time::sleep(rule.wait(failures.min(20), rng.next_f64())).await;
+        failures = failures.saturating_add(1);
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let attempt = {
+            let mut slot = strong.write();
+            match &slot.state {
+                State::Connected(ready) if !ready.send.is_closed() => {
+                    slot.redialing = false;
+                    return;
+                }
+                State::Connecting { attempt, .. } => attempt.clone(),
+                State::Idle | State::Connected(_) => strong.start_connect(&mut slot),
+            }
+        };
+        drop(strong);
+        if attempt.await.is_ok() {
+            if let Some(strong) = inner.upgrade() {
+                strong.write().redialing = false;
+            }
+            return;
         }
     }
 }

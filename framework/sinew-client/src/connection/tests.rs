@@ -216,6 +216,32 @@ async fn a_refused_connect_is_a_typed_connect_failure_and_the_next_call_retries(
 }
 
 #[tokio::test]
+async fn after_a_failed_connect_it_connects_again_in_the_background() {
+    let port = ClosedPort::new();
+    let connection = connection(port.addr());
+    let (told, mut reconnected) = tokio::sync::mpsc::unbounded_channel();
+    connection.on_reconnect(move || {
+        let _ = told.send(());
+    });
+    call(&connection).await.unwrap_err();
+    assert!(!connection.is_connected());
+
+    // The server comes up; no call is made.
+    let server = Server::on(port.listen());
+    tokio::time::timeout(std::time::Duration::from_secs(5), reconnected.recv())
+        .await
+        .expect("a background connect within the backoff")
+        .unwrap();
+    assert!(connection.is_connected());
+    assert_eq!(server.accepted(), 1);
+    // The next call goes on that connection, and the redialing is over.
+    call(&connection).await.unwrap();
+    assert_eq!(server.accepted(), 1);
+    assert!(reconnected.try_recv().is_err(), "told once");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn after_the_server_restarts_the_next_call_reconnects() {
     let server = Server::start().await;
     let connection = connection(server.addr);
