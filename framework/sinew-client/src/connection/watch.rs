@@ -91,12 +91,11 @@ impl<T: AsyncRead> AsyncRead for SettingsWatch<T> {
         let this = self.project();
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
-        if let Some(watch) = this.watch {
-            if watch.saw(&buf.filled()[before..]) {
-                if let Some(watch) = this.watch.take() {
-                    let _ = watch.done.send(());
-                }
-            }
+        if let Some(watch) = this.watch
+            && watch.saw(&buf.filled()[before..])
+            && let Some(watch) = this.watch.take()
+        {
+            let _ = watch.done.send(());
         }
         polled
     }
