@@ -3,10 +3,12 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
+
+use super::load::Load;
 
 use sinew_core::body::{End, Guard, GuardBody};
 use tokio::time::Instant;
@@ -46,7 +48,7 @@ impl Default for ReconnectBackoff {
 pub(crate) struct Endpoint<S> {
     pub(crate) key: String,
     pub(crate) service: S,
-    in_flight: Arc<AtomicUsize>,
+    load: Arc<Load>,
     /// Consecutive connect failures.
     failures: AtomicU32,
     /// Until when (nanoseconds after `epoch`) the endpoint is left alone.
@@ -59,7 +61,7 @@ impl<S> Endpoint<S> {
         Self {
             key,
             service,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            load: Arc::new(Load::new(Instant::now())),
             failures: AtomicU32::new(0),
             backoff_until: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -67,14 +69,24 @@ impl<S> Endpoint<S> {
     }
 
     /// Calls sent to this endpoint and not yet over.
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.load.in_flight()
     }
 
-    /// Counts a call as outstanding until the guard drops.
-    pub(crate) fn start_call(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(self.in_flight.clone())
+    /// What one more call here costs (see [`Load::cost`]).
+    pub(crate) fn cost(&self, now: Instant) -> f64 {
+        self.load.cost(now)
+    }
+
+    /// Counts a call as outstanding until the guard drops, and times it
+    /// until [`InFlight::answered`].
+    pub(crate) fn start_call(&self, now: Instant) -> InFlight {
+        self.load.start();
+        InFlight {
+            load: self.load.clone(),
+            started: Some(now),
+        }
     }
 
     /// Whether the endpoint is waiting out a reconnect backoff.
@@ -103,14 +115,41 @@ impl<S> Endpoint<S> {
     }
 }
 
-/// Decrements an endpoint's outstanding calls when dropped: the guard of
-/// an [`InFlightBody`].
+/// Counts a call as outstanding on its endpoint until dropped, and feeds
+/// the endpoint's latency estimate: the guard of an [`InFlightBody`].
 #[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight {
+    load: Arc<Load>,
+    /// When the call was sent; `None` once answered (or failed).
+    started: Option<Instant>,
+}
+
+impl InFlight {
+    /// The response headers came: their latency feeds the estimate.
+    pub(crate) fn answered(&mut self, now: Instant) {
+        if let Some(started) = self.started.take() {
+            self.load
+                .answered(now.saturating_duration_since(started), now);
+        }
+    }
+
+    /// The call failed without an answer to time (a failed connect, an
+    /// error from a layer below): it feeds nothing.
+    pub(crate) fn failed(&mut self) {
+        self.started = None;
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.load.end();
+        // Dropped while still waiting for its answer: the time it waited
+        // counts if it is above the estimate.
+        if let Some(started) = self.started {
+            let now = Instant::now();
+            self.load
+                .unanswered(now.saturating_duration_since(started), now);
+        }
     }
 }
 

@@ -63,7 +63,7 @@ where
         shared: Arc<Shared<S>>,
         request: http::Request<Body>,
     ) -> Self {
-        let guard = endpoint.start_call();
+        let guard = endpoint.start_call(Instant::now());
         let call = Oneshot::new(endpoint.service.clone(), request);
         Self {
             state: State::Calling {
@@ -101,12 +101,18 @@ where
                 let result = ready!(call.poll(cx)).map_err(Into::into);
                 Poll::Ready(match result {
                     Ok(response) => {
+                        if let Some(guard) = guard {
+                            guard.answered(Instant::now());
+                        }
                         endpoint.connected();
                         // The body keeps the call counted on the endpoint
                         // until it ends.
                         Ok(response.map(|body| InFlightBody::new(body, guard.take())))
                     }
                     Err(error) => {
+                        if let Some(guard) = guard {
+                            guard.failed();
+                        }
                         if is_connect_error(&*error) {
                             endpoint.connect_failed(Instant::now(), shared.backoff, &shared.rng);
                         }

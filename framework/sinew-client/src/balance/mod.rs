@@ -2,8 +2,20 @@
 //!
 //! [`Balance`] spreads calls with the power of two choices: it draws two
 //! endpoints at random (with the client's seeded [`Rng`](super::Rng)) and
-//! sends to the one with fewer calls outstanding, which steers load away
-//! from slow endpoints without any global coordination.
+//! sends to the one that costs less, which steers load away from slow
+//! endpoints without any global coordination. The cost is peak EWMA, as in
+//! linkerd and Finagle: an estimate of the endpoint's latency times its
+//! calls outstanding plus one.
+//!
+//! - The latency is the time to the response headers. One slower than the
+//!   estimate replaces it at once; faster ones pull it down gradually;
+//!   without news it decays towards zero with a 10s time constant, so an
+//!   endpoint avoided for being slow is tried again in time.
+//! - A call dropped unanswered (its deadline passed on a server that went
+//!   silent, or its caller gave up) counts the time it waited, if that is
+//!   above the estimate. A silent endpoint looks slow after one such call
+//!   and is passed over; its breaker ejects it if its calls keep timing
+//!   out.
 //!
 //! An endpoint is passed over while it is ejected:
 //!
@@ -26,6 +38,7 @@
 mod discover;
 mod endpoint;
 mod future;
+mod load;
 mod service;
 
 pub use discover::{Discovery, DiscoveryError, Target};
@@ -74,6 +87,8 @@ mod tests {
         hits: Arc<AtomicUsize>,
         ejected: Arc<AtomicBool>,
         refusing: Arc<AtomicBool>,
+        /// Answers after this long (milliseconds); `u64::MAX` never.
+        delay_ms: Arc<std::sync::atomic::AtomicU64>,
     }
 
     impl Availability for Mock {
@@ -94,7 +109,13 @@ mod tests {
         fn call(&mut self, _request: http::Request<Body>) -> Self::Future {
             self.hits.fetch_add(1, Ordering::SeqCst);
             let refusing = self.refusing.load(Ordering::SeqCst);
+            let delay_ms = self.delay_ms.load(Ordering::SeqCst);
             Box::pin(async move {
+                match delay_ms {
+                    0 => {}
+                    u64::MAX => std::future::pending::<()>().await,
+                    ms => tokio::time::sleep(Duration::from_millis(ms)).await,
+                }
                 if refusing {
                     let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
                     return Err(Box::new(refused) as BoxError);
@@ -141,7 +162,9 @@ mod tests {
             .await
     }
 
-    #[tokio::test]
+    // Paused, so that every answer takes no time and only the calls
+    // outstanding tell the endpoints apart.
+    #[tokio::test(start_paused = true)]
     async fn outstanding_calls_steer_the_choice() {
         let (balance, mocks) = balancer(&["a", "b"], 7).await;
         let mut held = Vec::new();
@@ -153,6 +176,57 @@ mod tests {
         assert_eq!(hits(&mocks, "a"), 5);
         assert_eq!(hits(&mocks, "b"), 5);
         drop(held);
+    }
+
+    fn delay(mocks: &HashMap<String, Mock>, name: &str, ms: u64) {
+        mocks[&format!("http://{name}:1/")]
+            .delay_ms
+            .store(ms, Ordering::SeqCst);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_endpoint_is_passed_over_once_it_has_been_slow() {
+        let (balance, mocks) = balancer(&["fast", "slow"], 11).await;
+        delay(&mocks, "fast", 1);
+        delay(&mocks, "slow", 100);
+        // One call at a time: both always have nothing outstanding, so
+        // only the latency tells them apart.
+        for _ in 0..50 {
+            drop(call(&balance).await.unwrap());
+        }
+        assert!(
+            hits(&mocks, "slow") <= 1,
+            "slow got {} of 50",
+            hits(&mocks, "slow")
+        );
+
+        // Without news its estimate decays (fast's too, but fast's next
+        // answer sets it back to 1ms), and it is tried again.
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        delay(&mocks, "slow", 1);
+        for _ in 0..50 {
+            drop(call(&balance).await.unwrap());
+        }
+        assert!(hits(&mocks, "slow") > 5, "tried again once decayed");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_endpoint_is_passed_over_after_one_call_times_out() {
+        let (balance, mocks) = balancer(&["live", "silent"], 4).await;
+        delay(&mocks, "silent", u64::MAX);
+        let mut timed_out = 0;
+        for _ in 0..50 {
+            // What the deadline layer above does at the call's deadline.
+            match tokio::time::timeout(Duration::from_millis(200), call(&balance)).await {
+                Ok(response) => drop(response.unwrap()),
+                Err(_elapsed) => timed_out += 1,
+            }
+        }
+        assert_eq!(hits(&mocks, "silent"), timed_out);
+        assert!(
+            timed_out <= 1,
+            "{timed_out} of 50 went to the silent endpoint"
+        );
     }
 
     #[tokio::test]

@@ -130,7 +130,9 @@ impl<S> Balance<S>
 where
     S: Availability,
 {
-    /// Power of two choices among the endpoints that are not ejected.
+    /// Power of two choices among the endpoints that are not ejected: the
+    /// one of lower cost (peak-EWMA latency times calls outstanding, see
+    /// `load`).
     fn pick(&self, endpoints: &[Arc<Endpoint<S>>], now: Instant) -> Option<usize> {
         let usable = |i: usize| {
             let e = &endpoints[i];
@@ -148,7 +150,7 @@ where
                     b += 1;
                 }
                 match (usable(a), usable(b)) {
-                    (true, true) if endpoints[b].in_flight() < endpoints[a].in_flight() => Some(b),
+                    (true, true) if endpoints[b].cost(now) < endpoints[a].cost(now) => Some(b),
                     (true, _) => Some(a),
                     (false, true) => Some(b),
                     // Both drawn are ejected: take the first usable one after a.
