@@ -1,4 +1,10 @@
-//! A loopback port nothing listens on, for tests of refused connections.
+//! Helpers for sinew's own tests: [`ClosedPort`], a loopback port nothing
+//! listens on, for refused connections; [`ChaosProxy`], a fault-injecting
+//! TCP proxy.
+
+mod proxy;
+
+pub use proxy::{ChaosProxy, Fault};
 
 use std::net::{Ipv4Addr, SocketAddr};
 
