@@ -33,8 +33,14 @@ async fn calls_spread_across_endpoints() {
     let server_a = serve_on("127.0.0.1:0".parse().unwrap(), a.clone()).await;
     let server_b = serve_on("127.0.0.1:0".parse().unwrap(), b.clone()).await;
     let mut client = echo_client(&[server_a.addr, server_b.addr], |c| c).await;
+    // Each call takes 40ms on either server, so that the two latency
+    // estimates stay within the factor of two in which the balancer
+    // compares calls outstanding alone, whatever the noise of a busy host
+    // adds to one call (a 1ms answer that took 5ms once would be avoided).
     for i in 0..40 {
-        client.post(echo(&format!("{i}"))).await.unwrap();
+        let mut request = echo(&format!("{i}"));
+        request.delay_ms = 40;
+        client.post(request).await.unwrap();
     }
     assert_eq!(a.calls() + b.calls(), 40);
     assert!(

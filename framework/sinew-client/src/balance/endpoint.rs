@@ -68,6 +68,11 @@ impl<S> Endpoint<S> {
         }
     }
 
+    /// Calls sent to this endpoint and not yet over.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.load.in_flight()
+    }
+
     /// What one more call here costs (see [`Load::cost`]).
     pub(crate) fn cost(&self, now: Instant) -> f64 {
         self.load.cost(now)

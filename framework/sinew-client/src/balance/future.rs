@@ -16,7 +16,7 @@ use super::{
     endpoint::{Endpoint, InFlight, InFlightBody},
     service::{Shared, is_connect_error},
 };
-use crate::BoxError;
+use crate::{BoxError, connection::Dialed};
 
 pin_project! {
     /// Response future of [`Balance`](super::Balance): the call on the
@@ -102,7 +102,13 @@ where
                 Poll::Ready(match result {
                     Ok(response) => {
                         if let Some(guard) = guard {
-                            guard.answered(Instant::now());
+                            // A call that waited for its connection to be
+                            // made timed the dial, not the server.
+                            if response.extensions().get::<Dialed>().is_some() {
+                                guard.failed();
+                            } else {
+                                guard.answered(Instant::now());
+                            }
                         }
                         endpoint.connected();
                         // The body keeps the call counted on the endpoint

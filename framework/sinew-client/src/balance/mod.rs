@@ -5,7 +5,10 @@
 //! sends to the one that costs less, which steers load away from slow
 //! endpoints without any global coordination. The cost is peak EWMA, as in
 //! linkerd and Finagle: an estimate of the endpoint's latency times its
-//! calls outstanding plus one.
+//! calls outstanding plus one. Costs within a factor of two count as
+//! equal, and then the one with fewer calls outstanding wins: endpoints of
+//! about the same latency share a light load evenly instead of one taking
+//! every call for having answered fastest lately.
 //!
 //! - The latency is the time to the response headers. One slower than the
 //!   estimate replaces it at once; faster ones pull it down gradually;

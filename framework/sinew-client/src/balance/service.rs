@@ -150,7 +150,7 @@ where
                     b += 1;
                 }
                 match (usable(a), usable(b)) {
-                    (true, true) if endpoints[b].cost(now) < endpoints[a].cost(now) => Some(b),
+                    (true, true) if prefer(&endpoints[b], &endpoints[a], now) => Some(b),
                     (true, _) => Some(a),
                     (false, true) => Some(b),
                     // Both drawn are ejected: take the first usable one after a.
@@ -159,6 +159,23 @@ where
             }
         }
     }
+}
+
+/// Whether `b` is the better choice than `a`: it costs less than half as
+/// much, or their costs are within a factor of two and `b` has fewer calls
+/// outstanding. The band keeps endpoints of about the same latency sharing
+/// calls evenly (a pure cost comparison would send every call of a lightly
+/// loaded client to whichever answered fastest lately), while a slow or
+/// silent endpoint, whose cost is many times the others', is passed over.
+fn prefer<S>(b: &Endpoint<S>, a: &Endpoint<S>, now: Instant) -> bool {
+    let (cost_a, cost_b) = (a.cost(now), b.cost(now));
+    if cost_b * 2.0 < cost_a {
+        return true;
+    }
+    if cost_a * 2.0 < cost_b {
+        return false;
+    }
+    b.in_flight() < a.in_flight()
 }
 
 async fn refresh<S>(shared: Weak<Shared<S>>, discovery: Discovery, every: std::time::Duration)

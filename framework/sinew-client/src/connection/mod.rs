@@ -87,4 +87,5 @@ mod tests;
 pub use body::ResponseBody;
 pub use connect::ConnectSettings;
 pub use error::{ConnectFailed, NotSent};
+pub(crate) use service::Dialed;
 pub use service::{Connection, ResponseFuture};

@@ -93,6 +93,12 @@ struct Ready {
     send: SendRequest<Body>,
 }
 
+/// Marks a response whose call waited for its connection to be made: its
+/// latency includes the dial, and says nothing of the server's (the
+/// balancer leaves it out of the endpoint's estimate).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Dialed;
+
 /// What to do with a request: it is on its way on a connection, or it
 /// waits for a connect.
 enum Next<F> {
@@ -216,6 +222,7 @@ impl Inner {
     ) -> Result<Response<ResponseBody>, BoxError> {
         let mut again = false;
         let mut waits = 0;
+        let mut dialed = false;
         loop {
             let (id, sending) = match self.next(request) {
                 Next::Sending(id, sending) => (id, sending),
@@ -231,6 +238,7 @@ impl Inner {
                 }
                 Next::Waiting(unsent, attempt) => {
                     waits += 1;
+                    dialed = true;
                     attempt.await.map_err(connect_failed)?;
                     // Connected: the attempt's task stored the connection.
                     request = *unsent;
@@ -238,7 +246,12 @@ impl Inner {
                 }
             };
             let mut error = match sending.await {
-                Ok(response) => return Ok(response.map(ResponseBody::new)),
+                Ok(mut response) => {
+                    if dialed {
+                        response.extensions_mut().insert(Dialed);
+                    }
+                    return Ok(response.map(ResponseBody::new));
+                }
                 Err(error) => error,
             };
             // The connection is going away: the next call makes a new
