@@ -132,9 +132,9 @@ impl InFlight {
         }
     }
 
-    /// The call failed without an answer to time (a failed connect, an
-    /// error from a layer below): it feeds nothing.
-    pub(crate) fn failed(&mut self) {
+    /// The call's answer times something else than the server (it waited
+    /// for its connection to be made): it feeds nothing.
+    pub(crate) fn untimed(&mut self) {
         self.started = None;
     }
 }

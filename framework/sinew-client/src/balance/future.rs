@@ -105,7 +105,7 @@ where
                             // A call that waited for its connection to be
                             // made timed the dial, not the server.
                             if response.extensions().get::<Dialed>().is_some() {
-                                guard.failed();
+                                guard.untimed();
                             } else {
                                 guard.answered(Instant::now());
                             }
@@ -116,9 +116,10 @@ where
                         Ok(response.map(|body| InFlightBody::new(body, guard.take())))
                     }
                     Err(error) => {
-                        if let Some(guard) = guard {
-                            guard.failed();
-                        }
+                        // An error after a wait (a connection closed as
+                        // silent, say) counts the time waited, as a call
+                        // dropped unanswered does: the guard's drop.
+                        drop(guard.take());
                         if is_connect_error(&*error) {
                             endpoint.connect_failed(Instant::now(), shared.backoff, &shared.rng);
                         }

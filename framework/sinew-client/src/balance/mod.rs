@@ -15,8 +15,9 @@
 //!   without news it decays towards zero with a 10s time constant, so an
 //!   endpoint avoided for being slow is tried again in time.
 //! - A call dropped unanswered (its deadline passed on a server that went
-//!   silent, or its caller gave up) counts the time it waited, if that is
-//!   above the estimate. A silent endpoint looks slow after one such call
+//!   silent, or its caller gave up), or that failed without response
+//!   headers (its connection was closed as silent), counts the time it
+//!   waited, if that is above the estimate. A silent endpoint looks slow after one such call
 //!   and is passed over; its breaker ejects it if its calls keep timing
 //!   out.
 //!

@@ -8,7 +8,11 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
-use super::watch::SettingsWatch;
+use std::sync::Arc;
+
+use tokio::task::AbortHandle;
+
+use super::{watch::SettingsWatch, watchdog::Activity};
 use crate::balance::ReconnectBackoff;
 use crate::connection::executor::BoxingExecutor;
 
@@ -85,12 +89,24 @@ impl Dialer {
     /// alone resolves before the server has said anything). The error is
     /// the I/O error of the connect (`TimedOut` past the timeout), or the
     /// handshake's error wrapped in one.
-    pub(super) async fn dial(&self) -> io::Result<SendRequest<Body>> {
+    pub(super) async fn dial(&self) -> io::Result<Link> {
+        self.dial_within(self.timeout).await
+    }
+
+    /// The connect timeout.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// [`dial`](Self::dial), bounded by `timeout` instead of the connect
+    /// timeout.
+    pub(super) async fn dial_within(&self, timeout: Duration) -> io::Result<Link> {
+        let activity = Arc::new(Activity::new());
         let mut task = None;
         let connect = async {
             let stream = TcpStream::connect((&*self.host, self.port)).await?;
             stream.set_nodelay(true)?;
-            let (stream, settled) = SettingsWatch::new(stream);
+            let (stream, settled) = SettingsWatch::new(stream, activity.clone());
             let (send, connection) = self
                 .builder
                 .handshake(TokioIo::new(stream))
@@ -99,8 +115,9 @@ impl Dialer {
             // The connection's task reads the server's SETTINGS.
             task = Some(AbortOnDrop(Some(tokio::spawn(async move {
                 // The connection ends when the server closes it, a
-                // keepalive ping goes unanswered, or every handle to send
-                // on is dropped and its streams are done.
+                // keepalive ping goes unanswered, every handle to send on
+                // is dropped and its streams are done, or its watchdog
+                // aborts it.
                 if let Err(error) = connection.await {
                     tracing::debug!(%error, "client connection closed with an error");
                 }
@@ -113,18 +130,29 @@ impl Dialer {
             })?;
             Ok(send)
         };
-        let result = match tokio::time::timeout(self.timeout, connect).await {
+        let result = match tokio::time::timeout(timeout, connect).await {
             Ok(result) => result,
             Err(_elapsed) => Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         };
-        if result.is_ok()
-            && let Some(task) = task
-        {
-            // Connected: the task runs for as long as the connection.
-            task.detach();
-        }
-        result
+        let send = result?;
+        // Connected: the task runs for as long as the connection.
+        let task = task
+            .and_then(AbortOnDrop::detach)
+            .ok_or_else(|| io::Error::other("the connection's task is gone"))?;
+        Ok(Link {
+            send,
+            activity,
+            task,
+        })
     }
+}
+
+/// A connection made: the handle to send on, what its watchdog reads, and
+/// its task.
+pub(super) struct Link {
+    pub(super) send: SendRequest<Body>,
+    pub(super) activity: Arc<Activity>,
+    pub(super) task: AbortHandle,
 }
 
 /// Aborts a connection's task that is dropped before its handshake is
@@ -132,8 +160,9 @@ impl Dialer {
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
 
 impl AbortOnDrop {
-    fn detach(mut self) {
-        self.0 = None;
+    /// Lets the task run on; a handle to abort it later.
+    fn detach(mut self) -> Option<AbortHandle> {
+        self.0.take().map(|task| task.abort_handle())
     }
 }
 

@@ -33,6 +33,14 @@
 //!   call that has waited for three connects, each closed before the call
 //!   could go on it, fails as on a failed connect (`ConnectionAborted`)
 //!   rather than dial until its deadline.
+//! - **A watchdog for silence.** While calls wait for their response
+//!   headers on a connection that has read nothing for a third of the time
+//!   to the most urgent one's deadline (50ms to 10s), the endpoint is
+//!   probed with a new connect. If the probe fails, the connection is
+//!   failed at once: its calls end `UNAVAILABLE` with time left to be
+//!   retried elsewhere, instead of waiting out their deadlines on a peer
+//!   that stopped answering. See `watchdog.rs` for why a connect and not
+//!   a PING.
 //! - **Per call.** The generated client gives a path-only URI: the
 //!   endpoint's origin ([`Target::origin`]: scheme and authority, parsed
 //!   once) is set on it, and `user-agent: sinew/<version>` if the caller
@@ -65,6 +73,7 @@ mod error;
 mod executor;
 mod service;
 mod watch;
+mod watchdog;
 
 /// The status of a call whose connection failed under it: what an HTTP/2
 /// error in its chain says where there is one (a stream refused or

@@ -22,9 +22,15 @@ use tokio::time::Instant;
 use tonic::{Code, body::Body};
 use tower::Service;
 
-use super::{ConnectFailed, ConnectSettings, NotSent, ResponseBody, connect::Dialer};
+use super::{
+    ConnectFailed, ConnectSettings, NotSent, ResponseBody,
+    connect::{Dialer, Link},
+    watchdog::{Activity, MAX_SILENCE},
+};
+use tokio::task::AbortHandle;
+
 use crate::{
-    BoxError,
+    BoxError, CallDeadline,
     {
         balance::{Availability, ReconnectBackoff, Target},
         status_with_cause,
@@ -91,6 +97,8 @@ type Attempt = Shared<BoxFuture<'static, Result<(), ConnectFailed>>>;
 struct Ready {
     id: u64,
     send: SendRequest<Body>,
+    /// What the connection's calls and reads tell its watchdog.
+    activity: Arc<Activity>,
 }
 
 /// Marks a response whose call waited for its connection to be made: its
@@ -102,7 +110,7 @@ pub(crate) struct Dialed;
 /// What to do with a request: it is on its way on a connection, or it
 /// waits for a connect.
 enum Next<F> {
-    Sending(u64, F),
+    Sending(u64, Arc<Activity>, F),
     Waiting(Box<Request<Body>>, Attempt),
 }
 
@@ -223,9 +231,11 @@ impl Inner {
         let mut again = false;
         let mut waits = 0;
         let mut dialed = false;
+        // The call's deadline, for the watchdog's patience.
+        let deadline = CallDeadline::of(request.extensions()).map(CallDeadline::at);
         loop {
-            let (id, sending) = match self.next(request) {
-                Next::Sending(id, sending) => (id, sending),
+            let (id, activity, sending) = match self.next(request) {
+                Next::Sending(id, activity, sending) => (id, activity, sending),
                 // A server that closes each connection as soon as it is
                 // made would keep the call dialing until its deadline:
                 // after `MAX_WAITS` such connections it is a failed connect.
@@ -245,7 +255,10 @@ impl Inner {
                     continue;
                 }
             };
-            let mut error = match sending.await {
+            let waiting = activity.waiting(deadline);
+            let sent = sending.await;
+            drop(waiting);
+            let mut error = match sent {
                 Ok(mut response) => {
                     if dialed {
                         response.extensions_mut().insert(Dialed);
@@ -290,19 +303,20 @@ impl Inner {
         // handle is cloned so that sending needs no lock at all.
         let open = match &self.read().state {
             State::Connected(ready) if !ready.send.is_closed() => {
-                Some((ready.id, ready.send.clone()))
+                Some((ready.id, ready.send.clone(), ready.activity.clone()))
             }
             _ => None,
         };
-        if let Some((id, mut send)) = open {
-            return Next::Sending(id, dispatch(&mut send, request));
+        if let Some((id, mut send, activity)) = open {
+            return Next::Sending(id, activity, dispatch(&mut send, request));
         }
         let mut slot = self.write();
         // Another call may have connected in between.
         if let State::Connected(ready) = &mut slot.state
             && !ready.send.is_closed()
         {
-            return Next::Sending(ready.id, dispatch(&mut ready.send, request));
+            let activity = ready.activity.clone();
+            return Next::Sending(ready.id, activity, dispatch(&mut ready.send, request));
         }
         let attempt = match &slot.state {
             State::Connecting { attempt, .. } => attempt.clone(),
@@ -322,8 +336,13 @@ impl Inner {
             let mut slot = inner.write();
             // Nothing else replaces a connect in progress.
             match result {
-                Ok(send) => {
-                    slot.state = State::Connected(Ready { id, send });
+                Ok(Link {
+                    send,
+                    activity,
+                    task,
+                }) => {
+                    tokio::spawn(watchdog(Arc::downgrade(&inner), id, activity.clone(), task));
+                    slot.state = State::Connected(Ready { id, send, activity });
                     let recovered = std::mem::take(&mut slot.failing);
                     drop(slot);
                     if recovered {
@@ -373,6 +392,48 @@ impl Inner {
         if matches!(&slot.state, State::Connected(ready) if ready.id == id) {
             slot.state = State::Idle;
         }
+    }
+}
+
+/// Watches connection `id` while it lives: when it has been silent too
+/// long with calls waiting on it, probes the endpoint with a new connect,
+/// and fails the connection if the probe fails (see `watchdog`).
+async fn watchdog(inner: Weak<Inner>, id: u64, activity: Arc<Activity>, task: AbortHandle) {
+    loop {
+        let patience = tokio::select! {
+            patience = activity.suspect() => patience,
+            // The connection closed on its own.
+            () = closed(&task) => return,
+        };
+        let Some(strong) = inner.upgrade() else {
+            return;
+        };
+        let timeout = patience.min(strong.dialer.timeout());
+        match strong.dialer.dial_within(timeout).await {
+            Ok(_probe) => {
+                // Alive, only slow; the probe connection is dropped.
+                activity.cleared(Instant::now());
+            }
+            Err(error) => {
+                tracing::warn!(
+                    authority = %strong.authority,
+                    silent_for = ?patience,
+                    %error,
+                    "the connection went silent and the endpoint answers no new connect: closing it"
+                );
+                strong.forget(id);
+                // Its reads fail from now: hyper fails every call on it.
+                activity.kill();
+                return;
+            }
+        }
+    }
+}
+
+/// Resolves once the connection's task has ended, looking now and then.
+async fn closed(task: &AbortHandle) {
+    while !task.is_finished() {
+        tokio::time::sleep(MAX_SILENCE).await;
     }
 }
 

@@ -12,8 +12,11 @@
 use std::{
     io,
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
 };
+
+use super::watchdog::Activity;
 
 use pin_project_lite::pin_project;
 use tokio::{
@@ -32,6 +35,8 @@ pin_project! {
         #[pin]
         inner: T,
         watch: Option<Watch>,
+        // Told of every read, for the connection's watchdog.
+        activity: Arc<Activity>,
     }
 }
 
@@ -47,7 +52,7 @@ struct Watch {
 impl<T> SettingsWatch<T> {
     /// Wraps `inner`; the receiver resolves when the server's first frame
     /// has been read (and errs if the I/O is dropped before).
-    pub(super) fn new(inner: T) -> (Self, oneshot::Receiver<()>) {
+    pub(super) fn new(inner: T, activity: Arc<Activity>) -> (Self, oneshot::Receiver<()>) {
         let (done, settled) = oneshot::channel();
         let watch = Watch {
             header: [0; FRAME_HEADER],
@@ -58,6 +63,7 @@ impl<T> SettingsWatch<T> {
             Self {
                 inner,
                 watch: Some(watch),
+                activity,
             },
             settled,
         )
@@ -89,8 +95,14 @@ impl<T: AsyncRead> AsyncRead for SettingsWatch<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
+        if let Some(error) = this.activity.check(cx.waker()) {
+            return Poll::Ready(Err(error));
+        }
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.read();
+        }
         if let Some(watch) = this.watch
             && watch.saw(&buf.filled()[before..])
             && let Some(watch) = this.watch.take()
@@ -182,7 +194,7 @@ mod tests {
     #[tokio::test]
     async fn the_receiver_resolves_when_the_frame_has_been_read() {
         let (client, mut server) = tokio::io::duplex(64);
-        let (mut watched, settled) = SettingsWatch::new(client);
+        let (mut watched, settled) = SettingsWatch::new(client, Arc::new(Activity::new()));
         tokio::io::AsyncWriteExt::write_all(&mut server, &SETTINGS)
             .await
             .unwrap();
