@@ -19,7 +19,13 @@
 //! 1. every service and the overall status turn `NOT_SERVING`, which open
 //!    `Watch` streams see at once; readiness probes stop;
 //! 2. the server keeps serving for the lame-duck delay, so load balancers
-//!    notice and stop sending;
+//!    notice and stop sending. The delay is 5s when an orchestrator is
+//!    detected (Kubernetes, Nomad or ECS, by the variables each sets in
+//!    its workloads: see [`detect_orchestrator`]) and none otherwise,
+//!    unless `lame_duck` is configured; the drain's first log line says
+//!    which and why (`lame duck 5s: Kubernetes detected
+//!    (KUBERNETES_SERVICE_HOST)`, `no lame duck: no orchestrator
+//!    detected`);
 //! 3. it stops accepting connections (the listen socket closes, so new
 //!    connects are refused), ends `Watch` streams, and tells clients to go
 //!    away: every connection sends HTTP/2 `GOAWAY` and refuses new calls;
@@ -64,7 +70,10 @@ use tower::{Service, ServiceBuilder};
 pub use catch_panic::{
     CatchPanic, CatchPanicLayer, PanicSafeBody, ResponseFuture as CatchPanicFuture,
 };
-pub use config::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ServerConfig, Settings};
+pub use config::{
+    CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ORCHESTRATED_LAME_DUCK, ServerConfig, Settings,
+    detect_orchestrator,
+};
 pub use deadline::{Deadline, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline};
 pub use definition::ServiceDefinition;
 pub use message_limit::{
@@ -384,6 +393,7 @@ impl Server {
         let stop_probes = probe_task.as_ref().map(|task| task.0.abort_handle());
 
         let lame_duck = settings.lame_duck;
+        let lame_duck_reason = settings.lame_duck_reason();
         let drain_health = health.clone();
         let drain_name = name.clone();
         // Shared by the drain's waits: once resolved, it stays resolved.
@@ -391,7 +401,10 @@ impl Server {
         let hurried = hurry.clone();
         let drain = async move {
             signal.await;
-            tracing::info!(server = %drain_name, ?lame_duck, "draining: reporting NOT_SERVING");
+            tracing::info!(
+                server = %drain_name,
+                "draining: reporting NOT_SERVING; {lame_duck_reason}"
+            );
             if let Some(probes) = stop_probes {
                 probes.abort();
             }
