@@ -82,4 +82,5 @@ pub(crate) use connections::Connections;
 pub(crate) use preface::{Spoken, Watched};
 pub(crate) use recover::Recover;
 pub(crate) use routes::{DuplicateService, RoutesBuilder};
+pub use routes::{Routing, RoutingFuture};
 pub(crate) use service::{ConnectionService, RequestBody};
