@@ -193,6 +193,8 @@ type ServerLayer = Box<dyn FnOnce(Routing) -> Routing + Send>;
 struct Hosted {
     name: &'static str,
     descriptor: &'static [u8],
+    /// Its method table.
+    methods: &'static [contract::MethodInfo],
     add: AddService,
 }
 
@@ -275,6 +277,7 @@ impl Server {
         self.services.push(Hosted {
             name: S::NAME,
             descriptor: S::FILE_DESCRIPTOR_SET,
+            methods: <S::Contract as contract::Contract>::METHODS,
             add: Box::new(move |routes, settings| {
                 warn_of_fixed_limits::<S>(settings);
                 routes.add_route(S::NAME, codec_limits(service, settings))?;
@@ -318,6 +321,7 @@ impl Server {
         self.services.push(Hosted {
             name: S::NAME,
             descriptor: S::FILE_DESCRIPTOR_SET,
+            methods: <S::Contract as contract::Contract>::METHODS,
             add: Box::new(move |routes, settings| {
                 warn_of_fixed_limits::<S>(settings);
                 routes.add_route(S::NAME, layer.layer(codec_limits(service, settings)))?;
@@ -462,6 +466,21 @@ impl Server {
             health.set(service, initial);
         }
 
+        // A second request message on these methods is refused.
+        let single_message: Vec<&'static str> = services
+            .iter()
+            .flat_map(|hosted| hosted.methods)
+            .chain(<<HealthServer<HealthService> as ServiceDefinition>::Contract as contract::Contract>::METHODS)
+            .filter(|method| {
+                matches!(
+                    method.streaming,
+                    contract::Streaming::Unary | contract::Streaming::ServerStreaming
+                )
+            })
+            .map(|method| method.path)
+            .collect();
+        let checks = serve::RequestChecks::new(settings.max_header_list_size, single_message);
+
         let mut routes = RoutesBuilder::default();
         let mut descriptors: Vec<&'static [u8]> = vec![health::FILE_DESCRIPTOR_SET];
         for hosted in services {
@@ -571,7 +590,7 @@ impl Server {
                     .rev()
                     .fold(Routing::new(routes.build()), |inner, wrap| wrap(inner)),
             );
-        let mut connections = Connections::new(&settings, stack);
+        let mut connections = Connections::new(&settings, stack, checks);
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);
 
         tracing::info!(server = %name, %addr, services = ?names, "serving");
