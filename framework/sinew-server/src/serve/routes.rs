@@ -319,9 +319,10 @@ where
         match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
             // Named in full: `Routed::call` would be found first.
             Poll::Ready(Ok(())) => erase(Service::call(&mut service, request)),
-            // Not ready, or failed to be: `oneshot` waits, or gives the
-            // error to be answered.
-            _ => erase(service.oneshot(request)),
+            // A service that cannot take calls (a layer's, shedding load,
+            // say) fails this one with its error's answer.
+            Poll::Ready(Err(error)) => Box::pin(ready(Ok(answer(error.into())))),
+            Poll::Pending => erase(service.oneshot(request)),
         }
     }
 }
@@ -492,6 +493,42 @@ mod tests {
         builder.add_service(Named::<1>).unwrap();
         let error = builder.add_service(Named::<1>).err().unwrap();
         assert_eq!(error.name, "test.v1.One");
+    }
+
+    #[tokio::test]
+    async fn a_route_of_any_body_and_error_is_answered() {
+        use http_body_util::BodyExt as _;
+
+        // Fails with a status: answered with it.
+        let refusing = tower::service_fn(|_: http::Request<Body>| async {
+            Err::<http::Response<http_body_util::Full<Bytes>>, _>(Status::unauthenticated("who"))
+        });
+        // Answers with another body type: made a `Body`, data intact.
+        let answering = tower::service_fn(|_: http::Request<Body>| async {
+            Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"data"),
+            )))
+        });
+        let mut builder = RoutesBuilder::default();
+        builder.add_route("test.v1.One", refusing).unwrap();
+        builder.add_route("test.v1.Two", answering).unwrap();
+        let routes = builder.build();
+        let call = |path: &'static str| {
+            let routes = routes.clone();
+            async move {
+                let request = http::Request::builder()
+                    .uri(path)
+                    .header("content-type", "application/grpc")
+                    .body(Body::empty())
+                    .unwrap();
+                routes.oneshot(request).await.unwrap()
+            }
+        };
+        let refused = call("/test.v1.One/Get").await;
+        assert_eq!(grpc_status(&refused), Some("16"));
+        let answered = call("/test.v1.Two/Get").await;
+        let data = answered.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(data, Bytes::from_static(b"data"));
     }
 
     #[test]
