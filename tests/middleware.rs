@@ -76,6 +76,33 @@ async fn health_of(server: &Running, service: &str) -> Result<i32, Code> {
         .map_err(|s| s.code())
 }
 
+/// The services reflection lists, asked with no token.
+async fn reflected_services(server: &Running) -> Result<Vec<String>, Code> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut responses = client
+        .server_reflection_info(tokio_stream::iter([ask]))
+        .await
+        .map_err(|s| s.code())?
+        .into_inner();
+    let answer = responses
+        .message()
+        .await
+        .map_err(|s| s.code())?
+        .and_then(|r| r.message_response);
+    let Some(MessageResponse::ListServicesResponse(list)) = answer else {
+        panic!("expected a service list: {answer:?}");
+    };
+    Ok(list.service.into_iter().map(|s| s.name).collect())
+}
+
 async fn an_interceptor_guards(server: Running) {
     let mut client = echo_client(&server).await;
     let refused = client.get(request(None)).await.unwrap_err();
@@ -88,6 +115,11 @@ async fn an_interceptor_guards(server: Running) {
     // Health and reflection are not the service's: no token needed.
     assert_eq!(health_of(&server, "echo.v1.Echo").await, Ok(1));
     assert_eq!(health_of(&server, "").await, Ok(1));
+    let reflected = reflected_services(&server).await.unwrap();
+    assert!(
+        reflected.iter().any(|name| name == "echo.v1.Echo"),
+        "{reflected:?}"
+    );
     server.stop().await;
 }
 
@@ -251,6 +283,16 @@ async fn server_and_service_layers_run_in_the_documented_order() {
         [
             "outer /grpc.health.v1.Health/Check deadline=true peer=true",
             "inner /grpc.health.v1.Health/Check deadline=true peer=true",
+        ]
+    );
+    // So does reflection.
+    reflected_services(&server).await.unwrap();
+    let path = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
+    assert_eq!(
+        taken(&log),
+        [
+            format!("outer {path} deadline=true peer=true"),
+            format!("inner {path} deadline=true peer=true"),
         ]
     );
     server.stop().await;
