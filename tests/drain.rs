@@ -236,6 +236,7 @@ async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
     assert!(stderr.contains("draining"), "{stderr}");
+    assert!(stderr.contains("lame duck 100ms: configured"), "{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
 }
 
@@ -287,4 +288,63 @@ async fn a_second_sigterm_ends_the_drain_at_once() {
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     assert!(stderr.contains("second signal"), "{stderr}");
     assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+/// Sends SIGTERM to the greeter and returns how long after the signal it
+/// exited, and its stderr.
+async fn terminate(mut greeter: GreeterProcess) -> (Duration, String) {
+    let started = std::time::Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &greeter.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let mut stderr_pipe = greeter.child.stderr.take().unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        let status = greeter.child.wait().unwrap();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
+        (status, stderr)
+    });
+    let (status, stderr) = tokio::time::timeout(Duration::from_secs(20), output)
+        .await
+        .expect("the process exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    (started.elapsed(), stderr)
+}
+
+#[tokio::test]
+async fn on_a_developers_machine_there_is_no_lame_duck() {
+    let greeter = GreeterProcess::start(&[]).await;
+    let addr = greeter.addr;
+    let (took, stderr) = terminate(greeter).await;
+    assert!(
+        stderr.contains("no lame duck: no orchestrator detected"),
+        "{stderr}"
+    );
+    // Well under the 5s lame duck: the port is free at once.
+    assert!(took < Duration::from_secs(3), "took {took:?}; {stderr}");
+    std::net::TcpListener::bind(addr).expect("the port is free again");
+}
+
+#[tokio::test]
+async fn under_kubernetes_the_lame_duck_is_kept_and_logged() {
+    let mut greeter = GreeterProcess::start(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1")]).await;
+    let pid = greeter.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    // Half a second in, the process is still in its lame duck (without
+    // one it exits within milliseconds: see the test above).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        greeter.child.try_wait().unwrap().is_none(),
+        "the process exited without a lame duck"
+    );
+    // A second signal ends it, rather than waiting the 5s out.
+    let (_, stderr) = terminate(greeter).await;
+    assert!(
+        stderr.contains("lame duck 5s: Kubernetes detected (KUBERNETES_SERVICE_HOST)"),
+        "{stderr}"
+    );
 }

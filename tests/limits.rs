@@ -310,3 +310,70 @@ async fn partial_messages_on_many_streams_cannot_hold_unbounded_memory() {
     drop(streams);
     drivers.iter().for_each(tokio::task::JoinHandle::abort);
 }
+
+/// Two messages, each an encoded `EchoRequest` with `message`.
+fn two_messages(message: &str) -> Bytes {
+    let one = prost::Message::encode_to_vec(&request(message));
+    [encode(&one), encode(&one)].concat().into()
+}
+
+#[tokio::test]
+async fn a_second_request_message_on_a_method_that_takes_one_is_internal() {
+    let server = Running::echo().await;
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(connection);
+
+    // Unary and server-streaming methods take one request message: a
+    // second is INTERNAL, as grpc-java answers (tonic alone would drop it
+    // and answer OK).
+    for path in ["/echo.v1.Echo/Get", "/echo.v1.Echo/Expand"] {
+        let (status, _) = raw_call_on(&mut send, path, two_messages("twice")).await;
+        assert_eq!(status, Code::Internal as i32, "{path}");
+    }
+    // Health's Check too: the scaffold's own services are held to it.
+    let check = prost::Message::encode_to_vec(&sinew::health::proto::HealthCheckRequest {
+        service: String::new(),
+    });
+    let (status, _) = raw_call_on(
+        &mut send,
+        "/grpc.health.v1.Health/Check",
+        [encode(&check), encode(&check)].concat().into(),
+    )
+    .await;
+    assert_eq!(status, Code::Internal as i32);
+
+    // A client stream takes both; one message alone is fine everywhere.
+    let (status, _) = raw_call_on(&mut send, "/echo.v1.Echo/Collect", two_messages("ab")).await;
+    assert_eq!(status, 0);
+    let one = prost::Message::encode_to_vec(&request("once"));
+    let (status, _) = raw_call_on(&mut send, "/echo.v1.Echo/Get", encode(&one)).await;
+    assert_eq!(status, 0);
+    driver.abort();
+
+    let mut client = EchoClient::new(server.channel().await);
+    still_serves(&mut client).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_metadata_is_resource_exhausted() {
+    let server = Running::echo().await;
+    let mut client = EchoClient::new(server.channel().await);
+    let with_metadata = |bytes: usize| {
+        let mut call = tonic::Request::new(request("big headers"));
+        call.metadata_mut()
+            .insert("x-big", "a".repeat(bytes).parse().unwrap());
+        call
+    };
+    // Under the 16 KiB default, with the other headers: served.
+    client.get(with_metadata(12 * 1024)).await.unwrap();
+    // Over it: RESOURCE_EXHAUSTED (h2 alone answers HTTP 431, which the
+    // client reports as UNKNOWN).
+    let status = client.get(with_metadata(20 * 1024)).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("16384"), "{}", status.message());
+    // The connection and the server go on.
+    still_serves(&mut client).await;
+    server.stop().await;
+}

@@ -371,3 +371,96 @@ async fn past_max_connections_a_new_connection_waits_for_one_to_close() {
     second_driver.abort();
     server.stop().await;
 }
+
+/// A greeter process's stderr, read as it comes on a thread of its own.
+#[derive(Clone, Default)]
+struct Stderr(Arc<Mutex<String>>);
+
+impl Stderr {
+    fn read_from(pipe: std::process::ChildStderr) -> Self {
+        let stderr = Self::default();
+        let text = Arc::clone(&stderr.0);
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut text = text.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        stderr
+    }
+
+    fn text(&self) -> String {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A `SayHello` on its own HTTP/2 connection to `addr`: its
+/// `grpc-status`, and the connection (kept open until dropped).
+async fn hello_on_a_new_connection(
+    addr: SocketAddr,
+) -> (
+    i32,
+    h2::client::SendRequest<Bytes>,
+    tokio::task::JoinHandle<()>,
+) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut send, connection) = h2::client::handshake(tcp).await.unwrap();
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let hello = prost::Message::encode_to_vec(&sinew_workspace::proto::greeter::v1::HelloRequest {
+        name: "you".to_owned(),
+    });
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(hello.len()).unwrap().to_be_bytes());
+    framed.extend_from_slice(&hello);
+    let (status, _) = raw_call_on(&mut send, "/greeter.v1.Greeter/SayHello", framed.into()).await;
+    (status, send, driver)
+}
+
+#[tokio::test]
+async fn reaching_max_connections_is_logged_as_a_warning() {
+    let mut greeter = common::GreeterProcess::start(&[("SINEW_MAX_CONNECTIONS", "3")]).await;
+    let stderr = Stderr::read_from(greeter.child.stderr.take().unwrap());
+
+    // Two connections at most (the one `start` checked health on may not
+    // be closed yet): below the limit, served, nothing said.
+    let (status, _first, first_driver) = hello_on_a_new_connection(greeter.addr).await;
+    assert_eq!(status, 0);
+    assert!(
+        !stderr.text().contains("max_connections"),
+        "{}",
+        stderr.text()
+    );
+
+    // Two more: the limit is reached, and the server says so, as a
+    // warning with the limit.
+    let (status, _second, second_driver) = hello_on_a_new_connection(greeter.addr).await;
+    assert_eq!(status, 0);
+    let (status, _third, third_driver) = hello_on_a_new_connection(greeter.addr).await;
+    assert_eq!(status, 0);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warning = loop {
+        let text = stderr.text();
+        if let Some(line) = text
+            .lines()
+            .find(|line| line.contains("max_connections reached"))
+        {
+            break line.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no warning that max_connections was reached; stderr:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(warning.contains("max_connections=3"), "{warning}");
+
+    for driver in [first_driver, second_driver, third_driver] {
+        driver.abort();
+    }
+}

@@ -130,6 +130,12 @@ impl GreeterProcess {
         };
         let child = std::process::Command::new(example_binary("greeter"))
             .args(["server", "--addr", &addr.to_string()])
+            // The lame-duck default depends on these: tests that run under
+            // an orchestrator behave as on a developer's machine unless
+            // they ask otherwise.
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .env_remove("NOMAD_ALLOC_ID")
+            .env_remove("ECS_CONTAINER_METADATA_URI_V4")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())

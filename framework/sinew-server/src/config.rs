@@ -119,6 +119,44 @@ impl Value for Duration {
     }
 }
 
+/// The lame-duck delay when an orchestrator is detected and none is
+/// configured: time for its load balancers to see `NOT_SERVING` (and,
+/// under Kubernetes, for the endpoint removal to reach every node).
+pub const ORCHESTRATED_LAME_DUCK: Duration = Duration::from_secs(5);
+
+/// The orchestrators sinew recognises, each by an environment variable it
+/// sets in every workload: Kubernetes (`KUBERNETES_SERVICE_HOST`), Nomad
+/// (`NOMAD_ALLOC_ID`), Amazon ECS (`ECS_CONTAINER_METADATA_URI_V4`).
+const ORCHESTRATORS: &[(&str, &str)] = &[
+    ("KUBERNETES_SERVICE_HOST", "Kubernetes"),
+    ("NOMAD_ALLOC_ID", "Nomad"),
+    ("ECS_CONTAINER_METADATA_URI_V4", "Amazon ECS"),
+];
+
+/// The orchestrator this process runs under, as the environment read
+/// through `env` shows it: its name and the variable that revealed it.
+/// `None` on a developer's machine (or under an orchestrator sinew does
+/// not know: configure `lame_duck` there).
+pub fn detect_orchestrator(
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<(&'static str, &'static str)> {
+    ORCHESTRATORS
+        .iter()
+        .find(|(variable, _)| env(variable).is_some_and(|value| !value.is_empty()))
+        .map(|&(variable, name)| (name, variable))
+}
+
+/// Where the lame-duck delay came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LameDuckOrigin {
+    /// No orchestrator, nothing configured: none.
+    Default,
+    /// This orchestrator (its name, the variable) was detected.
+    Orchestrator(&'static str, &'static str),
+    /// Set in a file, the environment or code.
+    Configured,
+}
+
 /// Declares every setting once: its type, default and doc. From that list
 /// come [`Settings`], the setters of [`ServerConfig`], and parsing by key.
 macro_rules! settings {
@@ -129,11 +167,16 @@ macro_rules! settings {
         #[non_exhaustive]
         pub struct Settings {
             $( $(#[doc = $doc])+ pub $field: $ty, )+
+            /// Why `lame_duck` has its value (logged at the drain).
+            lame_duck_origin: LameDuckOrigin,
         }
 
         impl Default for Settings {
             fn default() -> Self {
-                Self { $( $field: $default, )+ }
+                Self {
+                    $( $field: $default, )+
+                    lame_duck_origin: LameDuckOrigin::Default,
+                }
             }
         }
 
@@ -169,6 +212,9 @@ macro_rules! settings {
         impl Settings {
             /// Sets `key` from text; `Err` says why the text is wrong.
             fn set(&mut self, key: &str, text: &str) -> Result<(), String> {
+                if key == "lame_duck" {
+                    self.lame_duck_origin = LameDuckOrigin::Configured;
+                }
                 match key {
                     $( stringify!($field) => self.$field = Value::parse(text)?, )+
                     _ => return Err(format!("unknown key {key:?}")),
@@ -178,6 +224,9 @@ macro_rules! settings {
 
             fn apply_code(&mut self, code: &ServerConfig) {
                 $( if let Some(value) = &code.$field { self.$field = value.clone(); } )+
+                if code.lame_duck.is_some() {
+                    self.lame_duck_origin = LameDuckOrigin::Configured;
+                }
             }
         }
     };
@@ -255,8 +304,11 @@ settings! {
     /// `DEADLINE_EXCEEDED`. Default 30s.
     request_timeout: Duration = Duration::from_secs(30);
     /// On shutdown, how long the server keeps serving after it reports
-    /// `NOT_SERVING`, so load balancers see it go. Default 5s.
-    lame_duck: Duration = Duration::from_secs(5);
+    /// `NOT_SERVING`, so load balancers see it go. Default: 5s when an
+    /// orchestrator is detected (see [`detect_orchestrator`]: a load
+    /// balancer may still be sending), none otherwise (on a developer's
+    /// machine the delay only keeps the old process on its port).
+    lame_duck: Duration = Duration::ZERO;
     /// On shutdown, how long calls in flight may take to finish once the
     /// server stops accepting; after it, they are abandoned. Default 20s
     /// (with the lame-duck delay, inside Kubernetes' default 30s).
@@ -306,6 +358,10 @@ impl Settings {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut settings = Self::default();
+        if let Some((name, variable)) = detect_orchestrator(&env) {
+            settings.lame_duck = ORCHESTRATED_LAME_DUCK;
+            settings.lame_duck_origin = LameDuckOrigin::Orchestrator(name, variable);
+        }
 
         let file = code
             .config_file
@@ -417,6 +473,22 @@ impl Settings {
             .map_err(|e| invalid("faults", "settings", &self.faults, e.to_string()))
     }
 
+    /// What the drain does before it stops accepting, and why, as the
+    /// drain logs it: `lame duck 5s: Kubernetes detected
+    /// (KUBERNETES_SERVICE_HOST)`, `lame duck 10s: configured`, or `no
+    /// lame duck: no orchestrator detected`.
+    pub fn lame_duck_reason(&self) -> String {
+        let delay = humantime::format_duration(self.lame_duck);
+        match (self.lame_duck.is_zero(), self.lame_duck_origin) {
+            (true, LameDuckOrigin::Configured) => "no lame duck: configured".to_owned(),
+            (true, _) => "no lame duck: no orchestrator detected".to_owned(),
+            (false, LameDuckOrigin::Orchestrator(name, variable)) => {
+                format!("lame duck {delay}: {name} detected ({variable})")
+            }
+            (false, _) => format!("lame duck {delay}: configured"),
+        }
+    }
+
     /// The faults to inject, if any (checked when the settings loaded).
     pub(crate) fn fault_config(&self) -> Option<sinew_core::fault::FaultConfig> {
         sinew_core::fault::FaultConfig::parse(&self.faults)
@@ -463,6 +535,63 @@ mod tests {
         assert_eq!(s.max_connection_age, Duration::ZERO);
         assert_eq!(s.max_connection_age_grace, Duration::from_secs(30));
         assert!(s.reflection);
+    }
+
+    #[test]
+    fn the_lame_duck_is_kept_only_under_an_orchestrator_or_when_configured() {
+        let load = |code: ServerConfig, pairs: &[(&str, &str)]| {
+            let s = Settings::load_with_env(&code, env(pairs)).unwrap();
+            (s.lame_duck, s.lame_duck_reason())
+        };
+        // A developer's machine: none, and the log says why.
+        assert_eq!(
+            load(ServerConfig::new(), &[]),
+            (
+                Duration::ZERO,
+                "no lame duck: no orchestrator detected".to_owned()
+            )
+        );
+        // Under Kubernetes (or Nomad, or ECS): 5s.
+        let k8s = [("KUBERNETES_SERVICE_HOST", "10.96.0.1")];
+        assert_eq!(
+            load(ServerConfig::new(), &k8s),
+            (
+                Duration::from_secs(5),
+                "lame duck 5s: Kubernetes detected (KUBERNETES_SERVICE_HOST)".to_owned()
+            )
+        );
+        assert_eq!(
+            load(ServerConfig::new(), &[("NOMAD_ALLOC_ID", "a1")]).0,
+            Duration::from_secs(5)
+        );
+        // An empty variable reveals nothing.
+        assert_eq!(
+            load(ServerConfig::new(), &[("KUBERNETES_SERVICE_HOST", "")]).0,
+            Duration::ZERO
+        );
+        // Configured anywhere, the configured value wins, either way.
+        assert_eq!(
+            load(ServerConfig::new(), &[("SINEW_LAME_DUCK", "10s")]),
+            (
+                Duration::from_secs(10),
+                "lame duck 10s: configured".to_owned()
+            )
+        );
+        assert_eq!(
+            load(ServerConfig::new().lame_duck(Duration::ZERO), &k8s),
+            (Duration::ZERO, "no lame duck: configured".to_owned())
+        );
+        assert_eq!(
+            load(
+                ServerConfig::new(),
+                &[
+                    ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+                    ("SINEW_LAME_DUCK", "0s")
+                ]
+            )
+            .0,
+            Duration::ZERO
+        );
     }
 
     #[test]

@@ -16,7 +16,39 @@ pub trait ServiceDefinition: Sized {
     /// (and all they import), for reflection.
     const FILE_DESCRIPTOR_SET: &'static [u8];
 
+    /// Whether [`with_message_limits`](Self::with_message_limits) sets
+    /// the limits. `false` for a server wrapped in an interceptor before
+    /// it was added, whose inner server the wrapper does not give back.
+    const TAKES_MESSAGE_LIMITS: bool = true;
+
     /// The service with these limits on decoded requests and encoded
     /// responses, in bytes.
+    ///
+    /// A backstop: the scaffold enforces the receive limit where a
+    /// request's body comes in, and the send limit in its layers.
     fn with_message_limits(self, max_receive: usize, max_send: usize) -> Self;
+}
+
+/// A generated server wrapped in a tonic interceptor
+/// (`GreeterServer::with_interceptor(service, check)`) is hosted as the
+/// server itself is, with the interceptor run on each of its calls.
+///
+/// tonic's wrapper does not give back the server inside, so the limits
+/// it had when it was wrapped stay: tonic's default receive limit is
+/// 4 MiB, and the scaffold warns at start when `max_receive_message_size`
+/// is above it. Add the server with
+/// [`Server::add_service_with`](super::Server::add_service_with) and
+/// `tonic::service::InterceptorLayer::new(check)` to have every limit
+/// applied.
+impl<S, F> ServiceDefinition for tonic::service::interceptor::InterceptedService<S, F>
+where
+    S: ServiceDefinition,
+{
+    type Contract = S::Contract;
+    const FILE_DESCRIPTOR_SET: &'static [u8] = S::FILE_DESCRIPTOR_SET;
+    const TAKES_MESSAGE_LIMITS: bool = false;
+
+    fn with_message_limits(self, _max_receive: usize, _max_send: usize) -> Self {
+        self
+    }
 }

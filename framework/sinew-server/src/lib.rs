@@ -19,7 +19,13 @@
 //! 1. every service and the overall status turn `NOT_SERVING`, which open
 //!    `Watch` streams see at once; readiness probes stop;
 //! 2. the server keeps serving for the lame-duck delay, so load balancers
-//!    notice and stop sending;
+//!    notice and stop sending. The delay is 5s when an orchestrator is
+//!    detected (Kubernetes, Nomad or ECS, by the variables each sets in
+//!    its workloads: see [`detect_orchestrator`]) and none otherwise,
+//!    unless `lame_duck` is configured; the drain's first log line says
+//!    which and why (`lame duck 5s: Kubernetes detected
+//!    (KUBERNETES_SERVICE_HOST)`, `no lame duck: no orchestrator
+//!    detected`);
 //! 3. it stops accepting connections (the listen socket closes, so new
 //!    connects are refused), ends `Watch` streams, and tells clients to go
 //!    away: every connection sends HTTP/2 `GOAWAY` and refuses new calls;
@@ -42,8 +48,42 @@
 //! HTTP/2 settings and what happens to a call before its layers). Every
 //! call goes through the same layers, outermost first: tracing, panic
 //! catching, the deadline (the caller's `grpc-timeout`, capped by
-//! `request_timeout`), fault injection, message limits; then to the hosted
-//! service its path names. A path that names none gets `UNIMPLEMENTED`.
+//! `request_timeout`), fault injection, message limits; then the
+//! server-wide layers added with [`Server::layer`], the first added
+//! outermost; then routing, which sends the call to the hosted service
+//! its path names (a path that names none gets `UNIMPLEMENTED`, a request
+//! that is not gRPC HTTP 415); then the service's own layer, added with
+//! [`Server::add_service_with`]; then the service (and its interceptor,
+//! if it came wrapped in one).
+//!
+//! # Middleware
+//!
+//! Users' layers sit inside the scaffold's: a call they refuse is traced
+//! and counted with the code they chose, a panic in one is caught, the
+//! deadline covers their work, and they see requests whose messages are
+//! already held to the limits. Their services take
+//! `http::Request<tonic::body::Body>` and answer `http::Response<B>` for
+//! any body of `Bytes` (tonic's `InterceptedService` answers its own);
+//! they refuse a call with a [`tonic::Status`], as an answer
+//! (`status.into_http()`) or as their error, and the client gets its code.
+//! They may read and change headers (metadata) and extensions (the peer's
+//! address is there, as `TcpConnectInfo`), and see the whole request and
+//! response bodies.
+//!
+//! ```ignore
+//! // A tonic interceptor on one service, and a tower layer on all.
+//! Server::new("greeter")
+//!     .add_service_with(
+//!         GreeterServer::new(Greetings),
+//!         tonic::service::InterceptorLayer::new(check_token),
+//!     )
+//!     .layer(tower::util::MapRequestLayer::new(stamp))
+//!     .run()
+//!     .await?;
+//! ```
+//!
+//! With none added, a call costs what it did: no erasure and no boxing
+//! beyond what tonic's generated servers do.
 
 mod catch_panic;
 mod config;
@@ -55,16 +95,20 @@ mod signal;
 
 pub mod health;
 
-use std::{convert::Infallible, future::Future, net::SocketAddr};
+use std::{future::Future, net::SocketAddr};
 
+use bytes::Bytes;
 use tokio::net::TcpListener;
 use tonic::{body::Body, server::NamedService};
-use tower::{Service, ServiceBuilder};
+use tower::{Layer, Service, ServiceBuilder};
 
 pub use catch_panic::{
     CatchPanic, CatchPanicLayer, PanicSafeBody, ResponseFuture as CatchPanicFuture,
 };
-pub use config::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ServerConfig, Settings};
+pub use config::{
+    CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ORCHESTRATED_LAME_DUCK, ServerConfig, Settings,
+    detect_orchestrator,
+};
 pub use deadline::{Deadline, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline};
 pub use definition::ServiceDefinition;
 pub use message_limit::{
@@ -76,6 +120,7 @@ pub use sinew_telemetry::trace::server::{
 };
 
 use serve::{Acceptor, Connections, DuplicateService, RoutesBuilder};
+pub use serve::{Routing, RoutingFuture};
 
 use health::{
     HealthRegistry, HealthService, LIVENESS, OVERALL, Probe, ServingStatus,
@@ -141,10 +186,15 @@ impl From<DuplicateService> for ServerError {
 type AddService =
     Box<dyn FnOnce(&mut RoutesBuilder, &Settings) -> Result<(), DuplicateService> + Send>;
 
+/// A server-wide layer, erased: wraps what is below it.
+type ServerLayer = Box<dyn FnOnce(Routing) -> Routing + Send>;
+
 /// A hosted service, waiting for the settings its limits come from.
 struct Hosted {
     name: &'static str,
     descriptor: &'static [u8],
+    /// Its method table.
+    methods: &'static [contract::MethodInfo],
     add: AddService,
 }
 
@@ -161,6 +211,8 @@ pub struct Server {
     services: Vec<Hosted>,
     probes: Vec<Probe>,
     health: HealthRegistry,
+    /// Server-wide layers, the first added outermost.
+    layers: Vec<ServerLayer>,
 }
 
 impl std::fmt::Debug for Server {
@@ -173,6 +225,7 @@ impl std::fmt::Debug for Server {
                 &self.services.iter().map(|s| s.name).collect::<Vec<_>>(),
             )
             .field("probes", &self.probes)
+            .field("layers", &self.layers.len())
             .finish_non_exhaustive()
     }
 }
@@ -188,6 +241,7 @@ impl Server {
             services: Vec::new(),
             probes: Vec::new(),
             health: HealthRegistry::new(),
+            layers: Vec::new(),
         }
     }
 
@@ -200,25 +254,115 @@ impl Server {
     /// Hosts a generated service. Its health is registered under its full
     /// name, its contract is served over reflection, and the configured
     /// message limits apply to it.
-    pub fn add_service<S>(mut self, service: S) -> Self
+    ///
+    /// The service may come wrapped in an interceptor
+    /// (`GreeterServer::with_interceptor(service, check)`): see
+    /// [`ServiceDefinition`] for what that changes for its limits, and
+    /// [`add_service_with`](Self::add_service_with) for the way that keeps
+    /// them all.
+    pub fn add_service<S, B>(mut self, service: S) -> Self
     where
         S: ServiceDefinition
             + NamedService
-            + Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + Service<http::Request<Body>, Response = http::Response<B>>
             + Clone
             + Send
             + Sync
             + 'static,
+        S::Error: Into<BoxError>,
         S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
     {
         self.services.push(Hosted {
             name: S::NAME,
             descriptor: S::FILE_DESCRIPTOR_SET,
+            methods: <S::Contract as contract::Contract>::METHODS,
             add: Box::new(move |routes, settings| {
-                routes.add_service(codec_limits(service, settings))?;
+                warn_of_fixed_limits::<S>(settings);
+                routes.add_route(S::NAME, codec_limits(service, settings))?;
                 Ok(())
             }),
         });
+        self
+    }
+
+    /// Hosts a generated service, as [`add_service`](Self::add_service)
+    /// does, with `layer` around it: a `tower` layer (a tonic interceptor
+    /// as `tonic::service::InterceptorLayer::new(check)`, a
+    /// `tower::ServiceBuilder` of several) whose service takes
+    /// `http::Request<tonic::body::Body>` and answers
+    /// `http::Response<B>` for any body `B` of `Bytes`.
+    ///
+    /// The layer sees only this service's calls, after the scaffold's
+    /// layers and the server-wide ones ([`layer`](Self::layer)); health,
+    /// reflection and the other services do not go through it. It sees the
+    /// whole request (headers as metadata, extensions, the body's
+    /// messages as they come, already checked against the message
+    /// limits) and the whole response. To refuse a call, answer
+    /// `Ok(status.into_http())`, or fail with a [`tonic::Status`] (or an
+    /// error whose source is one): the client gets its code and message.
+    /// Any other error is answered `INTERNAL`, with its detail logged and
+    /// not sent.
+    pub fn add_service_with<S, L, B>(mut self, service: S, layer: L) -> Self
+    where
+        S: ServiceDefinition + NamedService + Send + 'static,
+        L: Layer<S> + Send + 'static,
+        L::Service: Service<http::Request<Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError>,
+        <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.services.push(Hosted {
+            name: S::NAME,
+            descriptor: S::FILE_DESCRIPTOR_SET,
+            methods: <S::Contract as contract::Contract>::METHODS,
+            add: Box::new(move |routes, settings| {
+                warn_of_fixed_limits::<S>(settings);
+                routes.add_route(S::NAME, layer.layer(codec_limits(service, settings)))?;
+                Ok(())
+            }),
+        });
+        self
+    }
+
+    /// Adds a `tower` layer around every call the server takes: the
+    /// hosted services, health, reflection, and calls it answers
+    /// `UNIMPLEMENTED`. Its service wraps [`Routing`], which takes
+    /// `http::Request<tonic::body::Body>` and answers
+    /// `http::Response<tonic::body::Body>`, and may answer with any body
+    /// of `Bytes`; it refuses a call as a per-service layer does (see
+    /// [`add_service_with`](Self::add_service_with)).
+    ///
+    /// Layers added this way run in the order they were added, the first
+    /// outermost, inside the scaffold's (see the crate docs for the whole
+    /// order). A layer for a few services, or one that must not see the
+    /// health checks (authentication, say, which the kubelet's probes do
+    /// not carry), belongs on those services with `add_service_with`.
+    ///
+    /// With no layer added, calls go straight to the routes; each layer
+    /// added costs a clone of its service and a boxed future per call
+    /// (give several as one `tower::ServiceBuilder` to pay it once).
+    pub fn layer<L, B>(mut self, layer: L) -> Self
+    where
+        L: Layer<Routing> + Send + 'static,
+        L::Service: Service<http::Request<Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as Service<http::Request<Body>>>::Error: Into<BoxError>,
+        <L::Service as Service<http::Request<Body>>>::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        self.layers
+            .push(Box::new(move |inner| Routing::layered(layer.layer(inner))));
         self
     }
 
@@ -303,6 +447,7 @@ impl Server {
             services,
             probes,
             health,
+            layers,
             ..
         } = self;
         let addr = listener.local_addr().map_err(ServerError::Listener)?;
@@ -320,6 +465,21 @@ impl Server {
         for service in &names {
             health.set(service, initial);
         }
+
+        // A second request message on these methods is refused.
+        let single_message: Vec<&'static str> = services
+            .iter()
+            .flat_map(|hosted| hosted.methods)
+            .chain(<<HealthServer<HealthService> as ServiceDefinition>::Contract as contract::Contract>::METHODS)
+            .filter(|method| {
+                matches!(
+                    method.streaming,
+                    contract::Streaming::Unary | contract::Streaming::ServerStreaming
+                )
+            })
+            .map(|method| method.path)
+            .collect();
+        let checks = serve::RequestChecks::new(settings.max_header_list_size, single_message);
 
         let mut routes = RoutesBuilder::default();
         let mut descriptors: Vec<&'static [u8]> = vec![health::FILE_DESCRIPTOR_SET];
@@ -384,6 +544,7 @@ impl Server {
         let stop_probes = probe_task.as_ref().map(|task| task.0.abort_handle());
 
         let lame_duck = settings.lame_duck;
+        let lame_duck_reason = settings.lame_duck_reason();
         let drain_health = health.clone();
         let drain_name = name.clone();
         // Shared by the drain's waits: once resolved, it stays resolved.
@@ -391,7 +552,10 @@ impl Server {
         let hurried = hurry.clone();
         let drain = async move {
             signal.await;
-            tracing::info!(server = %drain_name, ?lame_duck, "draining: reporting NOT_SERVING");
+            tracing::info!(
+                server = %drain_name,
+                "draining: reporting NOT_SERVING; {lame_duck_reason}"
+            );
             if let Some(probes) = stop_probes {
                 probes.abort();
             }
@@ -419,8 +583,14 @@ impl Server {
                 usize::MAX,
                 settings.max_send_message_size,
             ))
-            .service(routes.build());
-        let mut connections = Connections::new(&settings, stack);
+            .service(
+                // The first layer added is the outermost.
+                layers
+                    .into_iter()
+                    .rev()
+                    .fold(Routing::new(routes.build()), |inner, wrap| wrap(inner)),
+            );
+        let mut connections = Connections::new(&settings, stack, checks);
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);
 
         tracing::info!(server = %name, %addr, services = ?names, "serving");
@@ -481,6 +651,24 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// Warns when `S` keeps tonic's own receive limit (a server wrapped before
+/// it was added) and that limit is below the configured one: its larger
+/// messages would fail with `OUT_OF_RANGE`.
+fn warn_of_fixed_limits<S: ServiceDefinition + NamedService>(settings: &Settings) {
+    if !S::TAKES_MESSAGE_LIMITS && settings.max_receive_message_size > TONIC_MAX_RECEIVE {
+        tracing::warn!(
+            service = S::NAME,
+            max_receive_message_size = settings.max_receive_message_size,
+            "this service was wrapped before it was added, so it keeps the receive limit it had \
+             (tonic's default is 4 MiB); set it with max_decoding_message_size before wrapping, \
+             or add the service with add_service_with"
+        );
+    }
+}
+
+/// tonic's default receive limit of a generated server.
+const TONIC_MAX_RECEIVE: usize = 4 * 1024 * 1024;
 
 /// Sets tonic's codec limits behind [`MessageLimit`]'s. The receive limit
 /// stays as a backstop (`MessageLimit` sees the header first). The send

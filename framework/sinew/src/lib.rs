@@ -17,7 +17,9 @@ pub mod client {
 pub mod server {
     //! The server scaffold: one builder that hosts generated services with
     //! health checking, reflection, readiness probes, safe limits and a
-    //! graceful drain. See [`Server`] for what a call goes through.
+    //! graceful drain. See [`Server`] for what a call goes through, and
+    //! [`Server::layer`] and [`Server::add_service_with`] for middleware of
+    //! your own (tower layers, tonic interceptors).
     #[doc(inline)]
     pub use sinew_server::*;
 }

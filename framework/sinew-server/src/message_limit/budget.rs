@@ -62,6 +62,9 @@ pin_project! {
         limit: usize,
         held: Held,
         failed: bool,
+        // Whether the method takes one request message: a second fails
+        // the request with `INTERNAL`.
+        single: bool,
     }
 }
 
@@ -145,14 +148,16 @@ impl Budgets {
 
 impl<B> BudgetedBody<B> {
     /// `inner`, its messages up to the connection's receive limit,
-    /// holding its partial messages against `budgets`.
-    pub(crate) fn new(inner: B, budgets: Arc<Budgets>) -> Self {
+    /// holding its partial messages against `budgets`; one message at most
+    /// if `single` (the method's requests are not a stream).
+    pub(crate) fn new(inner: B, budgets: Arc<Budgets>, single: bool) -> Self {
         Self {
             inner,
             walker: FrameWalker::default(),
             limit: budgets.max_message,
             held: Held { budgets, bytes: 0 },
             failed: false,
+            single,
         }
     }
 }
@@ -183,6 +188,15 @@ where
                 *this.failed = true;
                 this.held.hold(0);
                 let status = super::too_large(length, *this.limit, super::Direction::Receive);
+                return Poll::Ready(Some(Err(status.into())));
+            }
+            if *this.single && this.walker.messages() > 1 {
+                // As grpc-java answers: tonic would decode the extra
+                // messages and drop them.
+                *this.failed = true;
+                this.held.hold(0);
+                let status =
+                    Status::internal("more than one request message for a method that takes one");
                 return Poll::Ready(Some(Err(status.into())));
             }
             if !this.held.hold(this.walker.partial()) {
@@ -256,6 +270,7 @@ mod tests {
         Box::pin(BudgetedBody::new(
             StreamBody::new(tokio_stream::iter(frames)),
             Arc::clone(budgets),
+            false,
         ))
     }
 
@@ -306,6 +321,44 @@ mod tests {
         // At the limit, it passes.
         let mut b = body(vec![frame(1000)], &budgets);
         b.frame().await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_second_message_fails_a_single_message_request() {
+        let budgets = Budgets::new(RequestBudget::new(1 << 20), 1 << 20, 1000);
+        let single = |chunks: Vec<Vec<u8>>| {
+            let frames = chunks
+                .into_iter()
+                .map(|chunk| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from(chunk))));
+            Box::pin(BudgetedBody::new(
+                StreamBody::new(tokio_stream::iter(frames)),
+                Arc::clone(&budgets),
+                true,
+            ))
+        };
+        // One message, in any chunking: passes.
+        let mut a = single(vec![frame(10)[..3].to_vec(), frame(10)[3..].to_vec()]);
+        while let Some(next) = a.frame().await {
+            next.unwrap();
+        }
+        // A second message, even one whose header arrives in pieces, fails
+        // the body with INTERNAL, and it ends.
+        let second = frame(4);
+        let mut b = single(vec![frame(10), second[..2].to_vec(), second[2..].to_vec()]);
+        b.frame().await.unwrap().unwrap();
+        b.frame().await.unwrap().unwrap();
+        let status = b
+            .frame()
+            .await
+            .unwrap()
+            .unwrap_err()
+            .downcast::<Status>()
+            .unwrap();
+        assert_eq!(status.code(), tonic::Code::Internal);
+        assert!(b.frame().await.is_none());
+        // Two in one chunk: the same.
+        let mut c = single(vec![[frame(1), frame(1)].concat()]);
+        assert!(c.frame().await.unwrap().is_err());
     }
 
     #[tokio::test]

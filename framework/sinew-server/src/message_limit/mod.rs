@@ -43,6 +43,8 @@ pub(crate) struct FrameWalker {
     /// The current message's declared length.
     length: u64,
     remaining: u64,
+    /// Messages whose header has arrived (saturating).
+    messages: u32,
 }
 
 impl FrameWalker {
@@ -55,6 +57,11 @@ impl FrameWalker {
             self.header_len as u64
         };
         usize::try_from(bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Messages whose header has arrived so far (saturating).
+    pub(crate) fn messages(&self) -> u32 {
+        self.messages
     }
 
     /// Consumes a chunk; returns the length of the first message in it
@@ -75,6 +82,7 @@ impl FrameWalker {
             chunk = &chunk[take..];
             if self.header_len == 5 {
                 self.header_len = 0;
+                self.messages = self.messages.saturating_add(1);
                 let length = u64::from(u32::from_be_bytes([
                     self.header[1],
                     self.header[2],

@@ -16,7 +16,7 @@ use tokio::{
 use tonic::transport::server::TcpConnectInfo;
 use tower::Service;
 
-use super::{Acceptor, ConnectionService, RequestBody, Spoken, Watched};
+use super::{Acceptor, ConnectionService, RequestBody, RequestChecks, Spoken, Watched};
 use crate::BoxError;
 use crate::Settings;
 use crate::message_limit::{Budgets, RequestBudget};
@@ -52,6 +52,8 @@ pub(crate) struct Connections<S> {
     /// Request data all connections may hold while it forms whole
     /// messages.
     request_budget: Arc<RequestBudget>,
+    /// What every request is checked for before the layers.
+    checks: Arc<RequestChecks>,
     tasks: JoinSet<()>,
     /// The calls of every connection still open or with calls still
     /// running (hyper spawns a task per stream, counted per connection).
@@ -74,7 +76,7 @@ where
     /// `settings` and a clone of `stack`, and is closed unless it sends
     /// the HTTP/2 preface within the `handshake_timeout` setting. At most
     /// `max_connections` are open at once.
-    pub(crate) fn new(settings: &Settings, stack: S) -> Self {
+    pub(crate) fn new(settings: &Settings, stack: S, checks: RequestChecks) -> Self {
         let nonzero = |duration: Duration| (!duration.is_zero()).then_some(duration);
         Self {
             settings: settings.clone(),
@@ -89,6 +91,7 @@ where
             at_capacity: false,
             rng: Rng::from_entropy(),
             request_budget: RequestBudget::new(settings.max_request_buffer),
+            checks: Arc::new(checks),
             tasks: JoinSet::new(),
             activities: Vec::new(),
             draining: watch::Sender::new(false),
@@ -145,7 +148,8 @@ where
             self.settings.max_request_buffer_per_connection,
             self.settings.max_receive_message_size,
         );
-        let service = ConnectionService::new(self.stack.clone(), info, budgets);
+        let service =
+            ConnectionService::new(self.stack.clone(), info, budgets, Arc::clone(&self.checks));
         let (stream, spoken) = Watched::new(stream);
         let activity = Arc::new(Activity::default());
         self.activities.push(Arc::clone(&activity));

@@ -4,6 +4,7 @@ use hyper::server::conn::http2;
 use hyper_util::rt::TokioTimer;
 
 use crate::Settings;
+use crate::serve::RequestChecks;
 use crate::serve::executor::TrackingExecutor;
 
 /// Flow-control window of each stream: a large message is not stalled at
@@ -35,7 +36,12 @@ pub(crate) fn builder(
         .max_concurrent_streams(settings.max_concurrent_streams)
         .max_local_error_reset_streams(settings.max_local_error_reset_streams)
         .max_pending_accept_reset_streams(settings.max_pending_accept_reset_streams)
-        .max_header_list_size(settings.max_header_list_size)
+        // h2 answers a list past its limit with HTTP 431, which gRPC
+        // clients report as UNKNOWN: its limit is set above the setting,
+        // which the scaffold checks itself (`RESOURCE_EXHAUSTED`).
+        .max_header_list_size(RequestChecks::h2_header_list_limit(
+            settings.max_header_list_size,
+        ))
         .keep_alive_interval(
             (!settings.http2_keepalive_interval.is_zero())
                 .then_some(settings.http2_keepalive_interval),

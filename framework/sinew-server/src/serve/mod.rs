@@ -29,6 +29,22 @@
 //!   request fails with `RESOURCE_EXHAUSTED`. Without it, the decoder
 //!   reading (and releasing window for) everything would let a peer make
 //!   the server hold `connections × streams × message limit`.
+//! - **Header lists.** A request whose header list (counted as HTTP/2
+//!   counts it: each name and value and 32 bytes, pseudo-headers
+//!   included) is over `max_header_list_size` (16 KiB) is answered
+//!   `RESOURCE_EXHAUSTED`, trailers-only, before any layer sees it, and
+//!   the connection goes on. h2 itself takes lists up to four times the
+//!   setting (64 KiB by default), so that the scaffold can answer with a
+//!   gRPC status (clients report h2's own answer, HTTP 431, as
+//!   `UNKNOWN`); past that, h2 answers 431. Memory per stream stays
+//!   bounded by the larger limit.
+//! - **One request message.** A request to a method whose requests are
+//!   not a stream (unary or server-streaming, as the hosted contracts'
+//!   method tables say, health's included) that carries a second message
+//!   fails with `INTERNAL`, as grpc-java answers; tonic alone would decode
+//!   the extra messages and drop them. It is noticed in the same walk of
+//!   the framing as the budgets, when the second message's header
+//!   arrives.
 //! - **Per call.** The connection's [`TcpConnectInfo`] goes into the
 //!   request's extensions, the call goes through the layers to the service
 //!   its path names (`/package.Service/Method`), and a path that names no
@@ -52,7 +68,7 @@
 //! | max concurrent streams | `max_concurrent_streams` (200) | calls one connection may have open |
 //! | max local error reset streams | `max_local_error_reset_streams` (1024) | guard against reset floods |
 //! | max pending accept reset streams | `max_pending_accept_reset_streams` (20) | guard against rapid reset (CVE-2023-44487) |
-//! | max header list size | `max_header_list_size` (16 KiB) | the request headers accepted |
+//! | max header list size | 4 × `max_header_list_size` (64 KiB) | h2's hard limit (HTTP 431); the scaffold answers `RESOURCE_EXHAUSTED` past the setting |
 //! | keepalive interval | `http2_keepalive_interval` (60s; zero turns pings off) | find a dead peer the kernel would not report for minutes |
 //! | keepalive timeout | `http2_keepalive_timeout` (20s) | the ping answer deadline; an unanswered ping closes the connection |
 //! | initial stream window | 1 MiB | a large message is not stalled at 64 KiB per round trip |
@@ -69,6 +85,7 @@
 //! [`TcpConnectInfo`]: tonic::transport::server::TcpConnectInfo
 
 mod accept;
+mod checks;
 mod connections;
 pub(crate) mod executor;
 mod http2;
@@ -78,8 +95,10 @@ mod routes;
 mod service;
 
 pub(crate) use accept::Acceptor;
+pub(crate) use checks::RequestChecks;
 pub(crate) use connections::Connections;
 pub(crate) use preface::{Spoken, Watched};
 pub(crate) use recover::Recover;
 pub(crate) use routes::{DuplicateService, RoutesBuilder};
+pub use routes::{Routing, RoutingFuture};
 pub(crate) use service::{ConnectionService, RequestBody};

@@ -1,4 +1,5 @@
-//! Routing a call to the service it names.
+//! Routing a call to the service it names, and the erased services that
+//! middleware makes of hosted services and of the routes.
 
 use std::{
     any::Any,
@@ -9,13 +10,17 @@ use std::{
     task::{Context, Poll, Waker},
 };
 
+use bytes::Bytes;
 use futures_util::future::Either;
 use tonic::{Status, body::Body, server::NamedService};
 use tower::{Service, ServiceExt as _};
 
+use crate::BoxError;
+
 /// What a hosted service's call returns, once erased: the type tonic's
 /// generated servers already return, so theirs is passed through as it is.
-type RouteFuture = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+pub(crate) type RouteFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
 
 /// The hosted services, by gRPC service name.
 ///
@@ -40,9 +45,32 @@ struct Route {
     service: Box<dyn Routed>,
 }
 
-/// A hosted service with its type erased.
-trait Routed: Send + Sync {
+/// A service with its type erased: any body it answers with is made a
+/// [`Body`], and any error it fails with an answer (see [`answer`]).
+pub(crate) trait Routed: Send + Sync {
     fn call(&self, request: http::Request<Body>) -> RouteFuture;
+}
+
+/// Every call the server takes, routed to the hosted services, as a
+/// server-wide layer (added with [`Server::layer`](crate::Server::layer))
+/// gets it to wrap: a `tower` service of `http::Request<tonic::body::Body>`
+/// answering `http::Response<tonic::body::Body>`, never failing (a call it
+/// cannot route is answered `UNIMPLEMENTED`, one that is not gRPC HTTP
+/// 415).
+///
+/// Clones share the services; cloning one is an `Arc` clone.
+#[derive(Clone)]
+pub struct Routing {
+    kind: RoutingKind,
+}
+
+#[derive(Clone)]
+enum RoutingKind {
+    /// The routes themselves: what the server calls when no server-wide
+    /// layer is added (no erasure, no boxing beyond the routes' own).
+    Routes(Routes),
+    /// The routes under server-wide layers.
+    Layered(Arc<dyn Routed>),
 }
 
 /// Collects the services of [`Routes`].
@@ -64,19 +92,41 @@ impl RoutesBuilder {
     /// Adds `service`, routed by its [`NamedService::NAME`].
     pub(crate) fn add_service<S>(&mut self, service: S) -> Result<&mut Self, DuplicateService>
     where
+        S: NamedService,
         S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-            + NamedService
             + Clone
             + Send
             + Sync
             + 'static,
         S::Future: Send + 'static,
     {
-        if self.routes.iter().any(|route| route.name == S::NAME) {
-            return Err(DuplicateService { name: S::NAME });
+        self.add_route(S::NAME, service)
+    }
+
+    /// Adds `service` under the gRPC service name `name`: it may answer
+    /// with any body and fail with any error, which are made a [`Body`]
+    /// and an answer as its calls go.
+    pub(crate) fn add_route<S, B>(
+        &mut self,
+        name: &'static str,
+        service: S,
+    ) -> Result<&mut Self, DuplicateService>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        if self.routes.iter().any(|route| route.name == name) {
+            return Err(DuplicateService { name });
         }
         self.routes.push(Route {
-            name: S::NAME,
+            name,
             service: Box::new(service),
         });
         Ok(self)
@@ -168,16 +218,98 @@ fn unimplemented() -> http::Response<Body> {
     Status::unimplemented("").into_http()
 }
 
+// === impl Routing ===
+
+impl Routing {
+    /// The routes, with no layer over them.
+    pub(crate) fn new(routes: Routes) -> Self {
+        Self {
+            kind: RoutingKind::Routes(routes),
+        }
+    }
+
+    /// `service` (a server-wide layer over routing), erased.
+    pub(crate) fn layered<S, B>(service: S) -> Self
+    where
+        S: Service<http::Request<Body>, Response = http::Response<B>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Self {
+            kind: RoutingKind::Layered(Arc::new(service)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            RoutingKind::Routes(routes) => f.debug_tuple("Routing").field(routes).finish(),
+            RoutingKind::Layered(_) => f.write_str("Routing(layered)"),
+        }
+    }
+}
+
+impl Service<http::Request<Body>> for Routing {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = RoutingFuture;
+
+    /// Always ready: each call readies the services it goes through.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        match &mut self.kind {
+            RoutingKind::Routes(routes) => RoutingFuture {
+                inner: routes.call(request),
+            },
+            RoutingKind::Layered(service) => RoutingFuture {
+                inner: Either::Left(Routed::call(&**service, request)),
+            },
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The answer of [`Routing`] to a call, once the service it went to
+    /// answers.
+    pub struct RoutingFuture {
+        #[pin]
+        inner: Either<RouteFuture, Ready<Result<http::Response<Body>, Infallible>>>,
+    }
+}
+
+impl Future for RoutingFuture {
+    type Output = Result<http::Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().inner.poll(cx)
+    }
+}
+
+impl std::fmt::Debug for RoutingFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingFuture").finish_non_exhaustive()
+    }
+}
+
 // === impl Routed ===
 
-impl<S> Routed for S
+impl<S, B> Routed for S
 where
-    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
     S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     fn call(&self, request: http::Request<Body>) -> RouteFuture {
         let mut service = self.clone();
@@ -187,23 +319,46 @@ where
         match service.poll_ready(&mut Context::from_waker(Waker::noop())) {
             // Named in full: `Routed::call` would be found first.
             Poll::Ready(Ok(())) => erase(Service::call(&mut service, request)),
-            Poll::Pending => Box::pin(service.oneshot(request)),
+            // A service that cannot take calls (a layer's, shedding load,
+            // say) fails this one with its error's answer.
+            Poll::Ready(Err(error)) => Box::pin(ready(Ok(answer(error.into())))),
+            Poll::Pending => erase(service.oneshot(request)),
         }
     }
 }
 
 /// `future` as a [`RouteFuture`]: moved as it is when it already is one
-/// (tonic's generated servers box their futures), boxed otherwise. The
-/// check is on the type, which the compiler resolves.
-fn erase<F>(future: F) -> RouteFuture
+/// (tonic's generated servers box their futures), boxed otherwise, with
+/// its body made a [`Body`] (not boxed again if it is one) and its error
+/// an answer. The check is on the type, which the compiler resolves.
+fn erase<F, B, E>(future: F) -> RouteFuture
 where
-    F: Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static,
+    F: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+    E: Into<BoxError>,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
 {
     let mut future = Some(future);
     match (&mut future as &mut dyn Any).downcast_mut::<Option<RouteFuture>>() {
         Some(boxed) => boxed.take().expect("the future is there"),
-        None => Box::pin(future.take().expect("the future is there")),
+        None => {
+            let future = future.take().expect("the future is there");
+            Box::pin(async move {
+                Ok(match future.await {
+                    Ok(response) => response.map(Body::new),
+                    Err(error) => answer(error.into()),
+                })
+            })
+        }
     }
+}
+
+/// The answer to a call whose service (or a layer of a user's over it)
+/// failed with `error`: a [`Status`] is answered as it is, anything else
+/// as `INTERNAL` with no detail (see `recover.rs`).
+fn answer(error: BoxError) -> http::Response<Body> {
+    super::recover::recover(error)
+        .unwrap_or_else(|_| Status::internal("internal error").into_http())
 }
 
 #[cfg(test)]
@@ -338,6 +493,42 @@ mod tests {
         builder.add_service(Named::<1>).unwrap();
         let error = builder.add_service(Named::<1>).err().unwrap();
         assert_eq!(error.name, "test.v1.One");
+    }
+
+    #[tokio::test]
+    async fn a_route_of_any_body_and_error_is_answered() {
+        use http_body_util::BodyExt as _;
+
+        // Fails with a status: answered with it.
+        let refusing = tower::service_fn(|_: http::Request<Body>| async {
+            Err::<http::Response<http_body_util::Full<Bytes>>, _>(Status::unauthenticated("who"))
+        });
+        // Answers with another body type: made a `Body`, data intact.
+        let answering = tower::service_fn(|_: http::Request<Body>| async {
+            Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(
+                Bytes::from_static(b"data"),
+            )))
+        });
+        let mut builder = RoutesBuilder::default();
+        builder.add_route("test.v1.One", refusing).unwrap();
+        builder.add_route("test.v1.Two", answering).unwrap();
+        let routes = builder.build();
+        let call = |path: &'static str| {
+            let routes = routes.clone();
+            async move {
+                let request = http::Request::builder()
+                    .uri(path)
+                    .header("content-type", "application/grpc")
+                    .body(Body::empty())
+                    .unwrap();
+                routes.oneshot(request).await.unwrap()
+            }
+        };
+        let refused = call("/test.v1.One/Get").await;
+        assert_eq!(grpc_status(&refused), Some("16"));
+        let answered = call("/test.v1.Two/Get").await;
+        let data = answered.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(data, Bytes::from_static(b"data"));
     }
 
     #[test]

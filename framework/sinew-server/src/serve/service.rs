@@ -4,16 +4,24 @@ use hyper::body::Incoming;
 use tonic::transport::server::TcpConnectInfo;
 use tower::{Service, ServiceExt as _, util::Oneshot};
 
-use super::Recover;
+use std::{
+    future::{Ready, ready},
+    sync::Arc,
+};
+
+use futures_util::future::Either;
+
+use super::{Recover, RequestChecks};
 use crate::BoxError;
-use std::sync::Arc;
 
 use crate::message_limit::{BudgetedBody, Budgets};
 
 /// The service hyper calls for each request of one connection: the
 /// server's layered routes, with the connection's addresses.
 ///
-/// Each request gets the connection's [`TcpConnectInfo`] in its extensions
+/// Each request's header list is checked against `max_header_list_size`
+/// first (`RESOURCE_EXHAUSTED` past it; see `checks.rs`). Each request
+/// gets the connection's [`TcpConnectInfo`] in its extensions
 /// (tracing reads the peer from it, and handlers call
 /// `request.remote_addr()`), its body as hyper received it (the message
 /// limit layer boxes it as the handlers take it), and a clone of the
@@ -25,18 +33,27 @@ pub(crate) struct ConnectionService<S> {
     info: TcpConnectInfo,
     /// The budgets its requests' partial messages are held against.
     budgets: Arc<Budgets>,
+    /// What every request is checked for before the layers.
+    checks: Arc<RequestChecks>,
 }
 
 // === impl ConnectionService ===
 
 impl<S> ConnectionService<S> {
     /// `stack` serving the connection described by `info`, whose requests'
-    /// partial messages are held against `budgets`.
-    pub(crate) fn new(stack: S, info: TcpConnectInfo, budgets: Arc<Budgets>) -> Self {
+    /// partial messages are held against `budgets`, and which are checked
+    /// by `checks` first.
+    pub(crate) fn new(
+        stack: S,
+        info: TcpConnectInfo,
+        budgets: Arc<Budgets>,
+        checks: Arc<RequestChecks>,
+    ) -> Self {
         Self {
             stack,
             info,
             budgets,
+            checks,
         }
     }
 }
@@ -53,11 +70,19 @@ where
 {
     type Response = http::Response<B>;
     type Error = BoxError;
-    type Future = Recover<Oneshot<S, http::Request<RequestBody>>>;
+    type Future = Either<
+        Recover<Oneshot<S, http::Request<RequestBody>>>,
+        Ready<Result<http::Response<B>, BoxError>>,
+    >;
 
     fn call(&self, request: http::Request<Incoming>) -> Self::Future {
-        let mut request = request.map(|body| BudgetedBody::new(body, Arc::clone(&self.budgets)));
+        if let Some(refused) = self.checks.refuse(&request) {
+            return Either::Right(ready(Ok(refused)));
+        }
+        let single = self.checks.takes_one_message(request.uri().path());
+        let mut request =
+            request.map(|body| BudgetedBody::new(body, Arc::clone(&self.budgets), single));
         request.extensions_mut().insert(self.info.clone());
-        Recover::new(self.stack.clone().oneshot(request))
+        Either::Left(Recover::new(self.stack.clone().oneshot(request)))
     }
 }
