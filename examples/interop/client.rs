@@ -4,8 +4,10 @@
 //!
 //! A Rust caller cancels a call by dropping it, so the two cancellation
 //! cases cannot see a `CANCELLED` status of their own: they check that the
-//! call was still running when it was dropped, and the server's side
-//! (which sees the stream reset) tells the rest.
+//! call was still running when it was dropped. sinew's connection then
+//! resets the call's HTTP/2 stream with `CANCEL`, which the server sees as
+//! the call cancelled (`sinew-client`'s connection tests check that reset
+//! on the wire).
 
 use std::{future::Future, net::SocketAddr, task::Poll, time::Duration};
 
@@ -481,7 +483,8 @@ async fn cancel_after_first_response(client: &mut TestServiceClient) -> Outcome 
     ensure(size == 31_415, || {
         format!("first response has {size} bytes")
     })?;
-    // Cancel: drop the call while its request stream is still open.
+    // Cancel: drop the call while its request stream is still open (the
+    // stream is reset with CANCEL, not half-closed).
     drop(responses);
     drop(send);
     Ok(())
