@@ -119,10 +119,12 @@ fn run_bounded(command: &mut Command, limit: Duration) -> (bool, String, String)
         .expect("the client starts");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
-    let out = std::thread::spawn(move || {
+    // Its stdout closes when it exits: that is what the limit waits for.
+    let (out_send, out) = mpsc::channel();
+    std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stdout.read_to_string(&mut text);
-        text
+        let _ = out_send.send(text);
     });
     let err = std::thread::spawn(move || {
         let mut text = String::new();
@@ -130,21 +132,17 @@ fn run_bounded(command: &mut Command, limit: Duration) -> (bool, String, String)
         text
     });
     let mut child = Killed(child);
-    let until = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("the client can be waited for") {
-            break Some(status);
+    match out.recv_timeout(limit) {
+        Ok(stdout) => {
+            let status = child.0.wait().expect("the client can be waited for");
+            (status.success(), stdout, err.join().unwrap())
         }
-        if Instant::now() >= until {
-            break None;
+        Err(_) => {
+            drop(child);
+            let stdout = out.recv().unwrap_or_default();
+            let stderr = err.join().unwrap();
+            (false, stdout, format!("{stderr}\n(killed after {limit:?})"))
         }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    drop(child);
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
-    match status {
-        Some(status) => (status.success(), stdout, stderr),
-        None => (false, stdout, format!("{stderr}\n(killed after {limit:?})")),
     }
 }
 

@@ -107,16 +107,14 @@ mod tests {
 
         use crate::{MessageLimit, TrailingMetadata};
 
+        type Frames = StreamBody<
+            futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+        >;
+
         /// A response as tonic's server makes it: a message, then
         /// `grpc-status: 0` in the trailers; with `metadata` in its
         /// extensions when given.
-        fn respond(
-            metadata: Option<TrailingMetadata>,
-        ) -> http::Response<
-            StreamBody<
-                futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
-            >,
-        > {
+        fn respond(metadata: Option<TrailingMetadata>) -> http::Response<Frames> {
             let mut trailers = http::HeaderMap::new();
             trailers.insert("grpc-status", "0".parse().unwrap());
             let frames = vec![
