@@ -1,61 +1,59 @@
-//! Custom trailing metadata on a successful response.
-//!
-//! A handler that fails can carry metadata in its [`Status`](tonic::Status)
-//! (`Status::with_metadata`), but tonic gives a successful response no way
-//! to add to the trailers that end it: its metadata goes into the
-//! response's headers, and the trailers hold `grpc-status: 0` alone.
-//! [`TrailingMetadata`] fills that gap. A handler puts it into the
-//! response's extensions, tonic carries them into the HTTP response, and
-//! the scaffold moves its entries into the trailers, after the messages and
-//! next to `grpc-status`:
-//!
-//! ```
-//! use sinew_server::TrailingMetadata;
-//! use tonic::{Response, metadata::MetadataValue};
-//!
-//! let mut response = Response::new(());
-//! TrailingMetadata::of(&mut response).insert("x-cost", MetadataValue::from_static("17"));
-//! TrailingMetadata::of(&mut response)
-//!     .insert_bin("x-digest-bin", MetadataValue::from_bytes(&[0xab, 0xcd]));
-//! ```
-//!
-//! It works on any response: unary, client streaming, and a streaming
-//! response's trailers at the end of its stream, whether the stream ends
-//! with OK or with a status.
-//!
-//! # What is not sent
-//!
-//! The trailers are the protocol's before they are the handler's:
-//!
-//! - `grpc-status`, `grpc-message` and `grpc-status-details-bin` (and
-//!   tonic's other reserved names, `grpc-message-type` and
-//!   `content-type`) are never taken from it: the call's status is the
-//!   status;
-//! - nor are the HTTP/2 connection-specific names (`connection`, `te`,
-//!   `transfer-encoding`, `upgrade`, `keep-alive`, `proxy-connection`),
-//!   which would make the trailers malformed and reset the stream;
-//! - a name the trailers already carry (a failing stream's
-//!   `Status` metadata) keeps the status's values.
-//!
-//! What is dropped is logged at debug level.
-//!
-//! # Cost
-//!
-//! None when unused: the scaffold's message limit layer, which wraps every
-//! response body anyway, looks for it once per call in the response's
-//! extensions (empty, unless something put an extension there) and carries
-//! it in that body when present.
+//! Custom trailing metadata on any response: see [`TrailingMetadata`].
 
 use http::{HeaderMap, HeaderName, header};
 use tonic::metadata::MetadataMap;
 
 /// Custom metadata to send in a response's trailers, next to its
-/// `grpc-status`. See the [module docs](self) for how it travels and what
-/// is never sent.
+/// `grpc-status`.
 ///
-/// Put it into a `tonic::Response`'s extensions, most simply with
-/// [`TrailingMetadata::of`]. On a response served by something other than
-/// the scaffold, it is an inert extension.
+/// A handler that fails can carry metadata in its [`Status`](tonic::Status)
+/// (`Status::with_metadata`), but tonic gives a successful response no way
+/// to add to the trailers that end it: its metadata goes into the
+/// response's headers, and the trailers hold `grpc-status: 0` alone.
+/// This type fills that gap. A handler puts it into the
+/// response's extensions, tonic carries them into the HTTP response, and
+/// the scaffold moves its entries into the trailers, after the messages and
+/// next to `grpc-status`:
+///
+/// ```
+/// use sinew_server::TrailingMetadata;
+/// use tonic::{Response, metadata::MetadataValue};
+///
+/// let mut response = Response::new(());
+/// TrailingMetadata::of(&mut response).insert("x-cost", MetadataValue::from_static("17"));
+/// TrailingMetadata::of(&mut response)
+///     .insert_bin("x-digest-bin", MetadataValue::from_bytes(&[0xab, 0xcd]));
+/// ```
+///
+/// It works on any response: unary, client streaming, and a streaming
+/// response's trailers at the end of its stream, whether the stream ends
+/// with OK or with a status.
+///
+/// # What is not sent
+///
+/// The trailers are the protocol's before they are the handler's:
+///
+/// - `grpc-status`, `grpc-message` and `grpc-status-details-bin` (and
+///   tonic's other reserved names, `grpc-message-type` and
+///   `content-type`) are never taken from it: the call's status is the
+///   status;
+/// - nor are the HTTP/2 connection-specific names (`connection`, `te`,
+///   `transfer-encoding`, `upgrade`, `keep-alive`, `proxy-connection`),
+///   which would make the trailers malformed and reset the stream;
+/// - a name the trailers already carry (a failing stream's
+///   `Status` metadata) keeps the status's values.
+///
+/// What is dropped is logged at debug level.
+///
+/// # Cost
+///
+/// None when unused: the scaffold's message limit layer, which wraps every
+/// response body anyway, looks for it once per call in the response's
+/// extensions (empty, unless something put an extension there) and carries
+/// it in that body when present.
+///
+/// On a response served by something other than the scaffold, it is an
+/// inert extension.
 #[derive(Debug, Clone, Default)]
 pub struct TrailingMetadata(MetadataMap);
 
