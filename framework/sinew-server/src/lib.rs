@@ -84,6 +84,22 @@
 //!
 //! With none added, a call costs what it did: no erasure and no boxing
 //! beyond what tonic's generated servers do.
+//!
+//! # Trailing metadata
+//!
+//! A handler adds custom metadata to its response's trailers, next to
+//! `grpc-status`, with [`TrailingMetadata`], on a successful response as
+//! on a failing stream:
+//!
+//! ```
+//! # use tonic::{Response, metadata::MetadataValue};
+//! # use sinew_server::TrailingMetadata;
+//! let mut response = Response::new(());
+//! TrailingMetadata::of(&mut response).insert("x-cost", MetadataValue::from_static("17"));
+//! ```
+//!
+//! The status's own names (`grpc-status`, `grpc-message`,
+//! `grpc-status-details-bin`) cannot be overridden that way.
 
 mod catch_panic;
 mod config;
@@ -92,6 +108,7 @@ mod definition;
 mod message_limit;
 mod serve;
 mod signal;
+mod trailers;
 
 pub mod health;
 
@@ -118,6 +135,7 @@ pub use signal::shutdown_signal;
 pub use sinew_telemetry::trace::server::{
     RecordedBody, ResponseFuture as ServerTraceFuture, ServerTrace, ServerTraceLayer,
 };
+pub use trailers::TrailingMetadata;
 
 use serve::{Acceptor, Connections, DuplicateService, RoutesBuilder};
 pub use serve::{Routing, RoutingFuture};

@@ -47,6 +47,11 @@
 //!   set none. Nothing else: no `grpc-timeout` parsing and no timer, since
 //!   sinew's deadline layer above enforces the deadline, and no buffer
 //!   task, since the connection is driven by its own task.
+//! - **Cancel.** A call whose response body is dropped before its end
+//!   while its request stream may still be open (a streaming call the
+//!   caller gave up on) has its HTTP/2 stream reset with `CANCEL`, which
+//!   hyper does only for a response dropped before its headers. A request
+//!   of known size (a single message) costs nothing for it.
 //!
 //! # HTTP/2 settings
 //!
@@ -68,6 +73,7 @@
 //! [`Target::origin`]: crate::balance::Target::origin
 
 mod body;
+mod cancel;
 mod connect;
 mod error;
 mod executor;

@@ -228,6 +228,18 @@ impl Inner {
         self: Arc<Self>,
         mut request: Request<Body>,
     ) -> Result<Response<ResponseBody>, BoxError> {
+        // A request that may still be streaming is cancelled when its
+        // response body is dropped early; one of known size is sent whole.
+        let body = request.body();
+        let mut cancel = if http_body::Body::size_hint(body).exact().is_none()
+            && !http_body::Body::is_end_stream(body)
+        {
+            let (body, cancel) = super::cancel::pair(std::mem::take(request.body_mut()));
+            *request.body_mut() = Body::new(body);
+            Some(cancel)
+        } else {
+            None
+        };
         let mut again = false;
         let mut waits = 0;
         let mut dialed = false;
@@ -263,7 +275,8 @@ impl Inner {
                     if dialed {
                         response.extensions_mut().insert(Dialed);
                     }
-                    return Ok(response.map(ResponseBody::new));
+                    let cancel = cancel.take();
+                    return Ok(response.map(|body| ResponseBody::new(body, cancel)));
                 }
                 Err(error) => error,
             };

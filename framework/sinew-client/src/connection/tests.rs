@@ -422,3 +422,83 @@ async fn a_connection_that_breaks_under_a_call_fails_it_unavailable() {
     let status = Status::from_error(error);
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
 }
+
+/// A server that answers the first call's headers and one message, then
+/// reports how the call's request stream ended: `Ok(())` for an end of
+/// stream (a half-close), the reset's reason for a reset.
+async fn answering_server() -> (
+    SocketAddr,
+    oneshot::Receiver<Result<(), Option<h2::Reason>>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (report, reported) = oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut connection = h2::server::handshake(tcp).await.unwrap();
+        let (request, mut respond) = connection.accept().await.unwrap().unwrap();
+        tokio::spawn(async move { while connection.accept().await.is_some() {} });
+        let response = Response::builder()
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap();
+        let mut send = respond.send_response(response, false).unwrap();
+        send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), false)
+            .unwrap();
+        let mut body = request.into_body();
+        let ended = loop {
+            match body.data().await {
+                Some(Ok(_)) => {}
+                None => break Ok(()),
+                Some(Err(error)) => break Err(error.reason()),
+            }
+        };
+        let _ = report.send(ended);
+    });
+    (addr, reported)
+}
+
+#[tokio::test]
+async fn a_streaming_call_dropped_after_its_headers_is_reset_with_cancel() {
+    use http_body_util::BodyExt as _;
+
+    let (addr, reported) = answering_server().await;
+    // A request stream the caller still holds open.
+    let (_sender, frames) =
+        tokio::sync::mpsc::channel::<Result<http_body::Frame<bytes::Bytes>, Infallible>>(1);
+    let body = http_body_util::StreamBody::new(futures_util::stream::unfold(
+        frames,
+        |mut frames| async move { frames.recv().await.map(|frame| (frame, frames)) },
+    ));
+    let mut request = request();
+    *request.body_mut() = Body::new(body);
+    let response = connection(addr).oneshot(request).await.unwrap();
+    let mut body = response.into_body();
+    let first = body.frame().await.expect("a frame").expect("a message");
+    assert!(first.is_data());
+    // The caller gives up on the response; its request stream stays open.
+    drop(body);
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), reported)
+        .await
+        .expect("the server saw the call end while the request stream was open")
+        .unwrap();
+    assert_eq!(ended, Err(Some(h2::Reason::CANCEL)));
+}
+
+#[tokio::test]
+async fn a_streaming_call_read_to_its_end_is_not_reset() {
+    // The request ends by itself: the server sees its end of stream.
+    let (addr, reported) = answering_server().await;
+    let frames = futures_util::stream::iter([Ok::<_, Infallible>(http_body::Frame::data(
+        bytes::Bytes::from_static(&[0, 0, 0, 0, 0]),
+    ))]);
+    let mut request = request();
+    *request.body_mut() = Body::new(http_body_util::StreamBody::new(frames));
+    let response = connection(addr).oneshot(request).await.unwrap();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), reported)
+        .await
+        .expect("the server saw the request end")
+        .unwrap();
+    assert_eq!(ended, Ok(()));
+    drop(response);
+}

@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 use tonic::Status;
 
 use super::FrameWalker;
+use crate::trailers;
 
 /// Which way a [`LimitedBody`] carries messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub enum Direction {
 
 pin_project! {
     /// A body whose gRPC messages may not exceed a limit.
+    ///
+    /// A response's body also carries the handler's
+    /// [`TrailingMetadata`](crate::TrailingMetadata), when it has some,
+    /// into the trailers it ends with.
     pub struct LimitedBody<B> {
         #[pin]
         inner: B,
@@ -29,6 +34,8 @@ pin_project! {
         limit: usize,
         direction: Direction,
         done: bool,
+        // Boxed: the field costs a word on every call, not a header map.
+        trailing: Option<Box<http::HeaderMap>>,
     }
 }
 
@@ -41,7 +48,14 @@ impl<B> LimitedBody<B> {
             limit,
             direction,
             done: false,
+            trailing: None,
         }
+    }
+
+    /// Adds `trailing` to the trailers the body ends with.
+    pub(crate) fn with_trailing(mut self, trailing: Option<Box<http::HeaderMap>>) -> Self {
+        self.trailing = trailing;
+        self
     }
 }
 
@@ -79,12 +93,20 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        let frame = match this.inner.poll_frame(cx) {
+        let mut frame = match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => frame,
             Poll::Ready(Some(Err(error))) => return Poll::Ready(Some(Err(error.into()))),
             Poll::Ready(None) => return Poll::Ready(None),
             Poll::Pending => return Poll::Pending,
         };
+        if this.trailing.is_some()
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            if let Some(extra) = this.trailing.take() {
+                trailers::merge(trailers, *extra);
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
         // No limit: nothing to walk (the scaffold checks requests where
         // their bodies come in).
         if *this.limit == usize::MAX {
@@ -104,6 +126,9 @@ where
                 let mut trailers = http::HeaderMap::new();
                 if let Err(status) = status.add_header(&mut trailers) {
                     return Poll::Ready(Some(Err(status.into())));
+                }
+                if let Some(extra) = this.trailing.take() {
+                    trailers::merge(&mut trailers, *extra);
                 }
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }

@@ -7,6 +7,7 @@ use std::{
 use pin_project_lite::pin_project;
 
 use super::{Direction, LimitedBody};
+use crate::trailers;
 
 pin_project! {
     /// Response future of [`MessageLimit`](super::MessageLimit).
@@ -33,8 +34,15 @@ where
         let this = self.project();
         let limit = *this.max_send;
         this.inner.poll(cx).map(|result| {
-            result
-                .map(|response| response.map(|body| LimitedBody::new(body, limit, Direction::Send)))
+            result.map(|mut response| {
+                // The handler's trailing metadata rides in the body, to
+                // its trailers; one look at the extensions when it has
+                // none.
+                let trailing = trailers::take(&mut response);
+                response.map(|body| {
+                    LimitedBody::new(body, limit, Direction::Send).with_trailing(trailing)
+                })
+            })
         })
     }
 }

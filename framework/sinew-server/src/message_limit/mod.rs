@@ -104,6 +104,78 @@ impl FrameWalker {
 mod tests {
     use super::FrameWalker;
 
+    mod trailing {
+        use std::convert::Infallible;
+
+        use bytes::Bytes;
+        use http_body::Frame;
+        use http_body_util::{BodyExt as _, StreamBody};
+        use tonic::metadata::MetadataValue;
+        use tower::{ServiceExt as _, service_fn};
+
+        use crate::{MessageLimit, TrailingMetadata};
+
+        type Frames = StreamBody<
+            futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>,
+        >;
+
+        /// A response as tonic's server makes it: a message, then
+        /// `grpc-status: 0` in the trailers; with `metadata` in its
+        /// extensions when given.
+        fn respond(metadata: Option<TrailingMetadata>) -> http::Response<Frames> {
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().unwrap());
+            let frames = vec![
+                Ok(Frame::data(Bytes::from_static(&[0, 0, 0, 0, 1, 7]))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut response =
+                http::Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+            if let Some(metadata) = metadata {
+                response.extensions_mut().insert(metadata);
+            }
+            response
+        }
+
+        async fn trailers_of(metadata: Option<TrailingMetadata>) -> http::HeaderMap {
+            let service = MessageLimit::new(
+                service_fn(move |_: http::Request<tonic::body::Body>| {
+                    let response = respond(metadata.clone());
+                    async move { Ok::<_, Infallible>(response) }
+                }),
+                usize::MAX,
+                1024,
+            );
+            let request = http::Request::new(tonic::body::Body::empty());
+            let response = service.oneshot(request).await.unwrap();
+            assert!(response.extensions().get::<TrailingMetadata>().is_none());
+            let collected = response.into_body().collect().await.unwrap();
+            collected.trailers().cloned().expect("trailers")
+        }
+
+        #[tokio::test]
+        async fn the_handler_trailing_metadata_joins_the_status() {
+            let mut metadata = TrailingMetadata::new();
+            metadata
+                .get_mut()
+                .insert("x-cost", MetadataValue::from_static("17"));
+            metadata
+                .get_mut()
+                .insert("grpc-status", MetadataValue::from_static("13"));
+            let trailers = trailers_of(Some(metadata)).await;
+            assert_eq!(trailers["grpc-status"], "0");
+            assert_eq!(trailers["x-cost"], "17");
+            assert_eq!(trailers.len(), 2);
+        }
+
+        #[tokio::test]
+        async fn without_it_the_trailers_are_the_status_alone() {
+            let trailers = trailers_of(None).await;
+            assert_eq!(trailers.len(), 1);
+            assert_eq!(trailers["grpc-status"], "0");
+        }
+    }
+
     fn frame(len: u32) -> Vec<u8> {
         let mut out = vec![0];
         out.extend_from_slice(&len.to_be_bytes());
