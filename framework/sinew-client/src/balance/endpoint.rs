@@ -80,11 +80,14 @@ impl<S> Endpoint<S> {
 
     /// Counts a call as outstanding until the guard drops, and times it
     /// until [`InFlight::answered`].
-    pub(crate) fn start_call(&self, now: Instant) -> InFlight {
+    ///
+    /// An untimed call (`timed` false: the balancer has this endpoint
+    /// alone, and nothing to compare its latency with) is only counted.
+    pub(crate) fn start_call(&self, now: Instant, timed: bool) -> InFlight {
         self.load.start();
         InFlight {
             load: self.load.clone(),
-            started: Some(now),
+            started: timed.then_some(now),
         }
     }
 

@@ -57,13 +57,16 @@ impl<S> ResponseFuture<S>
 where
     S: Service<http::Request<Body>> + Clone,
 {
-    /// Sends `request` to `endpoint`, counted on it from now.
+    /// Sends `request` to `endpoint`, counted on it from `now`, and timed
+    /// for its latency estimate if `timed`.
     pub(super) fn calling(
         endpoint: Arc<Endpoint<S>>,
         shared: Arc<Shared<S>>,
         request: http::Request<Body>,
+        now: Instant,
+        timed: bool,
     ) -> Self {
-        let guard = endpoint.start_call(Instant::now());
+        let guard = endpoint.start_call(now, timed);
         let call = Oneshot::new(endpoint.service.clone(), request);
         Self {
             state: State::Calling {

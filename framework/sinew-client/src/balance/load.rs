@@ -83,11 +83,13 @@ impl Load {
     pub(crate) fn answered(&self, latency: Duration, now: Instant) {
         let sample = latency.as_nanos() as f64;
         let mut estimate = self.lock();
-        let current = estimate.decayed(now);
+        // The weight of the old estimate is its decay since its update:
+        // one exponential serves both.
+        let weight = estimate.weight(now);
+        let current = estimate.nanos * weight;
         estimate.nanos = if sample > current {
             sample
         } else {
-            let weight = (-elapsed_nanos(estimate.at, now) / DECAY.as_nanos() as f64).exp();
             current * weight + sample * (1.0 - weight)
         };
         estimate.at = now;
@@ -120,7 +122,12 @@ impl Estimate {
         if self.nanos == 0.0 {
             return 0.0;
         }
-        self.nanos * (-elapsed_nanos(self.at, now) / DECAY.as_nanos() as f64).exp()
+        self.nanos * self.weight(now)
+    }
+
+    /// How much of the estimate is left at `now`: `e^(-elapsed / DECAY)`.
+    fn weight(self, now: Instant) -> f64 {
+        (-elapsed_nanos(self.at, now) / DECAY.as_nanos() as f64).exp()
     }
 }
 

@@ -228,7 +228,17 @@ where
             let status = status_with_cause(Code::Unavailable, "no endpoint available", NoEndpoint);
             return ResponseFuture::failed(Box::new(status));
         };
-        ResponseFuture::calling(endpoints[index].clone(), self.shared.clone(), request)
+        // With one endpoint there is no choice to make: its calls are
+        // counted, but not timed (a clock read, a lock and an exponential
+        // a call saved).
+        let timed = endpoints.len() > 1;
+        ResponseFuture::calling(
+            endpoints[index].clone(),
+            self.shared.clone(),
+            request,
+            now,
+            timed,
+        )
     }
 }
 

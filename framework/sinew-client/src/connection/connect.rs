@@ -103,9 +103,15 @@ impl Dialer {
     pub(super) async fn dial_within(&self, timeout: Duration) -> io::Result<Link> {
         let activity = Arc::new(Activity::new());
         let mut task = None;
+        let mut killer = None;
         let connect = async {
             let stream = TcpStream::connect((&*self.host, self.port)).await?;
             stream.set_nodelay(true)?;
+            // A duplicate of the socket, for the watchdog to shut it down
+            // with (hyper owns the stream).
+            let stream = stream.into_std()?;
+            killer = Some(stream.try_clone()?);
+            let stream = TcpStream::from_std(stream)?;
             let (stream, settled) = SettingsWatch::new(stream, activity.clone());
             let (send, connection) = self
                 .builder
@@ -139,10 +145,12 @@ impl Dialer {
         let task = task
             .and_then(AbortOnDrop::detach)
             .ok_or_else(|| io::Error::other("the connection's task is gone"))?;
+        let killer = killer.ok_or_else(|| io::Error::other("no socket"))?;
         Ok(Link {
             send,
             activity,
             task,
+            killer,
         })
     }
 }
@@ -153,6 +161,9 @@ pub(super) struct Link {
     pub(super) send: SendRequest<Body>,
     pub(super) activity: Arc<Activity>,
     pub(super) task: AbortHandle,
+    /// A duplicate of the connection's socket: shutting it down ends the
+    /// connection, and fails every call on it.
+    pub(super) killer: std::net::TcpStream,
 }
 
 /// Aborts a connection's task that is dropped before its handshake is

@@ -353,8 +353,14 @@ impl Inner {
                     send,
                     activity,
                     task,
+                    killer,
                 }) => {
-                    tokio::spawn(watchdog(Arc::downgrade(&inner), id, activity.clone(), task));
+                    tokio::spawn(watchdog(
+                        Arc::downgrade(&inner),
+                        id,
+                        activity.clone(),
+                        Watched { task, killer },
+                    ));
                     slot.state = State::Connected(Ready { id, send, activity });
                     let recovered = std::mem::take(&mut slot.failing);
                     drop(slot);
@@ -408,15 +414,24 @@ impl Inner {
     }
 }
 
+/// What the watchdog holds of its connection.
+struct Watched {
+    /// Its task, to tell when it has ended.
+    task: AbortHandle,
+    /// A duplicate of its socket, to shut it down with.
+    killer: std::net::TcpStream,
+}
+
 /// Watches connection `id` while it lives: when it has been silent too
 /// long with calls waiting on it, probes the endpoint with a new connect,
-/// and fails the connection if the probe fails (see `watchdog`).
-async fn watchdog(inner: Weak<Inner>, id: u64, activity: Arc<Activity>, task: AbortHandle) {
+/// and shuts the connection down if the probe fails (see `watchdog`).
+async fn watchdog(inner: Weak<Inner>, id: u64, activity: Arc<Activity>, watched: Watched) {
+    let mut seen = activity.seen();
     loop {
         let patience = tokio::select! {
-            patience = activity.suspect() => patience,
+            patience = activity.suspect(&mut seen) => patience,
             // The connection closed on its own.
-            () = closed(&task) => return,
+            () = closed(&watched.task) => return,
         };
         let Some(strong) = inner.upgrade() else {
             return;
@@ -425,7 +440,7 @@ async fn watchdog(inner: Weak<Inner>, id: u64, activity: Arc<Activity>, task: Ab
         match strong.dialer.dial_within(timeout).await {
             Ok(_probe) => {
                 // Alive, only slow; the probe connection is dropped.
-                activity.cleared(Instant::now());
+                activity.cleared(&mut seen, Instant::now());
             }
             Err(error) => {
                 tracing::warn!(
@@ -435,8 +450,9 @@ async fn watchdog(inner: Weak<Inner>, id: u64, activity: Arc<Activity>, task: Ab
                     "the connection went silent and the endpoint answers no new connect: closing it"
                 );
                 strong.forget(id);
-                // Its reads fail from now: hyper fails every call on it.
-                activity.kill();
+                // Its reads end: hyper fails every call on it. (Aborting
+                // its task instead would leave the calls waiting.)
+                let _ = watched.killer.shutdown(std::net::Shutdown::Both);
                 return;
             }
         }

@@ -35,8 +35,10 @@ pin_project! {
         #[pin]
         inner: T,
         watch: Option<Watch>,
-        // Told of every read, for the connection's watchdog.
+        // Told of every read that brings bytes, for the connection's
+        // watchdog.
         activity: Arc<Activity>,
+        reads: u64,
     }
 }
 
@@ -64,6 +66,7 @@ impl<T> SettingsWatch<T> {
                 inner,
                 watch: Some(watch),
                 activity,
+                reads: 0,
             },
             settled,
         )
@@ -95,13 +98,11 @@ impl<T: AsyncRead> AsyncRead for SettingsWatch<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.project();
-        if let Some(error) = this.activity.check(cx.waker()) {
-            return Poll::Ready(Err(error));
-        }
         let before = buf.filled().len();
         let polled = this.inner.poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.read();
+            *this.reads += 1;
+            this.activity.read(*this.reads);
         }
         if let Some(watch) = this.watch
             && watch.saw(&buf.filled()[before..])

@@ -14,7 +14,8 @@
 //!
 //! - the probe fails (the endpoint accepts nothing, or accepts and never
 //!   sends its SETTINGS): the endpoint is gone, so the silent connection
-//!   is failed at once (its reads fail, and hyper fails its calls). Its waiting calls fail with `UNAVAILABLE` rather
+//!   is shut down at once (through a duplicate of its socket: its reads
+//!   end, and hyper fails its calls). Its waiting calls fail with `UNAVAILABLE` rather
 //!   than `DEADLINE_EXCEEDED`, which the retry layer can send elsewhere
 //!   with the time they have left, and the next call dials again.
 //! - the probe succeeds: the server is alive and only slow; the probe is
@@ -32,12 +33,11 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use futures_util::task::AtomicWaker;
 use tokio::{sync::Notify, time::Instant};
 
 /// How often the watchdog looks while calls wait.
@@ -54,9 +54,10 @@ pub(super) const MAX_SILENCE: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub(super) struct Activity {
     epoch: Instant,
-    /// When bytes were last read from the server (nanoseconds after
-    /// `epoch`), or the server last proved alive.
-    last_read: AtomicU64,
+    /// How many reads from the server brought bytes: the watchdog sees
+    /// silence as a count that does not move (a clock read per read would
+    /// cost every call).
+    reads: AtomicU64,
     /// Calls waiting for their response headers.
     waiting: AtomicUsize,
     /// The earliest deadline of a call that waited (nanoseconds after
@@ -64,10 +65,13 @@ pub(super) struct Activity {
     earliest_deadline: AtomicU64,
     /// Wakes the watchdog when the first call starts waiting.
     wake: Notify,
-    /// Set by the watchdog to fail the connection: its reads fail.
-    killed: AtomicBool,
-    /// The connection's reader, woken to see that it was killed.
-    reader: AtomicWaker,
+}
+
+/// What the watchdog last saw of the reads, and when they last moved.
+#[derive(Debug)]
+pub(super) struct Seen {
+    reads: u64,
+    at: Instant,
 }
 
 // === impl Activity ===
@@ -76,45 +80,25 @@ impl Activity {
     pub(super) fn new() -> Self {
         Self {
             epoch: Instant::now(),
-            last_read: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
             earliest_deadline: AtomicU64::new(u64::MAX),
             wake: Notify::new(),
-            killed: AtomicBool::new(false),
-            reader: AtomicWaker::new(),
         }
     }
 
-    /// Fails the connection: its next read, and every one after, fails,
-    /// which hyper reports to every call on it. (Aborting the connection's
-    /// task instead would leave its calls waiting.)
-    pub(super) fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
-        self.reader.wake();
-    }
-
-    /// Before each read: the error to read with if the connection was
-    /// killed; else the reader is registered to be woken if it is.
+    /// The reader's count of reads that brought bytes, now `count`.
     #[inline]
-    pub(super) fn check(&self, waker: &std::task::Waker) -> Option<std::io::Error> {
-        self.reader.register(waker);
-        self.killed.load(Ordering::Acquire).then(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "the connection went silent and the endpoint answers no new connect",
-            )
-        })
+    pub(super) fn read(&self, count: u64) {
+        self.reads.store(count, Ordering::Relaxed);
     }
 
-    /// Bytes came from the server.
-    #[inline]
-    pub(super) fn read(&self) {
-        self.alive(Instant::now());
-    }
-
-    /// The server showed it is alive at `now`.
-    pub(super) fn alive(&self, now: Instant) {
-        self.last_read.store(self.nanos(now), Ordering::Relaxed);
+    /// What the watchdog starts from: no read seen yet, as of now.
+    pub(super) fn seen(&self) -> Seen {
+        Seen {
+            reads: self.reads.load(Ordering::Relaxed),
+            at: Instant::now(),
+        }
     }
 
     /// A call starts waiting for its response headers, due by `deadline`
@@ -133,18 +117,13 @@ impl Activity {
     /// How long the connection may be silent, with calls waiting, before
     /// the endpoint is probed: a third of the time from the last read to
     /// the earliest deadline, within bounds.
-    fn patience(&self) -> Duration {
+    fn patience(&self, last_read: Instant) -> Duration {
         let deadline = self.earliest_deadline.load(Ordering::Relaxed);
         if deadline == u64::MAX {
             return MAX_SILENCE;
         }
-        let last = self.last_read.load(Ordering::Relaxed);
+        let last = self.nanos(last_read);
         (Duration::from_nanos(deadline.saturating_sub(last)) / 3).clamp(MIN_SILENCE, MAX_SILENCE)
-    }
-
-    fn silent_for(&self, now: Instant) -> Duration {
-        let last = self.last_read.load(Ordering::Relaxed);
-        Duration::from_nanos(self.nanos(now).saturating_sub(last))
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -152,28 +131,41 @@ impl Activity {
     }
 
     /// Waits until calls wait and the connection has been silent past
-    /// its patience; the patience then.
-    pub(super) async fn suspect(&self) -> Duration {
+    /// its patience; the patience then. Silence is counted from the last
+    /// read the watchdog saw (to within a [`TICK`]), or from when a call
+    /// started waiting on an idle connection.
+    pub(super) async fn suspect(&self, seen: &mut Seen) -> Duration {
         loop {
             // Asleep while no call waits (a permit stored by `waiting`
             // is not lost between the check and the wait).
+            let mut idle = false;
             while self.waiting.load(Ordering::Relaxed) == 0 {
                 self.wake.notified().await;
+                idle = true;
+            }
+            if idle {
+                *seen = self.seen();
             }
             tokio::time::sleep(TICK).await;
-            let patience = self.patience();
+            let now = Instant::now();
+            let reads = self.reads.load(Ordering::Relaxed);
+            if reads != seen.reads {
+                *seen = Seen { reads, at: now };
+            }
+            let patience = self.patience(seen.at);
             if self.waiting.load(Ordering::Relaxed) > 0
-                && self.silent_for(Instant::now()) >= patience
+                && now.saturating_duration_since(seen.at) >= patience
             {
                 return patience;
             }
         }
     }
 
-    /// The probe found the server alive: the connection is not suspect
-    /// again until it has been silent its whole patience once more.
-    pub(super) fn cleared(&self, now: Instant) {
-        self.alive(now);
+    /// The probe found the server alive at `now`: the connection is not
+    /// suspect again until it has been silent its whole patience once
+    /// more.
+    pub(super) fn cleared(&self, seen: &mut Seen, now: Instant) {
+        seen.at = now;
         self.earliest_deadline.store(u64::MAX, Ordering::Relaxed);
     }
 }
@@ -199,10 +191,10 @@ mod tests {
     async fn a_silent_connection_with_a_waiting_call_is_suspected_a_third_of_the_way_to_its_deadline()
      {
         let activity = Arc::new(Activity::new());
-        activity.read();
+        let mut seen = activity.seen();
         let started = Instant::now();
         let call = activity.waiting(Some(started + Duration::from_millis(600)));
-        let patience = activity.suspect().await;
+        let patience = activity.suspect(&mut seen).await;
         assert_eq!(patience, Duration::from_millis(200));
         let waited = started.elapsed();
         assert!(
@@ -215,21 +207,22 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reads_keep_it_from_suspicion_and_no_waiting_call_means_none() {
         let activity = Arc::new(Activity::new());
+        let mut seen = activity.seen();
         // No call waits: a long silence is no reason.
-        let idle = tokio::time::timeout(Duration::from_secs(60), activity.suspect()).await;
+        let idle = tokio::time::timeout(Duration::from_secs(60), activity.suspect(&mut seen)).await;
         assert!(idle.is_err());
 
         let call = activity.waiting(Some(Instant::now() + Duration::from_millis(400)));
         let reader = {
             let activity = activity.clone();
             tokio::spawn(async move {
-                loop {
-                    activity.read();
+                for count in 1.. {
+                    activity.read(count);
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             })
         };
-        let busy = tokio::time::timeout(Duration::from_secs(5), activity.suspect()).await;
+        let busy = tokio::time::timeout(Duration::from_secs(5), activity.suspect(&mut seen)).await;
         assert!(busy.is_err(), "bytes keep coming: not silent");
         reader.abort();
         drop(call);
@@ -238,13 +231,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn patience_is_bounded_and_resets_once_no_call_waits() {
         let activity = Arc::new(Activity::new());
+        let now = Instant::now();
         let long = activity.waiting(None);
-        assert_eq!(activity.patience(), MAX_SILENCE);
-        let short = activity.waiting(Some(Instant::now() + Duration::from_millis(10)));
-        assert_eq!(activity.patience(), MIN_SILENCE);
+        assert_eq!(activity.patience(now), MAX_SILENCE);
+        let short = activity.waiting(Some(now + Duration::from_millis(10)));
+        assert_eq!(activity.patience(now), MIN_SILENCE);
         drop(short);
-        assert_eq!(activity.patience(), MIN_SILENCE, "the shortest since");
+        assert_eq!(activity.patience(now), MIN_SILENCE, "the shortest since");
         drop(long);
-        assert_eq!(activity.patience(), MAX_SILENCE, "reset: no call waits");
+        assert_eq!(activity.patience(now), MAX_SILENCE, "reset: no call waits");
     }
 }
