@@ -8,7 +8,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Status;
 
-use super::Deadline;
+use super::{Deadline, DeadlineBody};
 
 pin_project! {
     /// Response future of [`ServerDeadline`](super::ServerDeadline).
@@ -17,7 +17,7 @@ pin_project! {
         inner: F,
         #[pin]
         sleep: Sleep,
-        deadline: Deadline,
+        deadline: Instant,
     }
 }
 
@@ -26,7 +26,7 @@ impl<F> ResponseFuture<F> {
         Self {
             inner,
             sleep: sleep_until(deadline),
-            deadline: Deadline::at(deadline),
+            deadline,
         }
     }
 }
@@ -36,14 +36,19 @@ where
     F: Future<Output = Result<http::Response<B>, E>>,
     B: Default,
 {
-    type Output = Result<http::Response<B>, E>;
+    type Output = Result<http::Response<DeadlineBody<B>>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let deadline = *this.deadline;
         // The handler runs inside this poll: give it the deadline.
         let inner = this.inner;
-        if let Poll::Ready(result) = this.deadline.sync_scope(|| inner.poll(cx)) {
-            return Poll::Ready(result);
+        if let Poll::Ready(result) = Deadline::at(deadline).sync_scope(|| inner.poll(cx)) {
+            // The response may still be streaming: its body ends at the
+            // deadline too (its timer is made only if it has to wait).
+            return Poll::Ready(
+                result.map(|response| response.map(|body| DeadlineBody::scoped(body, deadline))),
+            );
         }
         match this.sleep.poll(cx) {
             Poll::Ready(()) => Poll::Ready(Ok(

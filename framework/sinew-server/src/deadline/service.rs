@@ -8,11 +8,13 @@ use tower::Service;
 
 use sinew_core::deadline::parse_grpc_timeout;
 
-use super::{Deadline, ResponseFuture};
+use super::{Deadline, DeadlineBody, ResponseFuture};
 
 /// Bounds each call by its deadline: the caller's `grpc-timeout`, capped by the
-/// ceiling; past it the call fails with `DEADLINE_EXCEEDED`. While the handler
-/// runs, the deadline is its task's [`Deadline::current`](super::Deadline::current).
+/// ceiling; past it the call fails with `DEADLINE_EXCEEDED`, whether its
+/// handler is still working on the response headers or the response is
+/// still streaming. While the handler and its response stream run, the
+/// deadline is their task's [`Deadline::current`](super::Deadline::current).
 #[derive(Debug, Clone)]
 pub struct ServerDeadline<S> {
     inner: S,
@@ -48,7 +50,7 @@ where
     S: Service<http::Request<B>, Response = http::Response<ResBody>>,
     ResBody: Default,
 {
-    type Response = http::Response<ResBody>;
+    type Response = http::Response<DeadlineBody<ResBody>>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future>;
 
