@@ -18,6 +18,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use sinew_core::compression::Encodings;
+
 /// The environment variable naming a TOML settings file.
 pub const CONFIG_FILE_ENV: &str = "SINEW_CONFIG";
 
@@ -109,6 +111,12 @@ impl Value for bool {
             "false" | "0" | "no" | "off" => Ok(false),
             _ => Err("expected true or false".to_owned()),
         }
+    }
+}
+
+impl Value for Encodings {
+    fn parse(text: &str) -> Result<Self, String> {
+        Encodings::parse(text).map_err(|e| e.to_string())
     }
 }
 
@@ -266,6 +274,12 @@ settings! {
     /// How long one readiness probe may take before it counts as failed.
     /// Default 2s.
     probe_timeout: Duration = Duration::from_secs(2);
+    /// Encodings to compress responses with, when the caller accepts them
+    /// (its `grpc-accept-encoding`): `"gzip"`, `"zstd"`, `"gzip,zstd"`
+    /// or `"none"`. Requests compressed with gzip or zstd are accepted
+    /// whatever this says. Default none: compressing costs CPU on every
+    /// message, and pays only for large messages over slow links.
+    send_compressed: Encodings = Encodings::NONE;
     /// Whether to serve gRPC reflection (v1 and v1alpha). Default true.
     reflection: bool = true;
     /// Faults to inject into incoming calls, to rehearse failure, in the
@@ -463,6 +477,24 @@ mod tests {
         assert_eq!(s.max_connection_age, Duration::ZERO);
         assert_eq!(s.max_connection_age_grace, Duration::from_secs(30));
         assert!(s.reflection);
+        assert_eq!(s.send_compressed, Encodings::NONE);
+    }
+
+    #[test]
+    fn send_compressed_reads_a_list_and_names_its_key_when_wrong() {
+        let s = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_SEND_COMPRESSED", "zstd, gzip")]),
+        )
+        .unwrap();
+        assert_eq!(s.send_compressed, Encodings::ALL);
+        let err = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_SEND_COMPRESSED", "brotli")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("SINEW_SEND_COMPRESSED"));
+        assert!(err.to_string().contains("brotli"), "{err}");
     }
 
     #[test]

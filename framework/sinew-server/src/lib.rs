@@ -44,6 +44,21 @@
 //! catching, the deadline (the caller's `grpc-timeout`, capped by
 //! `request_timeout`), fault injection, message limits; then to the hosted
 //! service its path names. A path that names none gets `UNIMPLEMENTED`.
+//!
+//! The deadline bounds calls of every kind: past it, a handler still
+//! working is dropped, and a response still streaming ends with
+//! `DEADLINE_EXCEEDED` in its trailers (see [`ServerDeadline`]).
+//!
+//! # Compression
+//!
+//! Every hosted service accepts requests compressed with gzip or zstd.
+//! Responses are compressed only with what the `send_compressed` setting
+//! names (default none), and only for a caller that accepts it. The
+//! receive limit counts decompressed bytes: tonic decompresses a message
+//! into at most `max_receive_message_size`, and one that would pass it
+//! fails with `RESOURCE_EXHAUSTED` (the request walk at the connection
+//! sees the compressed size, which is never more). The send limit counts
+//! bytes as they go out, compressed when they are.
 
 mod catch_panic;
 mod config;
@@ -65,12 +80,15 @@ pub use catch_panic::{
     CatchPanic, CatchPanicLayer, PanicSafeBody, ResponseFuture as CatchPanicFuture,
 };
 pub use config::{CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ServerConfig, Settings};
-pub use deadline::{Deadline, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline};
+pub use deadline::{
+    Deadline, DeadlineBody, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline,
+};
 pub use definition::ServiceDefinition;
 pub use message_limit::{
     Direction, LimitedBody, MessageLimit, MessageLimitLayer, ResponseFuture as MessageLimitFuture,
 };
 pub use signal::shutdown_signal;
+pub use sinew_core::compression::{CompressionEncoding, Encodings};
 pub use sinew_telemetry::trace::server::{
     RecordedBody, ResponseFuture as ServerTraceFuture, ServerTrace, ServerTraceLayer,
 };
@@ -482,11 +500,24 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Sets tonic's codec limits behind [`MessageLimit`]'s. The receive limit
-/// stays as a backstop (`MessageLimit` sees the header first). The send
-/// limit is left to `MessageLimit`, which answers `RESOURCE_EXHAUSTED` where
-/// tonic's encoder would answer `OUT_OF_RANGE` before the layer saw the
-/// message.
+/// Sets tonic's codec limits behind [`MessageLimit`]'s, and compression.
+///
+/// The receive limit stays as a backstop (`MessageLimit` sees the header
+/// first), and is what bounds a compressed request: tonic decompresses
+/// into a buffer no larger than it, and answers `RESOURCE_EXHAUSTED` for
+/// a message that would pass it, whatever its size on the wire. The send
+/// limit is left to `MessageLimit`, which answers `RESOURCE_EXHAUSTED`
+/// where tonic's encoder would answer `OUT_OF_RANGE` before the layer saw
+/// the message.
+///
+/// Requests compressed with gzip or zstd are accepted; responses are
+/// compressed only with what `send_compressed` names and the caller
+/// accepts.
 fn codec_limits<S: ServiceDefinition>(service: S, settings: &Settings) -> S {
-    service.with_message_limits(settings.max_receive_message_size, usize::MAX)
+    service
+        .with_message_limits(settings.max_receive_message_size, usize::MAX)
+        .with_compression(
+            sinew_core::compression::ACCEPTED,
+            settings.send_compressed.iter(),
+        )
 }
