@@ -1,7 +1,7 @@
 //! Compression: the scaffold and sinew's client accept gzip and zstd by
 //! default, send compressed only when configured to, and count size limits
-//! in decompressed bytes (a small message that decompresses past the
-//! limit fails with `RESOURCE_EXHAUSTED`).
+//! in decompressed bytes, both ways (a small message that decompresses
+//! past the limit fails with `RESOURCE_EXHAUSTED`).
 
 mod common;
 
@@ -168,12 +168,13 @@ async fn a_small_compressed_request_past_the_receive_limit_is_resource_exhausted
 
 #[tokio::test]
 async fn a_small_compressed_response_past_the_clients_limit_is_resource_exhausted() {
-    // The server takes 8 MiB requests and answers with gzip; the client
-    // keeps the default 4 MiB receive limit.
+    // The server takes and sends 8 MiB messages and answers with gzip;
+    // the client keeps the default 4 MiB receive limit.
     let recording = Recording::default();
     let server = serve_echo_with(
         ServerConfig::new()
             .max_receive_message_size(8 << 20)
+            .max_send_message_size(8 << 20)
             .max_request_buffer_per_connection(16 << 20)
             .send_compressed(Encodings::from(CompressionEncoding::Gzip)),
         recording,
@@ -188,4 +189,35 @@ async fn a_small_compressed_response_past_the_clients_limit_is_resource_exhauste
     let reply = client.post(bomb(3 << 20)).await.unwrap();
     assert_eq!(reply.into_inner().payload.len(), 3 << 20);
     server.stop().await;
+}
+
+#[tokio::test]
+async fn a_compressed_response_counts_decompressed_against_the_send_limit() {
+    for encoding in [CompressionEncoding::Gzip, CompressionEncoding::Zstd] {
+        // The server sends at most 1 MiB a message, compressed; its
+        // replies echo 2 MiB of zeros, a few KiB once compressed.
+        let server = serve_echo_with(
+            ServerConfig::new()
+                .max_send_message_size(1 << 20)
+                .send_compressed(Encodings::from(encoding)),
+            Recording::default(),
+        )
+        .await;
+        let mut client = common::echo_client(&[server.addr], |c| c.send_compressed(encoding)).await;
+        let status = client.post(bomb(2 << 20)).await.unwrap_err();
+        assert_eq!(
+            status.code(),
+            Code::ResourceExhausted,
+            "{encoding:?}: {status:?}"
+        );
+        assert!(
+            status.message().contains("response message"),
+            "refused by the server's send limit: {status:?}"
+        );
+        // Within the limit decompressed, it is sent compressed.
+        let reply = client.post(bomb(1 << 19)).await.unwrap();
+        assert!(encoding_of(&reply).is_some());
+        assert_eq!(reply.into_inner().payload.len(), 1 << 19);
+        server.stop().await;
+    }
 }

@@ -196,12 +196,14 @@ settings! {
     /// machine only until the deployment says otherwise (`0.0.0.0:50051`
     /// in a container).
     addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051));
-    /// Largest request message accepted, in bytes; larger ones fail with
-    /// `RESOURCE_EXHAUSTED`. Default 4 MiB.
+    /// Largest request message accepted, in bytes (decompressed, for a
+    /// compressed one); larger ones fail with `RESOURCE_EXHAUSTED`.
+    /// Default 4 MiB.
     max_receive_message_size: usize = 4 * 1024 * 1024;
-    /// Largest response message sent, in bytes; a handler returning a
-    /// larger one fails the call with `RESOURCE_EXHAUSTED`. Default 4 MiB
-    /// (tonic sends any size).
+    /// Largest response message sent, in bytes (decompressed, for a
+    /// response the server compresses); a handler returning a larger one
+    /// fails the call with `RESOURCE_EXHAUSTED`. Default 4 MiB (tonic
+    /// sends any size).
     max_send_message_size: usize = 4 * 1024 * 1024;
     /// Bytes of request data the server holds, over all connections,
     /// while they form whole messages (each call's partial message);
@@ -258,9 +260,10 @@ settings! {
     /// After `max_connection_age`, how long the calls still in flight may
     /// take before the connection is closed. Default 30s.
     max_connection_age_grace: Duration = Duration::from_secs(30);
-    /// Ceiling on the time a handler may take to answer, whatever the
-    /// caller's deadline; beyond it the call fails with
-    /// `DEADLINE_EXCEEDED`. Default 30s.
+    /// Ceiling on any call's deadline, whatever the caller's: a handler
+    /// still answering, or a response still streaming, beyond it ends the
+    /// call with `DEADLINE_EXCEEDED` (health's `Watch`, meant to last, is
+    /// bounded by its caller's deadline alone). Default 30s.
     request_timeout: Duration = Duration::from_secs(30);
     /// On shutdown, how long the server keeps serving after it reports
     /// `NOT_SERVING`, so load balancers see it go. Default 5s.

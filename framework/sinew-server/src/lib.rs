@@ -57,8 +57,9 @@
 //! receive limit counts decompressed bytes: tonic decompresses a message
 //! into at most `max_receive_message_size`, and one that would pass it
 //! fails with `RESOURCE_EXHAUSTED` (the request walk at the connection
-//! sees the compressed size, which is never more). The send limit counts
-//! bytes as they go out, compressed when they are.
+//! sees the compressed size, which is never more). So does the send
+//! limit: when the server compresses responses, each compressed message
+//! is decompressed into a counter as it goes out (a cost paid only then).
 
 mod catch_panic;
 mod config;
@@ -425,7 +426,9 @@ impl Server {
         let stack = ServiceBuilder::new()
             .layer(ServerTraceLayer::new())
             .layer(CatchPanicLayer::new())
-            .layer(DeadlineLayer::new(settings.request_timeout))
+            // Health's Watch streams last until the drain ends them: only
+            // their caller's own deadline bounds them.
+            .layer(DeadlineLayer::new(settings.request_timeout).uncapped(&[health::WATCH_PATH]))
             // With no faults configured this costs one check per call.
             .layer(sinew_core::fault::FaultLayer::new(
                 settings.fault_config().unwrap_or_default(),
@@ -433,10 +436,12 @@ impl Server {
             // Requests' messages are limited where their bodies come in,
             // with the request budget (one walk of their framing): the
             // layer limits responses.
-            .layer(MessageLimitLayer::new(
-                usize::MAX,
-                settings.max_send_message_size,
-            ))
+            .layer(
+                MessageLimitLayer::new(usize::MAX, settings.max_send_message_size)
+                    // Compressed responses count decompressed, as their
+                    // receivers count them.
+                    .decompressed(!settings.send_compressed.is_empty()),
+            )
             .service(routes.build());
         let mut connections = Connections::new(&settings, stack);
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);

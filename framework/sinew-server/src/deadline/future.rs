@@ -15,17 +15,19 @@ pin_project! {
     pub struct ResponseFuture<F> {
         #[pin]
         inner: F,
+        // `None` for a call with no deadline (an uncapped path whose
+        // caller sent no `grpc-timeout`).
         #[pin]
-        sleep: Sleep,
-        deadline: Instant,
+        sleep: Option<Sleep>,
+        deadline: Option<Instant>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(super) fn new(inner: F, deadline: Instant) -> Self {
+    pub(super) fn new(inner: F, deadline: Option<Instant>) -> Self {
         Self {
             inner,
-            sleep: sleep_until(deadline),
+            sleep: deadline.map(sleep_until),
             deadline,
         }
     }
@@ -40,7 +42,12 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let deadline = *this.deadline;
+        let Some(deadline) = *this.deadline else {
+            return this
+                .inner
+                .poll(cx)
+                .map(|result| result.map(|response| response.map(DeadlineBody::unbounded)));
+        };
         // The handler runs inside this poll: give it the deadline.
         let inner = this.inner;
         if let Poll::Ready(result) = Deadline::at(deadline).sync_scope(|| inner.poll(cx)) {
@@ -50,11 +57,12 @@ where
                 result.map(|response| response.map(|body| DeadlineBody::scoped(body, deadline))),
             );
         }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Ok(
-                Status::deadline_exceeded("deadline exceeded").into_http()
-            )),
-            Poll::Pending => Poll::Pending,
+        match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Ok(Status::deadline_exceeded(
+                "deadline exceeded",
+            )
+            .into_http())),
+            _ => Poll::Pending,
         }
     }
 }

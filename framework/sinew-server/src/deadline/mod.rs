@@ -21,6 +21,11 @@
 //!   request stream it reads) is dropped. Tracing and metrics, outside
 //!   this layer, record the call as `DEADLINE_EXCEEDED`.
 //!
+//! Paths given to [`DeadlineLayer::uncapped`] are bounded by their
+//! caller's `grpc-timeout` alone: the scaffold names health's `Watch`,
+//! whose stream is meant to last (the drain ends it), and which would
+//! otherwise be cut every `request_timeout`.
+//!
 //! The response stream is polled with the deadline as its
 //! [`Deadline::current`] too. Its timer is made only the first time the
 //! stream has to wait: a unary response, ready with its headers, costs
@@ -149,6 +154,45 @@ mod tests {
             .expect("the stream ends at the deadline")
             .expect("ended by its trailers");
         assert_eq!(start.elapsed(), Duration::from_millis(1500));
+        assert_eq!(
+            status_of(collected.trailers()),
+            Some(Code::DeadlineExceeded)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_uncapped_path_is_bounded_by_its_callers_deadline_alone() {
+        const WATCH: &str = "/grpc.health.v1.Health/Watch";
+        let layer = DeadlineLayer::new(Duration::from_secs(1)).uncapped(&[WATCH]);
+        let call = |timeout: Option<&'static str>| {
+            let mut request = http::Request::builder().uri(WATCH).body(()).unwrap();
+            if let Some(timeout) = timeout {
+                request
+                    .headers_mut()
+                    .insert("grpc-timeout", http::HeaderValue::from_static(timeout));
+            }
+            layer.layer(streaming(Arc::default())).oneshot(request)
+        };
+
+        // No grpc-timeout: the stream outlives the ceiling many times over
+        // (a message a second, ten of them).
+        let start = Instant::now();
+        let mut body = call(None).await.unwrap().into_body();
+        assert_eq!(body.deadline(), None);
+        for _ in 0..10 {
+            let frame = body.frame().await.unwrap().unwrap();
+            assert!(frame.is_data(), "still streaming");
+        }
+        assert_eq!(start.elapsed(), Duration::from_secs(9));
+
+        // The caller's own deadline still ends it, past the ceiling.
+        let start = Instant::now();
+        let body = call(Some("3S")).await.unwrap().into_body();
+        let collected = tokio::time::timeout(Duration::from_secs(10), body.collect())
+            .await
+            .expect("the caller's deadline ends the stream")
+            .unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
         assert_eq!(
             status_of(collected.trailers()),
             Some(Code::DeadlineExceeded)

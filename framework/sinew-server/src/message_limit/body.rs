@@ -8,7 +8,12 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Status;
 
-use super::FrameWalker;
+use sinew_core::compression::CompressionEncoding;
+
+use super::{
+    FrameWalker,
+    inflate::{self, Inflation},
+};
 
 /// Which way a [`LimitedBody`] carries messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +33,9 @@ pin_project! {
         walker: FrameWalker,
         limit: usize,
         direction: Direction,
+        // Counts compressed messages decompressed (boxed: rare, and the
+        // body is moved through every layer above).
+        inflation: Option<Box<Inflation>>,
         done: bool,
     }
 }
@@ -40,8 +48,18 @@ impl<B> LimitedBody<B> {
             walker: FrameWalker::default(),
             limit,
             direction,
+            inflation: None,
             done: false,
         }
+    }
+
+    /// Counts its messages, compressed with `encoding`, by what they
+    /// decompress to (see [`MessageLimit::decompressed`](super::MessageLimit::decompressed)).
+    pub fn decompressed(mut self, encoding: CompressionEncoding) -> Self {
+        if self.limit != usize::MAX {
+            self.inflation = Some(Box::new(Inflation::new(encoding, self.limit)));
+        }
+        self
     }
 }
 
@@ -93,8 +111,12 @@ where
         let Some(data) = frame.data_ref() else {
             return Poll::Ready(Some(Ok(frame)));
         };
-        let Some(length) = this.walker.feed(data, *this.limit) else {
-            return Poll::Ready(Some(Ok(frame)));
+        let length = match this.walker.feed(data, *this.limit) {
+            Some(length) => length,
+            None => match this.inflation.as_mut().map(|i| i.feed(data)) {
+                Some(Err(inflate::Over(bytes))) => bytes as u64,
+                _ => return Poll::Ready(Some(Ok(frame))),
+            },
         };
         *this.done = true;
         let status = too_large(length, *this.limit, *this.direction);
