@@ -1,5 +1,6 @@
-//! Compression: the scaffold and sinew's client accept gzip and zstd by
-//! default, send compressed only when configured to, and count size limits
+//! Compression: the scaffold accepts gzip and zstd by default; it and
+//! sinew's client send compressed (and the client accepts compressed)
+//! only when configured to; size limits count
 //! in decompressed bytes, both ways (a small message that decompresses
 //! past the limit fails with `RESOURCE_EXHAUSTED`).
 
@@ -101,7 +102,7 @@ async fn gzip_and_zstd_both_ways_between_sinews_client_and_the_scaffold() {
 }
 
 #[tokio::test]
-async fn sending_compressed_is_a_choice_and_accepting_is_the_default() {
+async fn sending_and_accepting_compressed_are_choices() {
     // Neither side set to send: nothing is compressed.
     let (server, recording) = serve(Encodings::NONE).await;
     let mut client = common::echo_client(&[server.addr], |c| c).await;
@@ -118,13 +119,17 @@ async fn sending_compressed_is_a_choice_and_accepting_is_the_default() {
     assert_eq!(recording.last(), None);
     server.stop().await;
 
-    // A server set to send gzip answers a default sinew client (which
-    // accepts gzip and zstd) compressed, but a client that accepts
-    // nothing plain.
+    // A server set to send gzip answers compressed a sinew client that
+    // accepts compressed responses, and uncompressed one that does not: a
+    // default client (which says nothing of it, to save every call a
+    // header), or plain tonic.
     let (server, _recording) = serve(Encodings::from(CompressionEncoding::Gzip)).await;
-    let mut client = common::echo_client(&[server.addr], |c| c).await;
-    let reply = client.post(compressible("to sinew")).await.unwrap();
+    let mut accepting = common::echo_client(&[server.addr], |c| c.accept_compressed(true)).await;
+    let reply = accepting.post(compressible("to sinew")).await.unwrap();
     assert_eq!(encoding_of(&reply), Some("gzip"));
+    let mut default = common::echo_client(&[server.addr], |c| c).await;
+    let reply = default.post(compressible("to sinew")).await.unwrap();
+    assert_eq!(encoding_of(&reply), None);
     let mut plain = RawEchoClient::new(server.channel().await);
     let reply = plain.post(compressible("to plain tonic")).await.unwrap();
     assert_eq!(encoding_of(&reply), None);

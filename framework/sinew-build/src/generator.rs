@@ -152,12 +152,15 @@ impl SinewGenerator {
                         config: #framework::client::ClientConfig,
                     ) -> ::core::result::Result<Self, #framework::client::ClientError> {
                         let send = config.send_compression();
+                        let accept = config.accepts_compressed();
                         #framework::client::Client::connect::<#contract>(config)
                             .await
                             .map(|client| {
                                 let mut inner = #client_mod::#client_type::new(client);
-                                for &encoding in #framework::client::ACCEPTED_COMPRESSION {
-                                    inner = inner.accept_compressed(encoding);
+                                if accept {
+                                    for &encoding in #framework::client::ACCEPTED_COMPRESSION {
+                                        inner = inner.accept_compressed(encoding);
+                                    }
                                 }
                                 if let ::core::option::Option::Some(encoding) = send {
                                     inner = inner.send_compressed(encoding);

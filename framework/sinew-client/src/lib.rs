@@ -26,13 +26,14 @@
 //! `FooClient::connect(config)` builds a [`Client`] for the contract's
 //! method table.
 //!
-//! Generated clients accept responses compressed with gzip or zstd
-//! ([`ACCEPTED_COMPRESSION`]); they compress their requests only when
-//! asked, for every method ([`ClientConfig::send_compressed`]) or for the
-//! calls made on a clone built with the generated `send_compressed`. A
-//! response is decompressed into at most the client's receive limit
-//! (tonic's 4 MiB by default); past it the call fails with
-//! `RESOURCE_EXHAUSTED`.
+//! Generated clients compress their requests only when asked, for every
+//! method ([`ClientConfig::send_compressed`]) or for the calls made on a
+//! clone built with the generated `send_compressed`. They accept
+//! responses compressed with gzip or zstd ([`ACCEPTED_COMPRESSION`]) when
+//! they compress, or when told to ([`ClientConfig::accept_compressed`]);
+//! otherwise servers answer them uncompressed. A response is decompressed
+//! into at most the client's receive limit (tonic's 4 MiB by default);
+//! past it the call fails with `RESOURCE_EXHAUSTED`.
 //!
 //! ```
 //! use std::time::Duration;

@@ -1,10 +1,12 @@
 //! Message compression: which encodings sinew accepts, and a list of
 //! encodings as a setting.
 //!
-//! Clients and servers built with sinew accept messages compressed with
-//! gzip or zstd on every call, by default, so that peers configured to
-//! compress (grpcio's `compression=grpc.Compression.Gzip`, grpc-js,
-//! grpc-go's `UseCompressor`) are understood. Whether to *send*
+//! Servers built with sinew accept requests compressed with gzip or zstd
+//! on every call, by default, so that clients configured to compress
+//! (grpcio's `compression=grpc.Compression.Gzip`, grpc-js, grpc-go's
+//! `UseCompressor`) are understood. sinew's clients accept compressed
+//! responses when they compress their requests, or when told to
+//! (advertising it costs every call a header). Whether to *send*
 //! compressed is a choice, off by default: compression spends CPU on
 //! every message to save bandwidth, which pays for large, repetitive
 //! messages over slow links, and not for small ones in a data centre.

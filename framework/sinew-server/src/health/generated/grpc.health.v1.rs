@@ -626,12 +626,15 @@ impl HealthClient {
         config: crate::codegen::client::ClientConfig,
     ) -> ::core::result::Result<Self, crate::codegen::client::ClientError> {
         let send = config.send_compression();
+        let accept = config.accepts_compressed();
         crate::codegen::client::Client::connect::<HealthContract>(config)
             .await
             .map(|client| {
                 let mut inner = health_client::HealthClient::new(client);
-                for &encoding in crate::codegen::client::ACCEPTED_COMPRESSION {
-                    inner = inner.accept_compressed(encoding);
+                if accept {
+                    for &encoding in crate::codegen::client::ACCEPTED_COMPRESSION {
+                        inner = inner.accept_compressed(encoding);
+                    }
                 }
                 if let ::core::option::Option::Some(encoding) = send {
                     inner = inner.send_compressed(encoding);
