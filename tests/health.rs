@@ -95,6 +95,39 @@ async fn watch_streams_changes() {
     server.stop().await;
 }
 
+/// `request_timeout` ends every call but `Watch`, whose stream is meant to
+/// last: one opened on a server with a 100ms ceiling still streams well
+/// after it, while a server stream of the same age would have ended.
+#[tokio::test]
+async fn watch_outlives_the_request_timeout() {
+    let server = Running::start(echo_server(
+        ServerConfig::new()
+            .lame_duck(Duration::ZERO)
+            .grace_period(Duration::from_secs(1))
+            .request_timeout(Duration::from_millis(100)),
+    ))
+    .await;
+    let mut client = HealthClient::new(server.channel().await);
+    let mut stream = client
+        .watch(HealthCheckRequest {
+            service: ECHO.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    // Three ceilings later, a change still arrives.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.health.set(ECHO, ServingStatus::NotServing);
+    let next = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("the change arrives")
+        .expect("the stream is still open");
+    assert_eq!(next.unwrap().status(), ServingStatus::NotServing);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn watch_on_an_unknown_name_says_service_unknown_and_stays_open() {
     let server = Running::echo().await;

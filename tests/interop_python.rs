@@ -1,6 +1,6 @@
 //! Interop with an independent implementation: Python's grpcio calls the
-//! greeter example's server process, checks its health and reads its
-//! reflection.
+//! greeter example's server process (with and without gzip), checks its
+//! health and reads its reflection.
 //!
 //! Needs `python3` with `grpcio`, `grpcio-health-checking` and
 //! `grpcio-reflection` (`.ci/run` installs them). Without them the test
@@ -22,8 +22,10 @@ fn grpcio_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-#[tokio::test]
-async fn grpcio_calls_checks_health_and_reads_reflection() {
+/// Runs the grpcio client against a greeter process started with `env`,
+/// and returns what it saw; `None` (after saying so loudly) when grpcio is
+/// not installed.
+async fn grpcio_sees(env: &[(&str, &str)]) -> Option<serde_json::Value> {
     if !grpcio_available() {
         assert!(
             !require_services(),
@@ -34,10 +36,10 @@ async fn grpcio_calls_checks_health_and_reads_reflection() {
              grpcio-reflection is not installed (pip install grpcio grpcio-health-checking \
              grpcio-reflection) ***\n"
         );
-        return;
+        return None;
     }
     // The greeter example, as its own process.
-    let greeter = GreeterProcess::start(&[]).await;
+    let greeter = GreeterProcess::start(env).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/interop/grpcio_client.py"
@@ -57,10 +59,18 @@ async fn grpcio_calls_checks_health_and_reads_reflection() {
         output.status.success(),
         "grpcio client failed:\n{stdout}\n{stderr}"
     );
+    Some(serde_json::from_str(stdout.trim()).unwrap())
+}
 
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+#[tokio::test]
+async fn grpcio_calls_checks_health_and_reads_reflection() {
+    let Some(seen) = grpcio_sees(&[]).await else {
+        return;
+    };
     assert_eq!(seen["reply"], "Hello, python!");
     assert_eq!(seen["empty_name"], "INVALID_ARGUMENT");
+    // A request compressed with gzip is accepted by default.
+    assert_eq!(seen["gzip_reply"], "Hello, gzip!");
     assert_eq!(seen["check_overall"], "SERVING");
     assert_eq!(seen["check_greeter"], "SERVING");
     assert_eq!(seen["check_unknown"], "NOT_FOUND");
@@ -75,4 +85,19 @@ async fn grpcio_calls_checks_health_and_reads_reflection() {
             "grpc.reflection.v1alpha.ServerReflection",
         ])
     );
+}
+
+/// With `send_compressed = "gzip"`, the server answers grpcio (which
+/// accepts gzip) with compressed replies, health's included; grpcio reads
+/// them all.
+#[tokio::test]
+async fn grpcio_reads_replies_compressed_with_gzip() {
+    let Some(seen) = grpcio_sees(&[("SINEW_SEND_COMPRESSED", "gzip")]).await else {
+        return;
+    };
+    assert_eq!(seen["reply"], "Hello, python!");
+    assert_eq!(seen["empty_name"], "INVALID_ARGUMENT");
+    assert_eq!(seen["gzip_reply"], "Hello, gzip!");
+    assert_eq!(seen["check_greeter"], "SERVING");
+    assert_eq!(seen["watch_greeter"], "SERVING");
 }

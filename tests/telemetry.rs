@@ -1,7 +1,8 @@
 //! Traces and metrics across three chained services, received by an
 //! in-process OTLP collector: one trace, the right parent for every hop,
 //! the retry visible on the span that retried, statuses and attributes as
-//! the semantic conventions say, and the metrics with the right counts.
+//! the semantic conventions say, and the metrics with the right counts; a
+//! stream ended by the server's deadline recorded as `DEADLINE_EXCEEDED`.
 //!
 //! Telemetry is process-wide, so this file holds one test.
 
@@ -13,9 +14,12 @@ use common::{Running, Scripted, Unary, collector::Collector, echo, echo_client, 
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status::StatusCode};
 use sinew::{
     client::{CallOptions, breaker::BreakerConfig, bulkhead::BulkheadConfig},
+    server::ServerConfig,
     telemetry::{TelemetryConfig, init_with},
 };
-use sinew_workspace::proto::echo::v1::{EchoClient, EchoReply, EchoRequest};
+use sinew_workspace::proto::echo::v1::{
+    EchoClient, EchoReply, EchoRequest, echo_client::EchoClient as RawEchoClient,
+};
 use tokio::sync::Semaphore;
 use tonic::{Code, Request, Response, Status};
 
@@ -484,7 +488,50 @@ async fn one_trace_across_three_services_with_metrics() {
         both(&collector)
     );
 
-    for server in [a, b, c, gated] {
+    // A response stream the server's deadline ends is recorded as
+    // DEADLINE_EXCEEDED: the handler echoes for as long as its request
+    // stream stays open, and the ceiling ends the call at 300ms.
+    let bounded = Running::start(common::echo_server(
+        ServerConfig::new()
+            .lame_duck(Duration::ZERO)
+            .request_timeout(Duration::from_millis(300)),
+    ))
+    .await;
+    let (send, requests) = tokio::sync::mpsc::channel(1);
+    send.send(echo("open")).await.unwrap();
+    let mut chat = RawEchoClient::new(bounded.channel().await)
+        .chat(tokio_stream::wrappers::ReceiverStream::new(requests))
+        .await
+        .expect("the stream starts")
+        .into_inner();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Err(status) = chat.message().await {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("the deadline ends the stream");
+    assert_eq!(ended.code(), Code::DeadlineExceeded);
+    let chat_span = |c: &Collector| {
+        c.spans_named("echo.v1.Echo/Chat")
+            .into_iter()
+            .find(|s| s.kind() == SpanKind::Server)
+    };
+    assert!(
+        collector
+            .wait_for(|c| chat_span(c).is_some(), Duration::from_secs(20))
+            .await,
+        "spans received: {:?}",
+        collector.span_names()
+    );
+    let chat_span = chat_span(&collector).unwrap();
+    assert_eq!(chat_span.int_attribute("rpc.grpc.status_code"), Some(4));
+    assert_eq!(chat_span.status_code(), StatusCode::Error);
+    drop(send);
+
+    for server in [a, b, c, gated, bounded] {
         server.stop().await;
     }
     tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())

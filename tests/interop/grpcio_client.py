@@ -46,6 +46,12 @@ def main(addr):
         except grpc.RpcError as error:
             seen["empty_name"] = error.code().name
 
+        # Compression: a request compressed with gzip, as a grpcio client
+        # configured for it sends (and whose reply may come compressed).
+        seen["gzip_reply"] = say_hello(
+            request_type(name="gzip"), timeout=10, compression=grpc.Compression.Gzip
+        ).message
+
         # Health: Check and Watch.
         health = health_pb2_grpc.HealthStub(channel)
         status_name = health_pb2.HealthCheckResponse.ServingStatus.Name

@@ -108,6 +108,22 @@ impl SinewGenerator {
                         self.max_decoding_message_size(max_receive)
                             .max_encoding_message_size(max_send)
                     }
+
+                    fn with_compression(
+                        mut self,
+                        accept: &[#framework::tonic::codec::CompressionEncoding],
+                        send: impl ::core::iter::IntoIterator<
+                            Item = #framework::tonic::codec::CompressionEncoding,
+                        >,
+                    ) -> Self {
+                        for &encoding in accept {
+                            self = self.accept_compressed(encoding);
+                        }
+                        for encoding in send {
+                            self = self.send_compressed(encoding);
+                        }
+                        self
+                    }
                 }
             }
         });
@@ -135,9 +151,33 @@ impl SinewGenerator {
                     pub async fn connect(
                         config: #framework::client::ClientConfig,
                     ) -> ::core::result::Result<Self, #framework::client::ClientError> {
+                        let send = config.send_compression();
+                        let accept = config.accepts_compressed();
                         #framework::client::Client::connect::<#contract>(config)
                             .await
-                            .map(|client| Self(#client_mod::#client_type::new(client)))
+                            .map(|client| {
+                                let mut inner = #client_mod::#client_type::new(client);
+                                if accept {
+                                    for &encoding in #framework::client::ACCEPTED_COMPRESSION {
+                                        inner = inner.accept_compressed(encoding);
+                                    }
+                                }
+                                if let ::core::option::Option::Some(encoding) = send {
+                                    inner = inner.send_compressed(encoding);
+                                }
+                                Self(inner)
+                            })
+                    }
+
+                    /// This client, compressing its requests with `encoding`:
+                    /// call the methods whose requests should be compressed on
+                    /// a clone made with it (clones share connections).
+                    #[must_use]
+                    pub fn send_compressed(
+                        self,
+                        encoding: #framework::tonic::codec::CompressionEncoding,
+                    ) -> Self {
+                        Self(self.0.send_compressed(encoding))
                     }
 
                     /// The tonic client underneath.

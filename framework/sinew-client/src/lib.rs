@@ -26,6 +26,15 @@
 //! `FooClient::connect(config)` builds a [`Client`] for the contract's
 //! method table.
 //!
+//! Generated clients compress their requests only when asked, for every
+//! method ([`ClientConfig::send_compressed`]) or for the calls made on a
+//! clone built with the generated `send_compressed`. They accept
+//! responses compressed with gzip or zstd ([`ACCEPTED_COMPRESSION`]) when
+//! they compress, or when told to ([`ClientConfig::accept_compressed`]);
+//! otherwise servers answer them uncompressed. A response is decompressed
+//! into at most the client's receive limit (tonic's 4 MiB by default);
+//! past it the call fails with `RESOURCE_EXHAUSTED`.
+//!
 //! ```
 //! use std::time::Duration;
 //! use sinew_client::{CallOptions, ClientConfig};
@@ -65,6 +74,7 @@ pub use policy::{
     CallDeadline, CallOptions, CallPolicy, CodeSet, HedgingPolicy, MAX_ATTEMPTS_CAP, RetryPolicy,
 };
 pub use sinew_core::Rng;
+pub use sinew_core::compression::{ACCEPTED as ACCEPTED_COMPRESSION, CompressionEncoding};
 pub use sinew_core::deadline::set_grpc_timeout;
 /// The tracing layer of outgoing calls, from sinew-telemetry.
 pub use sinew_telemetry::trace::client as trace;

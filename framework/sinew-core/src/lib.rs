@@ -6,8 +6,9 @@
 //!
 //! - [`contract`]: the method table sinew-build generates for each service,
 //!   and the retry and hedging policies it carries;
-//! - [`deadline`]: the deadline of the call in progress, and the
-//!   `grpc-timeout` header's codec;
+//! - [`deadline`]: the deadline of the call in progress, the
+//!   `grpc-timeout` header's codec, and the body that ends a stream at
+//!   its deadline;
 //! - [`headers`]: the gRPC header names, and the one reader of
 //!   `grpc-status`;
 //! - [`status`]: statuses with typed causes, and the one walker of error
@@ -15,6 +16,8 @@
 //! - [`body`]: the response body that holds a guard until its call ends;
 //! - [`backoff`]: the one exponential backoff every retry and reconnect waits by;
 //! - [`codes`]: the canonical names of the status codes;
+//! - [`compression`]: the message encodings accepted by default, and a
+//!   list of encodings as a setting;
 //! - [`Rng`]: the seeded random source every jittered decision draws from;
 //! - [`fault`]: fault injection, for clients and servers alike.
 //!
@@ -41,6 +44,7 @@
 pub mod backoff;
 pub mod body;
 pub mod codes;
+pub mod compression;
 pub mod contract;
 pub mod deadline;
 pub mod fault;

@@ -18,6 +18,8 @@
 
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
+use sinew_core::compression::Encodings;
+
 /// The environment variable naming a TOML settings file.
 pub const CONFIG_FILE_ENV: &str = "SINEW_CONFIG";
 
@@ -109,6 +111,12 @@ impl Value for bool {
             "false" | "0" | "no" | "off" => Ok(false),
             _ => Err("expected true or false".to_owned()),
         }
+    }
+}
+
+impl Value for Encodings {
+    fn parse(text: &str) -> Result<Self, String> {
+        Encodings::parse(text).map_err(|e| e.to_string())
     }
 }
 
@@ -237,12 +245,14 @@ settings! {
     /// machine only until the deployment says otherwise (`0.0.0.0:50051`
     /// in a container).
     addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 50051));
-    /// Largest request message accepted, in bytes; larger ones fail with
-    /// `RESOURCE_EXHAUSTED`. Default 4 MiB.
+    /// Largest request message accepted, in bytes (decompressed, for a
+    /// compressed one); larger ones fail with `RESOURCE_EXHAUSTED`.
+    /// Default 4 MiB.
     max_receive_message_size: usize = 4 * 1024 * 1024;
-    /// Largest response message sent, in bytes; a handler returning a
-    /// larger one fails the call with `RESOURCE_EXHAUSTED`. Default 4 MiB
-    /// (tonic sends any size).
+    /// Largest response message sent, in bytes (decompressed, for a
+    /// response the server compresses); a handler returning a larger one
+    /// fails the call with `RESOURCE_EXHAUSTED`. Default 4 MiB (tonic
+    /// sends any size).
     max_send_message_size: usize = 4 * 1024 * 1024;
     /// Bytes of request data the server holds, over all connections,
     /// while they form whole messages (each call's partial message);
@@ -299,9 +309,10 @@ settings! {
     /// After `max_connection_age`, how long the calls still in flight may
     /// take before the connection is closed. Default 30s.
     max_connection_age_grace: Duration = Duration::from_secs(30);
-    /// Ceiling on the time a handler may take to answer, whatever the
-    /// caller's deadline; beyond it the call fails with
-    /// `DEADLINE_EXCEEDED`. Default 30s.
+    /// Ceiling on any call's deadline, whatever the caller's: a handler
+    /// still answering, or a response still streaming, beyond it ends the
+    /// call with `DEADLINE_EXCEEDED` (health's `Watch`, meant to last, is
+    /// bounded by its caller's deadline alone). Default 30s.
     request_timeout: Duration = Duration::from_secs(30);
     /// On shutdown, how long the server keeps serving after it reports
     /// `NOT_SERVING`, so load balancers see it go. Default: 5s when an
@@ -318,6 +329,12 @@ settings! {
     /// How long one readiness probe may take before it counts as failed.
     /// Default 2s.
     probe_timeout: Duration = Duration::from_secs(2);
+    /// Encodings to compress responses with, when the caller accepts them
+    /// (its `grpc-accept-encoding`): `"gzip"`, `"zstd"`, `"gzip,zstd"`
+    /// or `"none"`. Requests compressed with gzip or zstd are accepted
+    /// whatever this says. Default none: compressing costs CPU on every
+    /// message, and pays only for large messages over slow links.
+    send_compressed: Encodings = Encodings::NONE;
     /// Whether to serve gRPC reflection (v1 and v1alpha). Default true.
     reflection: bool = true;
     /// Faults to inject into incoming calls, to rehearse failure, in the
@@ -535,6 +552,24 @@ mod tests {
         assert_eq!(s.max_connection_age, Duration::ZERO);
         assert_eq!(s.max_connection_age_grace, Duration::from_secs(30));
         assert!(s.reflection);
+        assert_eq!(s.send_compressed, Encodings::NONE);
+    }
+
+    #[test]
+    fn send_compressed_reads_a_list_and_names_its_key_when_wrong() {
+        let s = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_SEND_COMPRESSED", "zstd, gzip")]),
+        )
+        .unwrap();
+        assert_eq!(s.send_compressed, Encodings::ALL);
+        let err = Settings::load_with_env(
+            &ServerConfig::new(),
+            env(&[("SINEW_SEND_COMPRESSED", "brotli")]),
+        )
+        .unwrap_err();
+        assert_eq!(err.key(), Some("SINEW_SEND_COMPRESSED"));
+        assert!(err.to_string().contains("brotli"), "{err}");
     }
 
     #[test]

@@ -100,6 +100,22 @@
 //!
 //! The status's own names (`grpc-status`, `grpc-message`,
 //! `grpc-status-details-bin`) cannot be overridden that way.
+//!
+//! The deadline bounds calls of every kind: past it, a handler still
+//! working is dropped, and a response still streaming ends with
+//! `DEADLINE_EXCEEDED` in its trailers (see [`ServerDeadline`]).
+//!
+//! # Compression
+//!
+//! Every hosted service accepts requests compressed with gzip or zstd.
+//! Responses are compressed only with what the `send_compressed` setting
+//! names (default none), and only for a caller that accepts it. The
+//! receive limit counts decompressed bytes: tonic decompresses a message
+//! into at most `max_receive_message_size`, and one that would pass it
+//! fails with `RESOURCE_EXHAUSTED` (the request walk at the connection
+//! sees the compressed size, which is never more). So does the send
+//! limit: when the server compresses responses, each compressed message
+//! is decompressed into a counter as it goes out (a cost paid only then).
 
 mod catch_panic;
 mod config;
@@ -126,12 +142,15 @@ pub use config::{
     CONFIG_FILE_ENV, ConfigError, ENV_PREFIX, KEYS, ORCHESTRATED_LAME_DUCK, ServerConfig, Settings,
     detect_orchestrator,
 };
-pub use deadline::{Deadline, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline};
+pub use deadline::{
+    Deadline, DeadlineBody, DeadlineLayer, ResponseFuture as DeadlineFuture, ServerDeadline,
+};
 pub use definition::ServiceDefinition;
 pub use message_limit::{
     Direction, LimitedBody, MessageLimit, MessageLimitLayer, ResponseFuture as MessageLimitFuture,
 };
 pub use signal::shutdown_signal;
+pub use sinew_core::compression::{CompressionEncoding, Encodings};
 pub use sinew_telemetry::trace::server::{
     RecordedBody, ResponseFuture as ServerTraceFuture, ServerTrace, ServerTraceLayer,
 };
@@ -589,7 +608,9 @@ impl Server {
         let stack = ServiceBuilder::new()
             .layer(ServerTraceLayer::new())
             .layer(CatchPanicLayer::new())
-            .layer(DeadlineLayer::new(settings.request_timeout))
+            // Health's Watch streams last until the drain ends them: only
+            // their caller's own deadline bounds them.
+            .layer(DeadlineLayer::new(settings.request_timeout).uncapped(&[health::WATCH_PATH]))
             // With no faults configured this costs one check per call.
             .layer(sinew_core::fault::FaultLayer::new(
                 settings.fault_config().unwrap_or_default(),
@@ -597,10 +618,12 @@ impl Server {
             // Requests' messages are limited where their bodies come in,
             // with the request budget (one walk of their framing): the
             // layer limits responses.
-            .layer(MessageLimitLayer::new(
-                usize::MAX,
-                settings.max_send_message_size,
-            ))
+            .layer(
+                MessageLimitLayer::new(usize::MAX, settings.max_send_message_size)
+                    // Compressed responses count decompressed, as their
+                    // receivers count them.
+                    .decompressed(!settings.send_compressed.is_empty()),
+            )
             .service(
                 // The first layer added is the outermost.
                 layers
@@ -679,8 +702,9 @@ fn warn_of_fixed_limits<S: ServiceDefinition + NamedService>(settings: &Settings
             service = S::NAME,
             max_receive_message_size = settings.max_receive_message_size,
             "this service was wrapped before it was added, so it keeps the receive limit it had \
-             (tonic's default is 4 MiB); set it with max_decoding_message_size before wrapping, \
-             or add the service with add_service_with"
+             (tonic's default is 4 MiB) and accepts no compressed request; set them with \
+             max_decoding_message_size and accept_compressed before wrapping, or add the \
+             service with add_service_with"
         );
     }
 }
@@ -688,11 +712,24 @@ fn warn_of_fixed_limits<S: ServiceDefinition + NamedService>(settings: &Settings
 /// tonic's default receive limit of a generated server.
 const TONIC_MAX_RECEIVE: usize = 4 * 1024 * 1024;
 
-/// Sets tonic's codec limits behind [`MessageLimit`]'s. The receive limit
-/// stays as a backstop (`MessageLimit` sees the header first). The send
-/// limit is left to `MessageLimit`, which answers `RESOURCE_EXHAUSTED` where
-/// tonic's encoder would answer `OUT_OF_RANGE` before the layer saw the
-/// message.
+/// Sets tonic's codec limits behind [`MessageLimit`]'s, and compression.
+///
+/// The receive limit stays as a backstop (`MessageLimit` sees the header
+/// first), and is what bounds a compressed request: tonic decompresses
+/// into a buffer no larger than it, and answers `RESOURCE_EXHAUSTED` for
+/// a message that would pass it, whatever its size on the wire. The send
+/// limit is left to `MessageLimit`, which answers `RESOURCE_EXHAUSTED`
+/// where tonic's encoder would answer `OUT_OF_RANGE` before the layer saw
+/// the message.
+///
+/// Requests compressed with gzip or zstd are accepted; responses are
+/// compressed only with what `send_compressed` names and the caller
+/// accepts.
 fn codec_limits<S: ServiceDefinition>(service: S, settings: &Settings) -> S {
-    service.with_message_limits(settings.max_receive_message_size, usize::MAX)
+    service
+        .with_message_limits(settings.max_receive_message_size, usize::MAX)
+        .with_compression(
+            sinew_core::compression::ACCEPTED,
+            settings.send_compressed.iter(),
+        )
 }

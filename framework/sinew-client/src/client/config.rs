@@ -14,6 +14,7 @@ use crate::{
 };
 
 use super::resolve::DEFAULT_RETRY;
+use sinew_core::compression::CompressionEncoding;
 
 /// Where a client sends its calls.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +51,8 @@ pub struct ClientConfig {
     pub(crate) reconnect: ReconnectBackoff,
     pub(crate) keepalive: Duration,
     pub(crate) fault: Option<FaultConfig>,
+    send_compressed: Option<CompressionEncoding>,
+    accept_compressed: bool,
 }
 
 /// A client could not be built.
@@ -108,7 +111,52 @@ impl ClientConfig {
             reconnect: ReconnectBackoff::default(),
             keepalive: Duration::from_secs(60),
             fault: None,
+            send_compressed: None,
+            accept_compressed: false,
         }
+    }
+
+    /// Compresses every request message with `encoding` (default `None`:
+    /// requests are sent uncompressed). The server must accept it (a sinew
+    /// server accepts gzip and zstd), else calls fail with
+    /// `UNIMPLEMENTED`. A client that compresses also accepts responses
+    /// compressed with gzip or zstd, as servers commonly answer in the
+    /// request's encoding.
+    ///
+    /// To compress only some methods' requests, call them on a clone made
+    /// with the generated client's `send_compressed`: clones share
+    /// connections.
+    pub fn send_compressed(mut self, encoding: impl Into<Option<CompressionEncoding>>) -> Self {
+        self.send_compressed = encoding.into();
+        self
+    }
+
+    /// What requests are compressed with, if anything: read by the
+    /// generated client's `connect`.
+    pub fn send_compression(&self) -> Option<CompressionEncoding> {
+        self.send_compressed
+    }
+
+    /// Whether to accept responses compressed with gzip or zstd, and say
+    /// so on every call (`grpc-accept-encoding`), so that servers set to
+    /// compress their responses do. Default: only when the client sends
+    /// compressed ([`send_compressed`](Self::send_compressed)).
+    ///
+    /// Why not always: tonic builds the header anew on every call, which
+    /// costs about 3% of a plain call's instructions (allocation, header
+    /// map, HPACK on both sides), for nothing unless the server compresses;
+    /// and a server never compresses for a client that does not accept it
+    /// (the gRPC spec), so a client that does not accept is answered
+    /// uncompressed, never refused.
+    pub fn accept_compressed(mut self, accept: bool) -> Self {
+        self.accept_compressed = accept;
+        self
+    }
+
+    /// Whether responses compressed with gzip or zstd are accepted: read
+    /// by the generated client's `connect`.
+    pub fn accepts_compressed(&self) -> bool {
+        self.accept_compressed || self.send_compressed.is_some()
     }
 
     /// How often to resolve a DNS target again (default 30s).

@@ -19,15 +19,14 @@
 //! here: past it, the call fails with `DEADLINE_EXCEEDED`, whether it is
 //! still waiting for its response or still streaming it.
 
-mod body;
 mod future;
 mod layer;
 mod service;
 
-pub use body::DeadlineBody;
 pub use future::ResponseFuture;
 pub use layer::ClientDeadlineLayer;
 pub use service::ClientDeadline;
+pub use sinew_core::deadline::DeadlineBody;
 
 use std::time::Duration;
 

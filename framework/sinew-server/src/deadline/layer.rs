@@ -8,12 +8,24 @@ use super::ServerDeadline;
 #[derive(Debug, Clone, Copy)]
 pub struct DeadlineLayer {
     ceiling: Duration,
+    uncapped: &'static [&'static str],
 }
 
 impl DeadlineLayer {
     /// Calls get at most `ceiling`, whatever their `grpc-timeout` asks.
     pub fn new(ceiling: Duration) -> Self {
-        Self { ceiling }
+        Self {
+            ceiling,
+            uncapped: &[],
+        }
+    }
+
+    /// Calls to these paths (`/package.Service/Method`) are bounded only
+    /// by their caller's `grpc-timeout`, not by the ceiling: streams meant
+    /// to last, such as health's `Watch`.
+    pub fn uncapped(mut self, paths: &'static [&'static str]) -> Self {
+        self.uncapped = paths;
+        self
     }
 }
 
@@ -21,6 +33,6 @@ impl<S> Layer<S> for DeadlineLayer {
     type Service = ServerDeadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ServerDeadline::new(inner, self.ceiling)
+        ServerDeadline::new(inner, self.ceiling).uncapped(self.uncapped)
     }
 }

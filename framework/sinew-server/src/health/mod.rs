@@ -40,6 +40,11 @@ pub(crate) use service::HealthService;
 /// The health name of the process's liveness: `SERVING` while it runs.
 pub const LIVENESS: &str = "liveness";
 
+/// The path of health's `Watch`, whose streams the scaffold's
+/// `request_timeout` does not cut: they last until the caller's own
+/// deadline, or the drain.
+pub const WATCH_PATH: &str = "/grpc.health.v1.Health/Watch";
+
 /// The overall status: the server's readiness.
 pub const OVERALL: &str = "";
 

@@ -8,7 +8,12 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tonic::Status;
 
-use super::FrameWalker;
+use sinew_core::compression::CompressionEncoding;
+
+use super::{
+    FrameWalker,
+    inflate::{self, Inflation},
+};
 use crate::trailers;
 
 /// Which way a [`LimitedBody`] carries messages.
@@ -33,6 +38,9 @@ pin_project! {
         walker: FrameWalker,
         limit: usize,
         direction: Direction,
+        // Counts compressed messages decompressed (boxed: rare, and the
+        // body is moved through every layer above).
+        inflation: Option<Box<Inflation>>,
         done: bool,
         // Boxed: the field costs a word on every call, not a header map.
         trailing: Option<Box<http::HeaderMap>>,
@@ -47,6 +55,7 @@ impl<B> LimitedBody<B> {
             walker: FrameWalker::default(),
             limit,
             direction,
+            inflation: None,
             done: false,
             trailing: None,
         }
@@ -55,6 +64,15 @@ impl<B> LimitedBody<B> {
     /// Adds `trailing` to the trailers the body ends with.
     pub(crate) fn with_trailing(mut self, trailing: Option<Box<http::HeaderMap>>) -> Self {
         self.trailing = trailing;
+        self
+    }
+
+    /// Counts its messages, compressed with `encoding`, by what they
+    /// decompress to (see [`MessageLimit::decompressed`](super::MessageLimit::decompressed)).
+    pub fn decompressed(mut self, encoding: CompressionEncoding) -> Self {
+        if self.limit != usize::MAX {
+            self.inflation = Some(Box::new(Inflation::new(encoding, self.limit)));
+        }
         self
     }
 }
@@ -115,8 +133,12 @@ where
         let Some(data) = frame.data_ref() else {
             return Poll::Ready(Some(Ok(frame)));
         };
-        let Some(length) = this.walker.feed(data, *this.limit) else {
-            return Poll::Ready(Some(Ok(frame)));
+        let length = match this.walker.feed(data, *this.limit) {
+            Some(length) => length,
+            None => match this.inflation.as_mut().map(|i| i.feed(data)) {
+                Some(Err(inflate::Over(bytes))) => bytes as u64,
+                _ => return Poll::Ready(Some(Ok(frame))),
+            },
         };
         *this.done = true;
         let status = too_large(length, *this.limit, *this.direction);

@@ -7,6 +7,7 @@ use super::MessageLimit;
 pub struct MessageLimitLayer {
     max_receive: usize,
     max_send: usize,
+    decompressed: bool,
 }
 
 impl MessageLimitLayer {
@@ -16,7 +17,15 @@ impl MessageLimitLayer {
         Self {
             max_receive,
             max_send,
+            decompressed: false,
         }
+    }
+
+    /// Counts compressed responses' messages by what they decompress to
+    /// (see [`MessageLimit::decompressed`]).
+    pub fn decompressed(mut self, decompressed: bool) -> Self {
+        self.decompressed = decompressed;
+        self
     }
 }
 
@@ -24,6 +33,6 @@ impl<S> Layer<S> for MessageLimitLayer {
     type Service = MessageLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        MessageLimit::new(inner, self.max_receive, self.max_send)
+        MessageLimit::new(inner, self.max_receive, self.max_send).decompressed(self.decompressed)
     }
 }

@@ -10,7 +10,12 @@
 //!   `RESOURCE_EXHAUSTED`; the handler sees the failure as its request
 //!   stream's error, or is never called for a unary method.
 //! - A response message over the send limit is not sent: the response ends
-//!   there, with `RESOURCE_EXHAUSTED` in its trailers.
+//!   there, with `RESOURCE_EXHAUSTED` in its trailers. A compressed one
+//!   counts by what it decompresses to, when the layer is told to
+//!   ([`MessageLimit::decompressed`]; the scaffold does when it compresses
+//!   responses). A message split over several chunks may have had its
+//!   first chunks sent by the time it is found too large; it still ends
+//!   the response with `RESOURCE_EXHAUSTED`.
 //!
 //! The scaffold checks requests where their bodies come in, before this
 //! layer, as the connection hands each request on: in one walk of their
@@ -25,6 +30,7 @@
 mod body;
 mod budget;
 mod future;
+mod inflate;
 mod layer;
 mod service;
 

@@ -12,6 +12,7 @@ pub struct MessageLimit<S> {
     inner: S,
     max_receive: usize,
     max_send: usize,
+    decompressed: bool,
 }
 
 // === impl MessageLimit ===
@@ -23,7 +24,20 @@ impl<S> MessageLimit<S> {
             inner,
             max_receive,
             max_send,
+            decompressed: false,
         }
+    }
+
+    /// Counts the messages of responses compressed with gzip or zstd (as
+    /// their `grpc-encoding` says) by what they decompress to, as the
+    /// receiver will, rather than by their size on the wire. Each such
+    /// message is decompressed as it goes out (into a counter, a byte past
+    /// the limit at most), which costs CPU: the scaffold turns it on only
+    /// when it compresses responses (`send_compressed`). Off, responses
+    /// are not looked at beyond their framing.
+    pub fn decompressed(mut self, decompressed: bool) -> Self {
+        self.decompressed = decompressed;
+        self
     }
 
     /// The inner service.
@@ -63,6 +77,6 @@ where
         let limit = self.max_receive;
         let request =
             request.map(|body| Body::new(LimitedBody::new(body, limit, Direction::Receive)));
-        ResponseFuture::new(self.inner.call(request), self.max_send)
+        ResponseFuture::new(self.inner.call(request), self.max_send, self.decompressed)
     }
 }

@@ -597,6 +597,21 @@ for health_server::HealthServer<T> {
     fn with_message_limits(self, max_receive: usize, max_send: usize) -> Self {
         self.max_decoding_message_size(max_receive).max_encoding_message_size(max_send)
     }
+    fn with_compression(
+        mut self,
+        accept: &[crate::codegen::tonic::codec::CompressionEncoding],
+        send: impl ::core::iter::IntoIterator<
+            Item = crate::codegen::tonic::codec::CompressionEncoding,
+        >,
+    ) -> Self {
+        for &encoding in accept {
+            self = self.accept_compressed(encoding);
+        }
+        for encoding in send {
+            self = self.send_compressed(encoding);
+        }
+        self
+    }
 }
 /** A client of `grpc.health.v1.Health` that comes wrapped in sinew's resilience layers: deadlines, retries or hedging as the contract allows, a circuit breaker per endpoint, a bulkhead and load balancing.
 
@@ -610,9 +625,32 @@ impl HealthClient {
     pub async fn connect(
         config: crate::codegen::client::ClientConfig,
     ) -> ::core::result::Result<Self, crate::codegen::client::ClientError> {
+        let send = config.send_compression();
+        let accept = config.accepts_compressed();
         crate::codegen::client::Client::connect::<HealthContract>(config)
             .await
-            .map(|client| Self(health_client::HealthClient::new(client)))
+            .map(|client| {
+                let mut inner = health_client::HealthClient::new(client);
+                if accept {
+                    for &encoding in crate::codegen::client::ACCEPTED_COMPRESSION {
+                        inner = inner.accept_compressed(encoding);
+                    }
+                }
+                if let ::core::option::Option::Some(encoding) = send {
+                    inner = inner.send_compressed(encoding);
+                }
+                Self(inner)
+            })
+    }
+    /// This client, compressing its requests with `encoding`:
+    /// call the methods whose requests should be compressed on
+    /// a clone made with it (clones share connections).
+    #[must_use]
+    pub fn send_compressed(
+        self,
+        encoding: crate::codegen::tonic::codec::CompressionEncoding,
+    ) -> Self {
+        Self(self.0.send_compressed(encoding))
     }
     /// The tonic client underneath.
     pub fn into_inner(

@@ -9,7 +9,13 @@
 //! [`Deadline::scope`].) The client reads it; the server writes it: both
 //! meet here, below either.
 //!
-//! [`parse_grpc_timeout`] and [`set_grpc_timeout`] are the header's codec.
+//! [`parse_grpc_timeout`] and [`set_grpc_timeout`] are the header's codec;
+//! [`DeadlineBody`] ends a response that is still streaming at its
+//! deadline, for the client and the server alike.
+
+mod body;
+
+pub use body::DeadlineBody;
 
 use std::cell::RefCell;
 use std::time::Duration;

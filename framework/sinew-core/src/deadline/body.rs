@@ -1,3 +1,5 @@
+//! A body that ends at its call's deadline.
+
 use std::{
     pin::Pin,
     task::{Context, Poll},
@@ -9,24 +11,37 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Status;
 
+use super::Deadline;
 use crate::BoxError;
 
 pin_project! {
     /// A response body that ends with `DEADLINE_EXCEEDED` in its trailers
-    /// if it is still streaming when the call's deadline passes.
+    /// if it is still streaming when its call's deadline passes. The
+    /// client wraps the responses it receives in one, the server scaffold
+    /// the responses it sends: a call of any kind ends at its deadline,
+    /// not only the wait for its response headers.
     ///
     /// Its timer is made the first time the body has to wait: a unary
-    /// response, whose message and trailers mostly arrive with its
-    /// headers, never needs one. (Boxed, it keeps the body small: the
-    /// body is moved out through every layer above.)
+    /// response, whose message and trailers are ready with its headers,
+    /// never needs one. (Boxed, it keeps the body small: the body is moved
+    /// out through every layer above.)
+    ///
+    /// Once the deadline has passed, the inner body is never polled again;
+    /// it is dropped with this one (which the HTTP/2 server or client does
+    /// as soon as the trailers are out).
     pub struct DeadlineBody<B> {
         #[pin]
         inner: B,
         deadline: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
+        // Whether the inner body is polled with the deadline as its task's
+        // `Deadline::current` (a handler's response stream).
+        scoped: bool,
         done: bool,
     }
 }
+
+// === impl DeadlineBody ===
 
 impl<B> DeadlineBody<B> {
     /// Wraps `inner`, bounded by `deadline`.
@@ -35,7 +50,19 @@ impl<B> DeadlineBody<B> {
             inner,
             deadline: Some(deadline),
             sleep: None,
+            scoped: false,
             done: false,
+        }
+    }
+
+    /// Wraps a handler's response body `inner`, bounded by `deadline`,
+    /// which is its [`Deadline::current`] while it is polled: the calls a
+    /// response stream makes with sinew's client inherit the budget, as
+    /// the handler's own calls do.
+    pub fn scoped(inner: B, deadline: Instant) -> Self {
+        Self {
+            scoped: true,
+            ..Self::new(inner, deadline)
         }
     }
 
@@ -45,8 +72,22 @@ impl<B> DeadlineBody<B> {
             inner,
             deadline: None,
             sleep: None,
+            scoped: false,
             done: false,
         }
+    }
+
+    /// The deadline, if the body has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// An empty body with no deadline: what a layer answers a call with when
+/// it answers for the handler (a status, in trailers).
+impl<B: Default> Default for DeadlineBody<B> {
+    fn default() -> Self {
+        Self::unbounded(B::default())
     }
 }
 
@@ -76,12 +117,21 @@ where
         if *this.done {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+        let Some(deadline) = *this.deadline else {
+            return this
+                .inner
+                .poll_frame(cx)
+                .map(|frame| frame.map(|f| f.map_err(Into::into)));
+        };
+        let inner = this.inner;
+        let polled = if *this.scoped {
+            Deadline::at(deadline).sync_scope(|| inner.poll_frame(cx))
+        } else {
+            inner.poll_frame(cx)
+        };
+        if let Poll::Ready(frame) = polled {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        let Some(deadline) = *this.deadline else {
-            return Poll::Pending;
-        };
         let sleep = this
             .sleep
             .get_or_insert_with(|| Box::pin(sleep_until(deadline)));
@@ -103,6 +153,9 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.done {
+            return SizeHint::with_exact(0);
+        }
         self.inner.size_hint()
     }
 }
@@ -117,8 +170,8 @@ mod tests {
     use super::*;
 
     /// A body that never yields a frame.
-    fn stalled() -> StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, BoxError>>> {
-        StreamBody::new(futures_util::stream::pending())
+    fn stalled() -> StreamBody<tokio_stream::Pending<Result<Frame<Bytes>, BoxError>>> {
+        StreamBody::new(tokio_stream::pending())
     }
 
     #[tokio::test(start_paused = true)]
@@ -160,5 +213,21 @@ mod tests {
         let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
         assert!(waited.is_err(), "still waiting after an hour");
         assert!(body.sleep.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_scoped_body_polls_its_stream_under_the_deadline() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // A stream that reports the deadline it sees when polled.
+        let seen = tokio_stream::StreamExt::map(
+            tokio_stream::iter([(); 1]),
+            |()| -> Result<Frame<Bytes>, BoxError> {
+                let seen = Deadline::current().map(Deadline::instant);
+                Ok(Frame::data(Bytes::from(format!("{seen:?}"))))
+            },
+        );
+        let mut scoped = DeadlineBody::scoped(StreamBody::new(seen), deadline);
+        let data = scoped.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data, format!("{:?}", Some(deadline)));
     }
 }
