@@ -15,7 +15,7 @@ use pin_project_lite::pin_project;
 use tonic::Status;
 
 use super::FrameWalker;
-use crate::BoxError;
+use crate::{BoxError, serve::RequestChecks};
 
 /// A byte budget for request data that has arrived but does not yet form
 /// a whole message: what the server holds for a call before its handler
@@ -64,7 +64,33 @@ pin_project! {
         failed: bool,
         // Whether the method takes one request message: a second fails
         // the request with `INTERNAL`.
-        single: bool,
+        single: OneMessage,
+    }
+}
+
+/// Whether a request's method takes one message, looked up only when a
+/// second message arrives: a request of one message (the usual case) never
+/// pays for the lookup.
+#[derive(Debug)]
+pub(crate) enum OneMessage {
+    /// It takes one.
+    Always,
+    /// It takes a stream, or the answer is already known to be no.
+    Never,
+    /// Ask these checks about this path.
+    Lookup(Arc<RequestChecks>, http::uri::PathAndQuery),
+}
+
+impl OneMessage {
+    /// Whether the method takes one message; asked once at most.
+    fn takes_one(&mut self) -> bool {
+        let one = match self {
+            Self::Always => return true,
+            Self::Never => return false,
+            Self::Lookup(checks, path) => checks.takes_one_message(path.path()),
+        };
+        *self = if one { Self::Always } else { Self::Never };
+        one
     }
 }
 
@@ -150,7 +176,7 @@ impl<B> BudgetedBody<B> {
     /// `inner`, its messages up to the connection's receive limit,
     /// holding its partial messages against `budgets`; one message at most
     /// if `single` (the method's requests are not a stream).
-    pub(crate) fn new(inner: B, budgets: Arc<Budgets>, single: bool) -> Self {
+    pub(crate) fn new(inner: B, budgets: Arc<Budgets>, single: OneMessage) -> Self {
         Self {
             inner,
             walker: FrameWalker::default(),
@@ -190,7 +216,7 @@ where
                 let status = super::too_large(length, *this.limit, super::Direction::Receive);
                 return Poll::Ready(Some(Err(status.into())));
             }
-            if *this.single && this.walker.messages() > 1 {
+            if this.walker.messages() > 1 && this.single.takes_one() {
                 // As grpc-java answers: tonic would decode the extra
                 // messages and drop them.
                 *this.failed = true;
@@ -270,7 +296,7 @@ mod tests {
         Box::pin(BudgetedBody::new(
             StreamBody::new(tokio_stream::iter(frames)),
             Arc::clone(budgets),
-            false,
+            OneMessage::Never,
         ))
     }
 
@@ -333,7 +359,7 @@ mod tests {
             Box::pin(BudgetedBody::new(
                 StreamBody::new(tokio_stream::iter(frames)),
                 Arc::clone(&budgets),
-                true,
+                OneMessage::Always,
             ))
         };
         // One message, in any chunking: passes.

@@ -36,7 +36,7 @@ mod service;
 
 use body::too_large;
 pub use body::{Direction, LimitedBody};
-pub(crate) use budget::{BudgetedBody, Budgets, RequestBudget};
+pub(crate) use budget::{BudgetedBody, Budgets, OneMessage, RequestBudget};
 pub use future::ResponseFuture;
 pub use layer::MessageLimitLayer;
 pub use service::MessageLimit;

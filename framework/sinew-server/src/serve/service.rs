@@ -14,7 +14,7 @@ use futures_util::future::Either;
 use super::{Recover, RequestChecks};
 use crate::BoxError;
 
-use crate::message_limit::{BudgetedBody, Budgets};
+use crate::message_limit::{BudgetedBody, Budgets, OneMessage};
 
 /// The service hyper calls for each request of one connection: the
 /// server's layered routes, with the connection's addresses.
@@ -79,7 +79,11 @@ where
         if let Some(refused) = self.checks.refuse(&request) {
             return Either::Right(ready(Ok(refused)));
         }
-        let single = self.checks.takes_one_message(request.uri().path());
+        // Looked up only if a second message comes.
+        let single = match request.uri().path_and_query() {
+            Some(path) => OneMessage::Lookup(Arc::clone(&self.checks), path.clone()),
+            None => OneMessage::Never,
+        };
         let mut request =
             request.map(|body| BudgetedBody::new(body, Arc::clone(&self.budgets), single));
         request.extensions_mut().insert(self.info.clone());
