@@ -11,7 +11,6 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep, sleep_until};
 use tonic::Status;
 
-use super::Deadline;
 use crate::BoxError;
 
 pin_project! {
@@ -34,9 +33,6 @@ pin_project! {
         inner: B,
         deadline: Option<Instant>,
         sleep: Option<Pin<Box<Sleep>>>,
-        // Whether the inner body is polled with the deadline as its task's
-        // `Deadline::current` (a handler's response stream).
-        scoped: bool,
         done: bool,
     }
 }
@@ -50,19 +46,7 @@ impl<B> DeadlineBody<B> {
             inner,
             deadline: Some(deadline),
             sleep: None,
-            scoped: false,
             done: false,
-        }
-    }
-
-    /// Wraps a handler's response body `inner`, bounded by `deadline`,
-    /// which is its [`Deadline::current`] while it is polled: the calls a
-    /// response stream makes with sinew's client inherit the budget, as
-    /// the handler's own calls do.
-    pub fn scoped(inner: B, deadline: Instant) -> Self {
-        Self {
-            scoped: true,
-            ..Self::new(inner, deadline)
         }
     }
 
@@ -72,7 +56,6 @@ impl<B> DeadlineBody<B> {
             inner,
             deadline: None,
             sleep: None,
-            scoped: false,
             done: false,
         }
     }
@@ -123,13 +106,7 @@ where
                 .poll_frame(cx)
                 .map(|frame| frame.map(|f| f.map_err(Into::into)));
         };
-        let inner = this.inner;
-        let polled = if *this.scoped {
-            Deadline::at(deadline).sync_scope(|| inner.poll_frame(cx))
-        } else {
-            inner.poll_frame(cx)
-        };
-        if let Poll::Ready(frame) = polled {
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         let sleep = this
@@ -213,21 +190,5 @@ mod tests {
         let waited = tokio::time::timeout(Duration::from_secs(3600), body.frame()).await;
         assert!(waited.is_err(), "still waiting after an hour");
         assert!(body.sleep.is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_scoped_body_polls_its_stream_under_the_deadline() {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        // A stream that reports the deadline it sees when polled.
-        let seen = tokio_stream::StreamExt::map(
-            tokio_stream::iter([(); 1]),
-            |()| -> Result<Frame<Bytes>, BoxError> {
-                let seen = Deadline::current().map(Deadline::instant);
-                Ok(Frame::data(Bytes::from(format!("{seen:?}"))))
-            },
-        );
-        let mut scoped = DeadlineBody::scoped(StreamBody::new(seen), deadline);
-        let data = scoped.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data, format!("{:?}", Some(deadline)));
     }
 }

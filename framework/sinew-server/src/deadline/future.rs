@@ -54,7 +54,7 @@ where
             // The response may still be streaming: its body ends at the
             // deadline too (its timer is made only if it has to wait).
             return Poll::Ready(
-                result.map(|response| response.map(|body| DeadlineBody::scoped(body, deadline))),
+                result.map(|response| response.map(|body| DeadlineBody::new(body, deadline))),
             );
         }
         match this.sleep.as_pin_mut().map(|sleep| sleep.poll(cx)) {

@@ -26,10 +26,12 @@
 //! whose stream is meant to last (the drain ends it), and which would
 //! otherwise be cut every `request_timeout`.
 //!
-//! The response stream is polled with the deadline as its
-//! [`Deadline::current`] too. Its timer is made only the first time the
-//! stream has to wait: a unary response, ready with its headers, costs
-//! none.
+//! The response stream's timer is made only the first time the stream
+//! has to wait: a unary response, ready with its headers, costs none. The
+//! stream is not polled inside the deadline's scope (a task-local swap
+//! per frame, paid by every call): a handler whose stream makes calls
+//! reads [`Deadline::current`] and moves it into the stream, to run them
+//! under [`Deadline::scope`].
 
 mod future;
 mod layer;

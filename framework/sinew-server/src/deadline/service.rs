@@ -13,8 +13,8 @@ use super::{Deadline, DeadlineBody, ResponseFuture};
 /// Bounds each call by its deadline: the caller's `grpc-timeout`, capped by the
 /// ceiling; past it the call fails with `DEADLINE_EXCEEDED`, whether its
 /// handler is still working on the response headers or the response is
-/// still streaming. While the handler and its response stream run, the
-/// deadline is their task's [`Deadline::current`](super::Deadline::current).
+/// still streaming. While the handler runs, the deadline is its task's
+/// [`Deadline::current`](super::Deadline::current).
 ///
 /// Calls to the paths given to [`uncapped`](Self::uncapped) are bounded
 /// by their caller's `grpc-timeout` alone, and run without a deadline
