@@ -86,26 +86,25 @@ impl RequestChecks {
 /// name and value and 32, pseudo-headers included.
 fn header_list_size<B>(request: &http::Request<B>) -> usize {
     let uri = request.uri();
-    let pseudo = [
-        (":method".len(), request.method().as_str().len()),
-        (":scheme".len(), uri.scheme_str().map_or(0, str::len)),
-        (
-            ":authority".len(),
-            uri.authority().map_or(0, |a| a.as_str().len()),
-        ),
-        (
-            ":path".len(),
-            uri.path_and_query().map_or(0, |p| p.as_str().len()),
-        ),
-    ]
-    .into_iter()
-    .filter(|&(_, value)| value > 0)
-    .map(|(name, value)| name + value + HEADER_OVERHEAD);
-    let fields = request
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len() + HEADER_OVERHEAD);
-    pseudo.chain(fields).sum()
+    // The pseudo-headers a request has (`:method`, `:path`, and for h2
+    // `:scheme` and `:authority`), each name's length and 32 with its value.
+    let mut size = ":method".len() + request.method().as_str().len() + HEADER_OVERHEAD;
+    if let Some(scheme) = uri.scheme_str() {
+        size += ":scheme".len() + scheme.len() + HEADER_OVERHEAD;
+    }
+    if let Some(authority) = uri.authority() {
+        size += ":authority".len() + authority.as_str().len() + HEADER_OVERHEAD;
+    }
+    if let Some(path) = uri.path_and_query() {
+        size += ":path".len() + path.as_str().len() + HEADER_OVERHEAD;
+    }
+    let headers = request.headers();
+    // One pass, the overheads added at once.
+    let mut fields = headers.len() * HEADER_OVERHEAD;
+    for (name, value) in headers {
+        fields += name.as_str().len() + value.len();
+    }
+    size + fields
 }
 
 #[cfg(test)]
