@@ -37,7 +37,7 @@ use tokio::{
     task::JoinHandle,
 };
 
-/// What the proxy does to the traffic; see the [module docs](self).
+/// What the proxy does to the traffic; see [`ChaosProxy`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     /// Forward everything.
@@ -70,6 +70,14 @@ struct Link {
 }
 
 /// A fault-injecting TCP proxy in front of one upstream address.
+///
+/// [`ChaosProxy::set`] changes what it does at once, for the connections
+/// it holds and the ones to come: pass, delay each chunk, drop every
+/// connection, black-hole new ones, go silent on all without closing any,
+/// or flap between up and dropped (see [`Fault`]). While nothing passes it
+/// reads nothing, so it holds one read buffer per direction and
+/// connection at most. It binds loopback only, and closes everything when
+/// dropped.
 #[derive(Debug)]
 pub struct ChaosProxy {
     addr: SocketAddr,
