@@ -246,7 +246,8 @@ async fn a_restarted_server_is_called_again_as_soon_as_it_accepts_connections() 
 
 #[tokio::test]
 async fn a_link_dropped_under_a_call_fails_it_unavailable() {
-    let behind = serve().await;
+    let script = Scripted::failing(0, Code::Ok);
+    let behind = serve_on("127.0.0.1:0".parse().unwrap(), script.clone()).await;
     let mut proxy = ChaosProxy::start(behind.addr).await;
     let client = echo_client(&[proxy.addr()], |c| {
         c.timeout(Duration::from_secs(10)).retry(None)
@@ -256,11 +257,15 @@ async fn a_link_dropped_under_a_call_fails_it_unavailable() {
     slow.delay_ms = 2_000;
     let mut calling = client.clone();
     let call = tokio::spawn(async move { calling.post(slow).await });
-    // Once the call is on its way, the link drops.
-    while proxy.accepted() == 0 {
+    // Once the server is working on the call, the link drops.
+    let sent = Instant::now();
+    while script.calls() == 0 {
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "the call never arrived"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
     proxy.set(Fault::Drop);
     let status = call.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
