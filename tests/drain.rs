@@ -205,7 +205,7 @@ async fn calls_still_running_after_the_grace_period_are_abandoned() {
 
 #[tokio::test]
 async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
-    let mut greeter = GreeterProcess::start(&[("SINEW_LAME_DUCK", "100ms")]).await;
+    let greeter = GreeterProcess::start(&[("SINEW_LAME_DUCK", "100ms")]).await;
     let mut client = GreeterClient::connect(format!("http://{}", greeter.addr))
         .await
         .unwrap();
@@ -222,17 +222,7 @@ async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let mut stderr_pipe = greeter.child.stderr.take().unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        let status = greeter.child.wait().unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
-        (status, stderr)
-    });
-    let (status, stderr) = tokio::time::timeout(Duration::from_secs(20), output)
-        .await
-        .expect("the process exits after SIGTERM")
-        .unwrap();
+    let (status, stderr) = exit_of(greeter, "the process exits after SIGTERM").await;
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
     assert!(stderr.contains("draining"), "{stderr}");
@@ -243,7 +233,7 @@ async fn sigterm_drains_the_greeter_process_and_it_exits_zero() {
 #[tokio::test]
 async fn a_second_sigterm_ends_the_drain_at_once() {
     // A drain that would take two minutes.
-    let mut greeter =
+    let greeter =
         GreeterProcess::start(&[("SINEW_LAME_DUCK", "60s"), ("SINEW_GRACE_PERIOD", "60s")]).await;
     let pid = greeter.child.id().to_string();
     let term = || {
@@ -274,6 +264,15 @@ async fn a_second_sigterm_ends_the_drain_at_once() {
 
     // The second ends it: the process exits long before the lame duck.
     term();
+    let (status, stderr) = exit_of(greeter, "the second SIGTERM ends the drain").await;
+    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
+    assert!(stderr.contains("second signal"), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+/// Waits (20s at most, else fails with `why`) for the greeter to exit:
+/// its exit status and everything it wrote to stderr.
+async fn exit_of(mut greeter: GreeterProcess, why: &str) -> (std::process::ExitStatus, String) {
     let mut stderr_pipe = greeter.child.stderr.take().unwrap();
     let output = tokio::task::spawn_blocking(move || {
         let status = greeter.child.wait().unwrap();
@@ -281,35 +280,22 @@ async fn a_second_sigterm_ends_the_drain_at_once() {
         std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
         (status, stderr)
     });
-    let (status, stderr) = tokio::time::timeout(Duration::from_secs(20), output)
+    tokio::time::timeout(Duration::from_secs(20), output)
         .await
-        .expect("the second SIGTERM ends the drain")
-        .unwrap();
-    assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
-    assert!(stderr.contains("second signal"), "{stderr}");
-    assert!(stderr.contains("stopped"), "{stderr}");
+        .expect(why)
+        .unwrap()
 }
 
 /// Sends SIGTERM to the greeter and returns how long after the signal it
 /// exited, and its stderr.
-async fn terminate(mut greeter: GreeterProcess) -> (Duration, String) {
+async fn terminate(greeter: GreeterProcess) -> (Duration, String) {
     let started = std::time::Instant::now();
     let killed = Command::new("kill")
         .args(["-TERM", &greeter.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let mut stderr_pipe = greeter.child.stderr.take().unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        let status = greeter.child.wait().unwrap();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(&mut stderr_pipe, &mut stderr).unwrap();
-        (status, stderr)
-    });
-    let (status, stderr) = tokio::time::timeout(Duration::from_secs(20), output)
-        .await
-        .expect("the process exits after SIGTERM")
-        .unwrap();
+    let (status, stderr) = exit_of(greeter, "the process exits after SIGTERM").await;
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     (started.elapsed(), stderr)
 }
