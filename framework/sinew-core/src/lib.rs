@@ -19,7 +19,8 @@
 //! - [`compression`]: the message encodings accepted by default, and a
 //!   list of encodings as a setting;
 //! - [`Rng`]: the seeded random source every jittered decision draws from;
-//! - [`fault`]: fault injection, for clients and servers alike.
+//! - [`fault`]: fault injection, for clients and servers alike;
+//! - [`event`]: the trait of messages a contract declares as events.
 //!
 //! Users reach all of it through the `sinew` facade (`sinew::contract`,
 //! `sinew::fault`, `sinew::server::Deadline`, ...); depend on this crate
@@ -47,6 +48,7 @@ pub mod codes;
 pub mod compression;
 pub mod contract;
 pub mod deadline;
+pub mod event;
 pub mod fault;
 pub mod headers;
 mod rng;
