@@ -414,6 +414,28 @@ fn an_aggregate_field_unfit_as_a_key_is_an_error() {
 }
 
 #[test]
+fn a_proto2_aggregate_must_be_required() {
+    let source = |aggregate: &str| {
+        format!(
+            "syntax = \"proto2\";\npackage bad.v1;\nimport \"sinew/options.proto\";\n\
+             message M {{\n  option (sinew.event) = {{ subject: \"a.b\" aggregate: {aggregate:?} }};\n  \
+             required string id = 1;\n  optional string other = 2;\n}}\n"
+        )
+    };
+    // prost makes a proto2 `optional` field an `Option`, a `required` one not.
+    let error = compile(&source("other")).unwrap_err();
+    assert_points_at(
+        &error,
+        5,
+        "aggregate field `other` of bad.v1.M is `optional`",
+    );
+    let (dir, result) = compile_in(&source("id"));
+    result.expect("a required field is always present");
+    let code = std::fs::read_to_string(dir.path().join("out/bad.v1.rs")).unwrap();
+    assert!(code.contains("self.id.clone()"), "{code}");
+}
+
+#[test]
 fn a_nested_event_is_checked_at_its_own_option() {
     let source = "syntax = \"proto3\";\npackage bad.v1;\nimport \"sinew/options.proto\";\n\
                   message Outer {\n  string id = 1;\n  message Inner {\n    string id = 1;\n    \
