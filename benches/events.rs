@@ -1,0 +1,534 @@
+//! What sinew's events cost over raw JetStream calls, measured in one run.
+//!
+//! 1. **The bus.** `N` `shop.orders.v1.OrderPlaced` events are published
+//!    through sinew (`Envelope::new` and `JetStream::publish`, which waits
+//!    for each PubAck) and handled by a `Consumer` (a handler that counts;
+//!    sinew acknowledges each event with a double ack, waiting for the
+//!    server to confirm). File storage, no inbox. `IN_FLIGHT` (256)
+//!    publishes are under way at once, and the consumer's `max_ack_pending`
+//!    is 256. Messages per second are `N` over the time from the first
+//!    publish to the last event handled.
+//! 2. **Raw JetStream**, the baseline: the same events through async-nats
+//!    directly: `publish_with_headers` with headers of the same names and
+//!    sizes (a UUIDv7 `Nats-Msg-Id` each) and the same payload, awaiting
+//!    each PubAck future, 256 in flight; a durable pull consumer (explicit
+//!    ack, same `ack_wait`, `max_deliver`, `max_ack_pending` and batch size
+//!    as sinew's) read through `messages()`, each message decoded and
+//!    `double_ack`ed, 256 at once (`for_each_concurrent`). The double ack
+//!    matches sinew's, so that both sides make the same round trips.
+//!
+//!    Raw and sinew rounds alternate (raw first), each on a fresh stream
+//!    (a new name, the old one deleted) so that both see an empty stream;
+//!    each side's result is the median of its rounds. `bus_ratio` is sinew's
+//!    median over raw's.
+//!
+//! Each round also reports the CPU time this process spent per message
+//! (all threads, user and system, from `/proc/self/stat`, on Linux): the
+//! NATS server's time is not in it, so the gap between the two sides is
+//! the client's own work.
+//!
+//! Run with: `cargo bench --bench events`, with NATS JetStream at
+//! `NATS_URL` (default `nats://127.0.0.1:4222`) and PostgreSQL at
+//! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`). If
+//! either is unreachable the benchmark says so and exits 0 without a RESULT
+//! line, or exits 1 when `SINEW_REQUIRE_SERVICES=1`. The benchmark needs
+//! the subject `shop.orders.placed` to itself on the server: it deletes the
+//! streams it made (named `SINEW_BENCH_*`) and stops if another stream
+//! holds the subject.
+//!
+//! Environment: `SINEW_BENCH_EVENTS` events per round (default 20000),
+//! `SINEW_BENCH_ROUNDS` rounds per side (default 3), `SINEW_BENCH_ONLY=raw`
+//! or `sinew` runs that side of the bus alone, once, for a profiler (no
+//! RESULT line).
+//!
+//! The last line is exactly:
+//! `RESULT bus_ratio=<bus msgs/s / raw msgs/s> bus_msgs_per_s=<n> raw_msgs_per_s=<n> outbox_ratio=<relay msgs/s / raw publish msgs/s> outbox_msgs_per_s=<n> commit_to_handler_p99_ms=<n>`
+
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark reports on stdout"
+)]
+
+use std::{
+    future::ready,
+    net::{SocketAddr, TcpStream, ToSocketAddrs as _},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self,
+        consumer::{AckPolicy, DeliverPolicy, pull},
+        stream::{self, DiscardPolicy, StorageType},
+    },
+};
+use futures_util::StreamExt as _;
+use prost::Message as _;
+use sinew::{
+    event::Event,
+    events::{Consumer, ConsumerConfig, Envelope, JetStream, JetStreamConfig, StreamConfig},
+};
+use sinew_workspace::proto::shop::orders::v1::OrderPlaced;
+use tokio::sync::Notify;
+
+/// Publishes under way at once, on both sides.
+const IN_FLIGHT: usize = 256;
+/// The consumers' `max_ack_pending`, on both sides.
+const MAX_ACK_PENDING: u32 = 256;
+/// The longest a round may take before the benchmark gives up.
+const ROUND_LIMIT: Duration = Duration::from_secs(120);
+/// The subject every stream of the benchmark stores.
+const SUBJECT: &str = OrderPlaced::SUBJECT;
+
+fn env_number(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU time this process has used so far, user and system, all threads:
+/// from `/proc/self/stat` (Linux), in clock ticks taken as 10ms (`USER_HZ`
+/// is 100 on x86 and ARM Linux). `None` where there is no such file.
+fn process_cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name, in parentheses, may hold spaces: the fields that
+    // follow it are counted from its closing parenthesis. utime and stime
+    // are fields 14 and 15 of the line, so the 12th and 13th after it.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((user + system) * 10))
+}
+
+/// The CPU time spent since `start`, per message, in microseconds.
+fn cpu_per_message(start: Option<Duration>, messages: usize) -> Option<f64> {
+    let spent = process_cpu_time()?.saturating_sub(start?);
+    Some(spent.as_secs_f64() * 1e6 / messages as f64)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn show(cpu_us: Option<f64>) -> String {
+    cpu_us.map_or_else(|| "n/a".to_owned(), |us| format!("{us:.1}us"))
+}
+
+// === services ===
+
+fn require_services() -> bool {
+    std::env::var("SINEW_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Whether something listens at the host and port of `url`.
+fn reachable(url: &str, default_port: u16) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let host = host.split(['/', '?']).next().unwrap_or(host);
+    let addr = if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:{default_port}")
+    };
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    addrs
+        .iter()
+        .any(|addr| TcpStream::connect_timeout(addr, Duration::from_secs(2)).is_ok())
+}
+
+/// The service's URL from `var`, if it answers.
+fn service(name: &str, var: &str, default: &str, port: u16) -> Option<String> {
+    let url = std::env::var(var).unwrap_or_else(|_| default.to_owned());
+    if reachable(&url, port) {
+        Some(url)
+    } else {
+        eprintln!("SKIP: {name} is not reachable (set {var}); the events benchmark needs it");
+        None
+    }
+}
+
+// === the events ===
+
+/// The events of one round, made before the clock starts (on both sides).
+fn events(n: usize) -> Vec<OrderPlaced> {
+    (0..n)
+        .map(|i| OrderPlaced {
+            order_id: format!("order-{i:08}"),
+            amount_cents: i64::try_from(i).unwrap_or(i64::MAX),
+        })
+        .collect()
+}
+
+/// An RFC 3339 instant with nanoseconds, as long as the one sinew writes.
+const OCCURRED_AT: &str = "2026-12-07T06:00:00.123456789Z";
+
+/// The headers the raw side sends: sinew's names, values of the same
+/// sizes, and a fresh UUIDv7 as the message id (so that the server's
+/// deduplication does the same work).
+fn raw_headers(event: &OrderPlaced) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "Nats-Msg-Id",
+        uuid::Uuid::now_v7().hyphenated().to_string().as_str(),
+    );
+    headers.insert("Sinew-Event-Type", OrderPlaced::TYPE);
+    headers.insert("Sinew-Aggregate-Id", event.order_id.as_str());
+    headers.insert("Sinew-Occurred-At", OCCURRED_AT);
+    headers.insert("Sinew-Schema-Version", "1");
+    headers
+}
+
+/// The bytes of a header map's names and values.
+fn header_bytes(headers: &HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, values)| {
+            values
+                .iter()
+                .map(|value| name.to_string().len() + value.as_str().len())
+                .sum::<usize>()
+        })
+        .sum()
+}
+
+/// Counts handled events and notes when the last came.
+struct Tally {
+    target: usize,
+    count: AtomicUsize,
+    last: OnceLock<Instant>,
+    done: Notify,
+}
+
+impl Tally {
+    fn new(target: usize) -> Arc<Self> {
+        Arc::new(Self {
+            target,
+            count: AtomicUsize::new(0),
+            last: OnceLock::new(),
+            done: Notify::new(),
+        })
+    }
+
+    fn handled(&self) {
+        if self.count.fetch_add(1, Ordering::Relaxed) + 1 == self.target {
+            let _ = self.last.set(Instant::now());
+            self.done.notify_one();
+        }
+    }
+
+    /// Waits for the last event, at most [`ROUND_LIMIT`].
+    async fn finished(&self, side: &str) -> Instant {
+        if tokio::time::timeout(ROUND_LIMIT, self.done.notified())
+            .await
+            .is_err()
+        {
+            panic!(
+                "{side}: {} of {} events handled within {ROUND_LIMIT:?}",
+                self.count.load(Ordering::Relaxed),
+                self.target
+            );
+        }
+        *self.last.get().expect("set before the notification")
+    }
+}
+
+// === streams ===
+
+/// A stream for one round, as sinew's `StreamConfig::new` makes it (file
+/// storage, 2 minutes of deduplication, discard new).
+fn stream_config(name: &str) -> StreamConfig {
+    StreamConfig::new(name, [SUBJECT])
+}
+
+/// The same stream, for raw async-nats.
+fn raw_stream_config(name: &str) -> stream::Config {
+    let sinew = stream_config(name);
+    stream::Config {
+        name: sinew.name,
+        subjects: sinew.subjects,
+        storage: StorageType::File,
+        num_replicas: sinew.replicas,
+        duplicate_window: sinew.duplicate_window,
+        max_age: sinew.max_age,
+        max_bytes: sinew.max_bytes,
+        discard: DiscardPolicy::New,
+        ..Default::default()
+    }
+}
+
+/// Deletes the benchmark's stream left on the subject (by an earlier,
+/// interrupted run); stops if another stream holds the subject.
+async fn clear_subject(context: &jetstream::Context) {
+    if let Ok(name) = context.stream_by_subject(SUBJECT).await {
+        assert!(
+            name.starts_with("SINEW_BENCH_"),
+            "stream `{name}` on the server holds `{SUBJECT}`: the benchmark needs the subject to itself"
+        );
+        context
+            .delete_stream(&name)
+            .await
+            .expect("delete an old benchmark stream");
+    }
+}
+
+/// A round's name for its stream and consumer group.
+fn round_name(side: &str, round: u64) -> String {
+    format!("SINEW_BENCH_{}_{side}_{round}", std::process::id())
+}
+
+// === the bus ===
+
+/// One side's numbers for a round of the bus.
+#[derive(Debug, Clone, Copy)]
+struct BusRound {
+    msgs_per_s: f64,
+    /// When the last PubAck came, from the first publish.
+    published_after: Duration,
+    cpu_us: Option<f64>,
+}
+
+fn report_bus(side: &str, round: u64, n: usize, result: BusRound) {
+    println!(
+        "{side:>5} round {round}: {:>8.0} msgs/s ({n} events; all published after {:.2}s), cpu {} per message",
+        result.msgs_per_s,
+        result.published_after.as_secs_f64(),
+        show(result.cpu_us),
+    );
+}
+
+/// `n` events through sinew: `Envelope::new`, `publish`, `Consumer`.
+async fn sinew_bus(url: &str, round: u64, n: usize) -> BusRound {
+    let name = round_name("SINEW", round);
+    let client = async_nats::connect(url).await.expect("connect");
+    clear_subject(&jetstream::new(client)).await;
+    let broker = JetStream::connect(JetStreamConfig::new(url).stream(stream_config(&name)))
+        .await
+        .expect("sinew connect");
+    let tally = Tally::new(n);
+    let counter = tally.clone();
+    let consumer = Consumer::start::<OrderPlaced, _, _>(
+        &broker,
+        ConsumerConfig::new(&name).max_ack_pending(MAX_ACK_PENDING),
+        move |_event| {
+            counter.handled();
+            ready(Ok(()))
+        },
+    )
+    .await
+    .expect("start the consumer");
+    let events = events(n);
+
+    let cpu = process_cpu_time();
+    let start = Instant::now();
+    futures_util::stream::iter(&events)
+        .map(|event| {
+            let broker = &broker;
+            async move {
+                use sinew::events::Broker as _;
+                broker.publish(&Envelope::new(event)).await
+            }
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .for_each(|published| {
+            published.expect("sinew publish");
+            ready(())
+        })
+        .await;
+    let published_after = start.elapsed();
+    let last = tally.finished("sinew").await;
+    let cpu_us = cpu_per_message(cpu, n);
+
+    consumer.shutdown().await;
+    broker
+        .context()
+        .delete_stream(&name)
+        .await
+        .expect("delete the stream");
+    BusRound {
+        msgs_per_s: n as f64 / last.duration_since(start).as_secs_f64(),
+        published_after,
+        cpu_us,
+    }
+}
+
+/// A raw context on a fresh stream named `name`.
+async fn raw_stream(url: &str, name: &str) -> (jetstream::Context, stream::Stream) {
+    let client = async_nats::connect(url).await.expect("connect");
+    let context = jetstream::new(client);
+    clear_subject(&context).await;
+    let stream = context
+        .create_stream(raw_stream_config(name))
+        .await
+        .expect("create the stream");
+    (context, stream)
+}
+
+/// Publishes `events` raw, `IN_FLIGHT` at once, each awaiting its PubAck.
+async fn raw_publish(context: &jetstream::Context, events: &[OrderPlaced]) {
+    futures_util::stream::iter(events)
+        .map(|event| async move {
+            context
+                .publish_with_headers(SUBJECT, raw_headers(event), event.encode_to_vec().into())
+                .await?
+                .await
+        })
+        .buffer_unordered(IN_FLIGHT)
+        .for_each(|published| {
+            published.expect("raw publish");
+            ready(())
+        })
+        .await;
+}
+
+/// `n` events through async-nats directly.
+async fn raw_bus(url: &str, round: u64, n: usize) -> BusRound {
+    let name = round_name("RAW", round);
+    let (context, stream) = raw_stream(url, &name).await;
+    let defaults = ConsumerConfig::new(&name);
+    let consumer: jetstream::consumer::PullConsumer = stream
+        .create_consumer(pull::Config {
+            durable_name: Some(name.clone()),
+            filter_subject: SUBJECT.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: defaults.ack_wait,
+            max_deliver: i64::from(defaults.max_deliver) + 1,
+            max_ack_pending: i64::from(MAX_ACK_PENDING),
+            ..Default::default()
+        })
+        .await
+        .expect("create the consumer");
+    let messages = consumer
+        .stream()
+        .max_messages_per_batch(MAX_ACK_PENDING as usize)
+        .messages()
+        .await
+        .expect("pull messages");
+    let tally = Tally::new(n);
+    let counter = tally.clone();
+    let consuming = tokio::spawn(messages.for_each_concurrent(
+        MAX_ACK_PENDING as usize,
+        move |message| {
+            let counter = counter.clone();
+            async move {
+                let message = message.expect("receive");
+                OrderPlaced::decode(message.payload.clone()).expect("decode");
+                counter.handled();
+                message.double_ack().await.expect("double ack");
+            }
+        },
+    ));
+    let events = events(n);
+
+    let cpu = process_cpu_time();
+    let start = Instant::now();
+    raw_publish(&context, &events).await;
+    let published_after = start.elapsed();
+    let last = tally.finished("raw").await;
+    let cpu_us = cpu_per_message(cpu, n);
+
+    consuming.abort();
+    let _ = consuming.await;
+    context
+        .delete_stream(&name)
+        .await
+        .expect("delete the stream");
+    BusRound {
+        msgs_per_s: n as f64 / last.duration_since(start).as_secs_f64(),
+        published_after,
+        cpu_us,
+    }
+}
+
+// === main ===
+
+#[tokio::main]
+async fn main() {
+    let nats = service("NATS", "NATS_URL", "nats://127.0.0.1:4222", 4222);
+    let database = service(
+        "PostgreSQL",
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+        5432,
+    );
+    let (Some(nats), Some(_database)) = (nats, database) else {
+        if require_services() {
+            eprintln!("SINEW_REQUIRE_SERVICES=1: failing");
+            std::process::exit(1);
+        }
+        return;
+    };
+    let n = usize::try_from(env_number("SINEW_BENCH_EVENTS", 20_000).max(1)).unwrap_or(20_000);
+    let rounds = env_number("SINEW_BENCH_ROUNDS", 3).max(1);
+
+    // Both sides send headers of the same size.
+    let sample = OrderPlaced {
+        order_id: "order-00000000".into(),
+        amount_cents: 0,
+    };
+    let sinew_headers = header_bytes(&Envelope::new(&sample).headers());
+    let raw_headers_len = header_bytes(&raw_headers(&sample));
+    assert_eq!(
+        sinew_headers, raw_headers_len,
+        "the raw side's headers must be as large as sinew's"
+    );
+
+    match std::env::var("SINEW_BENCH_ONLY").as_deref() {
+        Ok("raw") => {
+            report_bus("raw", 0, n, raw_bus(&nats, 0, n).await);
+            return;
+        }
+        Ok("sinew") => {
+            report_bus("sinew", 0, n, sinew_bus(&nats, 0, n).await);
+            return;
+        }
+        _ => {}
+    }
+
+    println!(
+        "bus: {n} events per round, {rounds} rounds per side, {IN_FLIGHT} publishes in flight, max_ack_pending {MAX_ACK_PENDING}, {sinew_headers} bytes of headers"
+    );
+    let mut raw = Vec::new();
+    let mut sinew = Vec::new();
+    for round in 0..rounds {
+        let result = raw_bus(&nats, round, n).await;
+        report_bus("raw", round, n, result);
+        raw.push(result);
+        let result = sinew_bus(&nats, round, n).await;
+        report_bus("sinew", round, n, result);
+        sinew.push(result);
+    }
+    let raw_rate = median(&mut raw.iter().map(|r| r.msgs_per_s).collect::<Vec<_>>());
+    let bus_rate = median(&mut sinew.iter().map(|r| r.msgs_per_s).collect::<Vec<_>>());
+    let cpu_median = |side: &[BusRound]| {
+        let mut cpu: Vec<f64> = side.iter().filter_map(|r| r.cpu_us).collect();
+        (!cpu.is_empty()).then(|| median(&mut cpu))
+    };
+    println!(
+        "bus: sinew {bus_rate:.0} msgs/s, raw {raw_rate:.0} msgs/s (medians); cpu per message sinew {}, raw {}",
+        show(cpu_median(&sinew)),
+        show(cpu_median(&raw)),
+    );
+
+    // TODO(outbox): items 3 and 4 once the outbox lands.
+    let outbox_rate = 0.0_f64;
+    let raw_publish_rate = 1.0_f64;
+    let p99_ms = 0.0_f64;
+    println!(
+        "RESULT bus_ratio={:.3} bus_msgs_per_s={bus_rate:.0} raw_msgs_per_s={raw_rate:.0} outbox_ratio={:.3} outbox_msgs_per_s={outbox_rate:.0} commit_to_handler_p99_ms={p99_ms:.2}",
+        bus_rate / raw_rate,
+        outbox_rate / raw_publish_rate,
+    );
+}
