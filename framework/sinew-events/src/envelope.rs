@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, time::SystemTime};
 
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use bytes::Bytes;
 use prost::Message as _;
 use sinew_core::event::Event;
@@ -96,17 +96,25 @@ impl Envelope {
     /// The NATS headers the envelope travels in (the payload goes as the
     /// message's body).
     pub fn headers(&self) -> HeaderMap {
+        // Names made with `from_static` are neither checked nor copied, as
+        // `&str` names are on every insert; `String` values are moved in.
         let mut headers = HeaderMap::new();
-        headers.insert(MSG_ID, self.id.as_str());
-        headers.insert(EVENT_TYPE, self.r#type.as_str());
-        headers.insert(AGGREGATE_ID, self.aggregate_id.as_str());
+        headers.insert(HeaderName::from_static(MSG_ID), self.id.as_str());
+        headers.insert(HeaderName::from_static(EVENT_TYPE), self.r#type.as_str());
+        headers.insert(
+            HeaderName::from_static(AGGREGATE_ID),
+            self.aggregate_id.as_str(),
+        );
         if let Some(at) = self.occurred_at() {
             headers.insert(
-                OCCURRED_AT,
-                humantime::format_rfc3339_nanos(at).to_string().as_str(),
+                HeaderName::from_static(OCCURRED_AT),
+                humantime::format_rfc3339_nanos(at).to_string(),
             );
         }
-        headers.insert(SCHEMA_VERSION, self.schema_version.to_string().as_str());
+        headers.insert(
+            HeaderName::from_static(SCHEMA_VERSION),
+            self.schema_version.to_string(),
+        );
         for (name, value) in &self.trace_context {
             headers.insert(name.as_str(), value.as_str());
         }
@@ -121,31 +129,49 @@ impl Envelope {
         payload: Bytes,
     ) -> Result<Self, EnvelopeError> {
         let headers = headers.ok_or(EnvelopeError::Header(MSG_ID))?;
-        let text = |name: &'static str| {
-            headers
-                .get(name)
-                .map(|v| v.as_str().to_owned())
+        // One pass over the headers: each `HeaderMap::get` by a `&str`
+        // checks and copies the name, then hashes it.
+        let (mut id, mut r#type, mut aggregate_id, mut occurred_at, mut schema_version) =
+            (None, None, None, None, None);
+        let mut trace_context = BTreeMap::new();
+        for (name, values) in headers.iter() {
+            let Some(value) = values.first() else {
+                continue;
+            };
+            let name: &str = name.as_ref();
+            let slot = match name {
+                MSG_ID => &mut id,
+                EVENT_TYPE => &mut r#type,
+                AGGREGATE_ID => &mut aggregate_id,
+                OCCURRED_AT => &mut occurred_at,
+                SCHEMA_VERSION => &mut schema_version,
+                _ => {
+                    if TRACE_HEADERS.contains(&name) {
+                        trace_context.insert(name.to_owned(), value.as_str().to_owned());
+                    }
+                    continue;
+                }
+            };
+            *slot = Some(value.as_str());
+        }
+        fn required<'a>(
+            value: Option<&'a str>,
+            name: &'static str,
+        ) -> Result<&'a str, EnvelopeError> {
+            value
                 .filter(|v| !v.is_empty())
                 .ok_or(EnvelopeError::Header(name))
-        };
-        let id = text(MSG_ID)?;
-        let r#type = text(EVENT_TYPE)?;
-        let aggregate_id = headers
-            .get(AGGREGATE_ID)
-            .map(|v| v.as_str().to_owned())
-            .ok_or(EnvelopeError::Header(AGGREGATE_ID))?;
-        let occurred_at = humantime::parse_rfc3339(&text(OCCURRED_AT)?)
+        }
+        let id = required(id, MSG_ID)?.to_owned();
+        let r#type = required(r#type, EVENT_TYPE)?.to_owned();
+        let aggregate_id = aggregate_id
+            .ok_or(EnvelopeError::Header(AGGREGATE_ID))?
+            .to_owned();
+        let occurred_at = humantime::parse_rfc3339(required(occurred_at, OCCURRED_AT)?)
             .map_err(|_| EnvelopeError::Header(OCCURRED_AT))?;
-        let schema_version = text(SCHEMA_VERSION)?
+        let schema_version = required(schema_version, SCHEMA_VERSION)?
             .parse()
             .map_err(|_| EnvelopeError::Header(SCHEMA_VERSION))?;
-        let trace_context = TRACE_HEADERS
-            .iter()
-            .filter_map(|name| {
-                let value = headers.get(*name)?;
-                Some(((*name).to_owned(), value.as_str().to_owned()))
-            })
-            .collect();
         Ok(Self {
             id,
             r#type,
@@ -251,6 +277,21 @@ mod tests {
         .unwrap();
         assert_eq!(back, envelope);
         assert_eq!(back.event::<Placed>().unwrap(), placed());
+
+        // The trace context comes back; other headers are ignored.
+        let mut traced = envelope;
+        traced.trace_context = BTreeMap::from([
+            (
+                "traceparent".to_owned(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".to_owned(),
+            ),
+            ("tracestate".to_owned(), "vendor=1".to_owned()),
+        ]);
+        let mut headers = traced.headers();
+        headers.insert("X-Other", "ignored");
+        let back =
+            Envelope::from_message("shop.placed", Some(&headers), traced.payload.clone()).unwrap();
+        assert_eq!(back, traced);
     }
 
     #[test]
