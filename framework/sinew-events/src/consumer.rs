@@ -53,7 +53,7 @@ use crate::{
     Error,
     broker::{Broker, DEAD_DELIVERIES, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, Delivery},
     envelope::{Envelope, MSG_ID},
-    metrics::{consumer_attributes, metrics},
+    metrics::metrics,
 };
 
 /// The prefix of dead-letter subjects: a group's dead letters go to
@@ -298,9 +298,15 @@ impl Consumer {
         let deliveries = broker.subscribe(E::SUBJECT, &config).await?;
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let group: Arc<str> = Arc::from(config.group.as_str());
         let run = Run {
             broker: broker.clone(),
-            group: Arc::from(config.group.as_str()),
+            span_name: format!("process {}", E::SUBJECT),
+            attributes: [
+                KeyValue::new("event.type", E::TYPE),
+                KeyValue::new("consumer.group", group.clone()),
+            ],
+            group,
             dead_subject: config.dead_letter_subject(),
             config,
             handler: Arc::new(handler),
@@ -326,6 +332,10 @@ impl Consumer {
 struct Run<E, B: Broker, H> {
     broker: B,
     group: Arc<str>,
+    /// Made once, not per event: the consumer span's name, and the
+    /// metrics' `event.type` and `consumer.group`.
+    span_name: String,
+    attributes: [KeyValue; 2],
     dead_subject: String,
     config: ConsumerConfig,
     handler: Arc<H>,
@@ -359,10 +369,12 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
                 Some(Ok(delivery)) => {
                     failures = 0;
                     let this = this.clone();
-                    tracker.spawn(async move {
+                    // Boxed: the handling future is large, and tokio moves
+                    // a spawned future several times before it runs.
+                    tracker.spawn(Box::pin(async move {
                         this.handle(delivery).await;
                         drop(slot);
-                    });
+                    }));
                 }
                 Some(Err(error)) => {
                     tracing::warn!(group = %this.group, %error, "event consumer: receiving failed");
@@ -399,9 +411,9 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
             delivery.headers(),
             delivery.payload().clone(),
         );
-        let attributes = consumer_attributes(E::TYPE, &self.group);
+        let attributes = &self.attributes;
         if delivered > 1 {
-            metrics().redelivered.add(1, &attributes);
+            metrics().redelivered.add(1, attributes);
         }
         let (envelope, event) = match envelope.and_then(|envelope| {
             let event = envelope.event::<E>()?;
@@ -429,13 +441,13 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
         let tracer = opentelemetry::global::tracer("sinew.events");
         let parent = envelope.trace_parent();
         let span = tracer
-            .span_builder(format!("process {}", E::SUBJECT))
+            .span_builder(self.span_name.clone())
             .with_kind(SpanKind::Consumer)
             .with_attributes([
                 KeyValue::new("messaging.system", "nats"),
                 KeyValue::new("messaging.operation.type", "process"),
                 KeyValue::new("messaging.destination.name", E::SUBJECT),
-                KeyValue::new("messaging.consumer.group.name", self.group.to_string()),
+                KeyValue::new("messaging.consumer.group.name", self.group.clone()),
                 KeyValue::new("messaging.message.id", envelope.id.clone()),
                 KeyValue::new("event.type", E::TYPE),
                 KeyValue::new(
@@ -479,7 +491,7 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
                     // It comes again; an inbox drops the repeat.
                     tracing::warn!(group = %self.group, %error, "event consumer: acknowledgement failed");
                 } else {
-                    metrics().consumed.add(1, &attributes);
+                    metrics().consumed.add(1, attributes);
                 }
             }
             Err(error) => {
@@ -543,7 +555,7 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
                     group = %self.group, subject = delivery.subject(), delivered, reason,
                     "event dead-lettered"
                 );
-                let [a, b] = consumer_attributes(E::TYPE, &self.group);
+                let [a, b] = self.attributes.clone();
                 metrics()
                     .dead_lettered
                     .add(1, &[a, b, KeyValue::new("reason", kind)]);
