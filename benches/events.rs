@@ -31,10 +31,12 @@
 //! `NATS_URL` (default `nats://127.0.0.1:4222`) and PostgreSQL at
 //! `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/test`). If
 //! either is unreachable the benchmark says so and exits 0 without a RESULT
-//! line, or exits 1 when `SINEW_REQUIRE_SERVICES=1`. The benchmark needs
-//! the subject `shop.orders.placed` to itself on the server: it deletes the
-//! streams it made (named `SINEW_BENCH_*`) and stops if another stream
-//! holds the subject.
+//! line, or exits 1 when `SINEW_REQUIRE_SERVICES=1`. The events are
+//! `shop.orders.v1.OrderPlaced` as the contract declares it, but on the
+//! subject `sinew_bench.orders.placed` (the events example's stream `SHOP`
+//! keeps `shop.>` on the shared server). The benchmark deletes the streams
+//! it made (named `SINEW_BENCH_*`), and stops if another stream holds its
+//! subject; two runs at once get in each other's way.
 //!
 //! Environment: `SINEW_BENCH_EVENTS` events per round (default 20000),
 //! `SINEW_BENCH_ROUNDS` rounds per side (default 3), `SINEW_BENCH_ONLY=raw`
@@ -74,7 +76,6 @@ use sinew::{
     event::Event,
     events::{Consumer, ConsumerConfig, Envelope, JetStream, JetStreamConfig, StreamConfig},
 };
-use sinew_workspace::proto::shop::orders::v1::OrderPlaced;
 use tokio::sync::Notify;
 
 /// Publishes under way at once, on both sides.
@@ -85,6 +86,30 @@ const MAX_ACK_PENDING: u32 = 256;
 const ROUND_LIMIT: Duration = Duration::from_secs(120);
 /// The subject every stream of the benchmark stores.
 const SUBJECT: &str = OrderPlaced::SUBJECT;
+
+/// `shop.orders.v1.OrderPlaced` field for field, with the `Event` impl
+/// sinew-build generates for it, on a subject of its own: the shared server
+/// keeps the streams of examples and tests (the events example's `SHOP`
+/// holds `shop.>`), and each round here needs a fresh stream of its own.
+#[derive(Clone, PartialEq, prost::Message)]
+struct OrderPlaced {
+    /// The order's id.
+    #[prost(string, tag = "1")]
+    order_id: String,
+    /// What the order costs, in cents.
+    #[prost(int64, tag = "2")]
+    amount_cents: i64,
+}
+
+impl Event for OrderPlaced {
+    const TYPE: &'static str = "shop.orders.v1.OrderPlaced";
+    const SUBJECT: &'static str = "sinew_bench.orders.placed";
+    const SCHEMA_VERSION: u32 = 1;
+
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
 
 fn env_number(key: &str, default: u64) -> u64 {
     std::env::var(key)
