@@ -1,11 +1,18 @@
-//! sinew-build: the method table is exact, contracts' comments become docs,
-//! bad contracts fail with file and line, and the framework's checked-in
-//! generated code is fresh.
+//! sinew-build: the method table is exact, events carry what their contract
+//! declares, contracts' comments become docs, bad contracts fail with file
+//! and line, and the framework's checked-in generated code is fresh.
 
 use std::{path::Path, time::Duration};
 
-use sinew::contract::{CodeSet, Contract, Idempotency, MethodPolicy, Streaming};
-use sinew_workspace::proto::{echo::v1::EchoContract, greeter::v1::GreeterContract};
+use sinew::{
+    contract::{CodeSet, Contract, Idempotency, MethodPolicy, Streaming},
+    event::Event,
+};
+use sinew_workspace::proto::{
+    echo::v1::EchoContract,
+    greeter::v1::GreeterContract,
+    shop::orders::v1::{CustomerCredited, OrderConfirmed, OrderPlaced, payment},
+};
 use tonic::Code;
 
 #[test]
@@ -138,13 +145,20 @@ fn well_known_types_resolve_to_prost_types_through_sinew() {
 
 /// Compiles `source` as `contracts/bad/v1/bad.proto` into a scratch folder.
 fn compile(source: &str) -> Result<(), sinew_build::Error> {
+    compile_in(source).1
+}
+
+/// Compiles `source` as `contracts/bad/v1/bad.proto`, returning the scratch
+/// folder, whose `out` holds the generated code.
+fn compile_in(source: &str) -> (tempfile::TempDir, Result<(), sinew_build::Error>) {
     let dir = tempfile::tempdir().unwrap();
     let protos = dir.path().join("contracts");
     std::fs::create_dir_all(protos.join("bad/v1")).unwrap();
     std::fs::write(protos.join("bad/v1/bad.proto"), source).unwrap();
     let out = dir.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    sinew_build::configure().out_dir(&out).compile_dir(&protos)
+    let result = sinew_build::configure().out_dir(&out).compile_dir(&protos);
+    (dir, result)
 }
 
 fn assert_points_at(error: &sinew_build::Error, line: usize, reason: &str) {
@@ -234,6 +248,275 @@ fn a_valid_contract_compiles() {
         "{OPTIONS_HEADER}service S {{\n  rpc Get(M) returns (M) {{\n    option idempotency_level = NO_SIDE_EFFECTS;\n    option (sinew.method) = {{ timeout: \"1s\" }};\n  }}\n}}\n"
     );
     compile(&source).expect("a valid contract compiles");
+}
+
+#[test]
+fn events_carry_what_the_contract_declares() {
+    assert_eq!(OrderPlaced::TYPE, "shop.orders.v1.OrderPlaced");
+    assert_eq!(OrderPlaced::SUBJECT, "shop.orders.placed");
+    assert_eq!(OrderPlaced::SCHEMA_VERSION, 1, "unset version means 1");
+    let placed = OrderPlaced {
+        order_id: "o-42".into(),
+        amount_cents: 1250,
+    };
+    assert_eq!(placed.aggregate_id(), "o-42");
+
+    assert_eq!(OrderConfirmed::TYPE, "shop.orders.v1.OrderConfirmed");
+    assert_eq!(OrderConfirmed::SUBJECT, "shop.orders.confirmed");
+    assert_eq!(OrderConfirmed::SCHEMA_VERSION, 2);
+    let confirmed = OrderConfirmed {
+        order_id: "o-43".into(),
+    };
+    assert_eq!(confirmed.aggregate_id(), "o-43");
+
+    assert_eq!(CustomerCredited::SUBJECT, "shop.customers.credited");
+    let credited = CustomerCredited {
+        customer_id: -7,
+        amount_cents: 100,
+    };
+    assert_eq!(credited.aggregate_id(), "-7", "an int64 key in decimal");
+
+    // Nested messages, keyed by bytes and by a field named after a Rust
+    // keyword (`r#ref` in Rust).
+    assert_eq!(payment::Captured::TYPE, "shop.orders.v1.Payment.Captured");
+    assert_eq!(payment::Captured::SUBJECT, "shop.payments.captured");
+    let captured = payment::Captured {
+        payment_id: vec![0x00, 0xab, 0x7f, 0x10],
+    };
+    assert_eq!(
+        captured.aggregate_id(),
+        "00ab7f10",
+        "bytes in lowercase hex"
+    );
+    assert_eq!(payment::Refunded::SUBJECT, "shop.payments.refunded");
+    let refunded = payment::Refunded { r#ref: u64::MAX };
+    assert_eq!(refunded.aggregate_id(), "18446744073709551615");
+}
+
+/// A contract whose message `M` (line 4) declares itself an event with
+/// `option`, on line 5, and has a field of each kind.
+fn event_contract(option: &str) -> String {
+    format!(
+        "syntax = \"proto3\";\npackage bad.v1;\nimport \"sinew/options.proto\";\nmessage M {{\n  \
+         option (sinew.event) = {{ {option} }};\n  string id = 1;\n  repeated string tags = 2;\n  \
+         M inner = 3;\n  double score = 4;\n  bool open = 5;\n  Kind kind = 6;\n  \
+         map<string, string> labels = 7;\n  optional string maybe = 8;\n  \
+         oneof owner {{ string user = 9; string team = 10; }}\n  int64 number = 11;\n}}\n\
+         enum Kind {{ KIND_UNSPECIFIED = 0; }}\n"
+    )
+}
+
+#[test]
+fn an_event_subject_with_a_wildcard_is_an_error() {
+    for (subject, wildcard) in [("shop.*.placed", "`*`"), ("shop.orders.>", "`>`")] {
+        let error = compile(&event_contract(&format!(
+            "subject: {subject:?} aggregate: \"id\""
+        )))
+        .unwrap_err();
+        assert_points_at(
+            &error,
+            5,
+            &format!("subject {subject:?} has the wildcard {wildcard}"),
+        );
+        assert!(error.to_string().contains("message bad.v1.M"), "{error}");
+    }
+}
+
+#[test]
+fn an_event_subject_with_an_empty_token_is_an_error() {
+    for subject in ["shop..placed", ".shop.placed", "shop.placed."] {
+        let error = compile(&event_contract(&format!(
+            "subject: {subject:?} aggregate: \"id\""
+        )))
+        .unwrap_err();
+        assert_points_at(
+            &error,
+            5,
+            &format!("subject {subject:?} has an empty token"),
+        );
+    }
+}
+
+#[test]
+fn an_event_subject_with_other_characters_is_an_error() {
+    let error = compile(&event_contract(
+        "subject: \"shop orders\" aggregate: \"id\"",
+    ))
+    .unwrap_err();
+    assert_points_at(&error, 5, "subject \"shop orders\" has whitespace");
+    let error = compile(&event_contract(
+        "subject: \"shop/orders\" aggregate: \"id\"",
+    ))
+    .unwrap_err();
+    assert_points_at(&error, 5, "subject \"shop/orders\" has `/`");
+    let long = "a".repeat(256);
+    let error = compile(&event_contract(&format!(
+        "subject: \"{long}\" aggregate: \"id\""
+    )))
+    .unwrap_err();
+    assert_points_at(&error, 5, "is 256 bytes long; the limit is 255");
+}
+
+#[test]
+fn an_event_without_a_subject_is_an_error() {
+    let error = compile(&event_contract("aggregate: \"id\"")).unwrap_err();
+    assert_points_at(&error, 5, "(sinew.event) needs a `subject`");
+}
+
+#[test]
+fn an_event_without_an_aggregate_is_an_error() {
+    let error = compile(&event_contract("subject: \"shop.orders.placed\"")).unwrap_err();
+    assert_points_at(&error, 5, "(sinew.event) needs an `aggregate`");
+}
+
+#[test]
+fn an_aggregate_field_that_does_not_exist_is_an_error() {
+    let error = compile(&event_contract(
+        "subject: \"shop.orders.placed\" aggregate: \"idd\"",
+    ))
+    .unwrap_err();
+    assert_points_at(
+        &error,
+        5,
+        "aggregate field `idd` does not exist in bad.v1.M",
+    );
+}
+
+#[test]
+fn an_aggregate_field_unfit_as_a_key_is_an_error() {
+    let cases = [
+        ("tags", "is repeated"),
+        ("inner", "is a message"),
+        ("score", "is a floating-point number"),
+        ("open", "is a bool"),
+        ("kind", "is an enum"),
+        ("labels", "is a map"),
+        ("maybe", "is `optional`"),
+        ("user", "is in oneof `owner`"),
+    ];
+    for (field, why) in cases {
+        let error = compile(&event_contract(&format!(
+            "subject: \"shop.orders.placed\" aggregate: {field:?}"
+        )))
+        .unwrap_err();
+        assert_points_at(
+            &error,
+            5,
+            &format!("aggregate field `{field}` of bad.v1.M {why}"),
+        );
+        assert!(
+            error
+                .to_string()
+                .contains("must be a string, integer or bytes field"),
+            "{error}"
+        );
+    }
+}
+
+#[test]
+fn a_proto2_aggregate_must_be_required() {
+    let source = |aggregate: &str| {
+        format!(
+            "syntax = \"proto2\";\npackage bad.v1;\nimport \"sinew/options.proto\";\n\
+             message M {{\n  option (sinew.event) = {{ subject: \"a.b\" aggregate: {aggregate:?} }};\n  \
+             required string id = 1;\n  optional string other = 2;\n}}\n"
+        )
+    };
+    // prost makes a proto2 `optional` field an `Option`, a `required` one not.
+    let error = compile(&source("other")).unwrap_err();
+    assert_points_at(
+        &error,
+        5,
+        "aggregate field `other` of bad.v1.M is `optional`",
+    );
+    let (dir, result) = compile_in(&source("id"));
+    result.expect("a required field is always present");
+    let code = std::fs::read_to_string(dir.path().join("out/bad.v1.rs")).unwrap();
+    assert!(code.contains("self.id.clone()"), "{code}");
+}
+
+#[test]
+fn a_nested_event_is_checked_at_its_own_option() {
+    let source = "syntax = \"proto3\";\npackage bad.v1;\nimport \"sinew/options.proto\";\n\
+                  message Outer {\n  string id = 1;\n  message Inner {\n    string id = 1;\n    \
+                  option (sinew.event) = { subject: \"a.*\" aggregate: \"id\" };\n  }\n}\n";
+    let error = compile(source).unwrap_err();
+    assert_points_at(&error, 8, "message bad.v1.Outer.Inner: subject \"a.*\"");
+}
+
+#[test]
+fn a_valid_event_compiles_into_an_impl() {
+    let (dir, result) = compile_in(&event_contract(
+        "subject: \"shop.orders.placed\" aggregate: \"number\" version: 3",
+    ));
+    result.expect("a valid event compiles");
+    // The package has no service: the impl is there all the same.
+    let code = std::fs::read_to_string(dir.path().join("out/bad.v1.rs")).unwrap();
+    assert!(
+        code.contains("impl ::sinew::event::Event for M {"),
+        "{code}"
+    );
+    assert!(
+        code.contains("const TYPE: &'static str = \"bad.v1.M\";"),
+        "{code}"
+    );
+    assert!(code.contains("const SCHEMA_VERSION: u32 = 3;"), "{code}");
+    assert!(code.contains("self.number.to_string()"), "{code}");
+    for field in ["id", "number"] {
+        let (_dir, result) = compile_in(&event_contract(&format!(
+            "subject: \"shop.orders.placed\" aggregate: {field:?}"
+        )));
+        result.expect("a string or integer aggregate is fit");
+    }
+}
+
+#[test]
+fn sinews_own_files_get_no_code() {
+    // A contracts folder that links sinew's `proto/sinew`, as this
+    // workspace's does, and a contract that imports both of sinew's files.
+    let dir = tempfile::tempdir().unwrap();
+    let protos = dir.path().join("contracts");
+    std::fs::create_dir_all(protos.join("sinew")).unwrap();
+    std::fs::create_dir_all(protos.join("shop/v1")).unwrap();
+    std::fs::write(
+        protos.join("sinew/options.proto"),
+        sinew_build::OPTIONS_PROTO,
+    )
+    .unwrap();
+    std::fs::write(protos.join("sinew/events.proto"), sinew_build::EVENTS_PROTO).unwrap();
+    std::fs::write(
+        protos.join("shop/v1/shop.proto"),
+        "syntax = \"proto3\";\npackage shop.v1;\nimport \"sinew/options.proto\";\n\
+         import \"sinew/events.proto\";\nmessage Placed {\n  \
+         option (sinew.event) = { subject: \"shop.placed\" aggregate: \"id\" };\n  \
+         string id = 1;\n}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    sinew_build::configure()
+        .out_dir(&out)
+        .compile_dir(&protos)
+        .expect("a contract importing sinew's files compiles");
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["shop.v1.rs", "sinew_contracts.rs", "sinew_descriptor.bin"],
+        "no code for package sinew"
+    );
+    let contracts = std::fs::read_to_string(out.join("sinew_contracts.rs")).unwrap();
+    assert!(!contracts.contains("pub mod sinew"), "{contracts}");
+
+    // Without the files on disk, sinew-build serves them.
+    std::fs::remove_dir_all(protos.join("sinew")).unwrap();
+    sinew_build::configure()
+        .out_dir(&out)
+        .compile_dir(&protos)
+        .expect("sinew's files are served without a copy on disk");
 }
 
 /// The health service's code is generated by sinew-build and checked in.

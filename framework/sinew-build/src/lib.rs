@@ -15,6 +15,9 @@
 //!   a bulkhead and load balancing, with policy from the method table;
 //! - for every server, the glue that lets `sinew::Server` host it with its
 //!   message limits, health and reflection;
+//! - for every message declared an event with `(sinew.event)`, an impl of
+//!   `sinew::event::Event` giving its type, subject, schema version and
+//!   aggregate id;
 //! - the encoded descriptor set of the contracts and their imports, as
 //!   `FILE_DESCRIPTOR_SET`, which the scaffold serves over reflection.
 //!
@@ -66,11 +69,54 @@
 //!
 //! The full text is [`OPTIONS_PROTO`].
 //!
+//! # sinew's event option
+//!
+//! The same file declares `(sinew.event)`, which makes a message (top-level
+//! or nested) a domain event:
+//!
+//! ```proto
+//! message OrderConfirmed {
+//!   option (sinew.event) = {
+//!     subject: "shop.orders.confirmed"
+//!     aggregate: "order_id"
+//!     version: 2
+//!   };
+//!   string order_id = 1;
+//! }
+//! ```
+//!
+//! sinew-build implements `sinew::event::Event` for it, beside the message
+//! in its package's module: `TYPE` is the full protobuf name
+//! (`shop.orders.v1.OrderConfirmed`), `SUBJECT` the subject, and
+//! `SCHEMA_VERSION` the version (1 when unset or 0). `aggregate_id()` reads
+//! the aggregate field: a string as it is, an integer in decimal, bytes in
+//! lowercase hex. The build checks, and fails at the option's line
+//! otherwise, that:
+//!
+//! - `subject` is set and is a subject NATS can publish on: dot-separated,
+//!   non-empty tokens of ASCII letters, digits, `_` and `-` (so no wildcard
+//!   `*` or `>`, no whitespace, no leading, trailing or doubled dot), at
+//!   most 255 bytes;
+//! - `aggregate` is set and names a field of the message (by its proto
+//!   name) that is a `string`, an integer type (`int32`, `uint64`,
+//!   `sint32`, `fixed64`, `sfixed32` and the rest) or `bytes`, and that is
+//!   always present: not `repeated`, not a map, not a message, not an enum
+//!   or a `bool` or a floating-point number (none is a stable key), not
+//!   `optional` and not in a `oneof` (an event must always carry its
+//!   aggregate id).
+//!
+//! `sinew/events.proto` holds the envelope events travel in, for reference
+//! and for contracts that import it ([`EVENTS_PROTO`]). Neither of sinew's
+//! files gets code in a user's crate, and
+//! [`compile_dir`](Builder::compile_dir) skips the `sinew/` folder, so a
+//! contracts folder may hold a link to sinew's.
+//!
 //! # Errors
 //!
 //! A malformed contract, or an option value that makes no sense (a duration
 //! that does not parse, an unknown status code, hedging on a method that has
-//! side effects), fails the build with `file:line:column: reason`.
+//! side effects, an event subject with a wildcard), fails the build with
+//! `file:line:column: reason`.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -79,12 +125,14 @@ use std::{
 };
 
 use prost::Message as _;
+use prost_build::Module;
 use protox::{
     Compiler,
     file::{ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver},
 };
 
 mod error;
+mod events;
 mod generator;
 mod options;
 mod source;
@@ -97,8 +145,26 @@ use source::SourceMap;
 /// The text of `sinew/options.proto`, which every contract can import.
 pub const OPTIONS_PROTO: &str = include_str!("../proto/sinew/options.proto");
 
-/// The name contracts import sinew's options by.
-const OPTIONS_PROTO_NAME: &str = "sinew/options.proto";
+/// The text of `sinew/events.proto`, the envelope events travel in, which
+/// every contract can import. No code is generated for it: sinew's events
+/// crate has the envelope.
+pub const EVENTS_PROTO: &str = include_str!("../proto/sinew/events.proto");
+
+/// sinew's own files, by the names contracts import them by, with their
+/// text. They get no code in a user's crate.
+const SINEW_PROTOS: &[(&str, &str)] = &[
+    ("sinew/options.proto", OPTIONS_PROTO),
+    ("sinew/events.proto", EVENTS_PROTO),
+];
+
+/// The folder of sinew's own files; [`Builder::compile_dir`] skips it, so a
+/// contracts folder may hold a link to sinew's `proto/sinew`.
+const SINEW_PROTO_DIR: &str = "sinew/";
+
+/// Whether `name` is one of sinew's own files, which get no code.
+fn is_sinew_proto(name: &str) -> bool {
+    SINEW_PROTOS.iter().any(|(own, _)| *own == name)
+}
 
 /// The file, inside the output folder, that `sinew::include_contracts!()`
 /// includes.
@@ -212,13 +278,14 @@ impl Builder {
     }
 
     /// Compiles every `.proto` file under `dir`, which is added as the
-    /// first include path. `sinew/options.proto` is skipped: sinew-build
-    /// provides it.
+    /// first include path. Files under `sinew/` are skipped: that folder is
+    /// sinew's own (`sinew/options.proto`, `sinew/events.proto`), which
+    /// sinew-build provides and generates no code for.
     pub fn compile_dir(mut self, dir: impl AsRef<Path>) -> Result<(), Error> {
         let dir = dir.as_ref();
         let names = source::find_protos(dir)?
             .into_iter()
-            .filter(|name| name != OPTIONS_PROTO_NAME)
+            .filter(|name| !name.starts_with(SINEW_PROTO_DIR))
             .collect::<Vec<_>>();
         self.includes.insert(0, dir.to_path_buf());
         if self.out_dir.is_none() {
@@ -256,7 +323,7 @@ impl Builder {
         let generated: Vec<String> = compiler
             .files()
             .map(|f| f.name().to_owned())
-            .filter(|name| name != OPTIONS_PROTO_NAME && !name.starts_with("google/protobuf/"))
+            .filter(|name| !is_sinew_proto(name) && !name.starts_with("google/protobuf/"))
             .collect();
         if self.out_dir.is_none() {
             for name in &generated {
@@ -266,6 +333,7 @@ impl Builder {
 
         let pool = compiler.descriptor_pool();
         let policies = options::read_policies(&pool, &generated, &sources)?;
+        let events = events::read_events(&pool, &generated, &sources)?;
 
         let mut set = compiler.file_descriptor_set();
         write(&out_dir.join(DESCRIPTOR_FILE), &set.encode_to_vec())?;
@@ -301,7 +369,7 @@ impl Builder {
         config.prost_types_path(format!("{root}::prost_types"));
         config.service_generator(Box::new(SinewGenerator {
             tonic,
-            framework,
+            framework: framework.clone(),
             policies,
             services: self.services.clone(),
             build_client: self.build_client,
@@ -310,7 +378,27 @@ impl Builder {
         for (path, attribute) in &self.type_attributes {
             config.type_attribute(path, attribute);
         }
-        config.compile_fds(set).map_err(Error::generate)?;
+        // prost's `compile_fds`, with the event impls added to each
+        // package's code before it is written: prost calls a service
+        // generator only for packages that have services, and events are
+        // messages, so they have no hook of their own.
+        let requests = set
+            .file
+            .into_iter()
+            .map(|file| (Module::from_protobuf_package_name(file.package()), file))
+            .collect();
+        let mut modules = config.generate(requests).map_err(Error::generate)?;
+        for (package, decls) in &events {
+            let module = Module::from_protobuf_package_name(package);
+            let code = modules.entry(module).or_default();
+            code.push_str(&events::render(&framework, decls)?);
+        }
+        for (module, code) in &modules {
+            write(
+                &out_dir.join(module.to_file_name_or(DEFAULT_PACKAGE_FILE)),
+                code.as_bytes(),
+            )?;
+        }
 
         write(
             &out_dir.join(CONTRACTS_FILE),
@@ -331,17 +419,25 @@ impl Builder {
     }
 }
 
-/// Serves `sinew/options.proto` from the text compiled into this crate.
+/// Serves sinew's own files (`sinew/options.proto`, `sinew/events.proto`)
+/// from the text compiled into this crate, ahead of any copy on disk.
 struct OptionsResolver;
 
 impl FileResolver for OptionsResolver {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
-        if name == OPTIONS_PROTO_NAME {
-            File::from_source(name, OPTIONS_PROTO)
-        } else {
-            Err(protox::Error::file_not_found(name))
+        match SINEW_PROTOS.iter().find(|(own, _)| *own == name) {
+            Some((_, text)) => File::from_source(name, text),
+            None => Err(protox::Error::file_not_found(name)),
         }
     }
+}
+
+/// The name prost gives the code of the package without a name.
+const DEFAULT_PACKAGE_FILE: &str = "_";
+
+/// The file, inside the output folder, holding a package's code.
+fn package_file(package: &str) -> String {
+    Module::from_protobuf_package_name(package).to_file_name_or(DEFAULT_PACKAGE_FILE)
 }
 
 /// The file `include_contracts!` pulls in: the descriptor set, and one
@@ -359,7 +455,7 @@ fn contracts_file(out_dir: &Path, packages: &[String]) -> String {
             out.push_str(ALLOW_LIST);
         }
         if let Some(package) = &module.package {
-            let path = out_dir.join(format!("{package}.rs"));
+            let path = out_dir.join(package_file(package));
             let _ = writeln!(out, "include!({:?});", path.display().to_string());
         }
         for (child, module) in &module.children {
@@ -376,7 +472,7 @@ fn contracts_file(out_dir: &Path, packages: &[String]) -> String {
             continue;
         }
         if package.is_empty() {
-            root.package = Some("_".to_owned());
+            root.package = Some(String::new());
             continue;
         }
         let mut module = &mut root;
@@ -397,7 +493,7 @@ fn contracts_file(out_dir: &Path, packages: &[String]) -> String {
         descriptor.display().to_string()
     );
     if let Some(package) = &root.package {
-        let path = out_dir.join(format!("{package}.rs"));
+        let path = out_dir.join(package_file(package));
         let _ = writeln!(out, "include!({:?});", path.display().to_string());
     }
     for (name, module) in &root.children {

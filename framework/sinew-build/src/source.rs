@@ -38,19 +38,33 @@ impl SourceMap {
         method_path: &[i32],
         option: u32,
     ) -> Option<(usize, usize)> {
-        // MethodDescriptorProto.options is field 4; the option is its
-        // extension field.
-        let option_path: Vec<i32> = method_path
+        // MethodDescriptorProto.options is field 4.
+        self.option_position(file, method_path, 4, option)
+    }
+
+    /// The 1-based line and column of the option numbered `option` on the
+    /// element at `element_path` (a source-code-info path, such as a
+    /// message's), whose descriptor holds its options in field
+    /// `options_field` (7 for a message, 4 for a method); or, where the
+    /// option has no location of its own, of the element itself.
+    pub(crate) fn option_position(
+        &self,
+        file: &FileDescriptor,
+        element_path: &[i32],
+        options_field: i32,
+        option: u32,
+    ) -> Option<(usize, usize)> {
+        let option_path: Vec<i32> = element_path
             .iter()
             .copied()
-            .chain([4, i32::try_from(option).unwrap_or(i32::MAX)])
+            .chain([options_field, i32::try_from(option).unwrap_or(i32::MAX)])
             .collect();
         let info = file.file_descriptor_proto().source_code_info.as_ref()?;
         let location = info
             .location
             .iter()
             .find(|l| l.path == option_path)
-            .or_else(|| info.location.iter().find(|l| l.path == method_path))?;
+            .or_else(|| info.location.iter().find(|l| l.path == element_path))?;
         let line = usize::try_from(*location.span.first()?).ok()?;
         let column = usize::try_from(*location.span.get(1)?).ok()?;
         Some((line + 1, column + 1))

@@ -29,6 +29,12 @@ pub use sinew_server::{Server, health};
 #[doc(inline)]
 pub use sinew_telemetry as telemetry;
 
+/// Domain events over NATS JetStream, with a transactional outbox and an
+/// idempotent inbox (the `events` feature).
+#[cfg(feature = "events")]
+#[doc(inline)]
+pub use sinew_events as events;
+
 /// tonic, as sinew uses it: generated code reaches it through here, so a
 /// user's crate needs no dependency of its own on it.
 pub use tonic;

@@ -8,12 +8,14 @@ mod proto {
 }
 
 use proto::shop::v1::{
-    CatalogClient, CatalogContract, GetProductRequest, ListProductsRequest, Product,
+    CatalogClient, CatalogContract, GetProductRequest, ListProductsRequest, PriceChanged, Product,
     SetPriceRequest,
     catalog_server::{Catalog, CatalogServer},
+    price_changed::PhotoReplaced,
 };
 use sinew::{
     contract::{Contract, Idempotency},
+    event::Event,
     tonic::{self, Code, Request, Response, Status},
 };
 
@@ -84,6 +86,24 @@ fn the_method_table_reads_the_contract() {
         CatalogContract::GET_PRODUCT.policy.timeout,
         Some(std::time::Duration::from_secs(2))
     );
+}
+
+#[test]
+fn events_read_the_contract() {
+    assert_eq!(PriceChanged::TYPE, "shop.v1.PriceChanged");
+    assert_eq!(PriceChanged::SUBJECT, "shop.catalog.price-changed");
+    assert_eq!(PriceChanged::SCHEMA_VERSION, 1);
+    let changed = PriceChanged {
+        product_id: "tea".into(),
+        price_cents: 300,
+    };
+    assert_eq!(changed.aggregate_id(), "tea");
+
+    assert_eq!(PhotoReplaced::TYPE, "shop.v1.PriceChanged.PhotoReplaced");
+    let replaced = PhotoReplaced {
+        digest: vec![0xde, 0xad, 0x01],
+    };
+    assert_eq!(replaced.aggregate_id(), "dead01");
 }
 
 #[tokio::test]
