@@ -18,7 +18,7 @@ use std::{
 use bytes::Bytes;
 use futures_util::{future::join_all, stream};
 use sinew_events::{
-    Broker, Delivery, Envelope, Error, Event, Published,
+    Broker, Delivery, Envelope, Error, Event, JetStream, JetStreamConfig, Published, StreamConfig,
     consumer::ConsumerConfig,
     outbox::{Outbox, OutboxConfig, OutboxDatabase, Relay, RelayConfig, RelayHandle},
 };
@@ -198,10 +198,10 @@ impl Broker for TestBroker {
             return Err(Error::Broker("broker down".into()));
         }
         let event: Moved = envelope.event().expect("a Moved event");
-        if let Some(rule) = &*record.fail.lock().unwrap() {
-            if rule(&event, before) {
-                return Err(Error::Broker("refused".into()));
-            }
+        if let Some(rule) = &*record.fail.lock().unwrap()
+            && rule(&event, before)
+        {
+            return Err(Error::Broker("refused".into()));
         }
         record
             .published
@@ -337,7 +337,10 @@ impl PgDb {
                 if std::env::var("SINEW_REQUIRE_SERVICES").as_deref() == Ok("1") {
                     panic!("PostgreSQL unreachable and SINEW_REQUIRE_SERVICES=1: {error}");
                 }
-                eprintln!("SKIP {test}: PostgreSQL unreachable ({error})");
+                #[allow(clippy::print_stderr, reason = "a skipped test says so")]
+                {
+                    eprintln!("SKIP {test}: PostgreSQL unreachable ({error})");
+                }
                 return None;
             }
         };
@@ -879,4 +882,116 @@ async fn postgres_two_relays_publish_each_event_once() {
     let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
     assert_in_order(&broker, &groups, 10);
     db.drop().await;
+}
+
+// === NATS JetStream ===
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Relayed {
+    #[prost(string, tag = "1")]
+    aggregate: String,
+    #[prost(uint32, tag = "2")]
+    seq: u32,
+}
+
+impl Event for Relayed {
+    const TYPE: &'static str = "test.Relayed";
+    const SUBJECT: &'static str = "sinew.test.outbox.relayed";
+    const SCHEMA_VERSION: u32 = 1;
+    fn aggregate_id(&self) -> String {
+        self.aggregate.clone()
+    }
+}
+
+/// The shared JetStream server, with a fresh stream for [`Relayed`], or
+/// `None` (and a loud SKIP) unless `SINEW_REQUIRE_SERVICES=1`.
+async fn jetstream(test: &str) -> Option<(JetStream, String)> {
+    let url = std::env::var("SINEW_NATS_URL")
+        .or_else(|_| std::env::var("NATS_URL"))
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let stream = "SINEW_TEST_OUTBOX_RELAYED".to_owned();
+    let plain = match JetStream::connect(JetStreamConfig::new(url.clone())).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            if std::env::var("SINEW_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!("NATS unreachable and SINEW_REQUIRE_SERVICES=1: {error}");
+            }
+            #[allow(clippy::print_stderr, reason = "a skipped test says so")]
+            {
+                eprintln!("SKIP {test}: NATS unreachable ({error})");
+            }
+            return None;
+        }
+    };
+    let _ = plain.context().delete_stream(&stream).await;
+    let config =
+        JetStreamConfig::new(url).stream(StreamConfig::new(stream.clone(), [Relayed::SUBJECT]));
+    Some((JetStream::connect(config).await.unwrap(), stream))
+}
+
+/// Through a real JetStream: every event stored once, in order per
+/// aggregate, although a relay "crashed" after publishing some rows and
+/// before marking them (the broker drops the copies by event id).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_stores_each_event_once_after_a_crash_before_marking() {
+    let Some((broker, stream)) =
+        jetstream("jetstream_stores_each_event_once_after_a_crash_before_marking").await
+    else {
+        return;
+    };
+    let db = SqliteDb::new();
+    let outbox = db.outbox().await;
+    let mut tx = outbox.pool().begin().await.unwrap();
+    let mut added = Vec::new();
+    for seq in 0..10 {
+        for aggregate in ["j", "k", "l"] {
+            let event = Relayed {
+                aggregate: aggregate.into(),
+                seq,
+            };
+            added.push(outbox.add(&mut tx, &event).await.unwrap());
+        }
+    }
+    outbox.commit(tx).await.unwrap();
+
+    // The crashed relay's work: published, never marked.
+    for envelope in &added[..5] {
+        let published = broker.publish(envelope).await.unwrap();
+        assert!(!published.duplicate);
+    }
+
+    let relay = Relay::new(outbox.clone(), broker.clone(), fast())
+        .unwrap()
+        .spawn();
+    eventually("every row marked", WITHIN, async || {
+        outbox.pending().await.unwrap().count == 0
+    })
+    .await;
+    relay.shutdown().await;
+
+    // The relay's copies of the first five were reported duplicates.
+    assert!(broker.publish(&added[0]).await.unwrap().duplicate);
+
+    let mut info = broker.context().get_stream(&stream).await.unwrap();
+    let messages = info.info().await.unwrap().state.messages;
+    assert_eq!(messages, 30, "each event stored once");
+    let mut stored = Vec::new();
+    for sequence in 1..=messages {
+        let message = info.get_raw_message(sequence).await.unwrap();
+        stored.push(
+            Envelope::from_message(&message.subject, Some(&message.headers), message.payload)
+                .unwrap(),
+        );
+    }
+    let ids: HashSet<&str> = stored.iter().map(|e| e.id.as_str()).collect();
+    let expected: HashSet<&str> = added.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, expected);
+    for aggregate in ["j", "k", "l"] {
+        let seqs: Vec<u32> = stored
+            .iter()
+            .filter(|e| e.aggregate_id == aggregate)
+            .map(|e| e.event::<Relayed>().unwrap().seq)
+            .collect();
+        assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "aggregate {aggregate}");
+    }
 }
