@@ -247,7 +247,7 @@ impl<DB: OutboxDatabase> Outbox<DB> {
     pub fn lag_check(
         &self,
         threshold: Duration,
-    ) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+    ) -> impl Future<Output = Result<(), Error>> + Send + use<DB> {
         let pool = self.pool.clone();
         async move {
             match DB::oldest_pending(&pool).await? {

@@ -173,7 +173,8 @@ impl<DB: OutboxDatabase, B: Broker> Relay<DB, B> {
             cancel: cancel.clone(),
             backoff,
             rng: Rng::from_entropy(),
-            failures: 0,
+            failing: false,
+            backoffs: 0,
         };
         RelayHandle {
             holder,
@@ -286,8 +287,10 @@ struct Task<DB: OutboxDatabase, B> {
     cancel: CancellationToken,
     backoff: Backoff,
     rng: Rng,
-    /// Failed rounds in a row; more than zero during an outage.
-    failures: u32,
+    /// Whether the last round failed (the outage was logged).
+    failing: bool,
+    /// Backoffs in a row, without progress between them.
+    backoffs: u32,
 }
 
 /// What one batch did.
@@ -318,24 +321,27 @@ impl<DB: OutboxDatabase, B: Broker> Task<DB, B> {
             }
             // Seen before reading: a commit after this wakes the next wait.
             self.wake.borrow_and_update();
-            let round = self.round().await;
-            match round {
-                Ok(Round {
-                    failure: None,
-                    fetched,
-                    acked,
-                }) => {
-                    self.recovered();
-                    let full = fetched >= self.config.batch_size as usize;
-                    if !(full && acked > 0) {
-                        self.idle().await;
+            match self.round().await {
+                Ok(round) => {
+                    if round.acked > 0 {
+                        self.backoffs = 0;
+                    }
+                    // A full batch with progress: more rows wait, go on.
+                    let more = round.acked > 0 && round.fetched >= self.config.batch_size as usize;
+                    match round.failure {
+                        None => {
+                            self.recovered();
+                            if !more {
+                                self.idle().await;
+                            }
+                        }
+                        // Other aggregates progress: no wait for them; the
+                        // failed one is tried again with the next batch.
+                        Some(error) if more => self.note_failure(&error),
+                        Some(error) => self.failed(&error).await,
                     }
                 }
-                Ok(Round {
-                    failure: Some(error),
-                    ..
-                })
-                | Err(error) => self.failed(&error).await,
+                Err(error) => self.failed(&error).await,
             }
         }
         if let Some(listener) = listener {
@@ -450,23 +456,28 @@ impl<DB: OutboxDatabase, B: Broker> Task<DB, B> {
     }
 
     fn recovered(&mut self) {
-        if self.failures > 0 {
-            info!(
-                failures = self.failures,
-                "outbox relay publishes again after failures"
-            );
-            self.failures = 0;
+        if self.failing {
+            info!("outbox relay publishes again");
+            self.failing = false;
+        }
+        self.backoffs = 0;
+    }
+
+    /// Logs a failure: a warning at the first of an outage, then at debug.
+    fn note_failure(&mut self, error: &Error) {
+        if self.failing {
+            debug!(%error, "outbox relay failed again");
+        } else {
+            warn!(%error, "outbox relay failed; retrying with backoff until it recovers");
+            self.failing = true;
         }
     }
 
+    /// Logs a failure and waits, longer after each failed round in a row.
     async fn failed(&mut self, error: &Error) {
-        if self.failures == 0 {
-            warn!(%error, "outbox relay failed to publish; retrying with backoff");
-        } else {
-            debug!(%error, failures = self.failures, "outbox relay failed again");
-        }
-        let wait = self.backoff.wait(self.failures, self.rng.next_f64());
-        self.failures = self.failures.saturating_add(1);
+        self.note_failure(error);
+        let wait = self.backoff.wait(self.backoffs, self.rng.next_f64());
+        self.backoffs = self.backoffs.saturating_add(1);
         self.sleep_until(Instant::now() + wait).await;
     }
 
