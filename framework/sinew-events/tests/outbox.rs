@@ -1034,3 +1034,80 @@ async fn jetstream_stores_each_event_once_after_a_crash_before_marking() {
         assert_eq!(seqs, (0..10).collect::<Vec<_>>(), "aggregate {aggregate}");
     }
 }
+
+/// The holder crashes in the middle of a stream of commits: the standby
+/// takes over and publishes everything, each aggregate still in order.
+/// What the crashed holder published but did not mark comes again (the
+/// broker's deduplication drops it), never more than a batch of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_crash_mid_stream_loses_nothing() {
+    let Some(db) = PgDb::new("postgres_a_crash_mid_stream_loses_nothing").await else {
+        return;
+    };
+    let first = db.outbox().await;
+    let second = db.outbox().await;
+    let broker = TestBroker::new();
+    let config = RelayConfig {
+        batch_size: 8,
+        ..fast()
+    };
+    let holder = relay(&first, &broker.tagged("first"), config.clone());
+    eventually("a leader", WITHIN, async || holder.is_leader()).await;
+    let standby = relay(&second, &broker.tagged("second"), config);
+
+    let aggregates: Vec<String> = (0..10).map(|a| format!("m{a}")).collect();
+    let aggregates: Vec<&str> = aggregates.iter().map(String::as_str).collect();
+    let writer = {
+        let outbox = second.clone();
+        let aggregates: Vec<String> = aggregates.iter().map(|a| (*a).to_owned()).collect();
+        tokio::spawn(async move {
+            let mut added = Vec::new();
+            for seq in 0..20 {
+                let events: Vec<Moved> = aggregates.iter().map(|a| moved(a, seq)).collect();
+                added.extend(add_all(&outbox, &events).await.into_iter().map(|e| e.id));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            added
+        })
+    };
+    eventually("the holder at work", WITHIN, async || broker.count() >= 40).await;
+    holder.abort();
+    let crashed_at = broker.count();
+    let added: HashSet<String> = writer.await.unwrap().into_iter().collect();
+    assert_eq!(added.len(), 200);
+
+    eventually("every event published", WITHIN, async || {
+        let ids: HashSet<String> = broker.ids().into_iter().collect();
+        ids == added
+    })
+    .await;
+    eventually("every row marked", WITHIN, async || {
+        second.pending().await.unwrap().count == 0
+    })
+    .await;
+    standby.shutdown().await;
+
+    let published = broker.published();
+    assert!(crashed_at < 200, "the crash came mid-stream");
+    assert!(
+        published[crashed_at..]
+            .iter()
+            .all(|(tag, _)| *tag == "second")
+    );
+    assert!(
+        published.len() - added.len() <= 8,
+        "at most a batch again: {}",
+        published.len() - added.len()
+    );
+    // Each aggregate in order, by first publish.
+    for aggregate in &aggregates {
+        let mut seen = HashSet::new();
+        let firsts: Vec<u32> = published
+            .iter()
+            .filter(|(_, e)| e.aggregate_id == *aggregate && seen.insert(e.id.clone()))
+            .map(|(_, e)| e.event::<Moved>().unwrap().seq)
+            .collect();
+        assert_eq!(firsts, (0..20).collect::<Vec<_>>(), "aggregate {aggregate}");
+    }
+    db.drop().await;
+}
