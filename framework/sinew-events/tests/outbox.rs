@@ -349,7 +349,9 @@ impl PgDb {
             .execute(&admin)
             .await
             .unwrap();
-        let options = options.options([("search_path", schema.as_str())]);
+        let options = options
+            .options([("search_path", schema.as_str())])
+            .application_name(&schema);
         Some(Self {
             admin,
             schema,
@@ -1115,5 +1117,30 @@ async fn postgres_a_crash_mid_stream_loses_nothing() {
             .collect();
         assert_eq!(firsts, (0..20).collect::<Vec<_>>(), "aggregate {aggregate}");
     }
+    db.drop().await;
+}
+
+/// A relay's NOTIFY listener (a connection of its own) ends with the
+/// relay, even when the relay is aborted rather than shut down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_aborted_relay_leaves_no_listener() {
+    let Some(db) = PgDb::new("postgres_an_aborted_relay_leaves_no_listener").await else {
+        return;
+    };
+    let outbox = db.outbox().await;
+    let listeners = async || -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+        )
+        .bind(&db.schema)
+        .fetch_one(&db.admin)
+        .await
+        .unwrap()
+    };
+    let relay = relay(&outbox, &TestBroker::new(), fast());
+    eventually("the listener", WITHIN, async || listeners().await == 1).await;
+    relay.abort();
+    eventually("no listener", WITHIN, async || listeners().await == 0).await;
     db.drop().await;
 }

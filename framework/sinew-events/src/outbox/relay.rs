@@ -302,7 +302,9 @@ struct Round {
 
 impl<DB: OutboxDatabase, B: Broker> Task<DB, B> {
     async fn run(mut self) {
-        let listener = DB::listener(&self.outbox.pool, self.outbox.wake.clone()).map(tokio::spawn);
+        // Aborted when this task ends, or is dropped (aborted) itself.
+        let _listener = DB::listener(&self.outbox.pool, self.outbox.wake.clone())
+            .map(|listen| AbortOnDrop(tokio::spawn(listen)));
         let mut next_purge = Instant::now();
         let mut next_stats = Instant::now();
         while !self.cancel.is_cancelled() {
@@ -343,9 +345,6 @@ impl<DB: OutboxDatabase, B: Broker> Task<DB, B> {
                 }
                 Err(error) => self.failed(&error).await,
             }
-        }
-        if let Some(listener) = listener {
-            listener.abort();
         }
         if self.lease.valid_until.is_some() {
             if let Err(error) = DB::release_lease(&self.outbox.pool, &self.holder).await {
@@ -532,6 +531,15 @@ impl<DB: OutboxDatabase, B: Broker> Task<DB, B> {
             }
             Err(error) => debug!(%error, "outbox relay could not count pending rows"),
         }
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
