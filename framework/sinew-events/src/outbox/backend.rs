@@ -349,24 +349,29 @@ impl Backend for Postgres {
     }
 
     async fn insert<'c>(conn: &'c mut Self::Connection, row: NewRow<'c>) -> Result<(), Error> {
-        sqlx::query(
+        // The notification is delivered at commit, and not at all on
+        // rollback; PostgreSQL folds those of one transaction into one. One
+        // statement either way: no extra round trip per event.
+        let sql = if row.notify {
+            "WITH inserted AS (
+               INSERT INTO sinew_outbox (id, subject, aggregate_id, envelope)
+               VALUES ($1, $2, $3, $4) RETURNING 1)
+             SELECT pg_notify($5, '') FROM inserted"
+        } else {
             "INSERT INTO sinew_outbox (id, subject, aggregate_id, envelope)
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(row.id)
-        .bind(row.subject)
-        .bind(row.aggregate_id)
-        .bind(row.envelope)
-        .execute(&mut *conn)
-        .await?;
-        if row.notify {
-            // Delivered at commit, and not at all on rollback; PostgreSQL
-            // folds the notifications of one transaction into one.
-            sqlx::query("SELECT pg_notify($1, '')")
-                .bind(PG_CHANNEL)
-                .execute(&mut *conn)
-                .await?;
-        }
+             VALUES ($1, $2, $3, $4)"
+        };
+        let query = sqlx::query(sql)
+            .bind(row.id)
+            .bind(row.subject)
+            .bind(row.aggregate_id)
+            .bind(row.envelope);
+        let query = if row.notify {
+            query.bind(PG_CHANNEL)
+        } else {
+            query
+        };
+        query.execute(&mut *conn).await?;
         Ok(())
     }
 

@@ -80,6 +80,51 @@
 //!
 //! Use a database file in WAL mode (`SqliteConnectOptions::journal_mode`)
 //! with a busy timeout: the relay writes while handlers write.
+//!
+//! # Failures and limits
+//!
+//! - A broker outage: the relay retries with exponential backoff
+//!   ([`RelayConfig::backoff_initial`] to [`RelayConfig::backoff_max`]),
+//!   logs one warning when the outage starts and one line when it ends,
+//!   and loses nothing: rows stay pending until acknowledged.
+//! - One aggregate failing (a subject no stream takes, say) holds back its
+//!   own later events only: batches that make progress go on without
+//!   waiting. But a batch is the first [`RelayConfig::batch_size`] pending
+//!   rows; when one stuck aggregate fills a whole batch, the rest wait
+//!   behind it. [`Outbox::lag_check`] shows it.
+//! - A row whose envelope does not decode (written by hand, say) cannot be
+//!   published and is never skipped: it holds back its aggregate, and the
+//!   relay logs an error naming its position.
+//! - Published rows are kept for [`RelayConfig::retention`] (7 days), then
+//!   deleted by the lease holder in chunks.
+//!
+//! # Telemetry
+//!
+//! On the global meter `sinew.events`, made the first time a relay records
+//! (install telemetry before starting relays):
+//!
+//! | name | kind | unit | attributes |
+//! |---|---|---|---|
+//! | `sinew.events.published` | counter | {event} | `event.type` |
+//! | `sinew.events.outbox.pending` | gauge | {event} | |
+//! | `sinew.events.outbox.lag` | gauge | s | |
+//!
+//! The counter counts every acknowledged publish, copies the broker
+//! dropped as duplicates included. The lease holder records the gauges
+//! every [`RelayConfig::stats_interval`]. The relay logs each batch at
+//! debug (rows read, published, waves), taking and losing the lease at
+//! info and warn; never a payload.
+//!
+//! A readiness probe that fails while events wait too long:
+//!
+//! ```no_run
+//! # fn demo(outbox: sinew_events::outbox::Outbox<sqlx::Postgres>) {
+//! # use std::time::Duration;
+//! let check = move || outbox.lag_check(Duration::from_secs(60));
+//! // sinew::server::Probe::new("outbox", check)
+//! # let _ = check;
+//! # }
+//! ```
 
 mod backend;
 mod metrics;
@@ -234,16 +279,9 @@ impl<DB: OutboxDatabase> Outbox<DB> {
 
     /// A readiness check: fails with [`Error::OutboxLag`] when the oldest
     /// pending row (by position) has waited longer than `threshold`, or when
-    /// the database fails. Cheap (one indexed row).
-    ///
-    /// ```no_run
-    /// # fn demo(outbox: sinew_events::outbox::Outbox<sqlx::Postgres>) {
-    /// # use std::time::Duration;
-    /// let check = move || outbox.lag_check(Duration::from_secs(60));
-    /// // sinew::server::Probe::new("outbox", check)
-    /// # let _ = check;
-    /// # }
-    /// ```
+    /// the database fails. Cheap (one indexed row). The future borrows
+    /// nothing, so it fits `sinew::server::Probe::new("outbox", move ||
+    /// outbox.lag_check(threshold))`.
     pub fn lag_check(
         &self,
         threshold: Duration,
