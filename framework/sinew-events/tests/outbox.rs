@@ -384,11 +384,12 @@ impl PgDb {
 
 // === helpers ===
 
-/// Short waits, so that tests run in well under a second each.
+/// Short waits, so that tests run in well under a second each. The lease
+/// outlives a loaded machine's stalls; takeover tests shorten it.
 fn fast() -> RelayConfig {
     RelayConfig {
         poll_interval: Duration::from_millis(50),
-        lease_ttl: Duration::from_millis(300),
+        lease_ttl: Duration::from_secs(2),
         backoff_initial: Duration::from_millis(5),
         backoff_max: Duration::from_millis(50),
         ..RelayConfig::default()
@@ -618,6 +619,10 @@ async fn takeover<DB: Db>(first: Outbox<DB>, second: Outbox<DB>, crash: bool) {
     let holder = relay(&first, &broker.tagged("first"), config.clone());
     add_all(&first, &[moved("t", 0)]).await;
     eventually("the first event", WITHIN, async || broker.count() == 1).await;
+    eventually("the first event marked", WITHIN, async || {
+        first.pending().await.unwrap().count == 0
+    })
+    .await;
     assert!(holder.is_leader());
 
     let standby = relay(&second, &broker.tagged("second"), config);
@@ -717,11 +722,15 @@ async fn sqlite_a_failing_aggregate_does_not_slow_the_others() {
     })
     .await;
     let took = started.elapsed();
+    // Only the stuck aggregate's two events wait.
+    eventually("the others marked", WITHIN, async || {
+        outbox.pending().await.unwrap().count == 2
+    })
+    .await;
     relay.abort();
     assert!(took < Duration::from_millis(1500), "{took:?}");
     assert_in_order(&broker, &others, 13);
     assert!(!broker.sequences().contains_key("stuck"));
-    assert_eq!(outbox.pending().await.unwrap().count, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1051,6 +1060,7 @@ async fn postgres_a_crash_mid_stream_loses_nothing() {
     let broker = TestBroker::new();
     let config = RelayConfig {
         batch_size: 8,
+        lease_ttl: Duration::from_millis(300),
         ..fast()
     };
     let holder = relay(&first, &broker.tagged("first"), config.clone());
