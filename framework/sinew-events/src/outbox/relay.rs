@@ -633,6 +633,42 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn the_lease_is_held_until_a_tenth_before_it_expires() {
+        let ttl = Duration::from_secs(9);
+        let leader = Arc::new(AtomicBool::new(false));
+        let mut lease = Lease {
+            ttl,
+            valid_until: None,
+            next_attempt: Instant::now(),
+            leader: leader.clone(),
+        };
+        assert!(lease.due() && !lease.held());
+
+        lease.taken(Instant::now());
+        assert!(lease.held() && leader.load(Ordering::Relaxed));
+        assert!(!lease.due());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(lease.due(), "renewed every third of the ttl");
+
+        // Renewal failed: still held until a tenth before expiry.
+        lease.failed();
+        assert!(!lease.due());
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert!(lease.due(), "tried again a tenth of the ttl later");
+        tokio::time::advance(Duration::from_millis(4200 - 1)).await;
+        assert!(lease.held());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!lease.held() && !leader.load(Ordering::Relaxed));
+
+        // Refused: a standby, asking again a third of the ttl later.
+        lease.taken(Instant::now());
+        lease.refused();
+        assert!(!lease.held() && !lease.due());
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(lease.due());
+    }
+
     #[test]
     fn settings_are_checked() {
         assert!(RelayConfig::default().validate().is_ok());
