@@ -127,7 +127,6 @@
 //! ```
 
 mod backend;
-mod metrics;
 mod relay;
 
 use std::{sync::Arc, time::Duration};

@@ -16,7 +16,8 @@ use tokio::{task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{Outbox, OutboxDatabase, backend::PendingRow, metrics::metrics};
+use super::{Outbox, OutboxDatabase, backend::PendingRow};
+use crate::metrics::metrics;
 use crate::{Broker, Envelope, Error};
 
 /// The settings of a [`Relay`]. Every wait and batch is bounded; the
@@ -524,9 +525,9 @@ impl<DB: OutboxDatabase, B: Broker> Task<DB, B> {
     async fn record_stats(&mut self) {
         match self.outbox.pending().await {
             Ok(pending) => {
-                metrics().pending.record(pending.count, &[]);
+                metrics().outbox_pending.record(pending.count, &[]);
                 metrics()
-                    .lag
+                    .outbox_lag
                     .record(pending.oldest.map_or(0.0, |d| d.as_secs_f64()), &[]);
             }
             Err(error) => debug!(%error, "outbox relay could not count pending rows"),
