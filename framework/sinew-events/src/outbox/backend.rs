@@ -327,9 +327,10 @@ const PG_SCHEMA: [&str; 4] = [
     )",
 ];
 
-/// The advisory lock that serializes concurrent migrations (`CREATE ... IF
-/// NOT EXISTS` races in PostgreSQL): "sinew_ob" in ASCII.
-const PG_MIGRATE_LOCK: i64 = 0x7369_6e65_775f_6f62;
+/// The advisory lock that serializes concurrent migrations, the outbox's and
+/// the inbox's (`CREATE ... IF NOT EXISTS` races in PostgreSQL): "sinew_ob"
+/// in ASCII.
+pub(crate) const PG_MIGRATE_LOCK: i64 = 0x7369_6e65_775f_6f62;
 
 /// The channel `add` notifies on and relays listen to.
 pub(crate) const PG_CHANNEL: &str = "sinew_outbox";

@@ -127,6 +127,8 @@
 //! ```
 
 mod backend;
+
+pub(crate) use backend::PG_MIGRATE_LOCK;
 mod relay;
 
 use std::{sync::Arc, time::Duration};
