@@ -32,6 +32,19 @@ pub enum Error {
     /// The bus or consumer was shut down.
     #[error("shut down")]
     Closed,
+    /// The outbox's oldest pending event has waited longer than the
+    /// threshold of [`Outbox::lag_check`](crate::outbox::Outbox::lag_check).
+    #[error(
+        "the oldest pending outbox event has waited {}, over {}",
+        humantime::format_duration(*.age),
+        humantime::format_duration(*.threshold)
+    )]
+    OutboxLag {
+        /// How long it has waited.
+        age: Duration,
+        /// The threshold.
+        threshold: Duration,
+    },
 }
 
 impl Error {

@@ -170,6 +170,13 @@ mod sealed {
 
     impl Sealed for sqlx::Postgres {
         async fn migrate(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+            // Replicas starting at once race on `CREATE ... IF NOT EXISTS`
+            // in PostgreSQL: one lock serializes sinew's migrations.
+            let mut tx = pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(crate::outbox::PG_MIGRATE_LOCK)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "CREATE TABLE IF NOT EXISTS sinew_inbox (
                     consumer_group TEXT NOT NULL,
@@ -178,14 +185,14 @@ mod sealed {
                     PRIMARY KEY (consumer_group, event_id)
                 )",
             )
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "CREATE INDEX IF NOT EXISTS sinew_inbox_handled ON sinew_inbox (handled_at_ms)",
             )
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
-            Ok(())
+            tx.commit().await
         }
 
         async fn record(

@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod jetstream;
 pub mod memory;
 mod metrics;
+pub mod outbox;
 
 pub use broker::{
     Broker, DEAD_DELIVERIES, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, Delivery, Published,
@@ -20,4 +21,5 @@ pub use error::{EnvelopeError, Error};
 pub use inbox::{Inbox, InboxConfig, InboxDatabase, InboxHandler, TxHandler};
 pub use jetstream::{JetStream, JetStreamConfig, Storage, StreamConfig};
 pub use memory::MemoryBroker;
+pub use outbox::{Outbox, OutboxConfig, Relay, RelayConfig, RelayHandle};
 pub use sinew_core::event::Event;

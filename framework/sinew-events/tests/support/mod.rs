@@ -11,7 +11,7 @@ use std::{net::TcpStream, time::Duration};
 macro_rules! test_event {
     ($name:ident, $subject:expr) => {
         /// A test event.
-        #[allow(missing_docs)]
+        #[allow(missing_docs, unreachable_pub)]
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct $name {
             #[prost(string, tag = "1")]
