@@ -1,4 +1,5 @@
-//! What sinew's events cost over raw JetStream calls, measured in one run.
+//! What sinew's events cost over raw JetStream calls, and how fast and
+//! how soon the outbox relays, measured in one run.
 //!
 //! 1. **The bus.** `N` `shop.orders.v1.OrderPlaced` events are published
 //!    through sinew (`Envelope::new` and `JetStream::publish`, which waits
@@ -22,6 +23,23 @@
 //!    each side's result is the median of its rounds. `bus_ratio` is sinew's
 //!    median over raw's.
 //!
+//! 3. **The outbox relay** on PostgreSQL: `N` events are committed to the
+//!    outbox first (`Outbox::add`, 100 per transaction, 4 transactions at
+//!    once, not timed), then a `Relay` (`RelayConfig::default()`: batches
+//!    of 256) is started; messages per second are `N` over the time from
+//!    its start to the moment no row is pending (published, acknowledged
+//!    and marked; polled every 2ms). The baseline, "raw publish", is the
+//!    raw side of 2 publishing alone: `N` publishes awaiting their PubAck,
+//!    256 in flight, on a fresh stream. Rounds alternate (raw publish
+//!    first), each on a fresh stream and a fresh schema; `outbox_ratio` is
+//!    the relay's median over raw publish's. Each relay round checks the
+//!    stream holds exactly `N` messages.
+//! 4. **Commit to handler**: 200 events a second for 10s, each committed
+//!    in a transaction of its own through the outbox, a relay running
+//!    (woken on commit, as `Outbox::commit` does), a consumer handling
+//!    them. The latency is the handler's instant minus the instant the
+//!    commit returned, matched by event id; p50 and p99.
+//!
 //! Each round also reports the CPU time this process spent per message
 //! (all threads, user and system, from `/proc/self/stat`, on Linux): the
 //! NATS server's time is not in it, so the gap between the two sides is
@@ -39,9 +57,11 @@
 //! subject; two runs at once get in each other's way.
 //!
 //! Environment: `SINEW_BENCH_EVENTS` events per round (default 20000),
-//! `SINEW_BENCH_ROUNDS` rounds per side (default 3), `SINEW_BENCH_ONLY=raw`
-//! or `sinew` runs that side of the bus alone, once, for a profiler (no
-//! RESULT line).
+//! `SINEW_BENCH_ROUNDS` rounds per side (default 3), `SINEW_BENCH_RATE`
+//! and `SINEW_BENCH_LATENCY_SECONDS` the rate and duration of 4 (default
+//! 200 a second for 10s), `SINEW_BENCH_ONLY=raw` or `sinew` runs that side
+//! of the bus alone, once, for a profiler (no RESULT line). PostgreSQL
+//! tables go to schemas of their own (`sinew_bench_*`, dropped after).
 //!
 //! The last line is exactly:
 //! `RESULT bus_ratio=<bus msgs/s / raw msgs/s> bus_msgs_per_s=<n> raw_msgs_per_s=<n> outbox_ratio=<relay msgs/s / raw publish msgs/s> outbox_msgs_per_s=<n> commit_to_handler_p99_ms=<n>`
@@ -53,10 +73,11 @@
 )]
 
 use std::{
+    collections::HashMap,
     future::ready,
     net::{SocketAddr, TcpStream, ToSocketAddrs as _},
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
@@ -74,7 +95,14 @@ use futures_util::StreamExt as _;
 use prost::Message as _;
 use sinew::{
     event::Event,
-    events::{Consumer, ConsumerConfig, Envelope, JetStream, JetStreamConfig, StreamConfig},
+    events::{
+        Broker as _, Consumer, ConsumerConfig, Envelope, JetStream, JetStreamConfig, Outbox,
+        OutboxConfig, Relay, RelayConfig, StreamConfig,
+    },
+};
+use sqlx::{
+    Executor as _, PgPool,
+    postgres::{PgConnectOptions, PgPoolOptions},
 };
 use tokio::sync::Notify;
 
@@ -360,10 +388,7 @@ async fn sinew_bus(url: &str, round: u64, n: usize) -> BusRound {
     futures_util::stream::iter(&events)
         .map(|event| {
             let broker = &broker;
-            async move {
-                use sinew::events::Broker as _;
-                broker.publish(&Envelope::new(event)).await
-            }
+            async move { broker.publish(&Envelope::new(event)).await }
         })
         .buffer_unordered(IN_FLIGHT)
         .for_each(|published| {
@@ -477,6 +502,260 @@ async fn raw_bus(url: &str, round: u64, n: usize) -> BusRound {
     }
 }
 
+// === the outbox relay ===
+
+/// Events committed to the outbox per transaction, before a relay round.
+const OUTBOX_TX_EVENTS: usize = 100;
+/// Transactions committing at once, before a relay round.
+const OUTBOX_WRITERS: usize = 4;
+/// How often a relay round looks whether every row is marked.
+const MARKED_POLL: Duration = Duration::from_millis(2);
+
+/// A pool on the schema `schema`, dropped and made afresh, with the
+/// outbox's tables.
+async fn outbox_on(url: &str, schema: &str) -> Outbox<sqlx::Postgres> {
+    let admin = PgPool::connect(url).await.expect("connect to PostgreSQL");
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+        )))
+        .await
+        .expect("make the schema");
+    admin.close().await;
+    let options: PgConnectOptions = url.parse().expect("DATABASE_URL");
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(options.options([("search_path", schema)]))
+        .await
+        .expect("connect to PostgreSQL");
+    let outbox = Outbox::new(pool, OutboxConfig::default());
+    outbox.migrate().await.expect("migrate the outbox");
+    outbox
+}
+
+/// Drops the benchmark's schema.
+async fn drop_schema(outbox: Outbox<sqlx::Postgres>, schema: &str) {
+    let pool = outbox.pool().clone();
+    pool.execute(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE"
+    )))
+    .await
+    .expect("drop the schema");
+    pool.close().await;
+}
+
+/// Whether every row of the outbox is marked published.
+async fn all_marked(pool: &PgPool) -> bool {
+    let pending: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sinew_outbox WHERE published_at IS NULL)")
+            .fetch_one(pool)
+            .await
+            .expect("count pending rows");
+    !pending
+}
+
+/// Messages the stream `name` holds.
+async fn stream_messages(context: &jetstream::Context, name: &str) -> u64 {
+    let mut stream = context.get_stream(name).await.expect("the stream");
+    stream.info().await.expect("stream info").state.messages
+}
+
+/// One side's numbers for a round of publishing alone.
+#[derive(Debug, Clone, Copy)]
+struct PublishRound {
+    msgs_per_s: f64,
+    cpu_us: Option<f64>,
+}
+
+fn report_publish(side: &str, round: u64, n: usize, result: PublishRound) {
+    println!(
+        "{side:>11} round {round}: {:>8.0} msgs/s ({n} events), cpu {} per message",
+        result.msgs_per_s,
+        show(result.cpu_us),
+    );
+}
+
+/// `n` raw publishes, each awaiting its PubAck, `IN_FLIGHT` at once.
+async fn raw_publish_round(url: &str, round: u64, n: usize) -> PublishRound {
+    let name = round_name("PUB", round);
+    let (context, _stream) = raw_stream(url, &name).await;
+    let events = events(n);
+    let cpu = process_cpu_time();
+    let start = Instant::now();
+    raw_publish(&context, &events).await;
+    let elapsed = start.elapsed();
+    let cpu_us = cpu_per_message(cpu, n);
+    assert_eq!(stream_messages(&context, &name).await, n as u64);
+    context
+        .delete_stream(&name)
+        .await
+        .expect("delete the stream");
+    PublishRound {
+        msgs_per_s: n as f64 / elapsed.as_secs_f64(),
+        cpu_us,
+    }
+}
+
+/// Commits `n` events to the outbox, `OUTBOX_TX_EVENTS` per transaction,
+/// `OUTBOX_WRITERS` transactions at once.
+async fn fill_outbox(outbox: &Outbox<sqlx::Postgres>, n: usize) {
+    let events = events(n);
+    futures_util::stream::iter(events.chunks(OUTBOX_TX_EVENTS))
+        .map(|chunk| async move {
+            let mut tx = outbox.pool().begin().await?;
+            for event in chunk {
+                outbox.add(&mut tx, event).await?;
+            }
+            // No wake-up: no relay runs yet.
+            tx.commit().await?;
+            Ok::<_, sinew::events::Error>(())
+        })
+        .buffer_unordered(OUTBOX_WRITERS)
+        .for_each(|committed| {
+            committed.expect("commit to the outbox");
+            ready(())
+        })
+        .await;
+}
+
+/// `n` rows committed to the outbox first, then a relay started: the time
+/// until every row is published and marked.
+async fn relay_round(nats: &str, database: &str, round: u64, n: usize) -> PublishRound {
+    let name = round_name("RELAY", round);
+    let schema = format!("sinew_bench_relay_{}", std::process::id());
+    let client = async_nats::connect(nats).await.expect("connect");
+    clear_subject(&jetstream::new(client)).await;
+    let broker = JetStream::connect(JetStreamConfig::new(nats).stream(stream_config(&name)))
+        .await
+        .expect("sinew connect");
+    let outbox = outbox_on(database, &schema).await;
+    fill_outbox(&outbox, n).await;
+
+    let cpu = process_cpu_time();
+    let start = Instant::now();
+    let relay = Relay::new(outbox.clone(), broker.clone(), RelayConfig::default())
+        .expect("relay")
+        .spawn();
+    while !all_marked(outbox.pool()).await {
+        assert!(
+            start.elapsed() < ROUND_LIMIT,
+            "relay: rows still pending after {ROUND_LIMIT:?}"
+        );
+        tokio::time::sleep(MARKED_POLL).await;
+    }
+    let elapsed = start.elapsed();
+    let cpu_us = cpu_per_message(cpu, n);
+    relay.shutdown().await;
+
+    assert_eq!(
+        stream_messages(broker.context(), &name).await,
+        n as u64,
+        "the relay published each row once"
+    );
+    broker
+        .context()
+        .delete_stream(&name)
+        .await
+        .expect("delete the stream");
+    drop_schema(outbox, &schema).await;
+    PublishRound {
+        msgs_per_s: n as f64 / elapsed.as_secs_f64(),
+        cpu_us,
+    }
+}
+
+// === commit to handler ===
+
+/// Latencies from commit to handler, at a steady rate.
+struct Latency {
+    events: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+/// `rate` events a second for `seconds`, each committed in a transaction of
+/// its own through the outbox (then the relay is woken, as `Outbox::commit`
+/// does; the relay also listens for PostgreSQL's notification),
+/// relayed, and handled by a consumer: handler time minus commit time.
+async fn commit_to_handler(nats: &str, database: &str, rate: u64, seconds: u64) -> Latency {
+    let name = round_name("LATENCY", 0);
+    let schema = format!("sinew_bench_latency_{}", std::process::id());
+    let n = usize::try_from(rate * seconds).unwrap_or(usize::MAX).max(1);
+    let client = async_nats::connect(nats).await.expect("connect");
+    clear_subject(&jetstream::new(client)).await;
+    let broker = JetStream::connect(JetStreamConfig::new(nats).stream(stream_config(&name)))
+        .await
+        .expect("sinew connect");
+    let outbox = outbox_on(database, &schema).await;
+
+    let handled: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let tally = Tally::new(n);
+    let (record, counter) = (handled.clone(), tally.clone());
+    let consumer = Consumer::start::<OrderPlaced, _, _>(
+        &broker,
+        ConsumerConfig::new(&name).max_ack_pending(MAX_ACK_PENDING),
+        move |event: sinew::events::Received<OrderPlaced>| {
+            let at = Instant::now();
+            record.lock().expect("lock").insert(event.id, at);
+            counter.handled();
+            ready(Ok(()))
+        },
+    )
+    .await
+    .expect("start the consumer");
+    let relay = Relay::new(outbox.clone(), broker.clone(), RelayConfig::default())
+        .expect("relay")
+        .spawn();
+    // The first event should not wait for the relay to take its lease.
+    let waiting = Instant::now();
+    while !relay.is_leader() {
+        assert!(waiting.elapsed() < ROUND_LIMIT, "the relay took no lease");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let mut committed = Vec::with_capacity(n);
+    let mut ticks = tokio::time::interval(
+        Duration::from_secs(1) / u32::try_from(rate.max(1)).unwrap_or(u32::MAX),
+    );
+    for event in events(n) {
+        ticks.tick().await;
+        let mut tx = outbox.pool().begin().await.expect("begin");
+        let envelope = outbox.add(&mut tx, &event).await.expect("add");
+        // What `Outbox::commit` does, with the commit's instant taken
+        // before the relay is woken.
+        tx.commit().await.expect("commit");
+        committed.push((envelope.id, Instant::now()));
+        outbox.wake();
+    }
+    tally.finished("commit to handler").await;
+    relay.shutdown().await;
+    consumer.shutdown().await;
+
+    let handled = std::mem::take(&mut *handled.lock().expect("lock"));
+    let mut latencies: Vec<f64> = committed
+        .iter()
+        .map(|(id, at)| {
+            let handled_at = handled.get(id).expect("every committed event handled");
+            handled_at.saturating_duration_since(*at).as_secs_f64() * 1e3
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    broker
+        .context()
+        .delete_stream(&name)
+        .await
+        .expect("delete the stream");
+    drop_schema(outbox, &schema).await;
+    Latency {
+        events: latencies.len(),
+        p50_ms: at(0.50),
+        p99_ms: at(0.99),
+        max_ms: latencies[latencies.len() - 1],
+    }
+}
+
 // === main ===
 
 #[tokio::main]
@@ -488,7 +767,7 @@ async fn main() {
         "postgres://postgres@127.0.0.1:5432/test",
         5432,
     );
-    let (Some(nats), Some(_database)) = (nats, database) else {
+    let (Some(nats), Some(database)) = (nats, database) else {
         if require_services() {
             eprintln!("SINEW_REQUIRE_SERVICES=1: failing");
             std::process::exit(1);
@@ -547,10 +826,33 @@ async fn main() {
         show(cpu_median(&raw)),
     );
 
-    // TODO(outbox): items 3 and 4 once the outbox lands.
-    let outbox_rate = 0.0_f64;
-    let raw_publish_rate = 1.0_f64;
-    let p99_ms = 0.0_f64;
+    println!(
+        "outbox: {n} rows per round committed first ({OUTBOX_TX_EVENTS} per transaction), then relayed (RelayConfig::default()); raw publish alone, {IN_FLIGHT} in flight"
+    );
+    let mut raw_publishes = Vec::new();
+    let mut relays = Vec::new();
+    for round in 0..rounds {
+        let result = raw_publish_round(&nats, round, n).await;
+        report_publish("raw publish", round, n, result);
+        raw_publishes.push(result.msgs_per_s);
+        let result = relay_round(&nats, &database, round, n).await;
+        report_publish("relay", round, n, result);
+        relays.push(result.msgs_per_s);
+    }
+    let raw_publish_rate = median(&mut raw_publishes);
+    let outbox_rate = median(&mut relays);
+    println!(
+        "outbox: relay {outbox_rate:.0} msgs/s, raw publish {raw_publish_rate:.0} msgs/s (medians)"
+    );
+
+    let rate = env_number("SINEW_BENCH_RATE", 200).max(1);
+    let seconds = env_number("SINEW_BENCH_LATENCY_SECONDS", 10).max(1);
+    let latency = commit_to_handler(&nats, &database, rate, seconds).await;
+    println!(
+        "commit to handler: {} events at {rate}/s: p50 {:.2}ms, p99 {:.2}ms, max {:.2}ms",
+        latency.events, latency.p50_ms, latency.p99_ms, latency.max_ms
+    );
+    let p99_ms = latency.p99_ms;
     println!(
         "RESULT bus_ratio={:.3} bus_msgs_per_s={bus_rate:.0} raw_msgs_per_s={raw_rate:.0} outbox_ratio={:.3} outbox_msgs_per_s={outbox_rate:.0} commit_to_handler_p99_ms={p99_ms:.2}",
         bus_rate / raw_rate,
