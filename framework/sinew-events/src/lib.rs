@@ -163,6 +163,7 @@
 //! placed it through every reaction.
 
 mod broker;
+pub mod config;
 pub mod consumer;
 pub mod envelope;
 mod error;
@@ -175,6 +176,7 @@ pub mod outbox;
 pub use broker::{
     Broker, DEAD_DELIVERIES, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT, Delivery, Published,
 };
+pub use config::EventsConfig;
 pub use consumer::{Consumer, ConsumerConfig, Handler, HandlerError, Received};
 pub use envelope::Envelope;
 pub use error::{EnvelopeError, Error};
