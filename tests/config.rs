@@ -65,6 +65,31 @@ fn settings_follow_the_documented_precedence() {
 }
 
 #[test]
+fn the_events_table_is_left_to_the_events_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("service.toml");
+    std::fs::write(
+        &file,
+        "max_concurrent_streams = 7\n[events]\nurl = \"nats://nats:4222\"\n",
+    )
+    .unwrap();
+    let settings =
+        Settings::load_with_env(&ServerConfig::new().config_file(&file), |_| None).unwrap();
+    assert_eq!(settings.max_concurrent_streams, 7);
+    let events = sinew::events::EventsConfig::from_toml(
+        &std::fs::read_to_string(&file).unwrap(),
+        "service.toml",
+    )
+    .unwrap();
+    assert_eq!(events.jetstream.url, "nats://nats:4222");
+    // A table under another name is still a mistake.
+    std::fs::write(&file, "[evnets]\nurl = \"x\"\n").unwrap();
+    let error =
+        Settings::load_with_env(&ServerConfig::new().config_file(&file), |_| None).unwrap_err();
+    assert_eq!(error.key(), Some("evnets"));
+}
+
+#[test]
 fn an_unknown_key_in_the_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("server.toml");

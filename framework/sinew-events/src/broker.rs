@@ -68,8 +68,22 @@ pub trait Broker: Clone + Send + Sync + 'static {
         )
     }
 
-    /// Whether the broker is reachable now (for a readiness probe).
+    /// Whether the broker is reachable now.
     fn is_connected(&self) -> bool;
+
+    /// A readiness check: passes while the broker is connected. Its future
+    /// borrows nothing, so it fits the scaffold's probes:
+    /// `Probe::new("broker", move || bus.check())`.
+    fn check(&self) -> impl Future<Output = Result<(), Error>> + Send + 'static {
+        let connected = self.is_connected();
+        async move {
+            if connected {
+                Ok(())
+            } else {
+                Err(Error::broker("not connected to the broker"))
+            }
+        }
+    }
 }
 
 /// One delivery of a message to a consumer.

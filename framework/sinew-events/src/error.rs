@@ -26,6 +26,15 @@ pub enum Error {
         /// Why it is refused.
         reason: String,
     },
+    /// The settings file could not be read or holds a mistake; the reason
+    /// names the key and the line.
+    #[error("settings in {origin}: {reason}")]
+    Settings {
+        /// The file.
+        origin: String,
+        /// What is wrong, where.
+        reason: String,
+    },
     /// A message is not a sinew event, or not the one expected.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),

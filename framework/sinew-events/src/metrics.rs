@@ -47,7 +47,7 @@ pub(crate) fn metrics() -> &'static Metrics {
             consumed: meter
                 .u64_counter("sinew.events.consumed")
                 .with_unit("{event}")
-                .with_description("Events handled and acknowledged.")
+                .with_description("Events handled and acknowledged, inbox duplicates included.")
                 .build(),
             redelivered: meter
                 .u64_counter("sinew.events.redelivered")

@@ -3,6 +3,8 @@
 //! sharing work across connections, and the trace carried from publisher
 //! to consumer.
 
+#![allow(clippy::print_stderr, reason = "a skipped test says so")]
+
 mod support;
 
 use std::{
@@ -401,4 +403,81 @@ async fn the_consumer_span_is_a_child_of_the_publisher() {
     );
     assert_eq!(consumer_span.span_context.span_id(), handler.span_id());
     assert_eq!(consumer_span.name, "process sinew.test.js.traced");
+}
+
+/// A nats-server of the test's own, on a free port, killed on drop.
+struct PrivateServer {
+    child: std::process::Child,
+    port: u16,
+    _store: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    async fn start(port: u16, store: tempfile::TempDir) -> Self {
+        let child = std::process::Command::new("/usr/sbin/nats-server")
+            .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+            .arg(store.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server runs");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Self {
+            child,
+            port,
+            _store: store,
+        }
+    }
+
+    fn stop(mut self) -> (u16, tempfile::TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port = self.port;
+        let store = std::mem::replace(&mut self._store, tempfile::tempdir().unwrap());
+        (port, store)
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_readiness_check_follows_the_connection() {
+    if !std::path::Path::new("/usr/sbin/nats-server").exists() {
+        assert!(
+            !support::require_services(),
+            "SINEW_REQUIRE_SERVICES=1 but no /usr/sbin/nats-server"
+        );
+        eprintln!("SKIP: no /usr/sbin/nats-server");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let server = PrivateServer::start(port, tempfile::tempdir().unwrap()).await;
+    let broker = JetStream::connect(JetStreamConfig::new(format!("nats://127.0.0.1:{port}")))
+        .await
+        .unwrap();
+    assert!(broker.check().await.is_ok());
+    let (port, store) = server.stop();
+    assert!(eventually(WAIT, || !broker.is_connected()).await);
+    assert!(broker.check().await.is_err());
+    let _server = PrivateServer::start(port, store).await;
+    assert!(
+        eventually(WAIT, || broker.is_connected()).await,
+        "reconnects by itself"
+    );
+    assert!(broker.check().await.is_ok());
 }

@@ -26,6 +26,10 @@ pub const CONFIG_FILE_ENV: &str = "SINEW_CONFIG";
 /// The prefix of every settings environment variable.
 pub const ENV_PREFIX: &str = "SINEW_";
 
+/// Tables of the settings file that other sinew crates read, and the
+/// scaffold leaves alone: `[events]` (sinew-events).
+pub(crate) const SECTIONS: &[&str] = &["events"];
+
 /// A setting could not be used. Names the key and where it came from.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -415,6 +419,10 @@ impl Settings {
                 reason: e.to_string(),
             })?;
         for (key, value) in &table {
+            if value.is_table() && SECTIONS.contains(&key.as_str()) {
+                // Another sinew crate's settings, in the same file.
+                continue;
+            }
             if !KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::UnknownKey {
                     key: key.clone(),

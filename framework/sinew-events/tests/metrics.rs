@@ -1,12 +1,15 @@
-//! The outbox relay's instruments: `sinew.events.published` by event type,
-//! and the `sinew.events.outbox.pending` and `.lag` gauges.
+//! The events' instruments: the outbox relay's `sinew.events.published` by
+//! event type and the `sinew.events.outbox.pending` and `.lag` gauges; the
+//! consumer's `consumed`, `redelivered`, `dead_lettered` and
+//! `inbox.duplicates` counters.
 //!
 //! A test binary of its own: the instruments are made once, from the
-//! global meter provider, which this test installs before anything else.
+//! global meter provider, which [`telemetry`] installs before anything
+//! else.
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -168,14 +171,25 @@ async fn eventually(
     }
 }
 
+/// The meter provider every test of this binary records to, installed
+/// once, before any instrument is made.
+fn telemetry() -> &'static (SdkMeterProvider, Exported) {
+    static TELEMETRY: OnceLock<(SdkMeterProvider, Exported)> = OnceLock::new();
+    TELEMETRY.get_or_init(|| {
+        let exported = Exported::default();
+        let reader = PeriodicReader::builder(exported.clone())
+            .with_interval(Duration::from_secs(3600))
+            .build();
+        let provider = SdkMeterProvider::builder().with_reader(reader).build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        (provider, exported)
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_counts_what_it_publishes_and_gauges_what_waits() {
-    let exported = Exported::default();
-    let reader = PeriodicReader::builder(exported.clone())
-        .with_interval(Duration::from_secs(3600))
-        .build();
-    let provider = SdkMeterProvider::builder().with_reader(reader).build();
-    opentelemetry::global::set_meter_provider(provider.clone());
+    let (provider, exported) = telemetry();
+    let (provider, exported) = (provider.clone(), exported.clone());
 
     let dir = tempfile::tempdir().unwrap();
     let options = SqliteConnectOptions::new()
@@ -240,4 +254,91 @@ async fn the_relay_counts_what_it_publishes_and_gauges_what_waits() {
     relay.shutdown().await;
     assert_eq!(broker.messages(Counted::SUBJECT).len(), 3);
     assert_eq!(exported.get(published), Some(3.0));
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Handled {
+    #[prost(uint32, tag = "1")]
+    n: u32,
+}
+
+impl Event for Handled {
+    const TYPE: &'static str = "test.Handled";
+    const SUBJECT: &'static str = "test.handled";
+    const SCHEMA_VERSION: u32 = 1;
+    fn aggregate_id(&self) -> String {
+        self.n.to_string()
+    }
+}
+
+struct Apply {
+    failed: Arc<Mutex<bool>>,
+}
+
+impl sinew_events::TxHandler<Handled, sqlx::Sqlite> for Apply {
+    async fn handle(
+        &self,
+        _tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+        event: &sinew_events::Received<Handled>,
+    ) -> Result<(), sinew_events::HandlerError> {
+        match event.event.n {
+            1 if !std::mem::replace(&mut *self.failed.lock().unwrap(), true) => {
+                Err(sinew_events::HandlerError::retry("once"))
+            }
+            2 => Err(sinew_events::HandlerError::permanent("never")),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_counts_what_it_handles_retries_skips_and_gives_up() {
+    let (provider, exported) = telemetry();
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteConnectOptions::new()
+        .filename(dir.path().join("inbox.db"))
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .busy_timeout(Duration::from_secs(10));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(4)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let inbox = sinew_events::Inbox::new(pool, sinew_events::InboxConfig::default())
+        .await
+        .unwrap();
+    // No deduplication: a copy of an event reaches the inbox.
+    let broker = MemoryBroker::with_limits(100, Duration::ZERO);
+    let consumer = sinew_events::Consumer::start::<Handled, _, _>(
+        &broker,
+        ConsumerConfig::new("g").backoff([Duration::from_millis(10)]),
+        inbox.handler(Apply {
+            failed: Arc::default(),
+        }),
+    )
+    .await
+    .unwrap();
+    let first = Envelope::new(&Handled { n: 0 });
+    for envelope in [
+        first.clone(),
+        first,
+        Envelope::new(&Handled { n: 1 }),
+        Envelope::new(&Handled { n: 2 }),
+    ] {
+        broker.publish(&envelope).await.unwrap();
+    }
+    let labels = "consumer.group=g,event.type=test.Handled";
+    let consumed = format!("sinew.events.consumed{{{labels}}}");
+    let duplicates = format!("sinew.events.inbox.duplicates{{{labels}}}");
+    let redelivered = format!("sinew.events.redelivered{{{labels}}}");
+    let dead = format!("sinew.events.dead_lettered{{{labels},reason=permanent}}");
+    eventually(provider, exported, "every count", |e| {
+        e.get(&consumed) == Some(3.0)
+            && e.get(&duplicates) == Some(1.0)
+            && e.get(&redelivered) == Some(1.0)
+            && e.get(&dead) == Some(1.0)
+    })
+    .await;
+    consumer.shutdown().await;
 }
