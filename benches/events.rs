@@ -41,9 +41,14 @@
 //!    commit returned, matched by event id; p50 and p99.
 //!
 //! Each round also reports the CPU time this process spent per message
-//! (all threads, user and system, from `/proc/self/stat`, on Linux): the
-//! NATS server's time is not in it, so the gap between the two sides is
-//! the client's own work.
+//! (all threads, user and system, from `/proc/self/stat`, on Linux), and
+//! the CPU time of the services per message (every process on this host
+//! named `postgres` or `nats-server`, from `/proc/<pid>/stat`: meaningful
+//! only where the services run on this host, and only as much as nothing
+//! else uses them meanwhile). On a small host where the client, NATS and
+//! PostgreSQL share the cores, messages per second follow the sum of the
+//! two: a gap in throughput with no gap in CPU time is waiting; a gap in
+//! the client's CPU time is the client's own work.
 //!
 //! Run with: `cargo bench --bench events`, with NATS JetStream at
 //! `NATS_URL` (default `nats://127.0.0.1:4222`) and PostgreSQL at
@@ -159,6 +164,37 @@ fn process_cpu_time() -> Option<Duration> {
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
     Some(Duration::from_millis((user + system) * 10))
+}
+
+/// CPU time used so far by the processes on this host named `postgres` or
+/// `nats-server` (the services, when they run here; any other such
+/// process counts too), from `/proc/<pid>/stat`; `None` where there is no
+/// such file.
+fn services_cpu_time() -> Option<Duration> {
+    let mut ticks = 0;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        if !matches!(&stat[open + 1..close], "postgres" | "nats-server") {
+            continue;
+        }
+        let mut fields = stat[close + 1..].split_whitespace().skip(11);
+        let user: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        let system: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
+        ticks += user + system;
+    }
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// The services' CPU time spent since `start`, per message, in
+/// microseconds.
+fn services_cpu_per_message(start: Option<Duration>, messages: usize) -> Option<f64> {
+    let spent = services_cpu_time()?.saturating_sub(start?);
+    Some(spent.as_secs_f64() * 1e6 / messages as f64)
 }
 
 /// The CPU time spent since `start`, per message, in microseconds.
@@ -350,14 +386,17 @@ struct BusRound {
     /// When the last PubAck came, from the first publish.
     published_after: Duration,
     cpu_us: Option<f64>,
+    /// PostgreSQL's and NATS's CPU time per message.
+    services_cpu_us: Option<f64>,
 }
 
 fn report_bus(side: &str, round: u64, n: usize, result: BusRound) {
     println!(
-        "{side:>5} round {round}: {:>8.0} msgs/s ({n} events; all published after {:.2}s), cpu {} per message",
+        "{side:>5} round {round}: {:>8.0} msgs/s ({n} events; all published after {:.2}s), cpu {} per message, services' cpu {}",
         result.msgs_per_s,
         result.published_after.as_secs_f64(),
         show(result.cpu_us),
+        show(result.services_cpu_us),
     );
 }
 
@@ -383,7 +422,7 @@ async fn sinew_bus(url: &str, round: u64, n: usize) -> BusRound {
     .expect("start the consumer");
     let events = events(n);
 
-    let cpu = process_cpu_time();
+    let (cpu, services) = (process_cpu_time(), services_cpu_time());
     let start = Instant::now();
     futures_util::stream::iter(&events)
         .map(|event| {
@@ -399,6 +438,7 @@ async fn sinew_bus(url: &str, round: u64, n: usize) -> BusRound {
     let published_after = start.elapsed();
     let last = tally.finished("sinew").await;
     let cpu_us = cpu_per_message(cpu, n);
+    let services_cpu_us = services_cpu_per_message(services, n);
 
     consumer.shutdown().await;
     broker
@@ -410,6 +450,7 @@ async fn sinew_bus(url: &str, round: u64, n: usize) -> BusRound {
         msgs_per_s: n as f64 / last.duration_since(start).as_secs_f64(),
         published_after,
         cpu_us,
+        services_cpu_us,
     }
 }
 
@@ -482,12 +523,13 @@ async fn raw_bus(url: &str, round: u64, n: usize) -> BusRound {
     ));
     let events = events(n);
 
-    let cpu = process_cpu_time();
+    let (cpu, services) = (process_cpu_time(), services_cpu_time());
     let start = Instant::now();
     raw_publish(&context, &events).await;
     let published_after = start.elapsed();
     let last = tally.finished("raw").await;
     let cpu_us = cpu_per_message(cpu, n);
+    let services_cpu_us = services_cpu_per_message(services, n);
 
     consuming.abort();
     let _ = consuming.await;
@@ -499,6 +541,7 @@ async fn raw_bus(url: &str, round: u64, n: usize) -> BusRound {
         msgs_per_s: n as f64 / last.duration_since(start).as_secs_f64(),
         published_after,
         cpu_us,
+        services_cpu_us,
     }
 }
 
@@ -565,13 +608,16 @@ async fn stream_messages(context: &jetstream::Context, name: &str) -> u64 {
 struct PublishRound {
     msgs_per_s: f64,
     cpu_us: Option<f64>,
+    /// PostgreSQL's and NATS's CPU time per message.
+    services_cpu_us: Option<f64>,
 }
 
 fn report_publish(side: &str, round: u64, n: usize, result: PublishRound) {
     println!(
-        "{side:>11} round {round}: {:>8.0} msgs/s ({n} events), cpu {} per message",
+        "{side:>11} round {round}: {:>8.0} msgs/s ({n} events), cpu {} per message, services' cpu {}",
         result.msgs_per_s,
         show(result.cpu_us),
+        show(result.services_cpu_us),
     );
 }
 
@@ -580,11 +626,12 @@ async fn raw_publish_round(url: &str, round: u64, n: usize) -> PublishRound {
     let name = round_name("PUB", round);
     let (context, _stream) = raw_stream(url, &name).await;
     let events = events(n);
-    let cpu = process_cpu_time();
+    let (cpu, services) = (process_cpu_time(), services_cpu_time());
     let start = Instant::now();
     raw_publish(&context, &events).await;
     let elapsed = start.elapsed();
     let cpu_us = cpu_per_message(cpu, n);
+    let services_cpu_us = services_cpu_per_message(services, n);
     assert_eq!(stream_messages(&context, &name).await, n as u64);
     context
         .delete_stream(&name)
@@ -593,6 +640,7 @@ async fn raw_publish_round(url: &str, round: u64, n: usize) -> PublishRound {
     PublishRound {
         msgs_per_s: n as f64 / elapsed.as_secs_f64(),
         cpu_us,
+        services_cpu_us,
     }
 }
 
@@ -631,7 +679,7 @@ async fn relay_round(nats: &str, database: &str, round: u64, n: usize) -> Publis
     let outbox = outbox_on(database, &schema).await;
     fill_outbox(&outbox, n).await;
 
-    let cpu = process_cpu_time();
+    let (cpu, services) = (process_cpu_time(), services_cpu_time());
     let start = Instant::now();
     let relay = Relay::new(outbox.clone(), broker.clone(), RelayConfig::default())
         .expect("relay")
@@ -645,6 +693,7 @@ async fn relay_round(nats: &str, database: &str, round: u64, n: usize) -> Publis
     }
     let elapsed = start.elapsed();
     let cpu_us = cpu_per_message(cpu, n);
+    let services_cpu_us = services_cpu_per_message(services, n);
     relay.shutdown().await;
 
     assert_eq!(
@@ -661,6 +710,7 @@ async fn relay_round(nats: &str, database: &str, round: u64, n: usize) -> Publis
     PublishRound {
         msgs_per_s: n as f64 / elapsed.as_secs_f64(),
         cpu_us,
+        services_cpu_us,
     }
 }
 
