@@ -10,6 +10,8 @@ use std::{
     time::Duration,
 };
 
+use futures_util::StreamExt as _;
+use sinew_events::Delivery as _;
 use sinew_events::{
     Broker, Consumer, ConsumerConfig, DEAD_DELIVERIES, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT,
     Envelope, Event, HandlerError, MemoryBroker, Received,
@@ -274,7 +276,7 @@ async fn bad_input_is_dead_lettered_with_the_reason() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_event_not_acknowledged_in_time_comes_again_then_is_dead_lettered() {
+async fn a_handler_past_ack_wait_is_dropped_and_retried_then_dead_lettered() {
     let broker = MemoryBroker::new();
     let seen: Seen = Arc::default();
     let record = seen.clone();
@@ -298,8 +300,64 @@ async fn an_event_not_acknowledged_in_time_comes_again_then_is_dead_lettered() {
         .await
         .unwrap();
     tokio::time::sleep(60 * SECOND).await;
-    let deliveries: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.1).collect();
-    assert_eq!(deliveries, [1, 2, 3], "every ack_wait, up to max_deliver");
+    let seen = seen.lock().unwrap().clone();
+    let deliveries: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(deliveries, [1, 2, 3], "up to max_deliver");
+    // Each attempt ends at 9/10 of ack_wait, then waits out the backoff.
+    assert_eq!(seen[1].2 - seen[0].2, Duration::from_millis(4500) + SECOND);
+    assert_eq!(
+        seen[2].2 - seen[1].2,
+        Duration::from_millis(4500) + 4 * SECOND
+    );
+    let dead = broker.messages("sinew.dead.g");
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .0
+            .get(DEAD_REASON)
+            .unwrap()
+            .as_str()
+            .contains("longer than 9/10 of ack_wait (4s 500ms)")
+    );
+    assert_eq!(dead[0].0.get(DEAD_DELIVERIES).unwrap().as_str(), "3");
+    consumer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_whose_consumers_die_comes_once_more_to_be_dead_lettered() {
+    let broker = MemoryBroker::new();
+    let config = config().ack_wait(5 * SECOND);
+    // Three members of the group take the event and die before acknowledging.
+    let mut dying = broker.subscribe(Placed::SUBJECT, &config).await.unwrap();
+    broker
+        .publish(&Envelope::new(&placed("o-1", 0)))
+        .await
+        .unwrap();
+    for expected in 1..=3 {
+        let delivery = dying.next().await.unwrap().unwrap();
+        assert_eq!(delivery.delivered(), expected);
+        drop(delivery);
+    }
+    drop(dying);
+    let seen: Seen = Arc::default();
+    let record = seen.clone();
+    let consumer = Consumer::start::<Placed, _, _>(&broker, config, move |ev: Received<Placed>| {
+        let record = record.clone();
+        async move {
+            record
+                .lock()
+                .unwrap()
+                .push((ev.event.n, ev.delivered, Instant::now()));
+            Ok(())
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(60 * SECOND).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "past max_deliver, not handled"
+    );
     let dead = broker.messages("sinew.dead.g");
     assert_eq!(
         dead.len(),
@@ -315,7 +373,7 @@ async fn an_event_not_acknowledged_in_time_comes_again_then_is_dead_lettered() {
             .contains("delivery limit")
     );
     assert_eq!(dead[0].0.get(DEAD_DELIVERIES).unwrap().as_str(), "4");
-    drop(consumer);
+    consumer.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
