@@ -56,27 +56,32 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(30);
 async fn database_url() -> Option<String> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    let probe = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&url)
-        .await;
-    match probe {
-        Ok(pool) => {
-            pool.close().await;
-            Some(url)
-        }
-        Err(error) => {
-            assert!(
-                !common::require_services(),
-                "SINEW_REQUIRE_SERVICES=1 but PostgreSQL is not reachable at DATABASE_URL: {error}"
-            );
-            eprintln!(
-                "SKIP: PostgreSQL is not reachable (set DATABASE_URL); this test does nothing"
-            );
-            None
-        }
+    let authority = authority(&url);
+    let server = if authority.contains(':') {
+        authority.to_owned()
+    } else {
+        format!("{authority}:5432")
+    };
+    let reachable = server.to_socket_addrs().ok().and_then(|mut addrs| {
+        addrs
+            .find(|addr| std::net::TcpStream::connect_timeout(addr, Duration::from_secs(2)).is_ok())
+    });
+    if reachable.is_some() {
+        return Some(url);
     }
+    assert!(
+        !common::require_services(),
+        "SINEW_REQUIRE_SERVICES=1 but PostgreSQL is not reachable at DATABASE_URL ({server})"
+    );
+    eprintln!("SKIP: PostgreSQL is not reachable (set DATABASE_URL); this test does nothing");
+    None
+}
+
+/// The `host[:port]` of a URL.
+fn authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    authority.rsplit_once('@').map_or(authority, |(_, h)| h)
 }
 
 /// One test's shop: its schema (dropped and made afresh, dropped again at
@@ -203,9 +208,7 @@ impl Shop {
 
     /// `host:port` of the URL, the port 5432 when it names none.
     fn host_port(&self) -> &str {
-        let rest = self.url.split_once("://").map_or(&*self.url, |(_, r)| r);
-        let authority = rest.split(['/', '?']).next().unwrap_or(rest);
-        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let host_port = authority(&self.url);
         assert!(
             host_port.contains(':'),
             "DATABASE_URL should name its port for this test: {host_port}"
