@@ -6,10 +6,12 @@
 //! - A group of two shipping processes shares the work, and every order
 //!   ships exactly once.
 //! - The relay and the shipping service are killed with SIGKILL over and
-//!   over, at seeded random moments, while orders are placed, their NATS
-//!   traffic slowed through a proxy so that kills land between a publish
-//!   and its marking, and between a handler's commit and its
-//!   acknowledgement: still every committed order ships exactly once.
+//!   over, at seeded random moments, while orders are placed, their
+//!   traffic slowed through proxies (the relay's to NATS, the shipping
+//!   service's to PostgreSQL) so that kills land between a publish and its
+//!   marking, and between a handler's commit and its acknowledgement:
+//!   still every committed order ships exactly once, and the stream holds
+//!   each event once.
 //! - The broker is killed while orders are placed: the outbox keeps them,
 //!   and once the broker is back on its port and store, every order ships
 //!   exactly once without restarting the relay or the consumer.
