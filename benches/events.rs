@@ -64,7 +64,9 @@
 //! Environment: `SINEW_BENCH_EVENTS` events per round (default 20000),
 //! `SINEW_BENCH_ROUNDS` rounds per side (default 3), `SINEW_BENCH_RATE`
 //! and `SINEW_BENCH_LATENCY_SECONDS` the rate and duration of 4 (default
-//! 200 a second for 10s), `SINEW_BENCH_ONLY=raw` or `sinew` runs that side
+//! 200 a second for 10s), `SINEW_BENCH_RELAY_BATCH` the relay's batch size
+//! in 3 (default `RelayConfig::default()`'s, 256; another size makes the
+//! comparison unequal, for diagnosis), `SINEW_BENCH_ONLY=raw` or `sinew` runs that side
 //! of the bus alone, once, for a profiler (no RESULT line). PostgreSQL
 //! tables go to schemas of their own (`sinew_bench_*`, dropped after).
 //!
@@ -587,6 +589,15 @@ async fn drop_schema(outbox: Outbox<sqlx::Postgres>, schema: &str) {
     pool.close().await;
 }
 
+/// The relay's batch size in 3: `SINEW_BENCH_RELAY_BATCH`, by default
+/// `RelayConfig::default()`'s (256, as many as raw publish has in flight).
+fn relay_batch() -> u32 {
+    let default = RelayConfig::default().batch_size;
+    u32::try_from(env_number("SINEW_BENCH_RELAY_BATCH", u64::from(default)))
+        .unwrap_or(default)
+        .max(1)
+}
+
 /// Whether every row of the outbox is marked published.
 async fn all_marked(pool: &PgPool) -> bool {
     let pending: bool =
@@ -681,7 +692,11 @@ async fn relay_round(nats: &str, database: &str, round: u64, n: usize) -> Publis
 
     let (cpu, services) = (process_cpu_time(), services_cpu_time());
     let start = Instant::now();
-    let relay = Relay::new(outbox.clone(), broker.clone(), RelayConfig::default())
+    let config = RelayConfig {
+        batch_size: relay_batch(),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(outbox.clone(), broker.clone(), config)
         .expect("relay")
         .spawn();
     while !all_marked(outbox.pool()).await {
@@ -877,7 +892,8 @@ async fn main() {
     );
 
     println!(
-        "outbox: {n} rows per round committed first ({OUTBOX_TX_EVENTS} per transaction), then relayed (RelayConfig::default()); raw publish alone, {IN_FLIGHT} in flight"
+        "outbox: {n} rows per round committed first ({OUTBOX_TX_EVENTS} per transaction), then relayed in batches of {}; raw publish alone, {IN_FLIGHT} in flight",
+        relay_batch()
     );
     let mut raw_publishes = Vec::new();
     let mut relays = Vec::new();
