@@ -23,7 +23,8 @@
 //! (the PostgreSQL schema of the tables, default `public`),
 //! `SINEW_EVENTS_ACK_WAIT` and `SINEW_EVENTS_LEASE_TTL` (durations such as
 //! `1s`: how soon an unacknowledged event comes again, and a dead relay's
-//! lease expires; defaults 30s and 10s).
+//! lease expires; defaults 30s and 10s), and `SINEW_EVENTS_SHIPPER` (the
+//! name `ship` writes in each of its shipments, default `ship`).
 
 #![allow(
     clippy::print_stdout,
@@ -44,8 +45,10 @@ use sqlx::{Postgres, Sqlite, Transaction};
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The shipping service's handler: one shipment per order, written in the
-/// inbox's transaction.
-struct Ship;
+/// inbox's transaction, signed with the shipper's name.
+struct Ship {
+    shipper: String,
+}
 
 impl TxHandler<OrderPlaced, Postgres> for Ship {
     async fn handle(
@@ -53,9 +56,10 @@ impl TxHandler<OrderPlaced, Postgres> for Ship {
         tx: &mut Transaction<'static, Postgres>,
         event: &Received<OrderPlaced>,
     ) -> Result<(), HandlerError> {
-        sqlx::query("INSERT INTO shipments (event_id, order_id) VALUES ($1, $2)")
+        sqlx::query("INSERT INTO shipments (event_id, order_id, shipper) VALUES ($1, $2, $3)")
             .bind(&event.id)
             .bind(&event.event.order_id)
+            .bind(&self.shipper)
             .execute(&mut **tx)
             .await?;
         Ok(())
@@ -68,9 +72,10 @@ impl TxHandler<OrderPlaced, Sqlite> for Ship {
         tx: &mut Transaction<'static, Sqlite>,
         event: &Received<OrderPlaced>,
     ) -> Result<(), HandlerError> {
-        sqlx::query("INSERT INTO shipments (event_id, order_id) VALUES (?1, ?2)")
+        sqlx::query("INSERT INTO shipments (event_id, order_id, shipper) VALUES (?1, ?2, ?3)")
             .bind(&event.id)
             .bind(&event.event.order_id)
+            .bind(&self.shipper)
             .execute(&mut **tx)
             .await?;
         println!("shipped {}", event.event.order_id);
@@ -80,7 +85,9 @@ impl TxHandler<OrderPlaced, Sqlite> for Ship {
 
 const TABLES: &str =
     "CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, amount_cents BIGINT NOT NULL);
-     CREATE TABLE IF NOT EXISTS shipments (event_id TEXT NOT NULL, order_id TEXT NOT NULL)";
+     CREATE TABLE IF NOT EXISTS shipments (
+         event_id TEXT NOT NULL, order_id TEXT NOT NULL, shipper TEXT NOT NULL
+     )";
 
 fn env_duration(key: &'static str, default: Duration) -> Result<Duration, BoxError> {
     match std::env::var(key) {
@@ -183,8 +190,11 @@ async fn ship() -> Result<(), BoxError> {
             Duration::from_secs(30),
         )?)
         .backoff([Duration::from_millis(100), Duration::from_secs(1)]);
+    let ship = Ship {
+        shipper: std::env::var("SINEW_EVENTS_SHIPPER").unwrap_or_else(|_| "ship".to_owned()),
+    };
     let consumer =
-        Consumer::start::<OrderPlaced, _, _>(&jetstream().await?, config, inbox.handler(Ship))
+        Consumer::start::<OrderPlaced, _, _>(&jetstream().await?, config, inbox.handler(ship))
             .await?;
     println!("ready");
     shutdown_signal().await;
@@ -222,7 +232,9 @@ async fn demo() -> Result<(), BoxError> {
     let consumer = Consumer::start::<OrderPlaced, _, _>(
         &broker,
         ConsumerConfig::new("shipping"),
-        inbox.handler(Ship),
+        inbox.handler(Ship {
+            shipper: "demo".to_owned(),
+        }),
     )
     .await?;
 

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test file uses a different part")]
 
 pub(crate) mod collector;
+pub(crate) mod processes;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -124,10 +125,7 @@ impl GreeterProcess {
     /// Starts `greeter server` with these extra environment variables and
     /// waits until it answers health checks.
     pub(crate) async fn start(env: &[(&str, &str)]) -> Self {
-        let addr: SocketAddr = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap()
-        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], processes::free_port()));
         let child = std::process::Command::new(example_binary("greeter"))
             .args(["server", "--addr", &addr.to_string()])
             // The lame-duck default depends on these: tests that run under

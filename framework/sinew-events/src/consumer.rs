@@ -10,7 +10,8 @@
 //!    context;
 //! 3. on success, acknowledges and waits for the broker to confirm (a
 //!    double ack);
-//! 4. on a [retryable](HandlerError::Retry) error or a panic, asks for the
+//! 4. on a [retryable](HandlerError::Retry) error, a panic, or a handler
+//!    still running at nine tenths of `ack_wait` (it is dropped), asks for the
 //!    event again after the backoff; on a [permanent](HandlerError::Permanent)
 //!    error, or when the delivery was the last (`max_deliver`), publishes
 //!    it to the dead-letter subject with the reason and the delivery count
@@ -255,6 +256,13 @@ impl fmt::Display for HandlerError {
 pub trait Handler<E>: Send + Sync + 'static {
     /// Handles one event.
     fn handle(&self, event: Received<E>) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Checks the handler against the group's settings when the consumer
+    /// starts (the inbox checks that it keeps ids long enough).
+    fn check(&self, config: &ConsumerConfig) -> Result<(), Error> {
+        let _ = config;
+        Ok(())
+    }
 }
 
 impl<E, F, Fut> Handler<E> for F
@@ -295,6 +303,7 @@ impl Consumer {
         H: Handler<E>,
     {
         config.validate()?;
+        handler.check(&config)?;
         let deliveries = broker.subscribe(E::SUBJECT, &config).await?;
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -469,11 +478,25 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
             group: self.group.clone(),
         };
         let started = Instant::now();
-        let outcome = AssertUnwindSafe(self.handler.handle(received))
+        // A handler gets nine tenths of `ack_wait`: past `ack_wait` the
+        // broker delivers the event again anyway, so the attempt is dropped
+        // (its transaction rolls back) and counts as a retryable failure,
+        // early enough for its redelivery to wait out the backoff.
+        let attempt = AssertUnwindSafe(self.handler.handle(received))
             .catch_unwind()
-            .with_context(cx.clone())
-            .await
-            .unwrap_or_else(|panic| Err(HandlerError::Retry(panic_message(&panic).into())));
+            .with_context(cx.clone());
+        let patience = self.config.ack_wait.mul_f64(0.9);
+        let outcome = match tokio::time::timeout(patience, attempt).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(panic)) => Err(HandlerError::Retry(panic_message(&panic).into())),
+            Err(_) => Err(HandlerError::Retry(
+                format!(
+                    "handler took longer than 9/10 of ack_wait ({})",
+                    humantime::format_duration(patience)
+                )
+                .into(),
+            )),
+        };
         let elapsed = started.elapsed().as_secs_f64() * 1e3;
         let outcome_name = match &outcome {
             Ok(()) => "ok",

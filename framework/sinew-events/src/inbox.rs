@@ -61,7 +61,7 @@ use sqlx::{Pool, Postgres, Sqlite, Transaction};
 
 use crate::{
     Error,
-    consumer::{Handler, HandlerError, Received},
+    consumer::{ConsumerConfig, Handler, HandlerError, Received},
     metrics::{consumer_attributes, metrics},
 };
 
@@ -342,6 +342,26 @@ where
     DB: InboxDatabase,
     H: TxHandler<E, DB>,
 {
+    /// The ids must outlive every redelivery of the group: `max_deliver`
+    /// times `ack_wait` plus the longest backoff.
+    fn check(&self, config: &ConsumerConfig) -> Result<(), Error> {
+        let longest = config.backoff.iter().max().copied().unwrap_or_default();
+        let horizon =
+            (config.ack_wait + longest).saturating_mul(config.max_deliver.saturating_add(1));
+        if self.inbox.config.retention <= horizon {
+            return Err(Error::config(
+                "inbox.retention",
+                format!(
+                    "{} is not longer than group `{}` can redeliver an event ({})",
+                    humantime::format_duration(self.inbox.config.retention),
+                    config.group,
+                    humantime::format_duration(horizon),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn handle(&self, event: Received<E>) -> Result<(), HandlerError> {
         let mut tx = self.inbox.pool.begin().await?;
         if !DB::record(&mut tx, &event.group, &event.id, millis(SystemTime::now())).await? {

@@ -10,9 +10,11 @@ use std::{
     time::Duration,
 };
 
+use futures_util::StreamExt as _;
+use sinew_events::Delivery as _;
 use sinew_events::{
     Broker, Consumer, ConsumerConfig, DEAD_DELIVERIES, DEAD_GROUP, DEAD_REASON, DEAD_SUBJECT,
-    Envelope, Event, HandlerError, MemoryBroker, Received,
+    Envelope, Event, Handler, HandlerError, MemoryBroker, Received,
 };
 use tokio::time::Instant;
 
@@ -31,6 +33,21 @@ fn placed(order: &str, n: u64) -> Placed {
 /// What a handler saw: (n, delivery count, when), in order.
 type Seen = Arc<Mutex<Vec<(u64, u64, Instant)>>>;
 
+/// A handler that records each delivery, then does what `then` does.
+fn recording<F, Fut>(seen: &Seen, then: F) -> impl Handler<Placed>
+where
+    F: Fn(Received<Placed>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+{
+    let seen = seen.clone();
+    move |ev: Received<Placed>| {
+        seen.lock()
+            .unwrap()
+            .push((ev.event.n, ev.delivered, Instant::now()));
+        then(ev)
+    }
+}
+
 fn config() -> ConsumerConfig {
     ConsumerConfig::new("g")
         .max_deliver(3)
@@ -47,20 +64,13 @@ async fn settle() {
 async fn handled_events_are_acknowledged_once() {
     let broker = MemoryBroker::new();
     let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let consumer =
-        Consumer::start::<Placed, _, _>(&broker, config(), move |ev: Received<Placed>| {
-            let record = record.clone();
-            async move {
-                record
-                    .lock()
-                    .unwrap()
-                    .push((ev.event.n, ev.delivered, Instant::now()));
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
+    let consumer = Consumer::start::<Placed, _, _>(
+        &broker,
+        config(),
+        recording(&seen, |_: Received<Placed>| async move { Ok(()) }),
+    )
+    .await
+    .unwrap();
     for n in 0..3 {
         broker
             .publish(&Envelope::new(&placed("o-1", n)))
@@ -80,20 +90,15 @@ async fn handled_events_are_acknowledged_once() {
 async fn retryable_failures_come_again_after_the_backoff_then_dead_letter() {
     let broker = MemoryBroker::new();
     let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let consumer =
-        Consumer::start::<Placed, _, _>(&broker, config(), move |ev: Received<Placed>| {
-            let record = record.clone();
-            async move {
-                record
-                    .lock()
-                    .unwrap()
-                    .push((ev.event.n, ev.delivered, Instant::now()));
-                Err(HandlerError::retry("inventory service down"))
-            }
-        })
-        .await
-        .unwrap();
+    let consumer = Consumer::start::<Placed, _, _>(
+        &broker,
+        config(),
+        recording(&seen, |_: Received<Placed>| async move {
+            Err(HandlerError::retry("inventory service down"))
+        }),
+    )
+    .await
+    .unwrap();
     let envelope = Envelope::new(&placed("o-1", 7));
     broker.publish(&envelope).await.unwrap();
     tokio::time::sleep(60 * SECOND).await;
@@ -137,24 +142,19 @@ async fn retryable_failures_come_again_after_the_backoff_then_dead_letter() {
 async fn a_permanent_failure_is_dead_lettered_at_once_and_the_consumer_goes_on() {
     let broker = MemoryBroker::new();
     let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let consumer =
-        Consumer::start::<Placed, _, _>(&broker, config(), move |ev: Received<Placed>| {
-            let record = record.clone();
-            async move {
-                record
-                    .lock()
-                    .unwrap()
-                    .push((ev.event.n, ev.delivered, Instant::now()));
-                if ev.event.n == 0 {
-                    Err(HandlerError::permanent("order for an unknown customer"))
-                } else {
-                    Ok(())
-                }
+    let consumer = Consumer::start::<Placed, _, _>(
+        &broker,
+        config(),
+        recording(&seen, move |ev: Received<Placed>| async move {
+            if ev.event.n == 0 {
+                Err(HandlerError::permanent("order for an unknown customer"))
+            } else {
+                Ok(())
             }
-        })
-        .await
-        .unwrap();
+        }),
+    )
+    .await
+    .unwrap();
     broker
         .publish(&Envelope::new(&placed("o-1", 0)))
         .await
@@ -214,20 +214,13 @@ async fn a_panicking_handler_is_retried() {
 async fn bad_input_is_dead_lettered_with_the_reason() {
     let broker = MemoryBroker::new();
     let seen: Seen = Arc::default();
-    let record = seen.clone();
-    let consumer =
-        Consumer::start::<Placed, _, _>(&broker, config(), move |ev: Received<Placed>| {
-            let record = record.clone();
-            async move {
-                record
-                    .lock()
-                    .unwrap()
-                    .push((ev.event.n, ev.delivered, Instant::now()));
-                Ok(())
-            }
-        })
-        .await
-        .unwrap();
+    let consumer = Consumer::start::<Placed, _, _>(
+        &broker,
+        config(),
+        recording(&seen, |_: Received<Placed>| async move { Ok(()) }),
+    )
+    .await
+    .unwrap();
     let subject = Placed::SUBJECT.to_owned();
     // No headers at all.
     broker
@@ -274,23 +267,21 @@ async fn bad_input_is_dead_lettered_with_the_reason() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_event_not_acknowledged_in_time_comes_again_then_is_dead_lettered() {
+async fn a_handler_past_ack_wait_is_dropped_and_retried_then_dead_lettered() {
     let broker = MemoryBroker::new();
     let seen: Seen = Arc::default();
-    let record = seen.clone();
     let config = config().ack_wait(5 * SECOND);
-    let consumer = Consumer::start::<Placed, _, _>(&broker, config, move |ev: Received<Placed>| {
-        let record = record.clone();
-        async move {
-            record
-                .lock()
-                .unwrap()
-                .push((ev.event.n, ev.delivered, Instant::now()));
-            // Hangs far past ack_wait.
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(())
-        }
-    })
+    let consumer = Consumer::start::<Placed, _, _>(
+        &broker,
+        config,
+        recording(&seen, |_: Received<Placed>| {
+            async move {
+                // Hangs far past ack_wait.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                Ok(())
+            }
+        }),
+    )
     .await
     .unwrap();
     broker
@@ -298,8 +289,58 @@ async fn an_event_not_acknowledged_in_time_comes_again_then_is_dead_lettered() {
         .await
         .unwrap();
     tokio::time::sleep(60 * SECOND).await;
-    let deliveries: Vec<u64> = seen.lock().unwrap().iter().map(|s| s.1).collect();
-    assert_eq!(deliveries, [1, 2, 3], "every ack_wait, up to max_deliver");
+    let seen = seen.lock().unwrap().clone();
+    let deliveries: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    assert_eq!(deliveries, [1, 2, 3], "up to max_deliver");
+    // Each attempt ends at 9/10 of ack_wait, then waits out the backoff.
+    assert_eq!(seen[1].2 - seen[0].2, Duration::from_millis(4500) + SECOND);
+    assert_eq!(
+        seen[2].2 - seen[1].2,
+        Duration::from_millis(4500) + 4 * SECOND
+    );
+    let dead = broker.messages("sinew.dead.g");
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .0
+            .get(DEAD_REASON)
+            .unwrap()
+            .as_str()
+            .contains("longer than 9/10 of ack_wait (4s 500ms)")
+    );
+    assert_eq!(dead[0].0.get(DEAD_DELIVERIES).unwrap().as_str(), "3");
+    consumer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_whose_consumers_die_comes_once_more_to_be_dead_lettered() {
+    let broker = MemoryBroker::new();
+    let config = config().ack_wait(5 * SECOND);
+    // Three members of the group take the event and die before acknowledging.
+    let mut dying = broker.subscribe(Placed::SUBJECT, &config).await.unwrap();
+    broker
+        .publish(&Envelope::new(&placed("o-1", 0)))
+        .await
+        .unwrap();
+    for expected in 1..=3 {
+        let delivery = dying.next().await.unwrap().unwrap();
+        assert_eq!(delivery.delivered(), expected);
+        drop(delivery);
+    }
+    drop(dying);
+    let seen: Seen = Arc::default();
+    let consumer = Consumer::start::<Placed, _, _>(
+        &broker,
+        config,
+        recording(&seen, |_: Received<Placed>| async move { Ok(()) }),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(60 * SECOND).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "past max_deliver, not handled"
+    );
     let dead = broker.messages("sinew.dead.g");
     assert_eq!(
         dead.len(),
@@ -315,7 +356,7 @@ async fn an_event_not_acknowledged_in_time_comes_again_then_is_dead_lettered() {
             .contains("delivery limit")
     );
     assert_eq!(dead[0].0.get(DEAD_DELIVERIES).unwrap().as_str(), "4");
-    drop(consumer);
+    consumer.shutdown().await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -373,25 +414,23 @@ async fn members_of_a_group_share_the_work_and_groups_each_get_everything() {
 async fn with_one_pending_an_aggregate_is_handled_in_order_through_a_failure() {
     let broker = MemoryBroker::new();
     let seen: Seen = Arc::default();
-    let record = seen.clone();
     let failed_once = Arc::new(Mutex::new(false));
     let config = config().max_ack_pending(1);
-    let consumer = Consumer::start::<Placed, _, _>(&broker, config, move |ev: Received<Placed>| {
-        let record = record.clone();
-        let failed_once = failed_once.clone();
-        async move {
-            record
-                .lock()
-                .unwrap()
-                .push((ev.event.n, ev.delivered, Instant::now()));
-            let mut failed = failed_once.lock().unwrap();
-            if ev.event.n == 1 && !*failed {
-                *failed = true;
-                return Err(HandlerError::retry("not yet"));
+    let consumer = Consumer::start::<Placed, _, _>(
+        &broker,
+        config,
+        recording(&seen, move |ev: Received<Placed>| {
+            let failed_once = failed_once.clone();
+            async move {
+                let mut failed = failed_once.lock().unwrap();
+                if ev.event.n == 1 && !*failed {
+                    *failed = true;
+                    return Err(HandlerError::retry("not yet"));
+                }
+                Ok(())
             }
-            Ok(())
-        }
-    })
+        }),
+    )
     .await
     .unwrap();
     for n in 0..4 {

@@ -166,6 +166,42 @@ async fn postgres_applies_each_event_once() {
 }
 
 #[tokio::test]
+async fn a_retention_shorter_than_redeliveries_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = support::sqlite_pool(&dir).await;
+    let inbox = Inbox::new(
+        pool,
+        InboxConfig {
+            retention: Duration::from_secs(60),
+            ..InboxConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let handler = Apply {
+        fail_first: Arc::default(),
+        calls: Arc::default(),
+    };
+    // 5 deliveries of up to 30s each, and 30s backoffs: 60s is too short.
+    let refused = Consumer::start::<Placed, _, _>(
+        &MemoryBroker::new(),
+        ConsumerConfig::new("shipping"),
+        inbox.handler(handler),
+    )
+    .await;
+    assert!(
+        matches!(
+            refused,
+            Err(sinew_events::Error::Config {
+                key: "inbox.retention",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_zero_retention_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let pool = support::sqlite_pool(&dir).await;
