@@ -42,8 +42,8 @@
 //!
 //! Each round also reports the CPU time this process spent per message
 //! (all threads, user and system, from `/proc/self/stat`, on Linux), and
-//! the CPU time of the services per message (every process on this host
-//! named `postgres` or `nats-server`, from `/proc/<pid>/stat`: meaningful
+//! the CPU time of the services per message (every thread of the processes
+//! on this host named `postgres` or `nats-server`, from `schedstat`: meaningful
 //! only where the services run on this host, and only as much as nothing
 //! else uses them meanwhile). On a small host where the client, NATS and
 //! PostgreSQL share the cores, messages per second follow the sum of the
@@ -64,7 +64,9 @@
 //! Environment: `SINEW_BENCH_EVENTS` events per round (default 20000),
 //! `SINEW_BENCH_ROUNDS` rounds per side (default 3), `SINEW_BENCH_RATE`
 //! and `SINEW_BENCH_LATENCY_SECONDS` the rate and duration of 4 (default
-//! 200 a second for 10s), `SINEW_BENCH_ONLY=raw` or `sinew` runs that side
+//! 200 a second for 10s), `SINEW_BENCH_RELAY_BATCH` the relay's batch size
+//! in 3 (default `RelayConfig::default()`'s, 256; another size makes the
+//! comparison unequal, for diagnosis), `SINEW_BENCH_ONLY=raw` or `sinew` runs that side
 //! of the bus alone, once, for a profiler (no RESULT line). PostgreSQL
 //! tables go to schemas of their own (`sinew_bench_*`, dropped after).
 //!
@@ -166,35 +168,47 @@ fn process_cpu_time() -> Option<Duration> {
     Some(Duration::from_millis((user + system) * 10))
 }
 
-/// CPU time used so far by the processes on this host named `postgres` or
-/// `nats-server` (the services, when they run here; any other such
-/// process counts too), from `/proc/<pid>/stat`; `None` where there is no
-/// such file.
-fn services_cpu_time() -> Option<Duration> {
-    let mut ticks = 0;
+/// The time on CPU so far of each thread of the processes on this host
+/// named `postgres` or `nats-server` (the services, when they run here; any
+/// other such process counts too), in nanoseconds by thread id, from
+/// `/proc/<pid>/task/<tid>/schedstat` (the ticks of `/proc/<pid>/stat` lag
+/// for another process over a fraction of a second). `None` where there is
+/// no such file.
+fn services_cpu_time() -> Option<HashMap<String, u64>> {
+    let mut threads = HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        if !matches!(&stat[open + 1..close], "postgres" | "nats-server") {
+        if !matches!(comm.trim_end(), "postgres" | "nats-server") {
             continue;
         }
-        let mut fields = stat[close + 1..].split_whitespace().skip(11);
-        let user: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        let system: u64 = fields.next().and_then(|f| f.parse().ok()).unwrap_or(0);
-        ticks += user + system;
+        let Ok(tasks) = std::fs::read_dir(entry.path().join("task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let on_cpu = std::fs::read_to_string(task.path().join("schedstat"))
+                .ok()
+                .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+            if let Some(on_cpu) = on_cpu {
+                threads.insert(task.file_name().to_string_lossy().into_owned(), on_cpu);
+            }
+        }
     }
-    Some(Duration::from_millis(ticks * 10))
+    Some(threads)
 }
 
 /// The services' CPU time spent since `start`, per message, in
-/// microseconds.
-fn services_cpu_per_message(start: Option<Duration>, messages: usize) -> Option<f64> {
-    let spent = services_cpu_time()?.saturating_sub(start?);
-    Some(spent.as_secs_f64() * 1e6 / messages as f64)
+/// microseconds: each thread's time since then (all of it for a thread
+/// started since). A thread that ended meanwhile (a database connection
+/// closed) takes its time with it, and is not counted.
+fn services_cpu_per_message(start: Option<HashMap<String, u64>>, messages: usize) -> Option<f64> {
+    let (start, now) = (start?, services_cpu_time()?);
+    let spent: u64 = now
+        .iter()
+        .map(|(thread, on_cpu)| on_cpu.saturating_sub(start.get(thread).copied().unwrap_or(0)))
+        .sum();
+    Some(spent as f64 / 1e3 / messages as f64)
 }
 
 /// The CPU time spent since `start`, per message, in microseconds.
@@ -587,6 +601,15 @@ async fn drop_schema(outbox: Outbox<sqlx::Postgres>, schema: &str) {
     pool.close().await;
 }
 
+/// The relay's batch size in 3: `SINEW_BENCH_RELAY_BATCH`, by default
+/// `RelayConfig::default()`'s (256, as many as raw publish has in flight).
+fn relay_batch() -> u32 {
+    let default = RelayConfig::default().batch_size;
+    u32::try_from(env_number("SINEW_BENCH_RELAY_BATCH", u64::from(default)))
+        .unwrap_or(default)
+        .max(1)
+}
+
 /// Whether every row of the outbox is marked published.
 async fn all_marked(pool: &PgPool) -> bool {
     let pending: bool =
@@ -681,7 +704,11 @@ async fn relay_round(nats: &str, database: &str, round: u64, n: usize) -> Publis
 
     let (cpu, services) = (process_cpu_time(), services_cpu_time());
     let start = Instant::now();
-    let relay = Relay::new(outbox.clone(), broker.clone(), RelayConfig::default())
+    let config = RelayConfig {
+        batch_size: relay_batch(),
+        ..RelayConfig::default()
+    };
+    let relay = Relay::new(outbox.clone(), broker.clone(), config)
         .expect("relay")
         .spawn();
     while !all_marked(outbox.pool()).await {
@@ -877,7 +904,8 @@ async fn main() {
     );
 
     println!(
-        "outbox: {n} rows per round committed first ({OUTBOX_TX_EVENTS} per transaction), then relayed (RelayConfig::default()); raw publish alone, {IN_FLIGHT} in flight"
+        "outbox: {n} rows per round committed first ({OUTBOX_TX_EVENTS} per transaction), then relayed in batches of {}; raw publish alone, {IN_FLIGHT} in flight",
+        relay_batch()
     );
     let mut raw_publishes = Vec::new();
     let mut relays = Vec::new();
