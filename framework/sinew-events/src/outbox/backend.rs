@@ -400,6 +400,14 @@ impl Backend for Postgres {
         positions: &[i64],
         holder: &str,
     ) -> Result<u64, Error> {
+        // The mark need not wait for the disk: if a crash loses it, the
+        // rows are published again, which the broker's deduplication and
+        // the consumers' inbox absorb. The commit of the rows themselves
+        // (the caller's transaction) is as durable as the database makes it.
+        let mut tx = pool.begin().await?;
+        sqlx::query("SET LOCAL synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query(concat!(
             "UPDATE sinew_outbox SET published_at = clock_timestamp()
              WHERE position = ANY($1)
@@ -412,8 +420,9 @@ impl Backend for Postgres {
         .bind(positions)
         .bind(LEASE)
         .bind(holder)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 
