@@ -192,9 +192,11 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// A consumer's durable name: the group, then the subject, so that one
-/// group can consume several event types from one stream.
-pub(crate) fn durable_name(group: &str, subject: &str) -> String {
+/// The durable consumer name of consumer group `group` on `subject`: the
+/// group, two underscores, then the subject with `.` as `_` (so that one
+/// group can consume several event types from one stream). The name to
+/// look for in `nats consumer info`.
+pub fn durable_name(group: &str, subject: &str) -> String {
     let subject: String = subject
         .chars()
         .map(|c| {

@@ -139,6 +139,20 @@ impl MemoryBroker {
     }
 }
 
+impl MemoryBroker {
+    /// Messages on `subject` that consumer group `group` has not yet
+    /// acknowledged (or terminated): delivered and pending, and never
+    /// delivered. Zero once the group is done with everything published.
+    pub fn unacknowledged(&self, subject: &str, group: &str) -> usize {
+        let state = self.shared.lock();
+        let stored = state.subjects.get(subject).map_or(0, Vec::len);
+        match state.groups.get(&durable_name(group, subject)) {
+            Some(g) => g.pending.len() + stored.saturating_sub(g.next),
+            None => stored,
+        }
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state

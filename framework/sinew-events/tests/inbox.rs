@@ -13,8 +13,8 @@ use std::{
 };
 
 use sinew_events::{
-    Broker, Consumer, ConsumerConfig, Envelope, HandlerError, Inbox, InboxConfig, InboxDatabase,
-    MemoryBroker, Received, TxHandler,
+    Broker, Consumer, ConsumerConfig, Envelope, Event, HandlerError, Inbox, InboxConfig,
+    InboxDatabase, MemoryBroker, Received, TxHandler,
 };
 use sqlx::{Postgres, Sqlite, Transaction};
 
@@ -126,8 +126,16 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(done, "both events applied");
-    // Let every copy be handled.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every copy handled and acknowledged.
+    let mut settled = false;
+    for _ in 0..500 {
+        if broker.unacknowledged(Placed::SUBJECT, "shipping") == 0 {
+            settled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(settled, "every copy acknowledged");
     assert_eq!(
         applied().await,
         [(first.id.clone(), 1), (second.id.clone(), 2)],

@@ -67,6 +67,23 @@ macro_rules! from_pair {
 }
 from_pair!(Delivered, Repeated, Failing, Malformed, Shared, Traced);
 
+/// Waits until `group`'s consumer on `subject` has nothing unacknowledged
+/// and nothing undelivered: nothing more will reach its handlers.
+async fn settled(broker: &JetStream, subject: &str, group: &str) -> bool {
+    let context = broker.context();
+    let stream = context.stream_by_subject(subject).await.unwrap();
+    let stream = context.get_stream(stream).await.unwrap();
+    let durable = sinew_events::jetstream::durable_name(group, subject);
+    for _ in 0..2000 {
+        let info = stream.consumer_info(&durable).await.unwrap();
+        if info.num_ack_pending == 0 && info.num_pending == 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 /// The last dead letter of `group`, as stored.
 async fn dead_letter(
     broker: &JetStream,
@@ -90,7 +107,8 @@ async fn events_are_delivered_and_a_failure_comes_again() {
     };
     let seen: Arc<Mutex<Vec<(u64, u64)>>> = Arc::default();
     let record = seen.clone();
-    let config = ConsumerConfig::new(group("delivered")).backoff([Duration::from_millis(200)]);
+    let group = group("delivered");
+    let config = ConsumerConfig::new(group.clone()).backoff([Duration::from_millis(200)]);
     let consumer =
         Consumer::start::<Delivered, _, _>(&broker, config, move |ev: Received<Delivered>| {
             let record = record.clone();
@@ -117,7 +135,7 @@ async fn events_are_delivered_and_a_failure_comes_again() {
         seen.lock().unwrap()
     );
     // Nothing more comes: every event was acknowledged.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(settled(&broker, Delivered::SUBJECT, &group).await);
     let mut seen = seen.lock().unwrap().clone();
     seen.sort_unstable();
     assert_eq!(seen, [(0, 1), (1, 1), (1, 2), (2, 1)]);
@@ -178,7 +196,7 @@ async fn the_last_failed_delivery_is_dead_lettered_with_its_reason() {
     );
     assert_eq!(dead.payload, envelope.payload);
     // Terminated: not delivered again.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(settled(&broker, Failing::SUBJECT, &group).await);
     assert_eq!(*calls.lock().unwrap(), 2);
     consumer.shutdown().await;
 }
@@ -278,7 +296,7 @@ async fn members_on_two_connections_share_a_group() {
             .unwrap();
     }
     assert!(eventually(WAIT, || handled.lock().unwrap().len() == 200).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(settled(&broker, Shared::SUBJECT, &group).await);
     let handled = handled.lock().unwrap().clone();
     assert!(
         handled.values().all(|members| members.len() == 1),
