@@ -44,6 +44,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use opentelemetry::{
     KeyValue,
     context::FutureExt as _,
+    global::BoxedTracer,
     trace::{SpanKind, Status, TraceContextExt as _, Tracer as _},
 };
 use sinew_core::{BoxError, backoff::Backoff, event::Event};
@@ -287,6 +288,8 @@ pub struct Consumer {
 impl Consumer {
     /// Subscribes `handler` to events of type `E` as a member of
     /// `config.group`, and starts handling them on the current runtime.
+    /// Install telemetry first: the consumer takes the global tracer when
+    /// it starts.
     ///
     /// # Errors
     ///
@@ -316,6 +319,7 @@ impl Consumer {
                 KeyValue::new("consumer.group", group.clone()),
             ],
             group,
+            tracer: opentelemetry::global::tracer("sinew.events"),
             dead_subject: config.dead_letter_subject(),
             config,
             handler: Arc::new(handler),
@@ -345,6 +349,8 @@ struct Run<E, B: Broker, H> {
     /// metrics' `event.type` and `consumer.group`.
     span_name: String,
     attributes: [KeyValue; 2],
+    /// The global tracer as it is when the consumer starts.
+    tracer: BoxedTracer,
     dead_subject: String,
     config: ConsumerConfig,
     handler: Arc<H>,
@@ -447,7 +453,7 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
             return;
         }
 
-        let tracer = opentelemetry::global::tracer("sinew.events");
+        let tracer = &self.tracer;
         let parent = envelope.trace_parent();
         let span = tracer
             .span_builder(self.span_name.clone())
@@ -464,7 +470,7 @@ impl<E: Event, B: Broker, H: Handler<E>> Run<E, B, H> {
                     i64::try_from(delivered).unwrap_or(i64::MAX),
                 ),
             ])
-            .start_with_context(&tracer, &parent);
+            .start_with_context(tracer, &parent);
         let cx = parent.with_span(span);
         let received = Received {
             event,
