@@ -612,11 +612,10 @@ fn relay_batch() -> u32 {
 
 /// Whether every row of the outbox is marked published.
 async fn all_marked(pool: &PgPool) -> bool {
-    let pending: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sinew_outbox WHERE published_at IS NULL)")
-            .fetch_one(pool)
-            .await
-            .expect("count pending rows");
+    let pending: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sinew_outbox_pending)")
+        .fetch_one(pool)
+        .await
+        .expect("count pending rows");
     !pending
 }
 

@@ -3,9 +3,10 @@
 //! Each method is written once per database with concrete types, so no
 //! generic executor bounds leak into the outbox's API.
 //!
-//! Timestamps: PostgreSQL keeps `created_at` and `published_at` as
-//! `TIMESTAMPTZ` and computes ages and lease expiries on the database's
-//! clock, which every replica shares. SQLite keeps them as integer
+//! Timestamps: PostgreSQL keeps `created_at` as `TIMESTAMPTZ` (what is
+//! pending is a row of `sinew_outbox_pending`, not a timestamp) and
+//! computes ages and lease expiries on the database's clock, which every
+//! replica shares. SQLite keeps them as integer
 //! milliseconds since the Unix epoch from the process's clock: an embedded
 //! database file is only shared by processes on one host, hence one clock.
 
@@ -306,20 +307,22 @@ macro_rules! pg_now_ms {
     };
 }
 
-const PG_SCHEMA: [&str; 4] = [
+/// On PostgreSQL the events are never updated: a row of
+/// `sinew_outbox_pending` says an event waits, and marking it published
+/// deletes that row. An update of the event row would write a new copy of
+/// it and an entry in each of its indexes; the delete writes neither.
+const PG_SCHEMA: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS sinew_outbox (
         position BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
         subject TEXT NOT NULL,
         aggregate_id TEXT NOT NULL,
         envelope BYTEA NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-        published_at TIMESTAMPTZ
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
     )",
-    "CREATE INDEX IF NOT EXISTS sinew_outbox_pending
-        ON sinew_outbox (position) WHERE published_at IS NULL",
-    "CREATE INDEX IF NOT EXISTS sinew_outbox_published
-        ON sinew_outbox (published_at) WHERE published_at IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS sinew_outbox_pending (
+        position BIGINT PRIMARY KEY
+    )",
     "CREATE TABLE IF NOT EXISTS sinew_outbox_lease (
         name TEXT PRIMARY KEY,
         holder TEXT NOT NULL,
@@ -356,11 +359,16 @@ impl Backend for Postgres {
         let sql = if row.notify {
             "WITH inserted AS (
                INSERT INTO sinew_outbox (id, subject, aggregate_id, envelope)
-               VALUES ($1, $2, $3, $4) RETURNING 1)
-             SELECT pg_notify($5, '') FROM inserted"
+               VALUES ($1, $2, $3, $4) RETURNING position),
+             pending AS (
+               INSERT INTO sinew_outbox_pending (position)
+               SELECT position FROM inserted RETURNING 1)
+             SELECT pg_notify($5, '') FROM pending"
         } else {
-            "INSERT INTO sinew_outbox (id, subject, aggregate_id, envelope)
-             VALUES ($1, $2, $3, $4)"
+            "WITH inserted AS (
+               INSERT INTO sinew_outbox (id, subject, aggregate_id, envelope)
+               VALUES ($1, $2, $3, $4) RETURNING position)
+             INSERT INTO sinew_outbox_pending (position) SELECT position FROM inserted"
         };
         let query = sqlx::query(sql)
             .bind(row.id)
@@ -378,8 +386,9 @@ impl Backend for Postgres {
 
     async fn fetch_pending(pool: &Pool<Self>, limit: i64) -> Result<Vec<PendingRow>, Error> {
         let rows = sqlx::query(
-            "SELECT position, aggregate_id, envelope FROM sinew_outbox
-             WHERE published_at IS NULL ORDER BY position LIMIT $1",
+            "SELECT o.position, o.aggregate_id, o.envelope
+             FROM sinew_outbox_pending p JOIN sinew_outbox o USING (position)
+             ORDER BY p.position LIMIT $1",
         )
         .bind(limit)
         .fetch_all(pool)
@@ -409,9 +418,8 @@ impl Backend for Postgres {
             .execute(&mut *tx)
             .await?;
         let done = sqlx::query(concat!(
-            "UPDATE sinew_outbox SET published_at = clock_timestamp()
+            "DELETE FROM sinew_outbox_pending
              WHERE position = ANY($1)
-               AND published_at IS NULL
                AND EXISTS (SELECT 1 FROM sinew_outbox_lease
                            WHERE name = $2 AND holder = $3 AND expires_at > ",
             pg_now_ms!(),
@@ -458,8 +466,8 @@ impl Backend for Postgres {
 
     async fn pending(pool: &Pool<Self>) -> Result<(u64, Option<Duration>), Error> {
         let row = sqlx::query(
-            "SELECT count(*), extract(epoch from clock_timestamp() - min(created_at))::float8
-             FROM sinew_outbox WHERE published_at IS NULL",
+            "SELECT count(*), extract(epoch from clock_timestamp() - min(o.created_at))::float8
+             FROM sinew_outbox_pending p JOIN sinew_outbox o USING (position)",
         )
         .fetch_one(pool)
         .await?;
@@ -470,8 +478,9 @@ impl Backend for Postgres {
 
     async fn oldest_pending(pool: &Pool<Self>) -> Result<Option<Duration>, Error> {
         let oldest: Option<f64> = sqlx::query_scalar(
-            "SELECT extract(epoch from clock_timestamp() - created_at)::float8
-             FROM sinew_outbox WHERE published_at IS NULL ORDER BY position LIMIT 1",
+            "SELECT extract(epoch from clock_timestamp() - o.created_at)::float8
+             FROM sinew_outbox_pending p JOIN sinew_outbox o USING (position)
+             ORDER BY p.position LIMIT 1",
         )
         .fetch_optional(pool)
         .await?;
@@ -500,11 +509,14 @@ impl Backend for Postgres {
 
     async fn purge(pool: &Pool<Self>, older_than: Duration, limit: i64) -> Result<u64, Error> {
         let done = sqlx::query(
+            // Oldest first, along the primary key: published events older
+            // than the retention (counted from when they were written).
             "DELETE FROM sinew_outbox WHERE position IN (
-               SELECT position FROM sinew_outbox
-               WHERE published_at IS NOT NULL
-                 AND published_at < clock_timestamp() - make_interval(secs => $1)
-               ORDER BY published_at LIMIT $2)",
+               SELECT o.position FROM sinew_outbox o
+               WHERE o.created_at < clock_timestamp() - make_interval(secs => $1)
+                 AND NOT EXISTS (SELECT 1 FROM sinew_outbox_pending p
+                                 WHERE p.position = o.position)
+               ORDER BY o.position LIMIT $2)",
         )
         .bind(older_than.as_secs_f64())
         .bind(limit)

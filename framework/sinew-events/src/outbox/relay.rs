@@ -43,8 +43,9 @@ pub struct RelayConfig {
     pub backoff_initial: Duration,
     /// The longest wait after failures. Default 10s.
     pub backoff_max: Duration,
-    /// How long published rows are kept before they are deleted. Default 7
-    /// days.
+    /// How long published rows are kept before they are deleted: counted
+    /// from when they were published on SQLite, from when they were written
+    /// on PostgreSQL (which keeps no publication time). Default 7 days.
     pub retention: Duration,
     /// How often the relay deletes published rows older than `retention`.
     /// Default 1 minute.
