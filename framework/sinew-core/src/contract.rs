@@ -24,6 +24,20 @@ pub trait Contract {
     fn method(path: &str) -> Option<&'static MethodInfo> {
         Self::METHODS.iter().find(|m| m.path == path)
     }
+
+    /// The method that undoes the one at `path`, as its
+    /// `(sinew.method).compensated_by` declares: `None` when `path` is not
+    /// a method of this service or declares no compensation.
+    ///
+    /// sinew-build has checked the pair: the compensation is in this
+    /// service, unary, `IDEMPOTENT`, and takes the action's request or
+    /// response type as its request.
+    fn compensation_of(path: &str) -> Option<&'static MethodInfo> {
+        Self::method(path)?
+            .policy
+            .compensated_by
+            .and_then(Self::method)
+    }
 }
 
 /// One RPC of a contract.
@@ -101,6 +115,12 @@ pub struct MethodPolicy {
     pub retry: Option<RetryPolicy>,
     /// Hedging rules; only ever set on `NO_SIDE_EFFECTS` methods.
     pub hedging: Option<HedgingPolicy>,
+    /// The full path (`/pkg.Service/Refund`) of the method that undoes this
+    /// one, from `compensated_by`: a saga step built from this method
+    /// compensates with it. Always a unary, `IDEMPOTENT` method of the same
+    /// service whose request type is this method's request or response
+    /// type; see [`Contract::compensation_of`].
+    pub compensated_by: Option<&'static str>,
 }
 
 impl MethodPolicy {
@@ -109,6 +129,7 @@ impl MethodPolicy {
         timeout: None,
         retry: None,
         hedging: None,
+        compensated_by: None,
     };
 }
 
@@ -218,5 +239,47 @@ mod tests {
         assert!(!SET.contains(Code::Internal));
         assert!(CodeSet::EMPTY.is_empty());
         assert_eq!(format!("{:?}", CodeSet::of(&[Code::Aborted])), "{Aborted}");
+    }
+
+    /// A table as sinew-build writes it: `Charge` is undone by `Refund`.
+    struct Payments;
+
+    impl Contract for Payments {
+        const SERVICE: &'static str = "t.v1.Payments";
+        const METHODS: &'static [MethodInfo] = &[
+            MethodInfo {
+                name: "Charge",
+                path: "/t.v1.Payments/Charge",
+                streaming: Streaming::Unary,
+                idempotency: Idempotency::Unknown,
+                policy: MethodPolicy {
+                    compensated_by: Some("/t.v1.Payments/Refund"),
+                    ..MethodPolicy::NONE
+                },
+            },
+            MethodInfo {
+                name: "Refund",
+                path: "/t.v1.Payments/Refund",
+                streaming: Streaming::Unary,
+                idempotency: Idempotency::Idempotent,
+                policy: MethodPolicy::NONE,
+            },
+        ];
+    }
+
+    #[test]
+    fn a_compensation_is_found_by_the_actions_path() {
+        let refund = Payments::compensation_of("/t.v1.Payments/Charge").expect("Charge is undone");
+        assert_eq!(refund.name, "Refund");
+        assert_eq!(refund.idempotency, Idempotency::Idempotent);
+        assert!(
+            Payments::compensation_of("/t.v1.Payments/Refund").is_none(),
+            "Refund declares no compensation"
+        );
+        assert!(
+            Payments::compensation_of("/t.v1.Payments/Nope").is_none(),
+            "not a method"
+        );
+        assert_eq!(MethodPolicy::default(), MethodPolicy::NONE);
     }
 }
