@@ -262,11 +262,13 @@ fn policy_tokens(framework: &TokenStream, policy: &Policy) -> TokenStream {
             .as_ref()
             .map(|h| hedging_tokens(framework, h)),
     );
+    let compensated_by = option_tokens(policy.compensated_by.as_ref().map(|path| quote!(#path)));
     quote! {
         #framework::contract::MethodPolicy {
             timeout: #timeout,
             retry: #retry,
             hedging: #hedging,
+            compensated_by: #compensated_by,
         }
     }
 }

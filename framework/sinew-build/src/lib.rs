@@ -8,7 +8,8 @@
 //! - for every service, a **method table**: a unit type `FooContract`
 //!   implementing `sinew::contract::Contract`, with a `MethodInfo` constant
 //!   per RPC giving its path, streaming kind, `idempotency_level`, and the
-//!   defaults of sinew's `(sinew.method)` option;
+//!   defaults of sinew's `(sinew.method)` option (with the method that
+//!   compensates it);
 //! - for every service, a resilient client `FooClient` (beside tonic's
 //!   `foo_client::FooClient`, which it dereferences to) built with
 //!   `FooClient::connect(config)`: deadlines, retries, hedging, a breaker,
@@ -69,6 +70,39 @@
 //!
 //! The full text is [`OPTIONS_PROTO`].
 //!
+//! ## Compensations
+//!
+//! `compensated_by` names the RPC, in the same service, that undoes a
+//! method: a saga step built from the method compensates with it.
+//!
+//! ```proto
+//! rpc Charge(ChargeRequest) returns (Charge) {
+//!   option (sinew.method) = { compensated_by: "Refund" };
+//! }
+//! rpc Refund(Charge) returns (RefundReply) {
+//!   option idempotency_level = IDEMPOTENT;
+//! }
+//! ```
+//!
+//! The method table carries the compensation's full path
+//! (`MethodPolicy::compensated_by`, here `Some("/shop.payments.v1.Payments/Refund")`),
+//! and `Contract::compensation_of(path)` finds its `MethodInfo`. The build
+//! checks, and fails at the option's line otherwise, that:
+//!
+//! - the value is the bare name of another method of the same service (not
+//!   a qualified name, not the method itself);
+//! - the compensation is marked `idempotency_level = IDEMPOTENT`: it is
+//!   retried until it succeeds, so repeating it must be harmless, and a
+//!   `NO_SIDE_EFFECTS` method would undo nothing;
+//! - the compensation's request type is the method's request type or its
+//!   response type, so a saga builds it without a hand-written mapping;
+//! - both methods are unary, and the method is not `NO_SIDE_EFFECTS`
+//!   (a read has nothing to undo).
+//!
+//! A compensation may declare a `compensated_by` of its own: a saga never
+//! compensates a compensation, and pairs that undo each other (`Enable` and
+//! `Disable`) can each be a step.
+//!
 //! # sinew's event option
 //!
 //! The same file declares `(sinew.event)`, which makes a message (top-level
@@ -115,8 +149,8 @@
 //!
 //! A malformed contract, or an option value that makes no sense (a duration
 //! that does not parse, an unknown status code, hedging on a method that has
-//! side effects, an event subject with a wildcard), fails the build with
-//! `file:line:column: reason`.
+//! side effects, a compensation that is not `IDEMPOTENT`, an event subject
+//! with a wildcard), fails the build with `file:line:column: reason`.
 
 use std::{
     collections::{BTreeMap, HashSet},

@@ -3,8 +3,9 @@
 //! protox already rejects options that do not exist or have the wrong type.
 //! What is left for this module is what protobuf cannot say: that a
 //! duration parses, that a status code name is real, that hedging is only
-//! asked of methods without side effects. Each failure names the file and
-//! line of the method it is on.
+//! asked of methods without side effects, that a compensation can undo the
+//! method that names it. Each failure names the file and line of the
+//! method it is on.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -44,6 +45,8 @@ pub(crate) struct Policy {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<Retry>,
     pub(crate) hedging: Option<Hedging>,
+    /// The full path of the compensating method.
+    pub(crate) compensated_by: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -129,11 +132,95 @@ impl Reader<'_> {
         if retry.is_some() && hedging.is_some() {
             return Err(self.error("a method takes `retry` or `hedging`, not both"));
         }
+        let compensated_by = match string_field(message, "compensated_by") {
+            Some(name) => Some(self.compensation(&name)?),
+            None => None,
+        };
         Ok(Policy {
             timeout,
             retry,
             hedging,
+            compensated_by,
         })
+    }
+
+    /// Checks that the method called `name` can undo this one, and returns
+    /// its full path.
+    ///
+    /// A compensation may itself declare `compensated_by`: a saga never
+    /// compensates a compensation, and symmetric pairs (`Enable` undone by
+    /// `Disable`, `Disable` undone by `Enable`) are legitimate.
+    fn compensation(&self, name: &str) -> Result<String, Error> {
+        let action = self.method;
+        let service = action.parent_service();
+        if name.contains(['.', '/']) {
+            return Err(self.error(format!(
+                "compensated_by: {name:?} is not a method name; write the bare name of a \
+                 method of {} (such as \"Refund\")",
+                service.full_name()
+            )));
+        }
+        if name == action.name() {
+            return Err(self.error(
+                "compensated_by: a method cannot compensate itself; name the method that \
+                 undoes it",
+            ));
+        }
+        if level(action) == IdempotencyLevel::NoSideEffects {
+            return Err(self.error(
+                "compensated_by: the method is marked NO_SIDE_EFFECTS, so there is nothing \
+                 to undo",
+            ));
+        }
+        let Some(compensation) = service.methods().find(|m| m.name() == name) else {
+            let names: Vec<String> = service.methods().map(|m| m.name().to_owned()).collect();
+            return Err(self.error(format!(
+                "compensated_by: service {} has no method {name:?} (its methods: {})",
+                service.full_name(),
+                names.join(", ")
+            )));
+        };
+        for (method, role) in [(action, "the method"), (&compensation, "its compensation")] {
+            let streams = match (method.is_client_streaming(), method.is_server_streaming()) {
+                (false, false) => continue,
+                (true, false) => "its requests",
+                (false, true) => "its responses",
+                (true, true) => "its requests and responses",
+            };
+            return Err(self.error(format!(
+                "compensated_by: a saga step is one unary call, but {role} {} streams {streams}",
+                method.name()
+            )));
+        }
+        match level(&compensation) {
+            IdempotencyLevel::Idempotent => {}
+            IdempotencyLevel::NoSideEffects => {
+                return Err(self.error(format!(
+                    "compensated_by: {name} is marked NO_SIDE_EFFECTS, so it would undo \
+                     nothing; a compensation changes state and is retried until it \
+                     succeeds, so mark it `option idempotency_level = IDEMPOTENT`"
+                )));
+            }
+            IdempotencyLevel::IdempotencyUnknown => {
+                return Err(self.error(format!(
+                    "compensated_by: {name} is retried until it succeeds, so it must be \
+                     marked `option idempotency_level = IDEMPOTENT`"
+                )));
+            }
+        }
+        let takes = compensation.input();
+        let (request, response) = (action.input(), action.output());
+        if takes != request && takes != response {
+            return Err(self.error(format!(
+                "compensated_by: {name} takes {}, but a saga builds the compensation's \
+                 request from the method's request ({}) or response ({}); make {name} take \
+                 one of those",
+                takes.full_name(),
+                request.full_name(),
+                response.full_name(),
+            )));
+        }
+        Ok(format!("/{}/{}", service.full_name(), name))
     }
 
     fn retry(&self, message: &DynamicMessage) -> Result<Retry, Error> {
@@ -170,13 +257,7 @@ impl Reader<'_> {
     }
 
     fn hedging(&self, message: &DynamicMessage) -> Result<Hedging, Error> {
-        let level = self
-            .method
-            .method_descriptor_proto()
-            .options
-            .as_ref()
-            .map(|o| o.idempotency_level());
-        if level != Some(IdempotencyLevel::NoSideEffects) {
+        if level(self.method) != IdempotencyLevel::NoSideEffects {
             return Err(self.error(
                 "hedging sends a request more than once; it is allowed only on methods \
                  with `option idempotency_level = NO_SIDE_EFFECTS`",
@@ -272,6 +353,17 @@ impl Reader<'_> {
             format!("method {}: {reason}", self.method.full_name()),
         )
     }
+}
+
+/// The `idempotency_level` a method declares.
+fn level(method: &MethodDescriptor) -> IdempotencyLevel {
+    method
+        .method_descriptor_proto()
+        .options
+        .as_ref()
+        .map_or(IdempotencyLevel::IdempotencyUnknown, |o| {
+            o.idempotency_level()
+        })
 }
 
 fn string_field(message: &DynamicMessage, name: &str) -> Option<String> {
