@@ -11,7 +11,11 @@ use sinew::{
 use sinew_workspace::proto::{
     echo::v1::EchoContract,
     greeter::v1::GreeterContract,
-    shop::orders::v1::{CustomerCredited, OrderConfirmed, OrderPlaced, payment},
+    shop::{
+        inventory::v1::InventoryContract,
+        orders::v1::{CustomerCredited, OrderConfirmed, OrderPlaced, payment},
+        payments::v1::PaymentsContract,
+    },
 };
 use tonic::Code;
 
@@ -248,6 +252,183 @@ fn a_valid_contract_compiles() {
         "{OPTIONS_HEADER}service S {{\n  rpc Get(M) returns (M) {{\n    option idempotency_level = NO_SIDE_EFFECTS;\n    option (sinew.method) = {{ timeout: \"1s\" }};\n  }}\n}}\n"
     );
     compile(&source).expect("a valid contract compiles");
+}
+
+#[test]
+fn a_compensation_is_in_the_method_table() {
+    assert_eq!(
+        PaymentsContract::CHARGE.policy.compensated_by,
+        Some("/shop.payments.v1.Payments/Refund")
+    );
+    assert_eq!(PaymentsContract::REFUND.policy.compensated_by, None);
+    assert_eq!(
+        PaymentsContract::compensation_of(PaymentsContract::CHARGE.path),
+        Some(&PaymentsContract::REFUND)
+    );
+    assert_eq!(
+        PaymentsContract::compensation_of(PaymentsContract::REFUND.path),
+        None,
+        "Refund declares no compensation"
+    );
+    assert_eq!(
+        InventoryContract::compensation_of("/shop.inventory.v1.Inventory/Reserve"),
+        Some(&InventoryContract::RELEASE)
+    );
+    assert_eq!(
+        InventoryContract::RELEASE.idempotency,
+        Idempotency::Idempotent
+    );
+    assert_eq!(
+        EchoContract::compensation_of("/echo.v1.Echo/Put"),
+        None,
+        "a method without compensated_by"
+    );
+}
+
+/// A contract whose method `Act(Req) returns (Res)` names its compensation
+/// with `compensated_by` on line 9, after `action_extra` on the same line;
+/// `undo` is the signature of the second method, on line 11, with
+/// `option idempotency_level = {undo_level}` on line 12.
+fn compensation_contract(
+    action: &str,
+    action_extra: &str,
+    compensated_by: &str,
+    undo: &str,
+    undo_level: &str,
+) -> String {
+    format!(
+        "{OPTIONS_HEADER}message Req {{}}\nmessage Res {{}}\nservice S {{\n  \
+         rpc {action} {{\n    \
+         {action_extra}option (sinew.method) = {{ compensated_by: \"{compensated_by}\" }};\n  \
+         }}\n  \
+         rpc {undo} {{\n    \
+         option idempotency_level = {undo_level};\n  \
+         }}\n}}\n"
+    )
+}
+
+/// The error of compiling a contract where `Act(Req) returns (Res)` is
+/// undone by `compensated_by`.
+fn compensation_error(compensated_by: &str, undo: &str, undo_level: &str) -> sinew_build::Error {
+    let source = compensation_contract(
+        "Act(Req) returns (Res)",
+        "",
+        compensated_by,
+        undo,
+        undo_level,
+    );
+    compile(&source).unwrap_err()
+}
+
+#[test]
+fn a_compensation_that_is_not_in_the_service_is_an_error() {
+    let error = compensation_error("Refnd", "Undo(Res) returns (M)", "IDEMPOTENT");
+    assert_points_at(&error, 9, "service bad.v1.S has no method \"Refnd\"");
+    assert!(
+        error.to_string().contains("its methods: Act, Undo"),
+        "{error}"
+    );
+    let error = compensation_error("bad.v1.S.Undo", "Undo(Res) returns (M)", "IDEMPOTENT");
+    assert_points_at(&error, 9, "\"bad.v1.S.Undo\" is not a method name");
+    assert!(
+        error.to_string().contains("bad.proto:9:5: "),
+        "column in {error}"
+    );
+}
+
+#[test]
+fn a_compensation_must_be_idempotent() {
+    let error = compensation_error("Undo", "Undo(Res) returns (M)", "IDEMPOTENCY_UNKNOWN");
+    assert_points_at(
+        &error,
+        9,
+        "Undo is retried until it succeeds, so it must be marked `option idempotency_level = IDEMPOTENT`",
+    );
+    let error = compensation_error("Undo", "Undo(Res) returns (M)", "NO_SIDE_EFFECTS");
+    assert_points_at(
+        &error,
+        9,
+        "Undo is marked NO_SIDE_EFFECTS, so it would undo nothing",
+    );
+}
+
+#[test]
+fn a_compensation_must_take_the_actions_request_or_response() {
+    let error = compensation_error("Undo", "Undo(M) returns (M)", "IDEMPOTENT");
+    assert_points_at(&error, 9, "Undo takes bad.v1.M");
+    let text = error.to_string();
+    assert!(
+        text.contains("request (bad.v1.Req) or response (bad.v1.Res)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_compensated_step_and_its_compensation_are_unary() {
+    let source = compensation_contract(
+        "Act(stream Req) returns (Res)",
+        "",
+        "Undo",
+        "Undo(Res) returns (M)",
+        "IDEMPOTENT",
+    );
+    let error = compile(&source).unwrap_err();
+    assert_points_at(
+        &error,
+        9,
+        "a saga step is one unary call, but the method Act streams its requests",
+    );
+    let error = compensation_error("Undo", "Undo(Res) returns (stream M)", "IDEMPOTENT");
+    assert_points_at(&error, 9, "its compensation Undo streams its responses");
+}
+
+#[test]
+fn a_method_cannot_compensate_itself() {
+    let error = compensation_error("Act", "Undo(Res) returns (M)", "IDEMPOTENT");
+    assert_points_at(&error, 9, "a method cannot compensate itself");
+}
+
+#[test]
+fn a_method_without_side_effects_has_nothing_to_compensate() {
+    let source = compensation_contract(
+        "Act(Req) returns (Res)",
+        "option idempotency_level = NO_SIDE_EFFECTS; ",
+        "Undo",
+        "Undo(Res) returns (M)",
+        "IDEMPOTENT",
+    );
+    let error = compile(&source).unwrap_err();
+    assert_points_at(
+        &error,
+        9,
+        "marked NO_SIDE_EFFECTS, so there is nothing to undo",
+    );
+}
+
+#[test]
+fn a_compensation_built_from_the_request_or_the_response_compiles() {
+    for undo in ["Undo(Req) returns (M)", "Undo(Res) returns (M)"] {
+        let source =
+            compensation_contract("Act(Req) returns (Res)", "", "Undo", undo, "IDEMPOTENT");
+        let (dir, result) = compile_in(&source);
+        result.unwrap_or_else(|e| panic!("{undo}: {e}"));
+        let code = std::fs::read_to_string(dir.path().join("out/bad.v1.rs")).unwrap();
+        assert!(code.contains("\"/bad.v1.S/Undo\""), "{undo}: {code}");
+    }
+}
+
+#[test]
+fn a_compensation_may_itself_be_compensated() {
+    // Symmetric pairs: each undoes the other, and a saga may run either as
+    // a step.
+    let source = format!(
+        "{OPTIONS_HEADER}service S {{\n  rpc Enable(M) returns (M) {{\n    \
+         option idempotency_level = IDEMPOTENT;\n    \
+         option (sinew.method) = {{ compensated_by: \"Disable\" }};\n  }}\n  \
+         rpc Disable(M) returns (M) {{\n    option idempotency_level = IDEMPOTENT;\n    \
+         option (sinew.method) = {{ compensated_by: \"Enable\" }};\n  }}\n}}\n"
+    );
+    compile(&source).expect("a symmetric pair compiles");
 }
 
 #[test]
