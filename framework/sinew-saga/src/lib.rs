@@ -1,0 +1,186 @@
+//! Sagas for sinew. This first part: idempotency keys, so that a saga
+//! step's call applies at most once however often it is made.
+//!
+//! # The scheme
+//!
+//! A saga repeats calls: its coordinator retries a step whose answer it
+//! did not get (a timeout, a dropped connection, its own crash and
+//! recovery), and a participant must not charge a card twice for that.
+//! So every step's call carries an **idempotency key** in its metadata
+//! (header [`HEADER`], `sinew-idempotency-key`), made from the saga's id,
+//! the step, and whether the call is the step's action or its
+//! compensation ([`IdempotencyKey::for_step`]): deterministic, so a
+//! repeat carries the key the first call carried.
+//!
+//! The participant hosts its service behind [`IdempotencyLayer`]
+//! (`Server::add_service_with(service, IdempotencyLayer::new())`), which
+//! checks the key (a malformed one is refused with `INVALID_ARGUMENT`)
+//! and hands it to the handler in the request's extensions. The handler
+//! applies the call through an [`IdempotencyStore`] on the database it
+//! writes to ([SQLite](sqlx::Sqlite) or [PostgreSQL](sqlx::Postgres),
+//! table `sinew_idempotency`), in **one transaction**:
+//!
+//! 1. it claims the key: inserts it, which locks it;
+//! 2. if the key was recorded before, it answers the recorded response
+//!    and writes nothing;
+//! 3. otherwise it makes its writes, records the encoded response with
+//!    the key, and commits.
+//!
+//! The writes, the key and the response commit together or not at all.
+//! So:
+//!
+//! - a repeated call (same key, same method) has no second effect and
+//!   gets the first call's response, byte for byte;
+//! - a handler that fails rolls everything back and records nothing: a
+//!   retry applies the call afresh (errors are not recorded, so a retry
+//!   may succeed where the first attempt failed);
+//! - two calls with one key at the same time serialize on the key: the
+//!   second waits for the first's transaction, then gets its response
+//!   if it committed, or applies the call itself if it rolled back
+//!   (PostgreSQL waits on the key's row lock; SQLite on its write lock,
+//!   up to the pool's `busy_timeout`). A conflict the database reports
+//!   instead (a serialization failure under `REPEATABLE READ` or
+//!   `SERIALIZABLE`, a deadlock, SQLite still busy) answers `ABORTED`,
+//!   for the caller to retry with the same key;
+//! - a key used before for another method answers
+//!   `FAILED_PRECONDITION`;
+//! - a call without a key runs as any call, with nothing recorded.
+//!
+//! Keys are kept for [`IdempotencyConfig::retention`] (default 7 days),
+//! and purged in the background: a saga must not repeat a call later
+//! than that. Database failures answer `INTERNAL` (`UNAVAILABLE` when the
+//! pool has no free connection) with the detail logged, never sent.
+//!
+//! Streaming calls are not covered: a recorded response is one message.
+//!
+//! # Example
+//!
+//! A participant's handler (here called directly through the layer,
+//! as the server would call it):
+//!
+//! ```
+//! use sinew_saga::{IdempotencyConfig, IdempotencyKey, IdempotencyLayer, IdempotencyStore, Phase};
+//! use sqlx::Sqlite;
+//! use tonic::{Request, Response, Status};
+//!
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! pub struct Charge {
+//!     #[prost(string, tag = "1")]
+//!     pub order_id: String,
+//!     #[prost(int64, tag = "2")]
+//!     pub cents: i64,
+//! }
+//!
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! pub struct ChargeReply {
+//!     #[prost(int64, tag = "1")]
+//!     pub payment_id: i64,
+//! }
+//!
+//! // The handler: `keys.once` claims the key, runs the closure in the
+//! // transaction, records its reply and commits; a repeat gets the
+//! // recorded reply without running the closure.
+//! async fn charge(
+//!     keys: &IdempotencyStore<Sqlite>,
+//!     request: Request<Charge>,
+//! ) -> Result<Response<ChargeReply>, Status> {
+//!     let charge = request.get_ref();
+//!     let reply = keys
+//!         .once(&request, async |tx| {
+//!             let done = sqlx::query("INSERT INTO payments (order_id, cents) VALUES (?1, ?2)")
+//!                 .bind(&charge.order_id)
+//!                 .bind(charge.cents)
+//!                 .execute(&mut **tx)
+//!                 .await?;
+//!             Ok(ChargeReply { payment_id: done.last_insert_rowid() })
+//!         })
+//!         .await?;
+//!     Ok(Response::new(reply))
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let pool = sqlx::sqlite::SqlitePoolOptions::new()
+//!     .max_connections(1)
+//!     .connect("sqlite::memory:")
+//!     .await
+//!     .unwrap();
+//! sqlx::query("CREATE TABLE payments (id INTEGER PRIMARY KEY, order_id TEXT, cents INTEGER)")
+//!     .execute(&pool)
+//!     .await
+//!     .unwrap();
+//! let keys = IdempotencyStore::new(pool.clone(), IdempotencyConfig::default()).await.unwrap();
+//!
+//! // The coordinator's side: the step's key, on the call.
+//! let key = IdempotencyKey::for_step("order-17", "charge", Phase::Action).unwrap();
+//! let call = || {
+//!     let mut request = Request::new(Charge { order_id: "order-17".into(), cents: 1250 });
+//!     key.apply(&mut request);
+//!     request
+//! };
+//!
+//! // The participant's side: the layer, then the handler. On a server:
+//! // `Server::add_service_with(PaymentsServer::new(payments), IdempotencyLayer::new())`.
+//! use tower::{Layer, Service, ServiceExt};
+//! let mut service = IdempotencyLayer::new().layer(tower::service_fn(
+//!     |request: http::Request<Charge>| {
+//!         let keys = keys.clone();
+//!         async move {
+//!             let reply = charge(&keys, Request::from_http(request)).await?;
+//!             Ok::<_, Status>(http::Response::new(Some(reply.into_inner())))
+//!         }
+//!     },
+//! ));
+//! let to_http = |request: Request<Charge>| {
+//!     let (metadata, extensions, message) = request.into_parts();
+//!     let mut request = http::Request::new(message);
+//!     *request.uri_mut() = "/pay.v1.Payments/Charge".parse().unwrap();
+//!     *request.headers_mut() = metadata.into_headers();
+//!     *request.extensions_mut() = extensions;
+//!     request
+//! };
+//!
+//! let first = service.ready().await.unwrap().call(to_http(call())).await.unwrap();
+//! let again = service.ready().await.unwrap().call(to_http(call())).await.unwrap();
+//! assert_eq!(first.body(), again.body(), "the same reply");
+//! let (payments,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM payments")
+//!     .fetch_one(&pool)
+//!     .await
+//!     .unwrap();
+//! assert_eq!(payments, 1, "one effect");
+//! # }
+//! ```
+//!
+//! For a handler that manages its transaction itself,
+//! [`IdempotencyStore::claim`] and [`IdempotencyStore::record`] are the
+//! two halves of [`once`](IdempotencyStore::once):
+//!
+//! ```no_run
+//! # use sinew_saga::{Claim, IdempotencyStore};
+//! # use tonic::{Request, Response, Status};
+//! # #[derive(Clone, PartialEq, prost::Message)] pub struct Refund {}
+//! # #[derive(Clone, PartialEq, prost::Message)] pub struct RefundReply {}
+//! # async fn refund(keys: &IdempotencyStore<sqlx::Postgres>, request: Request<Refund>) -> Result<Response<RefundReply>, Status> {
+//! let mut tx = keys.pool().begin().await.map_err(|e| sinew_saga::database_status(&e))?;
+//! let ticket = match keys.claim::<_, RefundReply>(&mut tx, &request).await? {
+//!     Claim::Replay(reply) => return Ok(Response::new(reply)),
+//!     Claim::Apply(ticket) => ticket,
+//! };
+//! // ... the handler's writes in tx ...
+//! let reply = RefundReply {};
+//! keys.record(&mut tx, ticket, &reply).await?;
+//! tx.commit().await.map_err(|e| sinew_saga::database_status(&e))?;
+//! Ok(Response::new(reply))
+//! # }
+//! ```
+
+mod key;
+mod layer;
+mod store;
+
+pub use key::{HEADER, IdempotencyKey, KeyError, MAX_LEN, Phase};
+pub use layer::{CalledMethod, IdempotencyLayer, IdempotencyService, KeyedFuture};
+pub use store::{
+    Claim, Error, HandlerError, IdempotencyConfig, IdempotencyDatabase, IdempotencyStore, Ticket,
+    database_status,
+};
