@@ -174,12 +174,18 @@
 //! # }
 //! ```
 
+pub mod definition;
 mod key;
 mod layer;
+pub mod log;
+pub mod orchestrator;
 mod store;
 
+pub use definition::{SagaDefinition, Step, StepContext, StepError};
 pub use key::{HEADER, IdempotencyKey, KeyError, MAX_LEN, Phase};
 pub use layer::{CalledMethod, IdempotencyLayer, IdempotencyService, KeyedFuture};
+pub use log::{SagaLog, SagaRecord, SagaStatus};
+pub use orchestrator::{Orchestrator, OrchestratorBuilder, SagaError};
 pub use store::{
     Claim, Error, HandlerError, IdempotencyConfig, IdempotencyDatabase, IdempotencyStore, Ticket,
     database_status,

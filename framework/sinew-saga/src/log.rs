@@ -1,0 +1,484 @@
+//! The saga log: each saga's state and position, in the orchestrating
+//! service's own database (SQLite or PostgreSQL).
+//!
+//! Two writes per step, the fewest that stay safe: one before the step's
+//! call (the step is in flight) and one after it (its result, and the
+//! position of the next step). A saga's creation is its first step's
+//! "before", and its last step's "after" records the end, so a saga of
+//! `n` steps that completes costs `2n` writes; each compensated step
+//! costs two more.
+//!
+//! Tables: `sinew_saga` (one row per saga) and `sinew_saga_history` (one
+//! row per finished call, written in the "after" transaction).
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use sqlx::{Pool, Postgres, Row as _, Sqlite};
+
+use crate::Phase;
+
+/// Where a saga is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SagaStatus {
+    /// Running its steps forward.
+    Running,
+    /// A step failed for good: undoing the completed steps, last first.
+    Compensating,
+    /// Every step succeeded.
+    Completed,
+    /// Every completed step was undone.
+    Compensated,
+    /// Parked: a compensation kept failing, or the saga's definition is
+    /// not registered. Visible, and resumable; never dropped.
+    NeedsAttention,
+}
+
+impl SagaStatus {
+    /// The name stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Compensating => "compensating",
+            Self::Completed => "completed",
+            Self::Compensated => "compensated",
+            Self::NeedsAttention => "needs_attention",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "running" => Self::Running,
+            "compensating" => Self::Compensating,
+            "completed" => Self::Completed,
+            "compensated" => Self::Compensated,
+            "needs_attention" => Self::NeedsAttention,
+            _ => return None,
+        })
+    }
+
+    /// Whether the saga has ended (completed or compensated).
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Completed | Self::Compensated)
+    }
+}
+
+/// One saga as the log holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SagaRecord {
+    /// Its id.
+    pub id: String,
+    /// Its definition's name.
+    pub name: String,
+    /// Its definition's version.
+    pub version: u32,
+    /// Its state, the protobuf message encoded.
+    pub state: Vec<u8>,
+    /// Where it is.
+    pub status: SagaStatus,
+    /// Running: the next step to run. Compensating: how many completed
+    /// steps are left to undo (the next to undo is `step - 1`).
+    pub step: u32,
+    /// Whether the call at `step` (or `step - 1` when compensating) was
+    /// started and its result not recorded: it is made again, with the
+    /// same idempotency key.
+    pub in_flight: bool,
+    /// Parked: what it was doing (running or compensating), to go on with
+    /// when resumed.
+    pub parked_from: Option<SagaStatus>,
+    /// The last error, if any.
+    pub error: Option<String>,
+}
+
+/// One finished call, in a saga's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// The step's index.
+    pub step: u32,
+    /// Action or compensation.
+    pub phase: Phase,
+    /// `ok` or `failed`.
+    pub outcome: String,
+    /// The error, when it failed.
+    pub error: Option<String>,
+}
+
+/// A database the log runs on: SQLite or PostgreSQL.
+pub trait LogDatabase: sqlx::Database + sealed::Sealed {}
+impl LogDatabase for Sqlite {}
+impl LogDatabase for Postgres {}
+
+/// The saga log. Clones share the pool and the write count.
+#[derive(Debug)]
+pub struct SagaLog<DB: LogDatabase> {
+    pool: Pool<DB>,
+    writes: Arc<AtomicU64>,
+}
+
+impl<DB: LogDatabase> Clone for SagaLog<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            writes: self.writes.clone(),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Action => "action",
+        Phase::Compensation => "compensation",
+    }
+}
+
+impl<DB: LogDatabase> SagaLog<DB> {
+    /// A log in `pool`'s database; creates its tables if missing.
+    pub async fn new(pool: Pool<DB>) -> Result<Self, sqlx::Error> {
+        DB::migrate(&pool).await?;
+        Ok(Self {
+            pool,
+            writes: Arc::default(),
+        })
+    }
+
+    /// Writes made so far by this log (and its clones): a measure of what
+    /// sagas cost.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+
+    fn wrote(&self) {
+        self.writes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a new saga, its first step in flight.
+    pub(crate) async fn create(&self, record: &SagaRecord) -> Result<(), sqlx::Error> {
+        self.wrote();
+        DB::create(&self.pool, record, now_ms()).await
+    }
+
+    /// Before a call: the saga is at `step` with `status`, the call in
+    /// flight.
+    pub(crate) async fn before(
+        &self,
+        id: &str,
+        status: SagaStatus,
+        step: u32,
+    ) -> Result<(), sqlx::Error> {
+        self.wrote();
+        DB::before(&self.pool, id, status.as_str(), i64::from(step), now_ms()).await
+    }
+
+    /// After a call: the new state and position, and the call's entry in
+    /// the history, in one transaction.
+    pub(crate) async fn after(
+        &self,
+        record: &SagaRecord,
+        entry: &HistoryEntry,
+    ) -> Result<(), sqlx::Error> {
+        self.wrote();
+        DB::after(&self.pool, record, entry, now_ms()).await
+    }
+
+    /// The saga `id`.
+    pub async fn get(&self, id: &str) -> Result<Option<SagaRecord>, sqlx::Error> {
+        DB::get(&self.pool, id).await
+    }
+
+    /// Every saga with `status`, oldest first, at most `limit`.
+    pub async fn list(
+        &self,
+        status: SagaStatus,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>, sqlx::Error> {
+        DB::list(&self.pool, status.as_str(), i64::from(limit)).await
+    }
+
+    /// The history of saga `id`, oldest first.
+    pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+        DB::history(&self.pool, id).await
+    }
+}
+
+macro_rules! history_entry {
+    ($row:expr) => {{
+        let row = $row;
+        let phase: String = row.try_get("phase")?;
+        HistoryEntry {
+            step: u32::try_from(row.try_get::<i64, _>("step")?).unwrap_or(0),
+            phase: if phase == "action" {
+                Phase::Action
+            } else {
+                Phase::Compensation
+            },
+            outcome: row.try_get("outcome")?,
+            error: row.try_get("error")?,
+        }
+    }};
+}
+
+macro_rules! saga_record {
+    ($row:expr) => {{
+        let row = $row;
+        let status: String = row.try_get("status")?;
+        let parked: Option<String> = row.try_get("parked_from")?;
+        SagaRecord {
+            id: row.try_get("id")?,
+            name: row.try_get("name")?,
+            version: u32::try_from(row.try_get::<i64, _>("version")?).unwrap_or(0),
+            state: row.try_get("state")?,
+            status: SagaStatus::parse(&status).ok_or_else(|| {
+                sqlx::Error::Decode(format!("unknown saga status {status:?}").into())
+            })?,
+            step: u32::try_from(row.try_get::<i64, _>("step")?).unwrap_or(0),
+            in_flight: row.try_get::<i64, _>("in_flight")? != 0,
+            parked_from: parked.as_deref().and_then(SagaStatus::parse),
+            error: row.try_get("error")?,
+        }
+    }};
+}
+
+mod sealed {
+    use std::future::Future;
+
+    use sqlx::Pool;
+
+    use super::{HistoryEntry, SagaRecord};
+
+    /// The SQL, the same text on both databases but for the column types
+    /// (sqlx numbers `$1` placeholders on SQLite too).
+    pub trait Sealed: sqlx::Database + Sized {
+        fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+        fn create(
+            pool: &Pool<Self>,
+            record: &SagaRecord,
+            now: i64,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+        fn before(
+            pool: &Pool<Self>,
+            id: &str,
+            status: &str,
+            step: i64,
+            now: i64,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+        fn after(
+            pool: &Pool<Self>,
+            record: &SagaRecord,
+            entry: &HistoryEntry,
+            now: i64,
+        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+        fn get(
+            pool: &Pool<Self>,
+            id: &str,
+        ) -> impl Future<Output = Result<Option<SagaRecord>, sqlx::Error>> + Send;
+        fn list(
+            pool: &Pool<Self>,
+            status: &str,
+            limit: i64,
+        ) -> impl Future<Output = Result<Vec<SagaRecord>, sqlx::Error>> + Send;
+        fn history(
+            pool: &Pool<Self>,
+            id: &str,
+        ) -> impl Future<Output = Result<Vec<HistoryEntry>, sqlx::Error>> + Send;
+    }
+}
+
+const COLUMNS: &str = "id, name, version, state, status, step, in_flight, parked_from, error";
+
+macro_rules! log_sql {
+    ($db:ty, $blob:literal, $migrate_lock:expr) => {
+        impl sealed::Sealed for $db {
+            async fn migrate(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
+                let mut tx = pool.begin().await?;
+                $migrate_lock(&mut tx).await?;
+                sqlx::query(concat!(
+                    "CREATE TABLE IF NOT EXISTS sinew_saga (
+                        id TEXT PRIMARY KEY,
+                        name TEXT NOT NULL,
+                        version BIGINT NOT NULL,
+                        state ", $blob, " NOT NULL,
+                        status TEXT NOT NULL,
+                        step BIGINT NOT NULL,
+                        in_flight BIGINT NOT NULL,
+                        parked_from TEXT,
+                        error TEXT,
+                        created_at_ms BIGINT NOT NULL,
+                        updated_at_ms BIGINT NOT NULL
+                    )"
+                ))
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "CREATE INDEX IF NOT EXISTS sinew_saga_status ON sinew_saga (status, created_at_ms)",
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "CREATE TABLE IF NOT EXISTS sinew_saga_history (
+                        saga_id TEXT NOT NULL,
+                        n BIGINT NOT NULL,
+                        at_ms BIGINT NOT NULL,
+                        step BIGINT NOT NULL,
+                        phase TEXT NOT NULL,
+                        outcome TEXT NOT NULL,
+                        error TEXT
+                    )",
+                )
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "CREATE INDEX IF NOT EXISTS sinew_saga_history_saga ON sinew_saga_history (saga_id, n)",
+                )
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+
+            async fn create(pool: &Pool<Self>, r: &SagaRecord, now: i64) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "INSERT INTO sinew_saga
+                       (id, name, version, state, status, step, in_flight, parked_from, error,
+                        created_at_ms, updated_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $8)",
+                )
+                .bind(&r.id)
+                .bind(&r.name)
+                .bind(i64::from(r.version))
+                .bind(&r.state)
+                .bind(r.status.as_str())
+                .bind(i64::from(r.step))
+                .bind(i64::from(r.in_flight))
+                .bind(now)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn before(
+                pool: &Pool<Self>,
+                id: &str,
+                status: &str,
+                step: i64,
+                now: i64,
+            ) -> Result<(), sqlx::Error> {
+                sqlx::query(
+                    "UPDATE sinew_saga SET status = $2, step = $3, in_flight = 1,
+                       parked_from = NULL, updated_at_ms = $4 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(status)
+                .bind(step)
+                .bind(now)
+                .execute(pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn after(
+                pool: &Pool<Self>,
+                r: &SagaRecord,
+                entry: &HistoryEntry,
+                now: i64,
+            ) -> Result<(), sqlx::Error> {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "UPDATE sinew_saga SET state = $2, status = $3, step = $4, in_flight = $5,
+                       parked_from = $6, error = $7, updated_at_ms = $8 WHERE id = $1",
+                )
+                .bind(&r.id)
+                .bind(&r.state)
+                .bind(r.status.as_str())
+                .bind(i64::from(r.step))
+                .bind(i64::from(r.in_flight))
+                .bind(r.parked_from.map(SagaStatus::as_str))
+                .bind(r.error.as_deref())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO sinew_saga_history (saga_id, n, at_ms, step, phase, outcome, error)
+                     SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6
+                     FROM sinew_saga_history WHERE saga_id = $1",
+                )
+                .bind(&r.id)
+                .bind(now)
+                .bind(i64::from(entry.step))
+                .bind(phase_name(entry.phase))
+                .bind(&entry.outcome)
+                .bind(entry.error.as_deref())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+
+            async fn get(pool: &Pool<Self>, id: &str) -> Result<Option<SagaRecord>, sqlx::Error> {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM sinew_saga WHERE id = $1"
+                )))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+                match row {
+                    Some(row) => Ok(Some(saga_record!(row))),
+                    None => Ok(None),
+                }
+            }
+
+            async fn list(
+                pool: &Pool<Self>,
+                status: &str,
+                limit: i64,
+            ) -> Result<Vec<SagaRecord>, sqlx::Error> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {COLUMNS} FROM sinew_saga WHERE status = $1
+                     ORDER BY created_at_ms, id LIMIT $2"
+                )))
+                .bind(status)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(|row| Ok(saga_record!(row))).collect()
+            }
+
+            async fn history(pool: &Pool<Self>, id: &str) -> Result<Vec<HistoryEntry>, sqlx::Error> {
+                let rows = sqlx::query(
+                    "SELECT step, phase, outcome, error FROM sinew_saga_history
+                     WHERE saga_id = $1 ORDER BY n",
+                )
+                .bind(id)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(|row| Ok(history_entry!(row))).collect()
+            }
+        }
+    };
+}
+
+async fn no_lock(_: &mut sqlx::Transaction<'_, Sqlite>) -> Result<(), sqlx::Error> {
+    Ok(())
+}
+
+/// Replicas starting at once race on `CREATE ... IF NOT EXISTS` in
+/// PostgreSQL: a lock serializes the log's migration ("sinew_sg").
+async fn pg_lock(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(0x7369_6e65_775f_7367_i64)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+log_sql!(Sqlite, "BLOB", no_lock);
+log_sql!(Postgres, "BYTEA", pg_lock);

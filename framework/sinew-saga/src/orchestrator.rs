@@ -1,0 +1,490 @@
+//! The orchestrator: runs sagas from the log, forward then, on a final
+//! failure, backward; recovers unfinished ones after a crash.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use prost::Message;
+use sinew_core::backoff::Backoff;
+
+use crate::{
+    IdempotencyKey, Phase,
+    definition::{BoxFuture, SagaDefinition, StepContext, StepError},
+    log::{HistoryEntry, LogDatabase, SagaLog, SagaRecord, SagaStatus},
+};
+
+/// What went wrong running a saga (not a step's failure: that is the
+/// saga's business, recorded in its log).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SagaError {
+    /// The log's database failed; the saga goes on from the log when it
+    /// is run again (after [`Orchestrator::recover`]).
+    #[error("saga log: {0}")]
+    Log(#[from] sqlx::Error),
+    /// No definition of that name is registered.
+    #[error("no saga definition `{0}` is registered")]
+    Unknown(String),
+    /// No saga has that id.
+    #[error("no saga `{0}`")]
+    NotFound(String),
+    /// The saga's stored state does not decode as its definition's state.
+    #[error("saga `{id}`: stored state does not decode: {reason}")]
+    State {
+        /// The saga.
+        id: String,
+        /// What prost said.
+        reason: String,
+    },
+    /// A step's idempotency key could not be made from the saga's id.
+    #[error("saga `{0}`: its id cannot make an idempotency key")]
+    Key(String),
+    /// The saga is not parked, so it cannot be resumed.
+    #[error("saga `{id}` is {status:?}, not parked")]
+    NotParked {
+        /// The saga.
+        id: String,
+        /// Where it is.
+        status: SagaStatus,
+    },
+}
+
+/// A registered definition, whatever its state type.
+trait Runnable<DB: LogDatabase>: Send + Sync {
+    fn drive<'a>(
+        &'a self,
+        log: &'a SagaLog<DB>,
+        record: SagaRecord,
+    ) -> BoxFuture<'a, Result<SagaStatus, SagaError>>;
+}
+
+/// Registered definitions by name, then version.
+type Definitions<DB> = HashMap<&'static str, HashMap<u32, Arc<dyn Runnable<DB>>>>;
+
+/// Runs sagas of the registered definitions, durable in a [`SagaLog`].
+/// Clones share the log and the definitions.
+pub struct Orchestrator<DB: LogDatabase> {
+    log: SagaLog<DB>,
+    /// By name, then version; the newest version starts new sagas.
+    definitions: Arc<Definitions<DB>>,
+}
+
+impl<DB: LogDatabase> Clone for Orchestrator<DB> {
+    fn clone(&self) -> Self {
+        Self {
+            log: self.log.clone(),
+            definitions: self.definitions.clone(),
+        }
+    }
+}
+
+impl<DB: LogDatabase> std::fmt::Debug for Orchestrator<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<_> = self.definitions.keys().collect();
+        names.sort();
+        f.debug_struct("Orchestrator")
+            .field("definitions", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers definitions, then builds the [`Orchestrator`].
+pub struct OrchestratorBuilder<DB: LogDatabase> {
+    log: SagaLog<DB>,
+    definitions: Definitions<DB>,
+}
+
+impl<DB: LogDatabase> std::fmt::Debug for OrchestratorBuilder<DB> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrchestratorBuilder")
+            .finish_non_exhaustive()
+    }
+}
+
+impl<DB: LogDatabase> OrchestratorBuilder<DB> {
+    /// Registers a definition (a later registration of the same name and
+    /// version replaces it).
+    #[must_use]
+    pub fn register<S>(mut self, definition: SagaDefinition<S>) -> Self
+    where
+        S: Message + Default + Clone + Send + Sync + 'static,
+    {
+        self.definitions
+            .entry(definition.name)
+            .or_default()
+            .insert(definition.version, Arc::new(definition));
+        self
+    }
+
+    /// The orchestrator.
+    pub fn build(self) -> Orchestrator<DB> {
+        Orchestrator {
+            log: self.log,
+            definitions: Arc::new(self.definitions),
+        }
+    }
+}
+
+impl<DB: LogDatabase> Orchestrator<DB> {
+    /// An orchestrator on `log`; register its definitions next.
+    pub fn builder(log: SagaLog<DB>) -> OrchestratorBuilder<DB> {
+        OrchestratorBuilder {
+            log,
+            definitions: HashMap::new(),
+        }
+    }
+
+    /// The log.
+    pub fn log(&self) -> &SagaLog<DB> {
+        &self.log
+    }
+
+    /// Starts saga `id` of the newest registered version of definition
+    /// `name` with `state`, and runs it to its end: `Completed`,
+    /// `Compensated`, or `NeedsAttention` (parked). The saga is in the
+    /// log before its first call, so a crash at any point leaves it for
+    /// [`recover`](Self::recover).
+    pub async fn run<S: Message>(
+        &self,
+        name: &str,
+        id: impl Into<String>,
+        state: &S,
+    ) -> Result<SagaStatus, SagaError> {
+        let versions = self
+            .definitions
+            .get(name)
+            .ok_or_else(|| SagaError::Unknown(name.to_owned()))?;
+        let (&version, definition) = versions
+            .iter()
+            .max_by_key(|(version, _)| **version)
+            .ok_or_else(|| SagaError::Unknown(name.to_owned()))?;
+        let record = SagaRecord {
+            id: id.into(),
+            name: name.to_owned(),
+            version,
+            state: state.encode_to_vec(),
+            status: SagaStatus::Running,
+            step: 0,
+            in_flight: true,
+            parked_from: None,
+            error: None,
+        };
+        self.log.create(&record).await?;
+        definition.drive(&self.log, record).await
+    }
+
+    /// Runs every saga the log holds unfinished (running or compensating)
+    /// to its end, each from where it stopped: a call in flight is made
+    /// again with its idempotency key. A saga whose definition version is
+    /// not registered is parked with the reason. Returns each saga's id and
+    /// end.
+    pub async fn recover(&self) -> Result<Vec<(String, SagaStatus)>, SagaError> {
+        let mut unfinished = self.log.list(SagaStatus::Running, u32::MAX >> 1).await?;
+        unfinished.extend(
+            self.log
+                .list(SagaStatus::Compensating, u32::MAX >> 1)
+                .await?,
+        );
+        let runs = unfinished.into_iter().map(|record| async move {
+            let id = record.id.clone();
+            self.drive(record).await.map(|status| (id, status))
+        });
+        futures_util::future::join_all(runs)
+            .await
+            .into_iter()
+            .collect()
+    }
+
+    /// Resumes a parked saga: it goes on with what it was doing (usually a
+    /// compensation), with a fresh count of attempts.
+    pub async fn resume(&self, id: &str) -> Result<SagaStatus, SagaError> {
+        let mut record = self
+            .log
+            .get(id)
+            .await?
+            .ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        if record.status != SagaStatus::NeedsAttention {
+            return Err(SagaError::NotParked {
+                id: id.to_owned(),
+                status: record.status,
+            });
+        }
+        record.status = record
+            .parked_from
+            .take()
+            .unwrap_or(SagaStatus::Compensating);
+        // Its last call is made again, with its key.
+        record.in_flight = false;
+        self.drive(record).await
+    }
+
+    async fn drive(&self, record: SagaRecord) -> Result<SagaStatus, SagaError> {
+        let definition = self
+            .definitions
+            .get(record.name.as_str())
+            .and_then(|versions| versions.get(&record.version));
+        match definition {
+            Some(definition) => definition.drive(&self.log, record).await,
+            None => {
+                let mut known: Vec<u32> = self
+                    .definitions
+                    .get(record.name.as_str())
+                    .map(|v| v.keys().copied().collect())
+                    .unwrap_or_default();
+                known.sort_unstable();
+                let reason = format!(
+                    "saga definition `{}` version {} is not registered (registered versions: {:?})",
+                    record.name, record.version, known
+                );
+                tracing::error!(saga = %record.id, %reason, "saga parked");
+                let parked = SagaRecord {
+                    parked_from: Some(record.status),
+                    status: SagaStatus::NeedsAttention,
+                    error: Some(reason.clone()),
+                    ..record
+                };
+                let entry = HistoryEntry {
+                    step: parked.step,
+                    phase: if parked.parked_from == Some(SagaStatus::Running) {
+                        Phase::Action
+                    } else {
+                        Phase::Compensation
+                    },
+                    outcome: "parked".to_owned(),
+                    error: Some(reason),
+                };
+                self.log.after(&parked, &entry).await?;
+                Ok(SagaStatus::NeedsAttention)
+            }
+        }
+    }
+}
+
+impl<S, DB> Runnable<DB> for SagaDefinition<S>
+where
+    S: Message + Default + Clone + Send + Sync + 'static,
+    DB: LogDatabase,
+{
+    fn drive<'a>(
+        &'a self,
+        log: &'a SagaLog<DB>,
+        record: SagaRecord,
+    ) -> BoxFuture<'a, Result<SagaStatus, SagaError>> {
+        Box::pin(self.drive_typed(log, record))
+    }
+}
+
+impl<S> SagaDefinition<S>
+where
+    S: Message + Default + Clone + Send + Sync + 'static,
+{
+    fn wait(&self, attempt: u32) -> Duration {
+        let (initial, max) = self.backoff;
+        Backoff::new(initial, max, 2.0).ceiling(attempt.saturating_sub(1))
+    }
+
+    async fn drive_typed<DB: LogDatabase>(
+        &self,
+        log: &SagaLog<DB>,
+        mut record: SagaRecord,
+    ) -> Result<SagaStatus, SagaError> {
+        let mut state = S::decode(record.state.as_slice()).map_err(|e| SagaError::State {
+            id: record.id.clone(),
+            reason: e.to_string(),
+        })?;
+        let saga_id: Arc<str> = Arc::from(record.id.as_str());
+        let count = u32::try_from(self.steps.len()).unwrap_or(u32::MAX);
+        loop {
+            match record.status {
+                SagaStatus::Running if record.step >= count => {
+                    // Nothing left to run (a definition with no step).
+                    record.status = SagaStatus::Completed;
+                    record.in_flight = false;
+                    let entry = entry(record.step, Phase::Action, None);
+                    log.after(&record, &entry).await?;
+                }
+                SagaStatus::Running => {
+                    let index = record.step;
+                    if !record.in_flight {
+                        log.before(&record.id, SagaStatus::Running, index).await?;
+                    }
+                    match self.act(&saga_id, index, state.clone()).await? {
+                        Ok(next) => {
+                            state = next;
+                            record.state = state.encode_to_vec();
+                            record.step = index + 1;
+                            record.in_flight = false;
+                            record.error = None;
+                            if record.step >= count {
+                                record.status = SagaStatus::Completed;
+                            }
+                            log.after(&record, &entry(index, Phase::Action, None))
+                                .await?;
+                        }
+                        Err(error) => {
+                            let message = error.to_string();
+                            tracing::info!(saga = %record.id, step = self.steps[index as usize].name, error = %message, "saga step failed; compensating");
+                            // Steps 0..index completed: undo them.
+                            record.status = SagaStatus::Compensating;
+                            record.step = self.compensable_below(index);
+                            if record.step == 0 {
+                                record.status = SagaStatus::Compensated;
+                            }
+                            record.in_flight = false;
+                            record.error = Some(message.clone());
+                            log.after(&record, &entry(index, Phase::Action, Some(message)))
+                                .await?;
+                        }
+                    }
+                }
+                SagaStatus::Compensating => {
+                    // Steps without a compensation have nothing to undo.
+                    let remaining = self.compensable_below(record.step);
+                    if remaining == 0 {
+                        record.status = SagaStatus::Compensated;
+                        record.step = 0;
+                        record.in_flight = false;
+                        log.after(&record, &entry(0, Phase::Compensation, None))
+                            .await?;
+                        continue;
+                    }
+                    let index = remaining - 1;
+                    if !record.in_flight || record.step != remaining {
+                        log.before(&record.id, SagaStatus::Compensating, remaining)
+                            .await?;
+                    }
+                    record.step = remaining;
+                    match self.compensate(&saga_id, index, state.clone()).await? {
+                        Ok(()) => {
+                            record.step = self.compensable_below(index);
+                            record.in_flight = false;
+                            if record.step == 0 {
+                                record.status = SagaStatus::Compensated;
+                            }
+                            log.after(&record, &entry(index, Phase::Compensation, None))
+                                .await?;
+                        }
+                        Err(error) => {
+                            let message = error.to_string();
+                            tracing::error!(saga = %record.id, step = self.steps[index as usize].name, error = %message, "saga compensation keeps failing; parked");
+                            record.status = SagaStatus::NeedsAttention;
+                            record.parked_from = Some(SagaStatus::Compensating);
+                            record.in_flight = false;
+                            record.error = Some(message.clone());
+                            log.after(&record, &entry(index, Phase::Compensation, Some(message)))
+                                .await?;
+                        }
+                    }
+                }
+                status => return Ok(status),
+            }
+        }
+    }
+
+    /// How many steps below `index` count for compensation: `index`,
+    /// lowered past the steps that have no compensation.
+    fn compensable_below(&self, index: u32) -> u32 {
+        let mut n = index.min(u32::try_from(self.steps.len()).unwrap_or(u32::MAX));
+        while n > 0 && self.steps[n as usize - 1].compensation.is_none() {
+            n -= 1;
+        }
+        n
+    }
+
+    fn context(
+        &self,
+        saga_id: &Arc<str>,
+        index: u32,
+        phase: Phase,
+        attempt: u32,
+    ) -> Result<StepContext, SagaError> {
+        let step = &self.steps[index as usize];
+        let key = IdempotencyKey::for_step(saga_id, step.name, phase)
+            .map_err(|_| SagaError::Key(saga_id.to_string()))?;
+        Ok(StepContext {
+            saga_id: saga_id.clone(),
+            step: step.name,
+            phase,
+            key,
+            attempt,
+        })
+    }
+
+    /// The step's action, with its timeout and attempts.
+    async fn act(
+        &self,
+        saga_id: &Arc<str>,
+        index: u32,
+        state: S,
+    ) -> Result<Result<S, StepError>, SagaError> {
+        let step = &self.steps[index as usize];
+        let mut attempt = 1;
+        loop {
+            let cx = self.context(saga_id, index, Phase::Action, attempt)?;
+            let outcome =
+                match tokio::time::timeout(step.timeout, (step.action)(cx, state.clone())).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(StepError::Retryable(
+                        format!(
+                            "timed out after {}",
+                            humantime::format_duration(step.timeout)
+                        )
+                        .into(),
+                    )),
+                };
+            match outcome {
+                Err(error) if error.is_retryable() && attempt < step.attempts => {
+                    tracing::debug!(saga = %saga_id, step = step.name, attempt, %error, "saga step failed; retrying");
+                    tokio::time::sleep(self.wait(attempt)).await;
+                    attempt += 1;
+                }
+                outcome => return Ok(outcome),
+            }
+        }
+    }
+
+    /// The step's compensation: retried on any failure, up to the
+    /// definition's limit.
+    async fn compensate(
+        &self,
+        saga_id: &Arc<str>,
+        index: u32,
+        state: S,
+    ) -> Result<Result<(), StepError>, SagaError> {
+        let step = &self.steps[index as usize];
+        let Some(compensation) = &step.compensation else {
+            return Ok(Ok(()));
+        };
+        let mut attempt = 1;
+        loop {
+            let cx = self.context(saga_id, index, Phase::Compensation, attempt)?;
+            let outcome =
+                match tokio::time::timeout(step.timeout, compensation(cx, state.clone())).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(StepError::Retryable(
+                        format!(
+                            "timed out after {}",
+                            humantime::format_duration(step.timeout)
+                        )
+                        .into(),
+                    )),
+                };
+            match outcome {
+                Err(error) if attempt < self.compensation_attempts => {
+                    tracing::warn!(saga = %saga_id, step = step.name, attempt, %error, "saga compensation failed; retrying");
+                    tokio::time::sleep(self.wait(attempt)).await;
+                    attempt += 1;
+                }
+                outcome => return Ok(outcome),
+            }
+        }
+    }
+}
+
+fn entry(step: u32, phase: Phase, error: Option<String>) -> HistoryEntry {
+    HistoryEntry {
+        step,
+        outcome: if error.is_some() { "failed" } else { "ok" }.to_owned(),
+        phase,
+        error,
+    }
+}
