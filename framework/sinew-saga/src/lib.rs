@@ -77,22 +77,24 @@
 //!     pub payment_id: i64,
 //! }
 //!
-//! // The handler: `keys.once` claims the key, runs the closure in the
-//! // transaction, records its reply and commits; a repeat gets the
-//! // recorded reply without running the closure.
+//! // The handler: `keys.once` begins a transaction and claims the key,
+//! // runs the closure with the transaction (which it gives back with its
+//! // reply), records the reply and commits; a repeat gets the recorded
+//! // reply without running the closure.
 //! async fn charge(
 //!     keys: &IdempotencyStore<Sqlite>,
 //!     request: Request<Charge>,
 //! ) -> Result<Response<ChargeReply>, Status> {
 //!     let charge = request.get_ref();
 //!     let reply = keys
-//!         .once(&request, async |tx| {
+//!         .once(&request, |mut tx| async move {
 //!             let done = sqlx::query("INSERT INTO payments (order_id, cents) VALUES (?1, ?2)")
 //!                 .bind(&charge.order_id)
 //!                 .bind(charge.cents)
-//!                 .execute(&mut **tx)
+//!                 .execute(&mut *tx)
 //!                 .await?;
-//!             Ok(ChargeReply { payment_id: done.last_insert_rowid() })
+//!             let reply = ChargeReply { payment_id: done.last_insert_rowid() };
+//!             Ok((tx, reply))
 //!         })
 //!         .await?;
 //!     Ok(Response::new(reply))
