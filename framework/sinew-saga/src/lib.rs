@@ -38,7 +38,9 @@
 //!   second waits for the first's transaction, then gets its response
 //!   if it committed, or applies the call itself if it rolled back
 //!   (PostgreSQL waits on the key's row lock; SQLite on its write lock,
-//!   up to the pool's `busy_timeout`). A conflict the database reports
+//!   up to the pool's `busy_timeout`); the wait is bounded by the call's
+//!   deadline too, since the scaffold drops a handler past it, and the
+//!   transaction it holds with it (which rolls it back). A conflict the database reports
 //!   instead (a serialization failure under `REPEATABLE READ` or
 //!   `SERIALIZABLE`, a deadlock, SQLite still busy) answers `ABORTED`,
 //!   for the caller to retry with the same key;

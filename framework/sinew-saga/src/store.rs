@@ -289,14 +289,14 @@ pub fn database_status(error: &sqlx::Error) -> Status {
                 .is_ok_and(|code| matches!(code & 0xFF, 5 | 6)),
         });
     if retryable {
-        tracing::info!(%error, "idempotency: transaction conflict; the caller may retry");
+        tracing::info!(%error, "transaction conflict in an idempotent call; the caller may retry");
         return Status::aborted("the transaction conflicted with another; retry");
     }
     if matches!(error, sqlx::Error::PoolTimedOut) {
-        tracing::warn!(%error, "idempotency: no database connection free");
+        tracing::warn!(%error, "no database connection free for an idempotent call");
         return Status::unavailable("the database is busy");
     }
-    tracing::error!(%error, "idempotency: database failure");
+    tracing::error!(%error, "database failure in an idempotent call");
     Status::internal("internal error")
 }
 
@@ -312,6 +312,14 @@ impl HandlerError {
         &self.0
     }
 }
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for HandlerError {}
 
 impl From<Status> for HandlerError {
     fn from(status: Status) -> Self {
@@ -430,8 +438,11 @@ impl<DB: IdempotencyDatabase> IdempotencyStore<DB> {
         let mut tx = self.pool.begin().await.map_err(|e| database_status(&e))?;
         let ticket = match self.claim::<T, R>(&mut tx, request).await? {
             Claim::Replay(reply) => {
-                // Nothing was written.
-                drop(tx);
+                // Nothing was written; the reply stands even if the
+                // rollback fails (the connection is then closed).
+                if let Err(error) = tx.rollback().await {
+                    tracing::warn!(%error, "idempotency: rollback failed");
+                }
                 return Ok(reply);
             }
             Claim::Apply(ticket) => ticket,
