@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use common::Running;
 use sinew::{Server, server::ServerConfig};
@@ -24,6 +24,7 @@ use sinew_workspace::proto::echo::v1::{
     echo_server::{Echo, EchoServer},
 };
 use sqlx::{Pool, Postgres, Sqlite};
+use tokio::sync::Notify;
 use tonic::{Code, Request, Response, Status, Streaming, transport::Channel};
 
 /// The participant: `Post` and `Put` each write one row into `effects`
@@ -32,6 +33,15 @@ use tonic::{Code, Request, Response, Status, Streaming, transport::Channel};
 /// the transaction, holding the key.
 struct Participant<DB: IdempotencyDatabase> {
     keys: IdempotencyStore<DB>,
+    gate: Arc<Gate>,
+}
+
+/// Holds a call whose message is `"hold"` inside its transaction (after
+/// its write, so with its key claimed) until the test releases it.
+#[derive(Default)]
+struct Gate {
+    entered: Notify,
+    release: Notify,
 }
 
 type ReplyStream =
@@ -77,6 +87,10 @@ macro_rules! participant_for {
                         .bind(&echo.message)
                         .fetch_one(&mut *tx)
                         .await?;
+                        if echo.message == "hold" {
+                            self.gate.entered.notify_one();
+                            self.gate.release.notified().await;
+                        }
                         if echo.delay_ms > 0 {
                             tokio::time::sleep(Duration::from_millis(u64::from(echo.delay_ms)))
                                 .await;
@@ -186,7 +200,10 @@ fn step(saga: &str, phase: Phase) -> IdempotencyKey {
 }
 
 /// Starts the participant on `pool` behind the layer.
-async fn participant<DB>(pool: Pool<DB>, retention: Duration) -> (Running, EchoClient<Channel>)
+async fn participant<DB>(
+    pool: Pool<DB>,
+    retention: Duration,
+) -> (Running, EchoClient<Channel>, Arc<Gate>)
 where
     DB: TestDb,
     Participant<DB>: Echo,
@@ -200,17 +217,21 @@ where
     )
     .await
     .unwrap();
+    let gate = Arc::new(Gate::default());
     let server = Running::start(
         Server::new("participant")
             .config(config())
             .add_service_with(
-                EchoServer::new(Participant { keys }),
+                EchoServer::new(Participant {
+                    keys,
+                    gate: gate.clone(),
+                }),
                 IdempotencyLayer::new(),
             ),
     )
     .await;
     let client = EchoClient::new(server.channel().await);
-    (server, client)
+    (server, client, gate)
 }
 
 async fn applies_each_keyed_call_once<DB>(pool: Pool<DB>)
@@ -219,7 +240,7 @@ where
     Participant<DB>: Echo,
 {
     DB::create(&pool).await;
-    let (server, mut client) = participant(pool.clone(), Duration::from_secs(3600)).await;
+    let (server, mut client, _) = participant(pool.clone(), Duration::from_secs(3600)).await;
     let effects = || DB::count(&pool);
 
     // The same call with one key, twice: one effect, the same reply.
@@ -315,7 +336,7 @@ where
     Participant<DB>: Echo,
 {
     DB::create(&pool).await;
-    let (server, mut client) = participant(pool.clone(), Duration::from_secs(3600)).await;
+    let (server, mut client, _) = participant(pool.clone(), Duration::from_secs(3600)).await;
     let mut refused = Vec::new();
     for value in ["has space", &"k".repeat(201), ""] {
         let mut request = call("charge", None);
@@ -342,6 +363,73 @@ where
     client.post(call("charge", Some(&longest))).await.unwrap();
     assert_eq!(DB::count(&pool).await, 1);
     server.stop().await;
+}
+
+/// A call that finds its key held by a call in progress waits for it:
+/// it applies itself if that call rolls back, and gets its reply if it
+/// commits.
+async fn a_held_key_makes_its_duplicate_wait<DB>(pool: Pool<DB>)
+where
+    DB: TestDb,
+    Participant<DB>: Echo,
+{
+    DB::create(&pool).await;
+    let (server, client, gate) = participant(pool.clone(), Duration::from_secs(3600)).await;
+    for (round, first_fails) in [(1, true), (2, false)] {
+        let key = step(&format!("held-{round}"), Phase::Action);
+        let before = DB::count(&pool).await;
+        let mut held = call("hold", Some(&key));
+        if first_fails {
+            held.get_mut().fail_with = Code::Unavailable as i32;
+        }
+        let mut first_client = client.clone();
+        let first = tokio::spawn(async move { first_client.post(held).await });
+        // The first call has claimed the key and written its row.
+        gate.entered.notified().await;
+        let mut second_client = client.clone();
+        let duplicate = call("hold", Some(&key));
+        let second = tokio::spawn(async move { second_client.post(duplicate).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!second.is_finished(), "the duplicate waits for the key");
+        gate.release.notify_one();
+        let first = first.await.unwrap();
+        let mut duplicate_client = client.clone();
+        if first_fails {
+            // The first rolled back: the duplicate claimed the key and
+            // applies (it holds at the gate in turn).
+            assert_eq!(first.unwrap_err().code(), Code::Unavailable);
+            gate.entered.notified().await;
+            gate.release.notify_one();
+            let second = second.await.unwrap().unwrap().into_inner();
+            assert_eq!(DB::count(&pool).await, before + 1, "the duplicate applied");
+            let third = duplicate_client
+                .post(call("hold", Some(&key)))
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(third, second, "and its reply is the recorded one");
+        } else {
+            let first = first.unwrap().into_inner();
+            let second = second.await.unwrap().unwrap().into_inner();
+            assert_eq!(second, first, "the duplicate got the first's reply");
+            assert_eq!(DB::count(&pool).await, before + 1, "applied once");
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn sqlite_a_held_key_makes_its_duplicate_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    a_held_key_makes_its_duplicate_wait(sqlite_pool(&dir).await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_held_key_makes_its_duplicate_wait() {
+    let Some(pool) = pg_pool("saga_participant_held").await else {
+        return;
+    };
+    a_held_key_makes_its_duplicate_wait(pool).await;
 }
 
 #[tokio::test]
@@ -382,11 +470,13 @@ async fn a_keyed_call_without_the_layer_is_refused() {
     let keys = IdempotencyStore::new(pool.clone(), IdempotencyConfig::default())
         .await
         .unwrap();
-    let server = Running::start(
-        Server::new("participant")
-            .config(config())
-            .add_service(EchoServer::new(Participant { keys })),
-    )
+    let gate = Arc::new(Gate::default());
+    let server = Running::start(Server::new("participant").config(config()).add_service(
+        EchoServer::new(Participant {
+            keys,
+            gate: gate.clone(),
+        }),
+    ))
     .await;
     let mut client = EchoClient::new(server.channel().await);
     let key = step("saga-1", Phase::Action);
