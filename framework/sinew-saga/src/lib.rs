@@ -30,7 +30,7 @@
 //! So:
 //!
 //! - a repeated call (same key, same method) has no second effect and
-//!   gets the first call's response, byte for byte;
+//!   gets the first call's response (decoded from the recorded bytes);
 //! - a handler that fails rolls everything back and records nothing: a
 //!   retry applies the call afresh (errors are not recorded, so a retry
 //!   may succeed where the first attempt failed);
@@ -38,14 +38,15 @@
 //!   second waits for the first's transaction, then gets its response
 //!   if it committed, or applies the call itself if it rolled back
 //!   (PostgreSQL waits on the key's row lock; SQLite on its write lock,
-//!   up to the pool's `busy_timeout`); the wait is bounded by the call's
-//!   deadline too, since the scaffold drops a handler past it, and the
-//!   transaction it holds with it (which rolls it back). A conflict the database reports
-//!   instead (a serialization failure under `REPEATABLE READ` or
-//!   `SERIALIZABLE`, a deadlock, SQLite still busy) answers `ABORTED`,
-//!   for the caller to retry with the same key;
+//!   up to the pool's `busy_timeout`). Both calls' deadlines bound the
+//!   wait: the scaffold drops a handler past its deadline, and the
+//!   transaction it holds with it, which rolls it back. A conflict the
+//!   database reports instead (a serialization failure under
+//!   `REPEATABLE READ` or `SERIALIZABLE`, a deadlock, SQLite still busy)
+//!   answers `ABORTED`, for the caller to retry with the same key;
 //! - a key used before for another method answers
-//!   `FAILED_PRECONDITION`;
+//!   `FAILED_PRECONDITION`. The request's content is not compared: a key
+//!   names one call, and the caller must not reuse it for another;
 //! - a call without a key runs as any call, with nothing recorded.
 //!
 //! Keys are kept for [`IdempotencyConfig::retention`] (default 7 days),
