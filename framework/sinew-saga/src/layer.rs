@@ -19,6 +19,13 @@ use crate::key::IdempotencyKey;
 pub struct CalledMethod(Arc<str>);
 
 impl CalledMethod {
+    /// A method's path, `/package.Service/Method`: for a request that
+    /// did not come through the layer (a test, another transport), set
+    /// with the [`IdempotencyKey`] in its extensions.
+    pub fn new(path: &str) -> Self {
+        Self(Arc::from(path))
+    }
+
     /// The method's path, `/package.Service/Method`.
     pub fn path(&self) -> &str {
         &self.0

@@ -30,7 +30,7 @@
 //! So:
 //!
 //! - a repeated call (same key, same method) has no second effect and
-//!   gets the first call's response, byte for byte;
+//!   gets the first call's response (decoded from the recorded bytes);
 //! - a handler that fails rolls everything back and records nothing: a
 //!   retry applies the call afresh (errors are not recorded, so a retry
 //!   may succeed where the first attempt failed);
@@ -38,12 +38,15 @@
 //!   second waits for the first's transaction, then gets its response
 //!   if it committed, or applies the call itself if it rolled back
 //!   (PostgreSQL waits on the key's row lock; SQLite on its write lock,
-//!   up to the pool's `busy_timeout`). A conflict the database reports
-//!   instead (a serialization failure under `REPEATABLE READ` or
-//!   `SERIALIZABLE`, a deadlock, SQLite still busy) answers `ABORTED`,
-//!   for the caller to retry with the same key;
+//!   up to the pool's `busy_timeout`). Both calls' deadlines bound the
+//!   wait: the scaffold drops a handler past its deadline, and the
+//!   transaction it holds with it, which rolls it back. A conflict the
+//!   database reports instead (a serialization failure under
+//!   `REPEATABLE READ` or `SERIALIZABLE`, a deadlock, SQLite still busy)
+//!   answers `ABORTED`, for the caller to retry with the same key;
 //! - a key used before for another method answers
-//!   `FAILED_PRECONDITION`;
+//!   `FAILED_PRECONDITION`. The request's content is not compared: a key
+//!   names one call, and the caller must not reuse it for another;
 //! - a call without a key runs as any call, with nothing recorded.
 //!
 //! Keys are kept for [`IdempotencyConfig::retention`] (default 7 days),
@@ -77,22 +80,24 @@
 //!     pub payment_id: i64,
 //! }
 //!
-//! // The handler: `keys.once` claims the key, runs the closure in the
-//! // transaction, records its reply and commits; a repeat gets the
-//! // recorded reply without running the closure.
+//! // The handler: `keys.once` begins a transaction and claims the key,
+//! // runs the closure with the transaction (which it gives back with its
+//! // reply), records the reply and commits; a repeat gets the recorded
+//! // reply without running the closure.
 //! async fn charge(
 //!     keys: &IdempotencyStore<Sqlite>,
 //!     request: Request<Charge>,
 //! ) -> Result<Response<ChargeReply>, Status> {
 //!     let charge = request.get_ref();
 //!     let reply = keys
-//!         .once(&request, async |tx| {
+//!         .once(&request, |mut tx| async move {
 //!             let done = sqlx::query("INSERT INTO payments (order_id, cents) VALUES (?1, ?2)")
 //!                 .bind(&charge.order_id)
 //!                 .bind(charge.cents)
-//!                 .execute(&mut **tx)
+//!                 .execute(&mut *tx)
 //!                 .await?;
-//!             Ok(ChargeReply { payment_id: done.last_insert_rowid() })
+//!             let reply = ChargeReply { payment_id: done.last_insert_rowid() };
+//!             Ok((tx, reply))
 //!         })
 //!         .await?;
 //!     Ok(Response::new(reply))

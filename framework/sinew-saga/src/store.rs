@@ -1,6 +1,7 @@
 //! The participant's record of keyed calls, in its own database.
 
 use std::{
+    future::Future,
     marker::PhantomData,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -288,14 +289,14 @@ pub fn database_status(error: &sqlx::Error) -> Status {
                 .is_ok_and(|code| matches!(code & 0xFF, 5 | 6)),
         });
     if retryable {
-        tracing::info!(%error, "idempotency: transaction conflict; the caller may retry");
+        tracing::info!(%error, "transaction conflict in an idempotent call; the caller may retry");
         return Status::aborted("the transaction conflicted with another; retry");
     }
     if matches!(error, sqlx::Error::PoolTimedOut) {
-        tracing::warn!(%error, "idempotency: no database connection free");
+        tracing::warn!(%error, "no database connection free for an idempotent call");
         return Status::unavailable("the database is busy");
     }
-    tracing::error!(%error, "idempotency: database failure");
+    tracing::error!(%error, "database failure in an idempotent call");
     Status::internal("internal error")
 }
 
@@ -311,6 +312,14 @@ impl HandlerError {
         &self.0
     }
 }
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for HandlerError {}
 
 impl From<Status> for HandlerError {
     fn from(status: Status) -> Self {
@@ -411,29 +420,36 @@ impl<DB: IdempotencyDatabase> IdempotencyStore<DB> {
     /// A call whose key another transaction holds (the same call, at the
     /// same time) waits for it: it gets that call's reply if it commits,
     /// and applies itself if it rolls back.
-    pub async fn once<T, R, F>(&self, request: &tonic::Request<T>, handler: F) -> Result<R, Status>
+    ///
+    /// `handler` takes the transaction and gives it back with its reply
+    /// (an owned transaction, rather than a borrowed one, keeps the
+    /// handler's future `Send` as tonic needs); if it fails, the
+    /// transaction it holds is dropped, which rolls it back.
+    pub async fn once<T, R, F, Fut>(
+        &self,
+        request: &tonic::Request<T>,
+        handler: F,
+    ) -> Result<R, Status>
     where
         R: prost::Message + Default,
-        F: AsyncFnOnce(&mut Transaction<'static, DB>) -> Result<R, HandlerError>,
+        F: FnOnce(Transaction<'static, DB>) -> Fut,
+        Fut: Future<Output = Result<(Transaction<'static, DB>, R), HandlerError>>,
     {
         let mut tx = self.pool.begin().await.map_err(|e| database_status(&e))?;
         let ticket = match self.claim::<T, R>(&mut tx, request).await? {
             Claim::Replay(reply) => {
-                // Nothing was written.
-                drop(tx);
+                // Nothing was written; the reply stands even if the
+                // rollback fails (the connection is then closed).
+                if let Err(error) = tx.rollback().await {
+                    tracing::warn!(%error, "idempotency: rollback failed");
+                }
                 return Ok(reply);
             }
             Claim::Apply(ticket) => ticket,
         };
-        let reply = match handler(&mut tx).await {
-            Ok(reply) => reply,
-            Err(error) => {
-                if let Err(error) = tx.rollback().await {
-                    tracing::warn!(%error, "idempotency: rollback failed");
-                }
-                return Err(error.into());
-            }
-        };
+        // On an error, the transaction was dropped with the handler's
+        // future, which rolls it back.
+        let (mut tx, reply) = handler(tx).await?;
         self.record(&mut tx, ticket, &reply).await?;
         tx.commit().await.map_err(|e| database_status(&e))?;
         self.purge_if_due();
