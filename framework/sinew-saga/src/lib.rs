@@ -183,6 +183,7 @@ pub mod definition;
 mod key;
 mod layer;
 pub mod log;
+mod metrics;
 pub mod orchestrator;
 mod store;
 

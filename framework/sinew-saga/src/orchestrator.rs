@@ -3,6 +3,12 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
+use opentelemetry::{
+    Context, KeyValue,
+    context::FutureExt as _,
+    global,
+    trace::{SpanKind, Status, TraceContextExt as _, Tracer as _},
+};
 use prost::Message;
 use sinew_core::backoff::Backoff;
 
@@ -10,6 +16,7 @@ use crate::{
     IdempotencyKey, Phase,
     definition::{BoxFuture, SagaDefinition, StepContext, StepError},
     log::{HistoryEntry, LogDatabase, SagaLog, SagaRecord, SagaStatus},
+    metrics::metrics,
 };
 
 /// What went wrong running a saga (not a step's failure: that is the
@@ -149,9 +156,9 @@ impl<DB: LogDatabase> Orchestrator<DB> {
         id: impl Into<String>,
         state: &S,
     ) -> Result<SagaStatus, SagaError> {
-        let versions = self
+        let (&static_name, versions) = self
             .definitions
-            .get(name)
+            .get_key_value(name)
             .ok_or_else(|| SagaError::Unknown(name.to_owned()))?;
         let (&version, definition) = versions
             .iter()
@@ -169,6 +176,9 @@ impl<DB: LogDatabase> Orchestrator<DB> {
             error: None,
         };
         self.log.create(&record).await?;
+        metrics()
+            .started
+            .add(1, &[KeyValue::new("saga.name", static_name)]);
         definition.drive(&self.log, record).await
     }
 
@@ -236,6 +246,9 @@ impl<DB: LogDatabase> Orchestrator<DB> {
                     record.name, record.version, known
                 );
                 tracing::error!(saga = %record.id, %reason, "saga parked");
+                metrics()
+                    .parked
+                    .add(1, &[KeyValue::new("saga.name", record.name.clone())]);
                 let parked = SagaRecord {
                     parked_from: Some(record.status),
                     status: SagaStatus::NeedsAttention,
@@ -293,6 +306,18 @@ where
         })?;
         let saga_id: Arc<str> = Arc::from(record.id.as_str());
         let count = u32::try_from(self.steps.len()).unwrap_or(u32::MAX);
+        // The saga's span: a child of whatever started or recovered it.
+        let tracer = global::tracer("sinew.saga");
+        let span = tracer
+            .span_builder(format!("saga {}", self.name))
+            .with_kind(SpanKind::Internal)
+            .with_attributes([
+                KeyValue::new("saga.name", self.name),
+                KeyValue::new("saga.version", i64::from(self.version)),
+                KeyValue::new("saga.id", record.id.clone()),
+            ])
+            .start(&tracer);
+        let span_cx = Context::current().with_span(span);
         loop {
             match record.status {
                 SagaStatus::Running if record.step >= count => {
@@ -307,7 +332,7 @@ where
                     if !record.in_flight {
                         log.before(&record.id, SagaStatus::Running, index).await?;
                     }
-                    match self.act(&saga_id, index, state.clone()).await? {
+                    match self.act(&span_cx, &saga_id, index, state.clone()).await? {
                         Ok(next) => {
                             state = next;
                             record.state = state.encode_to_vec();
@@ -353,7 +378,10 @@ where
                             .await?;
                     }
                     record.step = remaining;
-                    match self.compensate(&saga_id, index, state.clone()).await? {
+                    match self
+                        .compensate(&span_cx, &saga_id, index, state.clone())
+                        .await?
+                    {
                         Ok(()) => {
                             record.step = self.compensable_below(index);
                             record.in_flight = false;
@@ -375,7 +403,23 @@ where
                         }
                     }
                 }
-                status => return Ok(status),
+                status => {
+                    let counter = match status {
+                        SagaStatus::Completed => &metrics().completed,
+                        SagaStatus::Compensated => &metrics().compensated,
+                        _ => &metrics().parked,
+                    };
+                    counter.add(1, &[KeyValue::new("saga.name", self.name)]);
+                    if status == SagaStatus::NeedsAttention {
+                        span_cx
+                            .span()
+                            .set_status(Status::error("parked: needs attention"));
+                    }
+                    span_cx
+                        .span()
+                        .set_attribute(KeyValue::new("saga.status", status.as_str()));
+                    return Ok(status);
+                }
             }
         }
     }
@@ -412,6 +456,7 @@ where
     /// The step's action, with its timeout and attempts.
     async fn act(
         &self,
+        saga: &Context,
         saga_id: &Arc<str>,
         index: u32,
         state: S,
@@ -420,17 +465,8 @@ where
         let mut attempt = 1;
         loop {
             let cx = self.context(saga_id, index, Phase::Action, attempt)?;
-            let outcome =
-                match tokio::time::timeout(step.timeout, (step.action)(cx, state.clone())).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(StepError::Retryable(
-                        format!(
-                            "timed out after {}",
-                            humantime::format_duration(step.timeout)
-                        )
-                        .into(),
-                    )),
-                };
+            let call = (step.action)(cx, state.clone());
+            let outcome = self.attempt(saga, index, Phase::Action, call).await;
             match outcome {
                 Err(error) if error.is_retryable() && attempt < step.attempts => {
                     tracing::debug!(saga = %saga_id, step = step.name, attempt, %error, "saga step failed; retrying");
@@ -446,6 +482,7 @@ where
     /// definition's limit.
     async fn compensate(
         &self,
+        saga: &Context,
         saga_id: &Arc<str>,
         index: u32,
         state: S,
@@ -457,17 +494,8 @@ where
         let mut attempt = 1;
         loop {
             let cx = self.context(saga_id, index, Phase::Compensation, attempt)?;
-            let outcome =
-                match tokio::time::timeout(step.timeout, compensation(cx, state.clone())).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => Err(StepError::Retryable(
-                        format!(
-                            "timed out after {}",
-                            humantime::format_duration(step.timeout)
-                        )
-                        .into(),
-                    )),
-                };
+            let call = compensation(cx, state.clone());
+            let outcome = self.attempt(saga, index, Phase::Compensation, call).await;
             match outcome {
                 Err(error) if attempt < self.compensation_attempts => {
                     tracing::warn!(saga = %saga_id, step = step.name, attempt, %error, "saga compensation failed; retrying");
@@ -477,6 +505,64 @@ where
                 outcome => return Ok(outcome),
             }
         }
+    }
+}
+
+impl<S> SagaDefinition<S> {
+    /// One attempt of a step's call, with the step's timeout, in a span of
+    /// its own (a child of the saga's, and the parent of the call's client
+    /// span); its duration goes to `sinew.saga.step.duration`.
+    async fn attempt<T>(
+        &self,
+        saga: &Context,
+        index: u32,
+        phase: Phase,
+        call: BoxFuture<'static, Result<T, StepError>>,
+    ) -> Result<T, StepError> {
+        let step = &self.steps[index as usize];
+        let tracer = global::tracer("sinew.saga");
+        let span = tracer
+            .span_builder(format!("{} {}", phase_name(phase), step.name))
+            .with_kind(SpanKind::Internal)
+            .with_attributes([
+                KeyValue::new("saga.name", self.name),
+                KeyValue::new("saga.step", step.name),
+                KeyValue::new("saga.phase", phase_name(phase)),
+            ])
+            .start_with_context(&tracer, saga);
+        let cx = saga.with_span(span);
+        let started = std::time::Instant::now();
+        let outcome = match tokio::time::timeout(step.timeout, call.with_context(cx.clone())).await
+        {
+            Ok(outcome) => outcome,
+            Err(_) => Err(StepError::Retryable(
+                format!(
+                    "timed out after {}",
+                    humantime::format_duration(step.timeout)
+                )
+                .into(),
+            )),
+        };
+        if let Err(error) = &outcome {
+            cx.span().set_status(Status::error(error.to_string()));
+        }
+        metrics().step_duration.record(
+            started.elapsed().as_secs_f64() * 1e3,
+            &[
+                KeyValue::new("saga.name", self.name),
+                KeyValue::new("saga.step", step.name),
+                KeyValue::new("saga.phase", phase_name(phase)),
+                KeyValue::new("outcome", if outcome.is_ok() { "ok" } else { "failed" }),
+            ],
+        );
+        outcome
+    }
+}
+
+fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Action => "action",
+        Phase::Compensation => "compensation",
     }
 }
 
