@@ -16,8 +16,25 @@ use std::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::{SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
+
+/// How long a saga stays its orchestrator's without a write, unless set.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
+
+/// A random owner name: the time and the process, mixed.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
 
 use sqlx::{Pool, Postgres, Row as _, Sqlite};
 
@@ -118,6 +135,9 @@ impl LogDatabase for Postgres {}
 pub struct SagaLog<DB: LogDatabase> {
     pool: Pool<DB>,
     writes: Arc<AtomicU64>,
+    /// This orchestrator's name in the log: the owner of the sagas it runs.
+    owner: Arc<str>,
+    lease_ttl: Duration,
 }
 
 impl<DB: LogDatabase> Clone for SagaLog<DB> {
@@ -125,6 +145,8 @@ impl<DB: LogDatabase> Clone for SagaLog<DB> {
         Self {
             pool: self.pool.clone(),
             writes: self.writes.clone(),
+            owner: self.owner.clone(),
+            lease_ttl: self.lease_ttl,
         }
     }
 }
@@ -147,10 +169,78 @@ impl<DB: LogDatabase> SagaLog<DB> {
     /// A log in `pool`'s database; creates its tables if missing.
     pub async fn new(pool: Pool<DB>) -> Result<Self, sqlx::Error> {
         DB::migrate(&pool).await?;
+        let owner = format!("{:016x}", rand_u64());
         Ok(Self {
             pool,
             writes: Arc::default(),
+            owner: Arc::from(owner),
+            lease_ttl: DEFAULT_LEASE_TTL,
         })
+    }
+
+    /// How long a saga stays this orchestrator's without a write to it
+    /// (default 60s): another replica takes over an unfinished saga whose
+    /// lease has run out. Every write renews it, and so does each retry of a
+    /// call; keep it well above a step's timeout.
+    #[must_use]
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl;
+        self
+    }
+
+    /// The pool the log writes to (a saga's outbox writes go through it).
+    pub fn pool(&self) -> &Pool<DB> {
+        &self.pool
+    }
+
+    /// This log's owner name: the orchestrator using it. Each
+    /// [`SagaLog::new`] makes a new one.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn lease_until(&self) -> i64 {
+        now_ms().saturating_add(i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Takes up to `limit` unfinished sagas (running or compensating) that
+    /// no live orchestrator holds: their lease has run out. On PostgreSQL concurrent takers skip each other's
+    /// rows (`FOR UPDATE SKIP LOCKED`); on SQLite writes take turns.
+    pub(crate) async fn claim_unfinished(
+        &self,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>, sqlx::Error> {
+        self.wrote();
+        DB::claim(
+            &self.pool,
+            &self.owner,
+            now_ms(),
+            self.lease_until(),
+            None,
+            i64::from(limit),
+        )
+        .await
+    }
+
+    /// Takes saga `id` if it is parked, for an operator's resume.
+    pub(crate) async fn claim(&self, id: &str) -> Result<Option<SagaRecord>, sqlx::Error> {
+        self.wrote();
+        let mut taken = DB::claim(
+            &self.pool,
+            &self.owner,
+            now_ms(),
+            self.lease_until(),
+            Some(id),
+            1,
+        )
+        .await?;
+        Ok(taken.pop())
+    }
+
+    /// Renews the lease on saga `id`; false if another orchestrator took it.
+    pub(crate) async fn renew(&self, id: &str) -> Result<bool, sqlx::Error> {
+        self.wrote();
+        DB::renew(&self.pool, id, &self.owner, self.lease_until()).await
     }
 
     /// Writes made so far by this log (and its clones): a measure of what
@@ -166,7 +256,14 @@ impl<DB: LogDatabase> SagaLog<DB> {
     /// Records a new saga, its first step in flight.
     pub(crate) async fn create(&self, record: &SagaRecord) -> Result<(), sqlx::Error> {
         self.wrote();
-        DB::create(&self.pool, record, now_ms()).await
+        DB::create(
+            &self.pool,
+            record,
+            now_ms(),
+            &self.owner,
+            self.lease_until(),
+        )
+        .await
     }
 
     /// Before a call: the saga is at `step` with `status`, the call in
@@ -176,9 +273,19 @@ impl<DB: LogDatabase> SagaLog<DB> {
         id: &str,
         status: SagaStatus,
         step: u32,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         self.wrote();
-        DB::before(&self.pool, id, status.as_str(), i64::from(step), now_ms()).await
+        let (now, until) = (now_ms(), self.lease_until());
+        DB::before(
+            &self.pool,
+            id,
+            status.as_str(),
+            i64::from(step),
+            now,
+            &self.owner,
+            until,
+        )
+        .await
     }
 
     /// After a call: the new state and position, and the call's entry in
@@ -187,9 +294,17 @@ impl<DB: LogDatabase> SagaLog<DB> {
         &self,
         record: &SagaRecord,
         entry: &HistoryEntry,
-    ) -> Result<(), sqlx::Error> {
+    ) -> Result<bool, sqlx::Error> {
         self.wrote();
-        DB::after(&self.pool, record, entry, now_ms()).await
+        DB::after(
+            &self.pool,
+            record,
+            entry,
+            now_ms(),
+            &self.owner,
+            self.lease_until(),
+        )
+        .await
     }
 
     /// The saga `id`.
@@ -265,6 +380,8 @@ mod sealed {
             pool: &Pool<Self>,
             record: &SagaRecord,
             now: i64,
+            owner: &str,
+            until: i64,
         ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
         fn before(
             pool: &Pool<Self>,
@@ -272,13 +389,31 @@ mod sealed {
             status: &str,
             step: i64,
             now: i64,
-        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+            owner: &str,
+            until: i64,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
         fn after(
             pool: &Pool<Self>,
             record: &SagaRecord,
             entry: &HistoryEntry,
             now: i64,
-        ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+            owner: &str,
+            until: i64,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+        fn claim(
+            pool: &Pool<Self>,
+            owner: &str,
+            now: i64,
+            until: i64,
+            id: Option<&str>,
+            limit: i64,
+        ) -> impl Future<Output = Result<Vec<SagaRecord>, sqlx::Error>> + Send;
+        fn renew(
+            pool: &Pool<Self>,
+            id: &str,
+            owner: &str,
+            until: i64,
+        ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
         fn get(
             pool: &Pool<Self>,
             id: &str,
@@ -298,7 +433,7 @@ mod sealed {
 const COLUMNS: &str = "id, name, version, state, status, step, in_flight, parked_from, error";
 
 macro_rules! log_sql {
-    ($db:ty, $blob:literal, $migrate_lock:expr) => {
+    ($db:ty, $blob:literal, $skip_locked:literal, $migrate_lock:expr) => {
         impl sealed::Sealed for $db {
             async fn migrate(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
                 let mut tx = pool.begin().await?;
@@ -314,6 +449,8 @@ macro_rules! log_sql {
                         in_flight BIGINT NOT NULL,
                         parked_from TEXT,
                         error TEXT,
+                        owner TEXT NOT NULL,
+                        lease_until_ms BIGINT NOT NULL,
                         created_at_ms BIGINT NOT NULL,
                         updated_at_ms BIGINT NOT NULL
                     )"
@@ -346,12 +483,18 @@ macro_rules! log_sql {
                 tx.commit().await
             }
 
-            async fn create(pool: &Pool<Self>, r: &SagaRecord, now: i64) -> Result<(), sqlx::Error> {
+            async fn create(
+                pool: &Pool<Self>,
+                r: &SagaRecord,
+                now: i64,
+                owner: &str,
+                until: i64,
+            ) -> Result<(), sqlx::Error> {
                 sqlx::query(
                     "INSERT INTO sinew_saga
                        (id, name, version, state, status, step, in_flight, parked_from, error,
-                        created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $8, $8)",
+                        owner, lease_until_ms, created_at_ms, updated_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $9, $10, $8, $8)",
                 )
                 .bind(&r.id)
                 .bind(&r.name)
@@ -361,6 +504,8 @@ macro_rules! log_sql {
                 .bind(i64::from(r.step))
                 .bind(i64::from(r.in_flight))
                 .bind(now)
+                .bind(owner)
+                .bind(until)
                 .execute(pool)
                 .await?;
                 Ok(())
@@ -372,18 +517,23 @@ macro_rules! log_sql {
                 status: &str,
                 step: i64,
                 now: i64,
-            ) -> Result<(), sqlx::Error> {
-                sqlx::query(
+                owner: &str,
+                until: i64,
+            ) -> Result<bool, sqlx::Error> {
+                let done = sqlx::query(
                     "UPDATE sinew_saga SET status = $2, step = $3, in_flight = 1,
-                       parked_from = NULL, updated_at_ms = $4 WHERE id = $1",
+                       parked_from = NULL, updated_at_ms = $4, lease_until_ms = $6
+                     WHERE id = $1 AND owner = $5",
                 )
                 .bind(id)
                 .bind(status)
                 .bind(step)
                 .bind(now)
+                .bind(owner)
+                .bind(until)
                 .execute(pool)
                 .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             }
 
             async fn after(
@@ -391,11 +541,14 @@ macro_rules! log_sql {
                 r: &SagaRecord,
                 entry: &HistoryEntry,
                 now: i64,
-            ) -> Result<(), sqlx::Error> {
+                owner: &str,
+                until: i64,
+            ) -> Result<bool, sqlx::Error> {
                 let mut tx = pool.begin().await?;
-                sqlx::query(
+                let done = sqlx::query(
                     "UPDATE sinew_saga SET state = $2, status = $3, step = $4, in_flight = $5,
-                       parked_from = $6, error = $7, updated_at_ms = $8 WHERE id = $1",
+                       parked_from = $6, error = $7, updated_at_ms = $8, lease_until_ms = $10
+                     WHERE id = $1 AND owner = $9",
                 )
                 .bind(&r.id)
                 .bind(&r.state)
@@ -405,8 +558,14 @@ macro_rules! log_sql {
                 .bind(r.parked_from.map(SagaStatus::as_str))
                 .bind(r.error.as_deref())
                 .bind(now)
+                .bind(owner)
+                .bind(until)
                 .execute(&mut *tx)
                 .await?;
+                if done.rows_affected() != 1 {
+                    // Another orchestrator holds the saga now.
+                    return Ok(false);
+                }
                 sqlx::query(
                     "INSERT INTO sinew_saga_history (saga_id, n, at_ms, step, phase, outcome, error)
                      SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, $5, $6
@@ -420,7 +579,56 @@ macro_rules! log_sql {
                 .bind(entry.error.as_deref())
                 .execute(&mut *tx)
                 .await?;
-                tx.commit().await
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn claim(
+                pool: &Pool<Self>,
+                owner: &str,
+                now: i64,
+                until: i64,
+                id: Option<&str>,
+                limit: i64,
+            ) -> Result<Vec<SagaRecord>, sqlx::Error> {
+                // One parked saga (an operator's resume), or the unfinished
+                // sagas no live orchestrator holds.
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE sinew_saga SET owner = $1, lease_until_ms = $2
+                     WHERE id IN (
+                       SELECT id FROM sinew_saga
+                       WHERE ($4 IS NOT NULL AND id = $4 AND status = 'needs_attention')
+                          OR ($4 IS NULL AND status IN ('running', 'compensating')
+                              AND lease_until_ms < $3)
+                       ORDER BY created_at_ms, id LIMIT $5 {})
+                     RETURNING {COLUMNS}",
+                    $skip_locked
+                )))
+                .bind(owner)
+                .bind(until)
+                .bind(now)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?;
+                rows.into_iter().map(|row| Ok(saga_record!(row))).collect()
+            }
+
+            async fn renew(
+                pool: &Pool<Self>,
+                id: &str,
+                owner: &str,
+                until: i64,
+            ) -> Result<bool, sqlx::Error> {
+                let done = sqlx::query(
+                    "UPDATE sinew_saga SET lease_until_ms = $3 WHERE id = $1 AND owner = $2",
+                )
+                .bind(id)
+                .bind(owner)
+                .bind(until)
+                .execute(pool)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn get(pool: &Pool<Self>, id: &str) -> Result<Option<SagaRecord>, sqlx::Error> {
@@ -480,5 +688,5 @@ async fn pg_lock(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), sqlx::E
     Ok(())
 }
 
-log_sql!(Sqlite, "BLOB", no_lock);
-log_sql!(Postgres, "BYTEA", pg_lock);
+log_sql!(Sqlite, "BLOB", "", no_lock);
+log_sql!(Postgres, "BYTEA", "FOR UPDATE SKIP LOCKED", pg_lock);

@@ -45,6 +45,10 @@ pub enum SagaError {
     /// A step's idempotency key could not be made from the saga's id.
     #[error("saga `{0}`: its id cannot make an idempotency key")]
     Key(String),
+    /// Another orchestrator holds the saga now (this one's lease on it ran
+    /// out): this one stops driving it.
+    #[error("saga `{0}` is held by another orchestrator now")]
+    Lost(String),
     /// The saga is not parked, so it cannot be resumed.
     #[error("saga `{id}` is {status:?}, not parked")]
     NotParked {
@@ -54,6 +58,9 @@ pub enum SagaError {
         status: SagaStatus,
     },
 }
+
+/// Unfinished sagas taken and driven at once by [`Orchestrator::recover`].
+const RECOVERY_BATCH: u32 = 256;
 
 /// A registered definition, whatever its state type.
 trait Runnable<DB: LogDatabase>: Send + Sync {
@@ -188,36 +195,42 @@ impl<DB: LogDatabase> Orchestrator<DB> {
     /// not registered is parked with the reason. Returns each saga's id and
     /// end.
     pub async fn recover(&self) -> Result<Vec<(String, SagaStatus)>, SagaError> {
-        let mut unfinished = self.log.list(SagaStatus::Running, u32::MAX >> 1).await?;
-        unfinished.extend(
-            self.log
-                .list(SagaStatus::Compensating, u32::MAX >> 1)
-                .await?,
-        );
-        let runs = unfinished.into_iter().map(|record| async move {
-            let id = record.id.clone();
-            self.drive(record).await.map(|status| (id, status))
-        });
-        futures_util::future::join_all(runs)
-            .await
-            .into_iter()
-            .collect()
+        let mut ended = Vec::new();
+        loop {
+            // Batches of at most RECOVERY_BATCH, driven at once.
+            let claimed = self.log.claim_unfinished(RECOVERY_BATCH).await?;
+            if claimed.is_empty() {
+                return Ok(ended);
+            }
+            let runs = claimed.into_iter().map(|record| async move {
+                let id = record.id.clone();
+                self.drive(record).await.map(|status| (id, status))
+            });
+            for outcome in futures_util::future::join_all(runs).await {
+                match outcome {
+                    Ok(done) => ended.push(done),
+                    // Taken over mid-way: the other orchestrator finishes it.
+                    Err(SagaError::Lost(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
     }
 
     /// Resumes a parked saga: it goes on with what it was doing (usually a
     /// compensation), with a fresh count of attempts.
     pub async fn resume(&self, id: &str) -> Result<SagaStatus, SagaError> {
-        let mut record = self
-            .log
-            .get(id)
-            .await?
-            .ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
-        if record.status != SagaStatus::NeedsAttention {
+        let Some(mut record) = self.log.claim(id).await? else {
+            let record = self
+                .log
+                .get(id)
+                .await?
+                .ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
             return Err(SagaError::NotParked {
                 id: id.to_owned(),
                 status: record.status,
             });
-        }
+        };
         record.status = record
             .parked_from
             .take()
@@ -265,7 +278,7 @@ impl<DB: LogDatabase> Orchestrator<DB> {
                     outcome: "parked".to_owned(),
                     error: Some(reason),
                 };
-                self.log.after(&parked, &entry).await?;
+                held(self.log.after(&parked, &entry).await?, &parked.id)?;
                 Ok(SagaStatus::NeedsAttention)
             }
         }
@@ -325,14 +338,20 @@ where
                     record.status = SagaStatus::Completed;
                     record.in_flight = false;
                     let entry = entry(record.step, Phase::Action, None);
-                    log.after(&record, &entry).await?;
+                    held(log.after(&record, &entry).await?, &record.id)?;
                 }
                 SagaStatus::Running => {
                     let index = record.step;
                     if !record.in_flight {
-                        log.before(&record.id, SagaStatus::Running, index).await?;
+                        held(
+                            log.before(&record.id, SagaStatus::Running, index).await?,
+                            &record.id,
+                        )?;
                     }
-                    match self.act(&span_cx, &saga_id, index, state.clone()).await? {
+                    match self
+                        .act(log, &span_cx, &saga_id, index, state.clone())
+                        .await?
+                    {
                         Ok(next) => {
                             state = next;
                             record.state = state.encode_to_vec();
@@ -342,8 +361,11 @@ where
                             if record.step >= count {
                                 record.status = SagaStatus::Completed;
                             }
-                            log.after(&record, &entry(index, Phase::Action, None))
-                                .await?;
+                            held(
+                                log.after(&record, &entry(index, Phase::Action, None))
+                                    .await?,
+                                &record.id,
+                            )?;
                         }
                         Err(error) => {
                             let message = error.to_string();
@@ -356,8 +378,11 @@ where
                             }
                             record.in_flight = false;
                             record.error = Some(message.clone());
-                            log.after(&record, &entry(index, Phase::Action, Some(message)))
-                                .await?;
+                            held(
+                                log.after(&record, &entry(index, Phase::Action, Some(message)))
+                                    .await?,
+                                &record.id,
+                            )?;
                         }
                     }
                 }
@@ -368,18 +393,24 @@ where
                         record.status = SagaStatus::Compensated;
                         record.step = 0;
                         record.in_flight = false;
-                        log.after(&record, &entry(0, Phase::Compensation, None))
-                            .await?;
+                        held(
+                            log.after(&record, &entry(0, Phase::Compensation, None))
+                                .await?,
+                            &record.id,
+                        )?;
                         continue;
                     }
                     let index = remaining - 1;
                     if !record.in_flight || record.step != remaining {
-                        log.before(&record.id, SagaStatus::Compensating, remaining)
-                            .await?;
+                        held(
+                            log.before(&record.id, SagaStatus::Compensating, remaining)
+                                .await?,
+                            &record.id,
+                        )?;
                     }
                     record.step = remaining;
                     match self
-                        .compensate(&span_cx, &saga_id, index, state.clone())
+                        .compensate(log, &span_cx, &saga_id, index, state.clone())
                         .await?
                     {
                         Ok(()) => {
@@ -388,8 +419,11 @@ where
                             if record.step == 0 {
                                 record.status = SagaStatus::Compensated;
                             }
-                            log.after(&record, &entry(index, Phase::Compensation, None))
-                                .await?;
+                            held(
+                                log.after(&record, &entry(index, Phase::Compensation, None))
+                                    .await?,
+                                &record.id,
+                            )?;
                         }
                         Err(error) => {
                             let message = error.to_string();
@@ -398,8 +432,14 @@ where
                             record.parked_from = Some(SagaStatus::Compensating);
                             record.in_flight = false;
                             record.error = Some(message.clone());
-                            log.after(&record, &entry(index, Phase::Compensation, Some(message)))
-                                .await?;
+                            held(
+                                log.after(
+                                    &record,
+                                    &entry(index, Phase::Compensation, Some(message)),
+                                )
+                                .await?,
+                                &record.id,
+                            )?;
                         }
                     }
                 }
@@ -454,8 +494,9 @@ where
     }
 
     /// The step's action, with its timeout and attempts.
-    async fn act(
+    async fn act<DB: LogDatabase>(
         &self,
+        log: &SagaLog<DB>,
         saga: &Context,
         saga_id: &Arc<str>,
         index: u32,
@@ -471,6 +512,7 @@ where
                 Err(error) if error.is_retryable() && attempt < step.attempts => {
                     tracing::debug!(saga = %saga_id, step = step.name, attempt, %error, "saga step failed; retrying");
                     tokio::time::sleep(self.wait(attempt)).await;
+                    held(log.renew(saga_id).await?, saga_id)?;
                     attempt += 1;
                 }
                 outcome => return Ok(outcome),
@@ -480,8 +522,9 @@ where
 
     /// The step's compensation: retried on any failure, up to the
     /// definition's limit.
-    async fn compensate(
+    async fn compensate<DB: LogDatabase>(
         &self,
+        log: &SagaLog<DB>,
         saga: &Context,
         saga_id: &Arc<str>,
         index: u32,
@@ -500,6 +543,7 @@ where
                 Err(error) if attempt < self.compensation_attempts => {
                     tracing::warn!(saga = %saga_id, step = step.name, attempt, %error, "saga compensation failed; retrying");
                     tokio::time::sleep(self.wait(attempt)).await;
+                    held(log.renew(saga_id).await?, saga_id)?;
                     attempt += 1;
                 }
                 outcome => return Ok(outcome),
@@ -556,6 +600,16 @@ impl<S> SagaDefinition<S> {
             ],
         );
         outcome
+    }
+}
+
+/// An error unless the write found the saga still this orchestrator's.
+fn held(held: bool, id: &str) -> Result<(), SagaError> {
+    if held {
+        Ok(())
+    } else {
+        tracing::warn!(saga = %id, "saga taken over by another orchestrator; stopping here");
+        Err(SagaError::Lost(id.to_owned()))
     }
 }
 

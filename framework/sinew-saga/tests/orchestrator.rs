@@ -241,7 +241,29 @@ async fn outcomes<DB: LogDatabase>(log: SagaLog<DB>) {
     assert!(saga.resume("o-4").await.is_err(), "not parked any more");
 }
 
+/// The log as another orchestrator (another process) sees it.
+async fn another<DB: LogDatabase>(log: &SagaLog<DB>) -> SagaLog<DB> {
+    SagaLog::new(log.pool().clone()).await.unwrap()
+}
+
+/// Recovers until `id` is among what was recovered: its dead owner's
+/// lease has to run out first.
+async fn recover_until<DB: LogDatabase>(
+    saga: &Orchestrator<DB>,
+    id: &str,
+) -> Vec<(String, SagaStatus)> {
+    for _ in 0..400 {
+        let recovered = saga.recover().await.unwrap();
+        if recovered.iter().any(|r| r.0 == id) {
+            return recovered;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{id} never recovered");
+}
+
 async fn crash_and_versions<DB: LogDatabase>(log: SagaLog<DB>) {
+    let log = log.lease_ttl(Duration::from_millis(200));
     // The orchestrator dies while `charge` is in flight, after the
     // participant applied it.
     let books = Shared::default();
@@ -260,7 +282,12 @@ async fn crash_and_versions<DB: LogDatabase>(log: SagaLog<DB>) {
     // A new orchestrator recovers it: the call is made again with its
     // key, and the participant applies it once.
     books.lock().unwrap().hang = None;
-    let recovered = orchestrator(&log, &books, 1).recover().await.unwrap();
+    let restarted = orchestrator(&another(&log).await, &books, 1);
+    assert!(
+        restarted.recover().await.unwrap().is_empty(),
+        "its lease still runs: not taken"
+    );
+    let recovered = recover_until(&restarted, "o-5").await;
     assert!(
         recovered.contains(&("o-5".to_owned(), SagaStatus::Completed)),
         "{recovered:?}"
@@ -288,7 +315,7 @@ async fn crash_and_versions<DB: LogDatabase>(log: SagaLog<DB>) {
     called(&books, 1).await;
     running.abort();
     let _ = running.await;
-    let recovered = orchestrator(&log, &books, 2).recover().await.unwrap();
+    let recovered = recover_until(&orchestrator(&another(&log).await, &books, 2), "o-6").await;
     assert!(
         recovered.contains(&("o-6".to_owned(), SagaStatus::NeedsAttention)),
         "{recovered:?}"
@@ -375,4 +402,115 @@ async fn postgres_crash_and_versions() {
     if let Some(log) = postgres("sinew_test_saga_crash").await {
         crash_and_versions(log).await;
     }
+}
+
+/// Two replicas on one PostgreSQL log take a dead orchestrator's sagas
+/// without running any of them twice, and an orchestrator that stalls
+/// past its lease loses its saga to another instead of racing it.
+async fn replicas(log: SagaLog<sqlx::Postgres>) {
+    let dead = log.lease_ttl(Duration::from_millis(300));
+    let books = Shared::default();
+    books.lock().unwrap().hang = Some("charge");
+    let saga = orchestrator(&dead, &books, 1);
+    let mut running = Vec::new();
+    for n in 0..30 {
+        let saga = saga.clone();
+        let id = format!("r-{n}");
+        running.push(tokio::spawn(async move {
+            saga.run("order", id.as_str(), &order(&id)).await
+        }));
+    }
+    // Each saga reserved, then charged: 60 calls, then the process dies.
+    called(&books, 60).await;
+    for task in running {
+        task.abort();
+        let _ = task.await;
+    }
+    books.lock().unwrap().hang = None;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+
+    let b = orchestrator(&another(&dead).await, &books, 1);
+    let c = orchestrator(&another(&dead).await, &books, 1);
+    let (by_b, by_c) = tokio::join!(b.recover(), c.recover());
+    let (by_b, by_c) = (by_b.unwrap(), by_c.unwrap());
+    let mut all: Vec<&String> = by_b.iter().chain(&by_c).map(|r| &r.0).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 30, "every saga recovered");
+    assert_eq!(
+        by_b.len() + by_c.len(),
+        30,
+        "none by both: {by_b:?} {by_c:?}"
+    );
+    assert!(
+        by_b.iter()
+            .chain(&by_c)
+            .all(|r| r.1 == SagaStatus::Completed)
+    );
+    let books = books.lock().unwrap();
+    for n in 0..30 {
+        let id = format!("r-{n}");
+        let charges = books
+            .calls
+            .iter()
+            .filter(|c| c.0 == "charge" && c.2.starts_with(&format!("{id}/")))
+            .count();
+        assert_eq!(charges, 2, "{id}: the dead one's call, and one more");
+        let confirms = books
+            .calls
+            .iter()
+            .filter(|c| c.0 == "confirm" && c.2.starts_with(&format!("{id}/")))
+            .count();
+        assert_eq!(confirms, 1, "{id}: driven by one replica");
+    }
+}
+
+#[tokio::test]
+async fn postgres_replicas() {
+    if let Some(log) = postgres("sinew_test_saga_replicas").await {
+        replicas(log).await;
+    }
+}
+
+#[tokio::test]
+async fn a_stalled_orchestrator_loses_its_saga() {
+    let (_dir, log) = sqlite().await;
+    let slow = log.clone().lease_ttl(Duration::from_millis(100));
+    let first = Arc::new(Mutex::new(true));
+    let calls = Arc::new(Mutex::new(0));
+    let definition = |first: Arc<Mutex<bool>>, calls: Arc<Mutex<u32>>| {
+        SagaDefinition::new("slow", 1).step(Step::new("work", move |_: StepContext, o: Order| {
+            let first = first.clone();
+            let calls = calls.clone();
+            async move {
+                *calls.lock().unwrap() += 1;
+                let stall = std::mem::replace(&mut *first.lock().unwrap(), false);
+                if stall {
+                    // Past its lease: another orchestrator takes over.
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+                Ok(o)
+            }
+        }))
+    };
+    let stalled = Orchestrator::builder(slow.clone())
+        .register(definition(first.clone(), calls.clone()))
+        .build();
+    let running = tokio::spawn(async move { stalled.run("slow", "s-1", &order("s-1")).await });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let other = Orchestrator::builder(another(&slow).await)
+        .register(definition(first, calls.clone()))
+        .build();
+    let recovered = recover_until(&other, "s-1").await;
+    assert!(recovered.contains(&("s-1".to_owned(), SagaStatus::Completed)));
+    let lost = running.await.unwrap();
+    assert!(
+        matches!(lost, Err(sinew_saga::SagaError::Lost(ref id)) if id == "s-1"),
+        "{lost:?}"
+    );
+    assert_eq!(*calls.lock().unwrap(), 2);
+    assert_eq!(
+        log.get("s-1").await.unwrap().unwrap().status,
+        SagaStatus::Completed
+    );
 }
