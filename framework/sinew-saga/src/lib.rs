@@ -1,7 +1,89 @@
-//! Sagas for sinew. This first part: idempotency keys, so that a saga
-//! step's call applies at most once however often it is made.
+//! Sagas for sinew: distributed transactions with compensation, run by an
+//! orchestrator embedded in the service and durable in its own database.
 //!
-//! # The scheme
+//! # Defining and running a saga
+//!
+//! A saga is an ordered list of [`Step`]s over a typed state (a protobuf
+//! message, stored with the saga). A step's action reads the state, makes
+//! its call and returns the state extended with the answer; its
+//! compensation undoes it. When an action fails for good (a final
+//! [`StepError`], or a retryable one on its last attempt), the completed
+//! steps are compensated, last first. Compensations are retried until
+//! they succeed; past [`SagaDefinition::compensation_attempts`] the saga
+//! is parked as [`SagaStatus::NeedsAttention`], with the error, and
+//! [`Orchestrator::resume`] goes on with it. Nothing is ever dropped.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sinew_saga::{Orchestrator, SagaDefinition, SagaLog, SagaStatus, Step, StepContext, StepError};
+//!
+//! #[derive(Clone, PartialEq, prost::Message)]
+//! struct Order {
+//!     #[prost(string, tag = "1")]
+//!     order_id: String,
+//!     #[prost(string, tag = "2")]
+//!     charge_id: String,
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let definition = SagaDefinition::new("place-order", 1)
+//!     .step(
+//!         Step::new("charge", |cx: StepContext, mut order: Order| async move {
+//!             // payments.charge(cx.request(ChargeRequest { .. })).await?: the
+//!             // request carries the step's idempotency key.
+//!             order.charge_id = format!("ch-{}", cx.saga_id);
+//!             Ok(order)
+//!         })
+//!         .compensate(|_cx: StepContext, _order: Order| async move {
+//!             // payments.refund(cx.request(...)).await?
+//!             Ok(())
+//!         }),
+//!     )
+//!     .step(Step::new("confirm", |_cx: StepContext, _order: Order| async move {
+//!         Err::<Order, _>(StepError::Final("out of stock".into()))
+//!     }));
+//!
+//! let pool = sqlx::sqlite::SqlitePoolOptions::new()
+//!     .max_connections(1)
+//!     .connect("sqlite::memory:")
+//!     .await?;
+//! let orchestrator = Orchestrator::builder(SagaLog::new(pool).await?)
+//!     .register(definition)
+//!     .build();
+//! // At start: finish what a crash left unfinished.
+//! orchestrator.recover().await?;
+//! let order = Order { order_id: "o-1".into(), ..Order::default() };
+//! let end = orchestrator.run("place-order", "o-1", &order).await?;
+//! assert_eq!(end, SagaStatus::Compensated); // charged, then refunded
+//! # Ok(()) }
+//! ```
+//!
+//! # Durability and recovery
+//!
+//! The [`SagaLog`] (SQLite or PostgreSQL, through sqlx) keeps each saga's
+//! state and position with two writes per step: one before the step's
+//! call, one after. After a crash, [`Orchestrator::recover`] takes every
+//! unfinished saga and goes on from where it stopped: a call that was in
+//! flight is made again, with the same idempotency key (below), so the
+//! participant applies it once. Each instance records its definition's
+//! name and version; one whose version is no longer registered is parked
+//! with a clear reason.
+//!
+//! Several replicas share one log: each saga is held by the orchestrator
+//! running it through a lease that every write renews
+//! ([`SagaLog::lease_ttl`], 60s), and `recover` takes only sagas whose
+//! lease ran out (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas
+//! take different ones; SQLite's writes take turns). A write also checks
+//! the lease, so an orchestrator that stalled past it stops with
+//! [`SagaError::Lost`] instead of racing the one that took over.
+//!
+//! A saga is a span, and each attempt of a step's action or compensation a
+//! child span whose context the step's calls carry. The meter
+//! `sinew.saga` counts sagas started, completed, compensated and parked,
+//! and times each step.
+//!
+//! # Idempotency keys
 //!
 //! A saga repeats calls: its coordinator retries a step whose answer it
 //! did not get (a timeout, a dropped connection, its own crash and
