@@ -142,7 +142,10 @@ impl SinewGenerator {
             quote! {
                 #[doc = #client_doc]
                 #[derive(Debug, Clone)]
-                pub struct #client_type(#client_mod::#client_type<#framework::client::Client>);
+                pub struct #client_type(
+                    #client_mod::#client_type<#framework::client::Client>,
+                    #framework::client::Client,
+                );
 
                 impl #client_type {
                     /// Connects to the service with every resilience layer on, taking
@@ -156,7 +159,7 @@ impl SinewGenerator {
                         #framework::client::Client::connect::<#contract>(config)
                             .await
                             .map(|client| {
-                                let mut inner = #client_mod::#client_type::new(client);
+                                let mut inner = #client_mod::#client_type::new(client.clone());
                                 if accept {
                                     for &encoding in #framework::client::ACCEPTED_COMPRESSION {
                                         inner = inner.accept_compressed(encoding);
@@ -165,7 +168,7 @@ impl SinewGenerator {
                                 if let ::core::option::Option::Some(encoding) = send {
                                     inner = inner.send_compressed(encoding);
                                 }
-                                Self(inner)
+                                Self(inner, client)
                             })
                     }
 
@@ -177,7 +180,15 @@ impl SinewGenerator {
                         self,
                         encoding: #framework::tonic::codec::CompressionEncoding,
                     ) -> Self {
-                        Self(self.0.send_compressed(encoding))
+                        Self(self.0.send_compressed(encoding), self.1)
+                    }
+
+                    /// The resilient client underneath, which calls any method
+                    /// of the contract by its path with the same layers: a saga
+                    /// step built from a method (`Step::rpc` in `sinew::saga`)
+                    /// calls the method and its compensation through it.
+                    pub fn client(&self) -> &#framework::client::Client {
+                        &self.1
                     }
 
                     /// The tonic client underneath.
@@ -262,7 +273,19 @@ fn policy_tokens(framework: &TokenStream, policy: &Policy) -> TokenStream {
             .as_ref()
             .map(|h| hedging_tokens(framework, h)),
     );
-    let compensated_by = option_tokens(policy.compensated_by.as_ref().map(|path| quote!(#path)));
+    let compensated_by = option_tokens(policy.compensated_by.as_ref().map(|(path, response)| {
+        let input = if *response {
+            quote!(Response)
+        } else {
+            quote!(Request)
+        };
+        quote! {
+            #framework::contract::Compensation {
+                path: #path,
+                input: #framework::contract::CompensationInput::#input,
+            }
+        }
+    }));
     quote! {
         #framework::contract::MethodPolicy {
             timeout: #timeout,

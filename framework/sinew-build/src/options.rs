@@ -45,8 +45,9 @@ pub(crate) struct Policy {
     pub(crate) timeout: Option<Duration>,
     pub(crate) retry: Option<Retry>,
     pub(crate) hedging: Option<Hedging>,
-    /// The full path of the compensating method.
-    pub(crate) compensated_by: Option<String>,
+    /// The full path of the compensating method, and whether it takes the
+    /// action's response (rather than its request).
+    pub(crate) compensated_by: Option<(String, bool)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,12 +146,12 @@ impl Reader<'_> {
     }
 
     /// Checks that the method called `name` can undo this one, and returns
-    /// its full path.
+    /// its full path and whether it takes the action's response.
     ///
     /// A compensation may itself declare `compensated_by`: a saga never
     /// compensates a compensation, and symmetric pairs (`Enable` undone by
     /// `Disable`, `Disable` undone by `Enable`) are legitimate.
-    fn compensation(&self, name: &str) -> Result<String, Error> {
+    fn compensation(&self, name: &str) -> Result<(String, bool), Error> {
         let action = self.method;
         let service = action.parent_service();
         if name.contains(['.', '/']) {
@@ -220,7 +221,9 @@ impl Reader<'_> {
                 response.full_name(),
             )));
         }
-        Ok(format!("/{}/{}", service.full_name(), name))
+        // One type for both: the request (either would do).
+        let takes_response = takes != request;
+        Ok((format!("/{}/{}", service.full_name(), name), takes_response))
     }
 
     fn retry(&self, message: &DynamicMessage) -> Result<Retry, Error> {

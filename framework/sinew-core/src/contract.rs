@@ -36,7 +36,7 @@ pub trait Contract {
         Self::method(path)?
             .policy
             .compensated_by
-            .and_then(Self::method)
+            .and_then(|compensation| Self::method(compensation.path))
     }
 }
 
@@ -115,12 +115,35 @@ pub struct MethodPolicy {
     pub retry: Option<RetryPolicy>,
     /// Hedging rules; only ever set on `NO_SIDE_EFFECTS` methods.
     pub hedging: Option<HedgingPolicy>,
-    /// The full path (`/pkg.Service/Refund`) of the method that undoes this
-    /// one, from `compensated_by`: a saga step built from this method
-    /// compensates with it. Always a unary, `IDEMPOTENT` method of the same
-    /// service whose request type is this method's request or response
-    /// type; see [`Contract::compensation_of`].
-    pub compensated_by: Option<&'static str>,
+    /// The method that undoes this one, from `compensated_by`: a saga step
+    /// built from this method compensates with it. Always a unary,
+    /// `IDEMPOTENT` method of the same service whose request type is this
+    /// method's request or response type; see [`Contract::compensation_of`].
+    pub compensated_by: Option<Compensation>,
+}
+
+/// The method that undoes another, as `(sinew.method).compensated_by`
+/// names it, and what its request is made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Compensation {
+    /// The compensating method's full path, such as
+    /// `/shop.payments.v1.Payments/Refund`.
+    pub path: &'static str,
+    /// Whether its request is the action's request or the action's
+    /// response (the contract declares the type; sinew-build checked it is
+    /// one of the two).
+    pub input: CompensationInput,
+}
+
+/// What a compensation takes as its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompensationInput {
+    /// The action's request, sent again to the compensation (when the
+    /// action's request and response are of one type, this one).
+    Request,
+    /// The action's response: what the action made (a charge, a
+    /// reservation) is what the compensation undoes.
+    Response,
 }
 
 impl MethodPolicy {
@@ -253,7 +276,10 @@ mod tests {
                 streaming: Streaming::Unary,
                 idempotency: Idempotency::Unknown,
                 policy: MethodPolicy {
-                    compensated_by: Some("/t.v1.Payments/Refund"),
+                    compensated_by: Some(Compensation {
+                        path: "/t.v1.Payments/Refund",
+                        input: CompensationInput::Response,
+                    }),
                     ..MethodPolicy::NONE
                 },
             },

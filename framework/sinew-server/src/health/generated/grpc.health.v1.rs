@@ -617,7 +617,10 @@ for health_server::HealthServer<T> {
 
  Build it with [`connect`](Self::connect); call the RPCs as on tonic's [`health_client::HealthClient`], which it dereferences to. Clones share connections, breakers, bulkhead and retry throttle.*/
 #[derive(Debug, Clone)]
-pub struct HealthClient(health_client::HealthClient<crate::codegen::client::Client>);
+pub struct HealthClient(
+    health_client::HealthClient<crate::codegen::client::Client>,
+    crate::codegen::client::Client,
+);
 impl HealthClient {
     /// Connects to the service with every resilience layer on, taking
     /// per-method policy from the contract (and the service config, if
@@ -630,7 +633,7 @@ impl HealthClient {
         crate::codegen::client::Client::connect::<HealthContract>(config)
             .await
             .map(|client| {
-                let mut inner = health_client::HealthClient::new(client);
+                let mut inner = health_client::HealthClient::new(client.clone());
                 if accept {
                     for &encoding in crate::codegen::client::ACCEPTED_COMPRESSION {
                         inner = inner.accept_compressed(encoding);
@@ -639,7 +642,7 @@ impl HealthClient {
                 if let ::core::option::Option::Some(encoding) = send {
                     inner = inner.send_compressed(encoding);
                 }
-                Self(inner)
+                Self(inner, client)
             })
     }
     /// This client, compressing its requests with `encoding`:
@@ -650,7 +653,14 @@ impl HealthClient {
         self,
         encoding: crate::codegen::tonic::codec::CompressionEncoding,
     ) -> Self {
-        Self(self.0.send_compressed(encoding))
+        Self(self.0.send_compressed(encoding), self.1)
+    }
+    /// The resilient client underneath, which calls any method
+    /// of the contract by its path with the same layers: a saga
+    /// step built from a method (`Step::rpc` in `sinew::saga`)
+    /// calls the method and its compensation through it.
+    pub fn client(&self) -> &crate::codegen::client::Client {
+        &self.1
     }
     /// The tonic client underneath.
     pub fn into_inner(
