@@ -2,7 +2,13 @@
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use sinew_core::BoxError;
+use prost::Message;
+use sinew_client::Client;
+use sinew_core::{
+    BoxError,
+    contract::{CompensationInput, MethodInfo, Streaming},
+};
+use sinew_events::Envelope;
 
 use crate::{IdempotencyKey, Phase};
 
@@ -82,10 +88,32 @@ impl From<tonic::Status> for StepError {
     }
 }
 
+/// What an action leaves: the state extended, and, for a step built from
+/// a contract's method, the compensation's request, encoded (kept in the
+/// log until the saga ends).
+pub(crate) struct Done<S> {
+    pub(crate) state: S,
+    pub(crate) undo: Option<Vec<u8>>,
+}
+
 pub(crate) type Action<S> =
-    Arc<dyn Fn(StepContext, S) -> BoxFuture<'static, Result<S, StepError>> + Send + Sync>;
-pub(crate) type Compensation<S> =
-    Arc<dyn Fn(StepContext, S) -> BoxFuture<'static, Result<(), StepError>> + Send + Sync>;
+    Arc<dyn Fn(StepContext, S) -> BoxFuture<'static, Result<Done<S>, StepError>> + Send + Sync>;
+/// A compensation gets the state and what its action recorded for it.
+pub(crate) type Compensation<S> = Arc<
+    dyn Fn(StepContext, S, Option<Vec<u8>>) -> BoxFuture<'static, Result<(), StepError>>
+        + Send
+        + Sync,
+>;
+/// Events recorded, from the state, with a step's or a saga's end.
+pub(crate) type Emit<S> = Arc<dyn Fn(&S) -> Vec<Envelope> + Send + Sync>;
+
+/// A recorded request, decoded; a log that does not decode is no
+/// attempt's fault, so the compensation parks.
+fn decode<T: Message + Default>(bytes: &[u8], path: &str) -> Result<T, StepError> {
+    T::decode(bytes).map_err(|e| {
+        StepError::Final(format!("the request recorded for {path} does not decode: {e}").into())
+    })
+}
 
 /// One step: an action that reads and extends the state, and what undoes
 /// it.
@@ -95,6 +123,7 @@ pub struct Step<S> {
     pub(crate) compensation: Option<Compensation<S>>,
     pub(crate) timeout: Duration,
     pub(crate) attempts: u32,
+    pub(crate) emits: Option<Emit<S>>,
 }
 
 impl<S> std::fmt::Debug for Step<S> {
@@ -104,6 +133,7 @@ impl<S> std::fmt::Debug for Step<S> {
             .field("compensated", &self.compensation.is_some())
             .field("timeout", &self.timeout)
             .field("attempts", &self.attempts)
+            .field("emits", &self.emits.is_some())
             .finish()
     }
 }
@@ -118,13 +148,124 @@ impl<S: Send + 'static> Step<S> {
         F: Fn(StepContext, S) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<S, StepError>> + Send + 'static,
     {
+        let action = Arc::new(action);
         Self {
             name,
-            action: Arc::new(move |cx, state| Box::pin(action(cx, state))),
+            action: Arc::new(move |cx, state| {
+                let call = action(cx, state);
+                Box::pin(async move { call.await.map(|state| Done { state, undo: None }) })
+            }),
             compensation: None,
             timeout: Duration::from_secs(10),
             attempts: 3,
+            emits: None,
         }
+    }
+
+    /// A step that calls the contract's `method` through `client` (a
+    /// generated client's [`client()`](sinew_client::Client), or one
+    /// connected for the contract): `request` builds its request from the
+    /// state, and `merge` extends the state with its response.
+    ///
+    /// When the contract names the method's compensation
+    /// (`(sinew.method).compensated_by`), the step compensates with it, with
+    /// no more wiring: the compensation's request is the action's request or
+    /// response, as the contract declares, kept in the saga's log from the
+    /// action's end until the saga ends. [`compensate`](Self::compensate)
+    /// replaces it. Both calls carry the step's idempotency key.
+    ///
+    /// The call's failure is classified as `tonic::Status` is (see
+    /// [`StepError`]'s `From`).
+    ///
+    /// # Panics
+    /// If `method` streams: a step is one unary call (sinew-build refuses a
+    /// streaming method with a compensation, but not a plain one).
+    pub fn rpc<Req, Resp, B, M>(
+        name: &'static str,
+        client: &Client,
+        method: &'static MethodInfo,
+        request: B,
+        merge: M,
+    ) -> Self
+    where
+        Req: Message + Default + Clone + 'static,
+        Resp: Message + Default + Clone + 'static,
+        B: Fn(&S) -> Req + Send + Sync + 'static,
+        M: Fn(S, Resp) -> S + Send + Sync + 'static,
+    {
+        assert!(
+            method.streaming == Streaming::Unary,
+            "saga step {name}: {} streams; a step is one unary call",
+            method.path
+        );
+        let compensation = method.policy.compensated_by;
+        let (request, merge) = (Arc::new(request), Arc::new(merge));
+        let caller = client.clone();
+        let action: Action<S> = Arc::new(move |cx: StepContext, state: S| {
+            let (client, request, merge) = (caller.clone(), request.clone(), merge.clone());
+            Box::pin(async move {
+                let message = request(&state);
+                let sent = compensation
+                    .filter(|c| c.input == CompensationInput::Request)
+                    .map(|_| message.encode_to_vec());
+                let reply: Resp = crate::call::unary(&client, method.path, &cx, message).await?;
+                let undo = match compensation.map(|c| c.input) {
+                    Some(CompensationInput::Response) => Some(reply.encode_to_vec()),
+                    _ => sent,
+                };
+                Ok(Done {
+                    state: merge(state, reply),
+                    undo,
+                })
+            })
+        });
+        let mut step = Self {
+            name,
+            action,
+            compensation: None,
+            timeout: Duration::from_secs(10),
+            attempts: 3,
+            emits: None,
+        };
+        if let Some(compensation) = compensation {
+            let client = client.clone();
+            step.compensation = Some(Arc::new(move |cx: StepContext, _state: S, undo| {
+                let client = client.clone();
+                Box::pin(async move {
+                    let Some(undo) = undo else {
+                        return Err(StepError::Final(
+                            format!("the log holds no request for {}", compensation.path).into(),
+                        ));
+                    };
+                    // The request as the action recorded it: its own type
+                    // or its response's, whichever the contract names.
+                    let outcome = match compensation.input {
+                        CompensationInput::Request => {
+                            let message = decode::<Req>(&undo, compensation.path)?;
+                            crate::call::unary::<_, crate::call::Ignored>(
+                                &client,
+                                compensation.path,
+                                &cx,
+                                message,
+                            )
+                            .await
+                        }
+                        CompensationInput::Response => {
+                            let message = decode::<Resp>(&undo, compensation.path)?;
+                            crate::call::unary::<_, crate::call::Ignored>(
+                                &client,
+                                compensation.path,
+                                &cx,
+                                message,
+                            )
+                            .await
+                        }
+                    };
+                    outcome.map(drop).map_err(StepError::from)
+                })
+            }));
+        }
+        step
     }
 
     /// What undoes the action, given the state after it. Retried with
@@ -135,7 +276,23 @@ impl<S: Send + 'static> Step<S> {
         F: Fn(StepContext, S) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), StepError>> + Send + 'static,
     {
-        self.compensation = Some(Arc::new(move |cx, state| Box::pin(compensation(cx, state))));
+        self.compensation = Some(Arc::new(move |cx, state, _| {
+            Box::pin(compensation(cx, state))
+        }));
+        self
+    }
+
+    /// Events to publish when the action succeeds, made from the state
+    /// after it (`sinew_events::Envelope::new(&event)` for each). They are
+    /// written to the orchestrator's outbox in the same transaction as the
+    /// log's record of the step, so they are published if and only if the
+    /// step is recorded done (see [`OrchestratorBuilder::outbox`](crate::OrchestratorBuilder::outbox)).
+    #[must_use]
+    pub fn emits<F>(mut self, events: F) -> Self
+    where
+        F: Fn(&S) -> Vec<Envelope> + Send + Sync + 'static,
+    {
+        self.emits = Some(Arc::new(events));
         self
     }
 
@@ -162,6 +319,8 @@ pub struct SagaDefinition<S> {
     pub(crate) steps: Vec<Step<S>>,
     pub(crate) compensation_attempts: u32,
     pub(crate) backoff: (Duration, Duration),
+    pub(crate) on_completed: Option<Emit<S>>,
+    pub(crate) on_compensated: Option<Emit<S>>,
 }
 
 impl<S> std::fmt::Debug for SagaDefinition<S> {
@@ -184,7 +343,39 @@ impl<S> SagaDefinition<S> {
             steps: Vec::new(),
             compensation_attempts: 10,
             backoff: (Duration::from_millis(100), Duration::from_secs(10)),
+            on_completed: None,
+            on_compensated: None,
         }
+    }
+
+    /// Events to publish when the saga completes, made from its final
+    /// state; written to the outbox in the transaction that records the
+    /// completion.
+    #[must_use]
+    pub fn on_completed<F>(mut self, events: F) -> Self
+    where
+        F: Fn(&S) -> Vec<Envelope> + Send + Sync + 'static,
+    {
+        self.on_completed = Some(Arc::new(events));
+        self
+    }
+
+    /// Events to publish when the saga has been compensated, made from its
+    /// state; written to the outbox in the transaction that records it.
+    #[must_use]
+    pub fn on_compensated<F>(mut self, events: F) -> Self
+    where
+        F: Fn(&S) -> Vec<Envelope> + Send + Sync + 'static,
+    {
+        self.on_compensated = Some(Arc::new(events));
+        self
+    }
+
+    /// Whether any step or end of this saga publishes events.
+    pub(crate) fn emits(&self) -> bool {
+        self.on_completed.is_some()
+            || self.on_compensated.is_some()
+            || self.steps.iter().any(|step| step.emits.is_some())
     }
 
     /// Adds a step after the others.

@@ -261,6 +261,8 @@
 //! # }
 //! ```
 
+pub mod admin;
+mod call;
 pub mod definition;
 mod key;
 mod layer;
@@ -272,7 +274,7 @@ mod store;
 pub use definition::{SagaDefinition, Step, StepContext, StepError};
 pub use key::{HEADER, IdempotencyKey, KeyError, MAX_LEN, Phase};
 pub use layer::{CalledMethod, IdempotencyLayer, IdempotencyService, KeyedFuture};
-pub use log::{SagaLog, SagaRecord, SagaStatus};
+pub use log::{HistoryEntry, SagaLog, SagaRecord, SagaStatus};
 pub use orchestrator::{Orchestrator, OrchestratorBuilder, SagaError};
 pub use store::{
     Claim, Error, HandlerError, IdempotencyConfig, IdempotencyDatabase, IdempotencyStore, Ticket,

@@ -12,6 +12,7 @@
 //! row per finished call, written in the "after" transaction).
 
 use std::{
+    collections::BTreeMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -36,9 +37,19 @@ fn rand_u64() -> u64 {
     hasher.finish()
 }
 
+use prost::Message as _;
+use sinew_events::{Envelope, Outbox};
 use sqlx::{Pool, Postgres, Row as _, Sqlite};
 
 use crate::Phase;
+
+/// The compensations' requests a saga's steps recorded, by step: the
+/// `undo` column, encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct UndoColumn {
+    #[prost(btree_map = "uint32, bytes", tag = "1")]
+    by_step: BTreeMap<u32, Vec<u8>>,
+}
 
 /// Where a saga is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,6 +65,8 @@ pub enum SagaStatus {
     /// Parked: a compensation kept failing, or the saga's definition is
     /// not registered. Visible, and resumable; never dropped.
     NeedsAttention,
+    /// Aborted by an operator while parked: nothing more is called.
+    Aborted,
 }
 
 impl SagaStatus {
@@ -65,6 +78,7 @@ impl SagaStatus {
             Self::Completed => "completed",
             Self::Compensated => "compensated",
             Self::NeedsAttention => "needs_attention",
+            Self::Aborted => "aborted",
         }
     }
 
@@ -75,13 +89,14 @@ impl SagaStatus {
             "completed" => Self::Completed,
             "compensated" => Self::Compensated,
             "needs_attention" => Self::NeedsAttention,
+            "aborted" => Self::Aborted,
             _ => return None,
         })
     }
 
-    /// Whether the saga has ended (completed or compensated).
+    /// Whether the saga has ended: completed, compensated or aborted.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Completed | Self::Compensated)
+        matches!(self, Self::Completed | Self::Compensated | Self::Aborted)
     }
 }
 
@@ -110,6 +125,14 @@ pub struct SagaRecord {
     pub parked_from: Option<SagaStatus>,
     /// The last error, if any.
     pub error: Option<String>,
+    /// The compensations' requests, by step, that steps built from a
+    /// contract's method recorded (see `Step::rpc`).
+    pub undo: BTreeMap<u32, Vec<u8>>,
+    /// When the saga was created, in ms since the Unix epoch (set by the
+    /// log; ignored when writing).
+    pub created_at_ms: i64,
+    /// When the log last wrote it, as `created_at_ms`.
+    pub updated_at_ms: i64,
 }
 
 /// One finished call, in a saga's history.
@@ -121,8 +144,11 @@ pub struct HistoryEntry {
     pub phase: Phase,
     /// `ok` or `failed`.
     pub outcome: String,
-    /// The error, when it failed.
+    /// The error, when it failed (or why the saga was parked or aborted).
     pub error: Option<String>,
+    /// When it was recorded, in ms since the Unix epoch (set by the log;
+    /// ignored when writing).
+    pub at_ms: i64,
 }
 
 /// A database the log runs on: SQLite or PostgreSQL.
@@ -138,6 +164,9 @@ pub struct SagaLog<DB: LogDatabase> {
     /// This orchestrator's name in the log: the owner of the sagas it runs.
     owner: Arc<str>,
     lease_ttl: Duration,
+    /// Where the events sagas publish are written, in the log's
+    /// transactions.
+    outbox: Option<Outbox<DB>>,
 }
 
 impl<DB: LogDatabase> Clone for SagaLog<DB> {
@@ -147,6 +176,7 @@ impl<DB: LogDatabase> Clone for SagaLog<DB> {
             writes: self.writes.clone(),
             owner: self.owner.clone(),
             lease_ttl: self.lease_ttl,
+            outbox: self.outbox.clone(),
         }
     }
 }
@@ -168,14 +198,30 @@ fn phase_name(phase: Phase) -> &'static str {
 impl<DB: LogDatabase> SagaLog<DB> {
     /// A log in `pool`'s database; creates its tables if missing.
     pub async fn new(pool: Pool<DB>) -> Result<Self, sqlx::Error> {
-        DB::migrate(&pool).await?;
+        <DB as sealed::Sealed>::migrate(&pool).await?;
         let owner = format!("{:016x}", rand_u64());
         Ok(Self {
             pool,
             writes: Arc::default(),
             owner: Arc::from(owner),
             lease_ttl: DEFAULT_LEASE_TTL,
+            outbox: None,
         })
+    }
+
+    /// Writes the events sagas publish into `outbox`, in the same
+    /// transaction as the log's record of the step or end they belong to.
+    /// The outbox must be in the log's database (its own pool is not
+    /// used for these writes); its relay publishes them.
+    #[must_use]
+    pub fn with_outbox(mut self, outbox: Outbox<DB>) -> Self {
+        self.outbox = Some(outbox);
+        self
+    }
+
+    /// Whether events can be written (an outbox is set).
+    pub(crate) fn has_outbox(&self) -> bool {
+        self.outbox.is_some()
     }
 
     /// How long a saga stays this orchestrator's without a write to it
@@ -288,21 +334,66 @@ impl<DB: LogDatabase> SagaLog<DB> {
         .await
     }
 
-    /// After a call: the new state and position, and the call's entry in
-    /// the history, in one transaction.
+    /// After a call: the new state and position, the call's entry in the
+    /// history, and `events` into the outbox, in one transaction.
     pub(crate) async fn after(
         &self,
         record: &SagaRecord,
         entry: &HistoryEntry,
+        events: &[Envelope],
     ) -> Result<bool, sqlx::Error> {
         self.wrote();
-        DB::after(
+        let outbox = match (&self.outbox, events.is_empty()) {
+            (_, true) => None,
+            (Some(outbox), false) => Some((outbox, events)),
+            (None, false) => {
+                return Err(sqlx::Error::Configuration(
+                    "a saga publishes events but its log has no outbox (SagaLog::with_outbox)"
+                        .into(),
+                ));
+            }
+        };
+        let held = DB::after(
             &self.pool,
             record,
             entry,
+            outbox,
             now_ms(),
             &self.owner,
             self.lease_until(),
+        )
+        .await?;
+        if held && let Some((outbox, _)) = outbox {
+            outbox.wake();
+        }
+        Ok(held)
+    }
+
+    /// Aborts saga `id` if it is parked (or says it was aborted already),
+    /// recording `reason`; `None` if it is in another status or missing.
+    pub(crate) async fn abort(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<Option<SagaRecord>, sqlx::Error> {
+        self.wrote();
+        DB::abort(&self.pool, id, reason, now_ms()).await
+    }
+
+    /// A page of sagas, oldest first: those with `status` (all when
+    /// `None`), after the saga created at `after` (its `created_at_ms`
+    /// and id), at most `limit`.
+    pub async fn page(
+        &self,
+        status: Option<SagaStatus>,
+        after: Option<(i64, &str)>,
+        limit: u32,
+    ) -> Result<Vec<SagaRecord>, sqlx::Error> {
+        DB::page(
+            &self.pool,
+            status.map(SagaStatus::as_str),
+            after,
+            i64::from(limit),
         )
         .await
     }
@@ -318,7 +409,7 @@ impl<DB: LogDatabase> SagaLog<DB> {
         status: SagaStatus,
         limit: u32,
     ) -> Result<Vec<SagaRecord>, sqlx::Error> {
-        DB::list(&self.pool, status.as_str(), i64::from(limit)).await
+        self.page(Some(status), None, limit).await
     }
 
     /// The history of saga `id`, oldest first.
@@ -340,6 +431,7 @@ macro_rules! history_entry {
             },
             outcome: row.try_get("outcome")?,
             error: row.try_get("error")?,
+            at_ms: row.try_get("at_ms")?,
         }
     }};
 }
@@ -361,20 +453,38 @@ macro_rules! saga_record {
             in_flight: row.try_get::<i64, _>("in_flight")? != 0,
             parked_from: parked.as_deref().and_then(SagaStatus::parse),
             error: row.try_get("error")?,
+            undo: decode_undo(&row.try_get::<Vec<u8>, _>("undo")?)?,
+            created_at_ms: row.try_get("created_at_ms")?,
+            updated_at_ms: row.try_get("updated_at_ms")?,
         }
     }};
+}
+
+/// The `undo` column, decoded.
+fn decode_undo(bytes: &[u8]) -> Result<BTreeMap<u32, Vec<u8>>, sqlx::Error> {
+    UndoColumn::decode(bytes)
+        .map(|column| column.by_step)
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+fn encode_undo(undo: &BTreeMap<u32, Vec<u8>>) -> Vec<u8> {
+    UndoColumn {
+        by_step: undo.clone(),
+    }
+    .encode_to_vec()
 }
 
 mod sealed {
     use std::future::Future;
 
+    use sinew_events::{Envelope, Outbox, outbox::OutboxDatabase};
     use sqlx::Pool;
 
     use super::{HistoryEntry, SagaRecord};
 
     /// The SQL, the same text on both databases but for the column types
     /// (sqlx numbers `$1` placeholders on SQLite too).
-    pub trait Sealed: sqlx::Database + Sized {
+    pub trait Sealed: sqlx::Database + OutboxDatabase + Sized {
         fn migrate(pool: &Pool<Self>) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
         fn create(
             pool: &Pool<Self>,
@@ -396,10 +506,17 @@ mod sealed {
             pool: &Pool<Self>,
             record: &SagaRecord,
             entry: &HistoryEntry,
+            events: Option<(&Outbox<Self>, &[Envelope])>,
             now: i64,
             owner: &str,
             until: i64,
         ) -> impl Future<Output = Result<bool, sqlx::Error>> + Send;
+        fn abort(
+            pool: &Pool<Self>,
+            id: &str,
+            reason: &str,
+            now: i64,
+        ) -> impl Future<Output = Result<Option<SagaRecord>, sqlx::Error>> + Send;
         fn claim(
             pool: &Pool<Self>,
             owner: &str,
@@ -418,9 +535,10 @@ mod sealed {
             pool: &Pool<Self>,
             id: &str,
         ) -> impl Future<Output = Result<Option<SagaRecord>, sqlx::Error>> + Send;
-        fn list(
+        fn page(
             pool: &Pool<Self>,
-            status: &str,
+            status: Option<&str>,
+            after: Option<(i64, &str)>,
             limit: i64,
         ) -> impl Future<Output = Result<Vec<SagaRecord>, sqlx::Error>> + Send;
         fn history(
@@ -430,7 +548,8 @@ mod sealed {
     }
 }
 
-const COLUMNS: &str = "id, name, version, state, status, step, in_flight, parked_from, error";
+const COLUMNS: &str = "id, name, version, state, status, step, in_flight, parked_from, error, \
+                       undo, created_at_ms, updated_at_ms";
 
 macro_rules! log_sql {
     ($db:ty, $blob:literal, $skip_locked:literal, $migrate_lock:expr) => {
@@ -449,6 +568,7 @@ macro_rules! log_sql {
                         in_flight BIGINT NOT NULL,
                         parked_from TEXT,
                         error TEXT,
+                        undo ", $blob, " NOT NULL,
                         owner TEXT NOT NULL,
                         lease_until_ms BIGINT NOT NULL,
                         created_at_ms BIGINT NOT NULL,
@@ -493,8 +613,8 @@ macro_rules! log_sql {
                 sqlx::query(
                     "INSERT INTO sinew_saga
                        (id, name, version, state, status, step, in_flight, parked_from, error,
-                        owner, lease_until_ms, created_at_ms, updated_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $9, $10, $8, $8)",
+                        owner, lease_until_ms, created_at_ms, updated_at_ms, undo)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, NULL, $9, $10, $8, $8, $11)",
                 )
                 .bind(&r.id)
                 .bind(&r.name)
@@ -506,6 +626,7 @@ macro_rules! log_sql {
                 .bind(now)
                 .bind(owner)
                 .bind(until)
+                .bind(encode_undo(&r.undo))
                 .execute(pool)
                 .await?;
                 Ok(())
@@ -540,6 +661,7 @@ macro_rules! log_sql {
                 pool: &Pool<Self>,
                 r: &SagaRecord,
                 entry: &HistoryEntry,
+                events: Option<(&Outbox<Self>, &[Envelope])>,
                 now: i64,
                 owner: &str,
                 until: i64,
@@ -547,7 +669,8 @@ macro_rules! log_sql {
                 let mut tx = pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE sinew_saga SET state = $2, status = $3, step = $4, in_flight = $5,
-                       parked_from = $6, error = $7, updated_at_ms = $8, lease_until_ms = $10
+                       parked_from = $6, error = $7, updated_at_ms = $8, lease_until_ms = $10,
+                       undo = $11
                      WHERE id = $1 AND owner = $9",
                 )
                 .bind(&r.id)
@@ -560,11 +683,20 @@ macro_rules! log_sql {
                 .bind(now)
                 .bind(owner)
                 .bind(until)
+                .bind(encode_undo(&r.undo))
                 .execute(&mut *tx)
                 .await?;
                 if done.rows_affected() != 1 {
                     // Another orchestrator holds the saga now.
                     return Ok(false);
+                }
+                if let Some((outbox, events)) = events {
+                    for envelope in events {
+                        outbox.add_envelope(&mut tx, envelope).await.map_err(|e| match e {
+                            sinew_events::Error::Database(e) => e,
+                            other => sqlx::Error::Protocol(other.to_string()),
+                        })?;
+                    }
                 }
                 sqlx::query(
                     "INSERT INTO sinew_saga_history (saga_id, n, at_ms, step, phase, outcome, error)
@@ -644,25 +776,77 @@ macro_rules! log_sql {
                 }
             }
 
-            async fn list(
+            async fn page(
                 pool: &Pool<Self>,
-                status: &str,
+                status: Option<&str>,
+                after: Option<(i64, &str)>,
                 limit: i64,
             ) -> Result<Vec<SagaRecord>, sqlx::Error> {
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "SELECT {COLUMNS} FROM sinew_saga WHERE status = $1
-                     ORDER BY created_at_ms, id LIMIT $2"
+                    "SELECT {COLUMNS} FROM sinew_saga
+                     WHERE ($1 IS NULL OR status = $1)
+                       AND ($2 IS NULL OR created_at_ms > $2 OR (created_at_ms = $2 AND id > $3))
+                     ORDER BY created_at_ms, id LIMIT $4"
                 )))
                 .bind(status)
+                .bind(after.map(|(at, _)| at))
+                .bind(after.map(|(_, id)| id))
                 .bind(limit)
                 .fetch_all(pool)
                 .await?;
                 rows.into_iter().map(|row| Ok(saga_record!(row))).collect()
             }
 
+            async fn abort(
+                pool: &Pool<Self>,
+                id: &str,
+                reason: &str,
+                now: i64,
+            ) -> Result<Option<SagaRecord>, sqlx::Error> {
+                let mut tx = pool.begin().await?;
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE sinew_saga SET status = 'aborted', in_flight = 0, error = $2,
+                       updated_at_ms = $3
+                     WHERE id = $1 AND status = 'needs_attention'
+                     RETURNING {COLUMNS}"
+                )))
+                .bind(id)
+                .bind(reason)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    // Aborted already: answered as it is; any other status
+                    // is not abortable.
+                    drop(tx);
+                    let saga = Self::get(pool, id).await?;
+                    return Ok(saga.filter(|s| s.status == SagaStatus::Aborted));
+                };
+                let record = saga_record!(row);
+                let phase = if record.parked_from == Some(SagaStatus::Running) {
+                    "action"
+                } else {
+                    "compensation"
+                };
+                sqlx::query(
+                    "INSERT INTO sinew_saga_history (saga_id, n, at_ms, step, phase, outcome, error)
+                     SELECT $1, COALESCE(MAX(n), 0) + 1, $2, $3, $4, 'aborted', $5
+                     FROM sinew_saga_history WHERE saga_id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .bind(i64::from(record.step))
+                .bind(phase)
+                .bind(reason)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(Some(record))
+            }
+
             async fn history(pool: &Pool<Self>, id: &str) -> Result<Vec<HistoryEntry>, sqlx::Error> {
                 let rows = sqlx::query(
-                    "SELECT step, phase, outcome, error FROM sinew_saga_history
+                    "SELECT step, phase, outcome, error, at_ms FROM sinew_saga_history
                      WHERE saga_id = $1 ORDER BY n",
                 )
                 .bind(id)

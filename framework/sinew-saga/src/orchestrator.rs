@@ -14,7 +14,7 @@ use sinew_core::backoff::Backoff;
 
 use crate::{
     IdempotencyKey, Phase,
-    definition::{BoxFuture, SagaDefinition, StepContext, StepError},
+    definition::{BoxFuture, Done, Emit, SagaDefinition, StepContext, StepError},
     log::{HistoryEntry, LogDatabase, SagaLog, SagaRecord, SagaStatus},
     metrics::metrics,
 };
@@ -105,6 +105,8 @@ impl<DB: LogDatabase> std::fmt::Debug for Orchestrator<DB> {
 pub struct OrchestratorBuilder<DB: LogDatabase> {
     log: SagaLog<DB>,
     definitions: Definitions<DB>,
+    /// A registered definition that publishes events, by name.
+    emits: Option<&'static str>,
 }
 
 impl<DB: LogDatabase> std::fmt::Debug for OrchestratorBuilder<DB> {
@@ -122,6 +124,9 @@ impl<DB: LogDatabase> OrchestratorBuilder<DB> {
     where
         S: Message + Default + Clone + Send + Sync + 'static,
     {
+        if definition.emits() {
+            self.emits = Some(definition.name);
+        }
         self.definitions
             .entry(definition.name)
             .or_default()
@@ -129,8 +134,32 @@ impl<DB: LogDatabase> OrchestratorBuilder<DB> {
         self
     }
 
+    /// Writes the events sagas publish ([`Step::emits`](crate::Step::emits),
+    /// [`SagaDefinition::on_completed`], [`SagaDefinition::on_compensated`])
+    /// into `outbox`, in the log's transactions: an event is in the outbox
+    /// if and only if the step or end it belongs to is in the log. The
+    /// outbox must be in the log's database; run its
+    /// [`Relay`](sinew_events::Relay) to publish them.
+    #[must_use]
+    pub fn outbox(mut self, outbox: sinew_events::Outbox<DB>) -> Self {
+        self.log = self.log.with_outbox(outbox);
+        self
+    }
+
     /// The orchestrator.
+    ///
+    /// # Panics
+    /// When a registered definition publishes events and no
+    /// [`outbox`](Self::outbox) is set: a mistake of the service's code,
+    /// reported at its start rather than at a saga's end.
     pub fn build(self) -> Orchestrator<DB> {
+        if let Some(name) = self.emits {
+            assert!(
+                self.log.has_outbox(),
+                "saga `{name}` publishes events, but the orchestrator has no outbox: \
+                 call OrchestratorBuilder::outbox"
+            );
+        }
         Orchestrator {
             log: self.log,
             definitions: Arc::new(self.definitions),
@@ -144,6 +173,7 @@ impl<DB: LogDatabase> Orchestrator<DB> {
         OrchestratorBuilder {
             log,
             definitions: HashMap::new(),
+            emits: None,
         }
     }
 
@@ -181,6 +211,9 @@ impl<DB: LogDatabase> Orchestrator<DB> {
             in_flight: true,
             parked_from: None,
             error: None,
+            undo: std::collections::BTreeMap::new(),
+            created_at_ms: 0,
+            updated_at_ms: 0,
         };
         self.log.create(&record).await?;
         metrics()
@@ -220,6 +253,54 @@ impl<DB: LogDatabase> Orchestrator<DB> {
     /// Resumes a parked saga: it goes on with what it was doing (usually a
     /// compensation), with a fresh count of attempts.
     pub async fn resume(&self, id: &str) -> Result<SagaStatus, SagaError> {
+        let record = self.take_parked(id).await?;
+        self.drive(record).await
+    }
+
+    /// Resumes a parked saga as [`resume`](Self::resume) does, in a task
+    /// of its own: returns the saga as it restarts, without waiting for its
+    /// end. Must be called inside a Tokio runtime.
+    pub async fn resume_in_background(&self, id: &str) -> Result<SagaRecord, SagaError> {
+        let record = self.take_parked(id).await?;
+        let this = self.clone();
+        let restarted = record.clone();
+        tokio::spawn(async move {
+            let id = record.id.clone();
+            match this.drive(record).await {
+                Ok(status) => {
+                    tracing::info!(saga = %id, status = status.as_str(), "resumed saga ended")
+                }
+                Err(SagaError::Lost(_)) => {}
+                Err(error) => {
+                    tracing::error!(saga = %id, %error, "resumed saga stopped; recover() takes it up again")
+                }
+            }
+        });
+        Ok(restarted)
+    }
+
+    /// Aborts a parked saga: it ends as `Aborted`, with `reason` in its
+    /// history, and nothing more is called; what is left to undo is the
+    /// operator's. Aborting an aborted saga again returns it as it is.
+    pub async fn abort(&self, id: &str, reason: &str) -> Result<SagaRecord, SagaError> {
+        if let Some(record) = self.log.abort(id, reason).await? {
+            tracing::warn!(saga = %id, reason = record.error.as_deref().unwrap_or(""), "saga aborted by an operator");
+            return Ok(record);
+        }
+        let record = self
+            .log
+            .get(id)
+            .await?
+            .ok_or_else(|| SagaError::NotFound(id.to_owned()))?;
+        Err(SagaError::NotParked {
+            id: id.to_owned(),
+            status: record.status,
+        })
+    }
+
+    /// Takes a parked saga for a resume: its status back to what it was
+    /// doing, its last call to be made again with its key.
+    async fn take_parked(&self, id: &str) -> Result<SagaRecord, SagaError> {
         let Some(mut record) = self.log.claim(id).await? else {
             let record = self
                 .log
@@ -237,7 +318,7 @@ impl<DB: LogDatabase> Orchestrator<DB> {
             .unwrap_or(SagaStatus::Compensating);
         // Its last call is made again, with its key.
         record.in_flight = false;
-        self.drive(record).await
+        Ok(record)
     }
 
     async fn drive(&self, record: SagaRecord) -> Result<SagaStatus, SagaError> {
@@ -277,8 +358,9 @@ impl<DB: LogDatabase> Orchestrator<DB> {
                     },
                     outcome: "parked".to_owned(),
                     error: Some(reason),
+                    at_ms: 0,
                 };
-                held(self.log.after(&parked, &entry).await?, &parked.id)?;
+                held(self.log.after(&parked, &entry, &[]).await?, &parked.id)?;
                 Ok(SagaStatus::NeedsAttention)
             }
         }
@@ -338,7 +420,8 @@ where
                     record.status = SagaStatus::Completed;
                     record.in_flight = false;
                     let entry = entry(record.step, Phase::Action, None);
-                    held(log.after(&record, &entry).await?, &record.id)?;
+                    let events = emit(self.on_completed.as_ref(), &state);
+                    held(log.after(&record, &entry, &events).await?, &record.id)?;
                 }
                 SagaStatus::Running => {
                     let index = record.step;
@@ -352,17 +435,23 @@ where
                         .act(log, &span_cx, &saga_id, index, state.clone())
                         .await?
                     {
-                        Ok(next) => {
-                            state = next;
+                        Ok(done) => {
+                            state = done.state;
                             record.state = state.encode_to_vec();
                             record.step = index + 1;
                             record.in_flight = false;
                             record.error = None;
+                            if let Some(undo) = done.undo {
+                                record.undo.insert(index, undo);
+                            }
+                            let mut events =
+                                emit(self.steps[index as usize].emits.as_ref(), &state);
                             if record.step >= count {
                                 record.status = SagaStatus::Completed;
+                                events.extend(emit(self.on_completed.as_ref(), &state));
                             }
                             held(
-                                log.after(&record, &entry(index, Phase::Action, None))
+                                log.after(&record, &entry(index, Phase::Action, None), &events)
                                     .await?,
                                 &record.id,
                             )?;
@@ -373,14 +462,20 @@ where
                             // Steps 0..index completed: undo them.
                             record.status = SagaStatus::Compensating;
                             record.step = self.compensable_below(index);
+                            let mut events = Vec::new();
                             if record.step == 0 {
                                 record.status = SagaStatus::Compensated;
+                                events = emit(self.on_compensated.as_ref(), &state);
                             }
                             record.in_flight = false;
                             record.error = Some(message.clone());
                             held(
-                                log.after(&record, &entry(index, Phase::Action, Some(message)))
-                                    .await?,
+                                log.after(
+                                    &record,
+                                    &entry(index, Phase::Action, Some(message)),
+                                    &events,
+                                )
+                                .await?,
                                 &record.id,
                             )?;
                         }
@@ -393,8 +488,9 @@ where
                         record.status = SagaStatus::Compensated;
                         record.step = 0;
                         record.in_flight = false;
+                        let events = emit(self.on_compensated.as_ref(), &state);
                         held(
-                            log.after(&record, &entry(0, Phase::Compensation, None))
+                            log.after(&record, &entry(0, Phase::Compensation, None), &events)
                                 .await?,
                             &record.id,
                         )?;
@@ -409,19 +505,27 @@ where
                         )?;
                     }
                     record.step = remaining;
+                    let undo = record.undo.get(&index).cloned();
                     match self
-                        .compensate(log, &span_cx, &saga_id, index, state.clone())
+                        .compensate(log, &span_cx, &saga_id, index, state.clone(), undo)
                         .await?
                     {
                         Ok(()) => {
                             record.step = self.compensable_below(index);
                             record.in_flight = false;
+                            record.undo.remove(&index);
+                            let mut events = Vec::new();
                             if record.step == 0 {
                                 record.status = SagaStatus::Compensated;
+                                events = emit(self.on_compensated.as_ref(), &state);
                             }
                             held(
-                                log.after(&record, &entry(index, Phase::Compensation, None))
-                                    .await?,
+                                log.after(
+                                    &record,
+                                    &entry(index, Phase::Compensation, None),
+                                    &events,
+                                )
+                                .await?,
                                 &record.id,
                             )?;
                         }
@@ -436,6 +540,7 @@ where
                                 log.after(
                                     &record,
                                     &entry(index, Phase::Compensation, Some(message)),
+                                    &[],
                                 )
                                 .await?,
                                 &record.id,
@@ -501,7 +606,7 @@ where
         saga_id: &Arc<str>,
         index: u32,
         state: S,
-    ) -> Result<Result<S, StepError>, SagaError> {
+    ) -> Result<Result<Done<S>, StepError>, SagaError> {
         let step = &self.steps[index as usize];
         let mut attempt = 1;
         loop {
@@ -529,6 +634,7 @@ where
         saga_id: &Arc<str>,
         index: u32,
         state: S,
+        undo: Option<Vec<u8>>,
     ) -> Result<Result<(), StepError>, SagaError> {
         let step = &self.steps[index as usize];
         let Some(compensation) = &step.compensation else {
@@ -537,7 +643,7 @@ where
         let mut attempt = 1;
         loop {
             let cx = self.context(saga_id, index, Phase::Compensation, attempt)?;
-            let call = compensation(cx, state.clone());
+            let call = compensation(cx, state.clone(), undo.clone());
             let outcome = self.attempt(saga, index, Phase::Compensation, call).await;
             match outcome {
                 Err(error) if attempt < self.compensation_attempts => {
@@ -626,5 +732,11 @@ fn entry(step: u32, phase: Phase, error: Option<String>) -> HistoryEntry {
         outcome: if error.is_some() { "failed" } else { "ok" }.to_owned(),
         phase,
         error,
+        at_ms: 0,
     }
+}
+
+/// The events `emit` makes of `state`, if any.
+fn emit<S>(emit: Option<&Emit<S>>, state: &S) -> Vec<sinew_events::Envelope> {
+    emit.map(|emit| emit(state)).unwrap_or_default()
 }

@@ -35,6 +35,14 @@ pub use sinew_telemetry as telemetry;
 #[doc(inline)]
 pub use sinew_events as events;
 
+/// Sagas: durable distributed transactions with compensation, embedded in
+/// the service and kept in its database; steps built from the contract;
+/// the admin service; idempotency keys for participants (the `saga`
+/// feature).
+#[cfg(feature = "saga")]
+#[doc(inline)]
+pub use sinew_saga as saga;
+
 /// tonic, as sinew uses it: generated code reaches it through here, so a
 /// user's crate needs no dependency of its own on it.
 pub use tonic;
