@@ -25,10 +25,11 @@
 //! `payments` and `inventory` print `ready` once they serve, and serve
 //! until SIGTERM or Ctrl-C. Options of `orders`: `--concurrency N` (sagas
 //! started at once, default 8), `--lease D` (how long a saga stays this
-//! process's without a write, default 5s: a run after a crash takes over
-//! the sagas the dead one held once their lease runs out), `--pause D`
-//! (a wait inside each step after its call, default 0s: it widens the
-//! windows in which a crash leaves a call made but not logged).
+//! process's without a write, default 5s, at least 3s: a run after a
+//! crash takes over the sagas the dead one held once their lease runs
+//! out), `--pause D` (a wait inside each step after its call, default 0s,
+//! at most 250ms: it widens the windows in which a crash leaves a call
+//! made but not logged).
 //!
 //! What the books hold in the end: every completed saga has one confirmed
 //! order, one charge not refunded and one reservation not released; every
@@ -474,27 +475,39 @@ fn place_order(
             }
         })
     };
-    // Each attempt gets 2s; retries back off from 50ms to 1s. A step's
-    // action is tried for about half a minute before its failure counts as
-    // final, and a compensation about a minute before the saga is parked:
-    // long enough to outlast a participant's restart and its circuit
-    // breaker. An action that keeps failing retryably may have been
-    // applied, and only the steps before it are undone, so its attempts
-    // must not run out while its participant is merely away.
+    // An action is tried for about half a minute before its failure counts
+    // as final, and a compensation about a minute before the saga is
+    // parked: long enough to outlast a participant's restart and its
+    // circuit breaker. An action that keeps failing retryably may have
+    // been applied, and only the steps before it are undone, so its
+    // attempts must not run out while its participant is merely away.
     SagaDefinition::new(PLACE_ORDER, 1)
-        .step(reserve.timeout(Duration::from_secs(2)).attempts(40))
-        .step(charge.timeout(Duration::from_secs(2)).attempts(40))
-        .step(confirm.timeout(Duration::from_secs(2)).attempts(40))
-        .backoff(Duration::from_millis(50), Duration::from_secs(1))
+        .step(reserve.timeout(STEP_TIMEOUT).attempts(40))
+        .step(charge.timeout(STEP_TIMEOUT).attempts(40))
+        .step(confirm.timeout(STEP_TIMEOUT).attempts(40))
+        .backoff(Duration::from_millis(50), MAX_BACKOFF)
         .compensation_attempts(80)
 }
+
+/// How long one attempt of a step may take.
+const STEP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The shortest lease `--lease` accepts: twice the longest time between
+/// two writes to a saga's log row (an attempt, then the wait before the
+/// next), which renew the lease. A lease that runs out while its saga is
+/// still driven lets the recovery loop below take it and drive it a
+/// second time at once (the same orchestrator's writes are not fenced).
+const MIN_LEASE: Duration = Duration::from_secs(3);
 
 /// A client of the participant at `addr`: the resilient client's
 /// defaults, but endpoints reconnect and breakers close sooner, as a
 /// participant restarted on its port is back within a second.
 fn client_config(addr: SocketAddr) -> ClientConfig {
     ClientConfig::endpoint(format!("http://{addr}"))
-        .timeout(Duration::from_secs(2))
+        .timeout(STEP_TIMEOUT)
         .reconnect_backoff(ReconnectBackoff {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(500),
@@ -664,6 +677,15 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Command, String>
             "--pause" => pause = duration(&flag, args.next())?,
             other => return Err(format!("unexpected argument {other:?}")),
         }
+    }
+    if lease < MIN_LEASE {
+        return Err(format!("--lease must be at least {MIN_LEASE:?}"));
+    }
+    if pause > STEP_TIMEOUT / 4 {
+        return Err(format!(
+            "--pause must be at most {:?}, a quarter of a step's timeout",
+            STEP_TIMEOUT / 4
+        ));
     }
     let needed = |name: &str| format!("`{command}` needs {name}");
     Ok(match command.as_str() {
