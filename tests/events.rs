@@ -35,7 +35,7 @@ use std::{
     time::Duration,
 };
 
-use common::processes::{ExampleProcess, NatsServer, nats_server_installed};
+use common::processes::{ExampleProcess, NatsServer, Schedule, nats_server_installed};
 use sinew::events::{
     JetStream, JetStreamConfig,
     outbox::{Outbox, OutboxConfig},
@@ -370,25 +370,6 @@ fn assert_exactly_once(tally: Tally, expected_orders: i64) {
         tally.missing,
         tally.duplicates
     );
-}
-
-/// A seeded source for the crash schedule (splitmix64).
-struct Schedule(u64);
-
-impl Schedule {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A wait between `low` and `high`.
-    fn between(&mut self, low: Duration, high: Duration) -> Duration {
-        let span = u64::try_from((high - low).as_millis()).unwrap_or(u64::MAX);
-        low + Duration::from_millis(self.next() % span.max(1))
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    sync::mpsc,
+    sync::{Arc, Mutex, mpsc},
     time::Duration,
 };
 
@@ -124,39 +124,21 @@ impl Drop for NatsServer {
 
 /// An example binary running as a service: started with its arguments and
 /// environment, up once it printed `ready`, killed with SIGKILL when
-/// dropped.
+/// dropped. Its standard output is kept, line by line.
 pub(crate) struct ExampleProcess {
     name: String,
     child: Child,
+    ready: mpsc::Receiver<()>,
+    lines: Arc<Mutex<Vec<String>>>,
 }
 
 impl ExampleProcess {
     /// Runs example `example` with `args` and `env`, and waits until it
     /// prints a line `ready` (its standard error goes to the test's).
     pub(crate) async fn start(example: &str, args: &[&str], env: &[(&str, String)]) -> Self {
-        let mut child = Command::new(super::example_binary(example))
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // A thread reads its output to the end, so that it never blocks on
-        // a full pipe, and says when the `ready` line came.
-        let stdout = child.stdout.take().unwrap();
-        let (ready, is_ready) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if line.trim() == "ready" {
-                    let _ = ready.send(());
-                }
-            }
-        });
-        let name = format!("{example} {}", args.join(" "));
-        let mut process = Self { name, child };
+        let mut process = Self::spawn(example, args, env);
         let deadline = tokio::time::Instant::now() + START_LIMIT;
-        while is_ready.try_recv().is_err() {
+        while process.ready.try_recv().is_err() {
             if let Some(status) = process.child.try_wait().unwrap() {
                 panic!("`{}` exited before it was ready: {status}", process.name);
             }
@@ -168,6 +150,61 @@ impl ExampleProcess {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         process
+    }
+
+    /// Runs example `example` with `args` and `env`, without waiting for
+    /// anything: for a process that works and exits rather than serves.
+    pub(crate) fn spawn(example: &str, args: &[&str], env: &[(&str, String)]) -> Self {
+        let mut child = Command::new(super::example_binary(example))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        // A thread reads its output to the end, so that it never blocks on
+        // a full pipe, keeps the lines, and says when the `ready` line came.
+        let stdout = child.stdout.take().unwrap();
+        let (ready, is_ready) = mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let kept = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if line.trim() == "ready" {
+                    let _ = ready.send(());
+                }
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let name = format!("{example} {}", args.join(" "));
+        Self {
+            name,
+            child,
+            ready: is_ready,
+            lines,
+        }
+    }
+
+    /// The lines it printed so far on its standard output.
+    pub(crate) fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `limit`) until it exits, and returns how it exited;
+    /// kills it and fails the test past `limit`.
+    pub(crate) async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.kill();
+                panic!("`{}` did not finish in {limit:?}", self.name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Runs example `example` with `args` and `env` to its end (at most
@@ -214,5 +251,26 @@ impl ExampleProcess {
 impl Drop for ExampleProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A seeded source of random waits, for crash schedules (splitmix64):
+/// the same seed, the same schedule.
+pub(crate) struct Schedule(pub(crate) u64);
+
+impl Schedule {
+    /// The next number.
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A wait between `low` and `high`.
+    pub(crate) fn between(&mut self, low: Duration, high: Duration) -> Duration {
+        let span = u64::try_from((high - low).as_millis()).unwrap_or(u64::MAX);
+        low + Duration::from_millis(self.next() % span.max(1))
     }
 }
