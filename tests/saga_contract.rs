@@ -80,6 +80,9 @@ struct Books {
     replies: HashMap<String, Vec<u8>>,
     /// Every call: (method, key).
     calls: Vec<(&'static str, String)>,
+    /// Charges whose reply is still to be lost: applied (or replayed),
+    /// then answered `UNAVAILABLE`.
+    lost_charge_replies: u32,
     /// Refunds still to fail with `ABORTED` (retryable, and not a failure
     /// of the endpoint, so the client's breaker stays closed).
     refund_failures: u32,
@@ -105,13 +108,20 @@ impl Shop {
             .to_owned();
         let mut books = self.0.lock().unwrap();
         books.calls.push((method, key.clone()));
-        if let Some(reply) = books.replies.get(&key) {
-            return Ok(Response::new(Resp::decode(reply.as_slice()).unwrap()));
+        let reply = match books.replies.get(&key) {
+            Some(reply) => Resp::decode(reply.as_slice()).unwrap(),
+            None => {
+                let reply = apply(&mut books)?;
+                books
+                    .replies
+                    .insert(key, prost::Message::encode_to_vec(&reply));
+                reply
+            }
+        };
+        if method == "charge" && books.lost_charge_replies > 0 {
+            books.lost_charge_replies -= 1;
+            return Err(Status::unavailable("reply lost"));
         }
-        let reply = apply(&mut books)?;
-        books
-            .replies
-            .insert(key, prost::Message::encode_to_vec(&reply));
         Ok(Response::new(reply))
     }
 
@@ -400,6 +410,38 @@ async fn steps_from_the_contract<DB: LogDatabase>(log: SagaLog<DB>) {
         1,
         "no event for compensated sagas"
     );
+
+    // The charge applies but its replies are lost, every attempt: its
+    // outcome is uncertain, so it is undone too. Its response is not in
+    // the log, so the action is called again with its own key (the
+    // participant answers what it recorded) and that charge is refunded.
+    s.shop.books().lost_charge_replies = 3;
+    assert_eq!(
+        run("o-5", order("o-5", "tea", 200, false)).await,
+        SagaStatus::Compensated
+    );
+    {
+        let books = s.shop.books();
+        let charge = key("o-5", "charge", Phase::Action);
+        assert_eq!(
+            books.calls[10..],
+            [
+                ("reserve", key("o-5", "reserve", Phase::Action)),
+                ("charge", charge.clone()),
+                ("charge", charge.clone()),
+                ("charge", charge.clone()),
+                ("charge", charge),
+                ("refund", key("o-5", "charge", Phase::Compensation)),
+                ("release", key("o-5", "reserve", Phase::Compensation)),
+            ]
+        );
+        let o5: Vec<_> = books.charges.values().filter(|c| c.0 == "o-5").collect();
+        assert_eq!(
+            o5,
+            [&("o-5".to_owned(), 200, true)],
+            "charged once, refunded"
+        );
+    }
 }
 
 async fn admin_service<DB: LogDatabase>(log: SagaLog<DB>) {

@@ -10,7 +10,10 @@ use sinew_core::{
 };
 use sinew_events::Envelope;
 
-use crate::{IdempotencyKey, Phase};
+use crate::{
+    IdempotencyKey, Phase,
+    call::{self, Ignored},
+};
 
 /// A boxed future, as steps return them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -33,6 +36,22 @@ pub struct StepContext {
 }
 
 impl StepContext {
+    /// This call's context for a phase of its step: the same saga, step and
+    /// attempt, with that phase's key. A compensation undoing an action of
+    /// uncertain outcome calls the action again with
+    /// `cx.for_phase(Phase::Action)?.request(..)`: a participant that applied
+    /// it answers what it recorded, and one that did not applies it now, so
+    /// that either way there is a known result to undo.
+    pub fn for_phase(&self, phase: Phase) -> Result<Self, StepError> {
+        let key = IdempotencyKey::for_step(&self.saga_id, self.step, phase)
+            .map_err(|e| StepError::Final(Box::new(e)))?;
+        Ok(Self {
+            phase,
+            key,
+            ..self.clone()
+        })
+    }
+
     /// A request for `message` that carries this call's idempotency key.
     pub fn request<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
@@ -174,6 +193,12 @@ impl<S: Send + 'static> Step<S> {
     /// action's end until the saga ends. [`compensate`](Self::compensate)
     /// replaces it. Both calls carry the step's idempotency key.
     ///
+    /// When the action's outcome is uncertain (its last attempt failed
+    /// retryably), the compensation is made all the same: from the request
+    /// built again, or, when it takes the response, after calling the action
+    /// again with its own key to learn the response (a final refusal then
+    /// means the action never took effect, and nothing is undone).
+    ///
     /// The call's failure is classified as `tonic::Status` is (see
     /// [`StepError`]'s `From`).
     ///
@@ -200,6 +225,7 @@ impl<S: Send + 'static> Step<S> {
         );
         let compensation = method.policy.compensated_by;
         let (request, merge) = (Arc::new(request), Arc::new(merge));
+        let rebuild = request.clone();
         let caller = client.clone();
         let action: Action<S> = Arc::new(move |cx: StepContext, state: S| {
             let (client, request, merge) = (caller.clone(), request.clone(), merge.clone());
@@ -208,7 +234,7 @@ impl<S: Send + 'static> Step<S> {
                 let sent = compensation
                     .filter(|c| c.input == CompensationInput::Request)
                     .map(|_| message.encode_to_vec());
-                let reply: Resp = crate::call::unary(&client, method.path, &cx, message).await?;
+                let reply: Resp = call::unary(&client, method.path, &cx, message).await?;
                 let undo = match compensation.map(|c| c.input) {
                     Some(CompensationInput::Response) => Some(reply.encode_to_vec()),
                     _ => sent,
@@ -229,36 +255,58 @@ impl<S: Send + 'static> Step<S> {
         };
         if let Some(compensation) = compensation {
             let client = client.clone();
-            step.compensation = Some(Arc::new(move |cx: StepContext, _state: S, undo| {
-                let client = client.clone();
+            step.compensation = Some(Arc::new(move |cx: StepContext, state: S, undo| {
+                let (client, rebuild) = (client.clone(), rebuild.clone());
                 Box::pin(async move {
-                    let Some(undo) = undo else {
-                        return Err(StepError::Final(
-                            format!("the log holds no request for {}", compensation.path).into(),
-                        ));
-                    };
                     // The request as the action recorded it: its own type
                     // or its response's, whichever the contract names.
-                    let outcome = match compensation.input {
-                        CompensationInput::Request => {
+                    let outcome = match (compensation.input, undo) {
+                        (CompensationInput::Request, Some(undo)) => {
                             let message = decode::<Req>(&undo, compensation.path)?;
-                            crate::call::unary::<_, crate::call::Ignored>(
-                                &client,
-                                compensation.path,
-                                &cx,
-                                message,
-                            )
-                            .await
+                            call::unary::<_, Ignored>(&client, compensation.path, &cx, message)
+                                .await
                         }
-                        CompensationInput::Response => {
+                        (CompensationInput::Response, Some(undo)) => {
                             let message = decode::<Resp>(&undo, compensation.path)?;
-                            crate::call::unary::<_, crate::call::Ignored>(
+                            call::unary::<_, Ignored>(&client, compensation.path, &cx, message)
+                                .await
+                        }
+                        // The action's outcome is uncertain (its last
+                        // attempt failed retryably), and `state` is the
+                        // state it was given: its request, built again,
+                        // is the one it sent.
+                        (CompensationInput::Request, None) => {
+                            let message = rebuild(&state);
+                            call::unary::<_, Ignored>(&client, compensation.path, &cx, message)
+                                .await
+                        }
+                        // Its response is not known: the action is called
+                        // again with its own key. A participant that applied
+                        // it answers its recorded response, one that did not
+                        // applies it now; either way that response is undone.
+                        // A final refusal means it never took effect.
+                        (CompensationInput::Response, None) => {
+                            let action = cx.for_phase(Phase::Action)?;
+                            let sent = call::unary::<_, Resp>(
                                 &client,
-                                compensation.path,
-                                &cx,
-                                message,
+                                method.path,
+                                &action,
+                                rebuild(&state),
                             )
-                            .await
+                            .await;
+                            match sent.map_err(StepError::from) {
+                                Ok(reply) => {
+                                    call::unary::<_, Ignored>(
+                                        &client,
+                                        compensation.path,
+                                        &cx,
+                                        reply,
+                                    )
+                                    .await
+                                }
+                                Err(StepError::Final(_)) => return Ok(()),
+                                Err(retryable) => return Err(retryable),
+                            }
                         }
                     };
                     outcome.map(drop).map_err(StepError::from)
@@ -270,6 +318,13 @@ impl<S: Send + 'static> Step<S> {
 
     /// What undoes the action, given the state after it. Retried with
     /// backoff until it succeeds (see [`SagaDefinition::compensation_attempts`]).
+    ///
+    /// It is also called for an action whose outcome is uncertain: one
+    /// whose last attempt failed with a retryable error (a timeout, a lost
+    /// reply) may have taken effect. It then gets the state the action was
+    /// given, and must undo the action if it took effect and succeed doing
+    /// nothing if it did not (see [`StepContext::for_phase`]). An action
+    /// that failed for good ([`StepError::Final`]) is not compensated.
     #[must_use]
     pub fn compensate<F, Fut>(mut self, compensation: F) -> Self
     where

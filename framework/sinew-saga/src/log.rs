@@ -234,6 +234,11 @@ impl<DB: LogDatabase> SagaLog<DB> {
         self
     }
 
+    /// How long a saga stays this orchestrator's without a write to it.
+    pub fn lease(&self) -> Duration {
+        self.lease_ttl
+    }
+
     /// The pool the log writes to (a saga's outbox writes go through it).
     pub fn pool(&self) -> &Pool<DB> {
         &self.pool

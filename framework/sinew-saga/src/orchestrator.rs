@@ -459,9 +459,17 @@ where
                         Err(error) => {
                             let message = error.to_string();
                             tracing::info!(saga = %record.id, step = self.steps[index as usize].name, error = %message, "saga step failed; compensating");
-                            // Steps 0..index completed: undo them.
+                            // Steps 0..index completed: undo them. A step
+                            // whose last attempt failed retryably may have
+                            // taken effect (a lost reply, a timeout): it is
+                            // undone too, its compensation being a no-op
+                            // if it did not.
                             record.status = SagaStatus::Compensating;
-                            record.step = self.compensable_below(index);
+                            record.step = if error.is_retryable() {
+                                self.compensable_below(index + 1)
+                            } else {
+                                self.compensable_below(index)
+                            };
                             let mut events = Vec::new();
                             if record.step == 0 {
                                 record.status = SagaStatus::Compensated;
@@ -612,7 +620,9 @@ where
         loop {
             let cx = self.context(saga_id, index, Phase::Action, attempt)?;
             let call = (step.action)(cx, state.clone());
-            let outcome = self.attempt(saga, index, Phase::Action, call).await;
+            let outcome = self
+                .attempt(log, saga_id, saga, index, Phase::Action, call)
+                .await?;
             match outcome {
                 Err(error) if error.is_retryable() && attempt < step.attempts => {
                     tracing::debug!(saga = %saga_id, step = step.name, attempt, %error, "saga step failed; retrying");
@@ -644,7 +654,9 @@ where
         loop {
             let cx = self.context(saga_id, index, Phase::Compensation, attempt)?;
             let call = compensation(cx, state.clone(), undo.clone());
-            let outcome = self.attempt(saga, index, Phase::Compensation, call).await;
+            let outcome = self
+                .attempt(log, saga_id, saga, index, Phase::Compensation, call)
+                .await?;
             match outcome {
                 Err(error) if attempt < self.compensation_attempts => {
                     tracing::warn!(saga = %saga_id, step = step.name, attempt, %error, "saga compensation failed; retrying");
@@ -662,13 +674,21 @@ impl<S> SagaDefinition<S> {
     /// One attempt of a step's call, with the step's timeout, in a span of
     /// its own (a child of the saga's, and the parent of the call's client
     /// span); its duration goes to `sinew.saga.step.duration`.
-    async fn attempt<T>(
+    ///
+    /// While the call is under way the saga's lease is renewed every third
+    /// of its length, so that no other orchestrator (nor this one's
+    /// recovery) takes a saga whose call is merely slow. If the saga was
+    /// taken all the same (this process stalled past its lease), the call is
+    /// dropped and the saga is [`SagaError::Lost`] here.
+    async fn attempt<T, DB: LogDatabase>(
         &self,
+        log: &SagaLog<DB>,
+        saga_id: &str,
         saga: &Context,
         index: u32,
         phase: Phase,
         call: BoxFuture<'static, Result<T, StepError>>,
-    ) -> Result<T, StepError> {
+    ) -> Result<Result<T, StepError>, SagaError> {
         let step = &self.steps[index as usize];
         let tracer = global::tracer("sinew.saga");
         let span = tracer
@@ -682,16 +702,31 @@ impl<S> SagaDefinition<S> {
             .start_with_context(&tracer, saga);
         let cx = saga.with_span(span);
         let started = std::time::Instant::now();
-        let outcome = match tokio::time::timeout(step.timeout, call.with_context(cx.clone())).await
-        {
-            Ok(outcome) => outcome,
-            Err(_) => Err(StepError::Retryable(
-                format!(
-                    "timed out after {}",
-                    humantime::format_duration(step.timeout)
-                )
-                .into(),
-            )),
+        let timed = tokio::time::timeout(step.timeout, call.with_context(cx.clone()));
+        tokio::pin!(timed);
+        let heartbeat = (log.lease() / 3).max(Duration::from_millis(10));
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut timed => break match outcome {
+                    Ok(outcome) => outcome,
+                    Err(_) => Err(StepError::Retryable(
+                        format!(
+                            "timed out after {}",
+                            humantime::format_duration(step.timeout)
+                        )
+                        .into(),
+                    )),
+                },
+                () = tokio::time::sleep(heartbeat) => match log.renew(saga_id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        cx.span().set_status(Status::error("saga taken over"));
+                        return Err(held(false, saga_id).unwrap_err());
+                    }
+                    // The next write fences the saga if the lease ran out.
+                    Err(error) => tracing::warn!(saga = %saga_id, %error, "saga lease not renewed"),
+                },
+            }
         };
         if let Err(error) = &outcome {
             cx.span().set_status(Status::error(error.to_string()));
@@ -705,7 +740,7 @@ impl<S> SagaDefinition<S> {
                 KeyValue::new("outcome", if outcome.is_ok() { "ok" } else { "failed" }),
             ],
         );
-        outcome
+        Ok(outcome)
     }
 }
 

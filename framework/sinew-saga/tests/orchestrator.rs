@@ -71,34 +71,39 @@ fn apply(books: &Shared, cx: &StepContext) -> Result<bool, StepError> {
     Ok(first)
 }
 
-fn definition(books: &Shared, version: u32) -> SagaDefinition<Order> {
-    let step = |name: &'static str, set: fn(&mut Order)| {
-        let act = books.clone();
-        let undo = books.clone();
-        Step::new(name, move |cx: StepContext, mut order: Order| {
-            let books = act.clone();
-            async move {
-                apply(&books, &cx)?;
-                let hang = books.lock().unwrap().hang == Some(cx.step);
-                if hang {
-                    std::future::pending::<()>().await;
-                }
-                set(&mut order);
-                Ok(order)
+/// A step whose action and compensation apply to `books`, the action
+/// setting what `set` sets.
+fn book_step(books: &Shared, name: &'static str, set: fn(&mut Order)) -> Step<Order> {
+    let act = books.clone();
+    let undo = books.clone();
+    Step::new(name, move |cx: StepContext, mut order: Order| {
+        let books = act.clone();
+        async move {
+            apply(&books, &cx)?;
+            let hang = books.lock().unwrap().hang == Some(cx.step);
+            if hang {
+                std::future::pending::<()>().await;
             }
-        })
-        .compensate(move |cx: StepContext, _order: Order| {
-            let books = undo.clone();
-            async move { apply(&books, &cx).map(|_| ()) }
-        })
-        .timeout(Duration::from_secs(30))
-    };
+            set(&mut order);
+            Ok(order)
+        }
+    })
+    .compensate(move |cx: StepContext, _order: Order| {
+        let books = undo.clone();
+        async move { apply(&books, &cx).map(|_| ()) }
+    })
+    .timeout(Duration::from_secs(30))
+}
+
+fn definition(books: &Shared, version: u32) -> SagaDefinition<Order> {
     SagaDefinition::new("order", version)
-        .step(step("reserve", |o| {
+        .step(book_step(books, "reserve", |o| {
             o.reservation = format!("r-{}", o.order_id);
         }))
-        .step(step("charge", |o| o.charge = format!("c-{}", o.order_id)))
-        .step(step("confirm", |o| o.confirmed = true))
+        .step(book_step(books, "charge", |o| {
+            o.charge = format!("c-{}", o.order_id);
+        }))
+        .step(book_step(books, "confirm", |o| o.confirmed = true))
         .compensation_attempts(3)
         .backoff(Duration::from_millis(1), Duration::from_millis(5))
 }
@@ -472,7 +477,9 @@ async fn postgres_replicas() {
     }
 }
 
-#[tokio::test]
+/// A process that stalls (its thread blocked, so not even the lease's
+/// heartbeat runs) past its lease loses the saga to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_orchestrator_loses_its_saga() {
     let (_dir, log) = sqlite().await;
     let slow = log.clone().lease_ttl(Duration::from_millis(100));
@@ -486,8 +493,13 @@ async fn a_stalled_orchestrator_loses_its_saga() {
                 *calls.lock().unwrap() += 1;
                 let stall = std::mem::replace(&mut *first.lock().unwrap(), false);
                 if stall {
-                    // Past its lease: another orchestrator takes over.
-                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    // The thread blocked past its lease: another
+                    // orchestrator takes over.
+                    #[allow(
+                        clippy::disallowed_methods,
+                        reason = "a stalled process, which not even the lease's heartbeat outlives"
+                    )]
+                    std::thread::sleep(Duration::from_millis(400));
                 }
                 Ok(o)
             }
@@ -512,5 +524,83 @@ async fn a_stalled_orchestrator_loses_its_saga() {
     assert_eq!(
         log.get("s-1").await.unwrap().unwrap().status,
         SagaStatus::Completed
+    );
+}
+
+/// A call slower than the lease keeps its saga: the lease is renewed
+/// while the call is under way, so neither another orchestrator nor this
+/// one's own recovery takes the saga and calls the step a second time.
+#[tokio::test]
+async fn a_slow_call_keeps_its_saga() {
+    let (_dir, log) = sqlite().await;
+    let log = log.lease_ttl(Duration::from_millis(100));
+    let calls = Arc::new(Mutex::new(0));
+    let slow = {
+        let calls = calls.clone();
+        SagaDefinition::new("slow", 1).step(Step::new("work", move |_: StepContext, o: Order| {
+            let calls = calls.clone();
+            async move {
+                *calls.lock().unwrap() += 1;
+                tokio::time::sleep(Duration::from_millis(400)).await;
+                Ok(o)
+            }
+        }))
+    };
+    let saga = Orchestrator::builder(log.clone()).register(slow).build();
+    let running = {
+        let saga = saga.clone();
+        tokio::spawn(async move { saga.run("slow", "k-1", &order("k-1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(saga.recover().await.unwrap().is_empty(), "its own recovery");
+    let other = Orchestrator::builder(another(&log).await).build();
+    assert!(
+        other.recover().await.unwrap().is_empty(),
+        "another orchestrator"
+    );
+    assert_eq!(running.await.unwrap().unwrap(), SagaStatus::Completed);
+    assert_eq!(*calls.lock().unwrap(), 1, "called once");
+}
+
+/// An action whose last attempt fails retryably may have taken effect (a
+/// lost reply): the saga undoes it too, not only the steps before it.
+#[tokio::test]
+async fn an_uncertain_action_is_compensated_too() {
+    use Phase::{Action as A, Compensation as C};
+    let (_dir, log) = sqlite().await;
+    let books = Shared::default();
+    let undo = books.clone();
+    let act = books.clone();
+    let charge = Step::new("charge", move |cx: StepContext, _o: Order| {
+        let books = act.clone();
+        async move {
+            apply(&books, &cx)?;
+            Err::<Order, _>(StepError::Retryable("reply lost".into()))
+        }
+    })
+    .compensate(move |cx: StepContext, _o: Order| {
+        let books = undo.clone();
+        async move { apply(&books, &cx).map(|_| ()) }
+    })
+    .attempts(2);
+    let definition = SagaDefinition::new("uncertain", 1)
+        .step(book_step(&books, "reserve", |o| {
+            o.reservation = format!("r-{}", o.order_id);
+        }))
+        .step(charge)
+        .backoff(Duration::from_millis(1), Duration::from_millis(2));
+    let saga = Orchestrator::builder(log).register(definition).build();
+    let status = saga.run("uncertain", "u-1", &order("u-1")).await.unwrap();
+    assert_eq!(status, SagaStatus::Compensated);
+    assert_eq!(
+        calls(&books),
+        [
+            ("reserve", A),
+            ("charge", A),
+            ("charge", A),
+            ("charge", C),
+            ("reserve", C)
+        ],
+        "the uncertain charge is undone, then the reservation"
     );
 }
