@@ -54,18 +54,18 @@ use std::{
     time::Duration,
 };
 
+use sinew::saga::{
+    IdempotencyConfig, IdempotencyLayer, IdempotencyStore, Orchestrator, Phase, SagaDefinition,
+    SagaLog, Step, StepContext, StepError,
+};
 use sinew::{
     Server,
     client::{ClientConfig, balance::ReconnectBackoff, breaker::BreakerConfig},
     server::ServerConfig,
 };
-use sinew_saga::{
-    IdempotencyConfig, IdempotencyLayer, IdempotencyStore, Orchestrator, SagaDefinition, SagaLog,
-    Step, StepContext, StepError,
-};
 use sinew_workspace::proto::shop::{
     inventory::v1::{
-        InventoryClient, ReleaseReply, Reservation, ReserveRequest,
+        InventoryClient, InventoryContract, ReleaseReply, Reservation, ReserveRequest,
         inventory_server::{Inventory, InventoryServer},
     },
     payments::v1::{
@@ -372,39 +372,25 @@ fn place_order(
     pool: &SqlitePool,
     pause: Duration,
 ) -> SagaDefinition<PlaceOrder> {
-    let reserve = {
-        let (act, undo) = (inventory.clone(), inventory.clone());
-        Step::new("reserve", move |cx: StepContext, mut order: PlaceOrder| {
-            let mut inventory = act.clone();
-            async move {
-                let asked = ReserveRequest {
-                    order_id: order.order_id.clone(),
-                    sku: order.sku.clone(),
-                    quantity: order.quantity,
-                };
-                let reservation = inventory
-                    .reserve(cx.request(asked))
-                    .await
-                    .map_err(StepError::from)?;
-                tokio::time::sleep(pause).await;
-                order.reservation = Some(reservation.into_inner());
-                Ok(order)
-            }
-        })
-        .compensate(move |cx: StepContext, order: PlaceOrder| {
-            let mut inventory = undo.clone();
-            async move {
-                let reservation = order
-                    .reservation
-                    .ok_or_else(|| StepError::Final("no reservation to release".into()))?;
-                inventory
-                    .release(cx.request(reservation))
-                    .await
-                    .map_err(StepError::from)?;
-                Ok(())
-            }
-        })
-    };
+    // Built from the contract's method: `Reserve` declares
+    // `compensated_by: "Release"`, so the step releases what `Reserve`
+    // answered, with no compensation written here.
+    let reserve = Step::rpc(
+        "reserve",
+        inventory.client(),
+        &InventoryContract::RESERVE,
+        |order: &PlaceOrder| ReserveRequest {
+            order_id: order.order_id.clone(),
+            sku: order.sku.clone(),
+            quantity: order.quantity,
+        },
+        |order: PlaceOrder, reservation| PlaceOrder {
+            reservation: Some(reservation),
+            ..order
+        },
+    );
+    // Written by hand, as a step that is not one call of a contract's
+    // method would be: the action, and what undoes it.
     let charge = {
         let (act, undo) = (payments.clone(), payments.clone());
         Step::new("charge", move |cx: StepContext, mut order: PlaceOrder| {
@@ -426,9 +412,30 @@ fn place_order(
         .compensate(move |cx: StepContext, order: PlaceOrder| {
             let mut payments = undo.clone();
             async move {
-                let charge = order
-                    .charge
-                    .ok_or_else(|| StepError::Final("no charge to refund".into()))?;
+                // An uncertain charge (its last attempt failed retryably)
+                // is undone from the state it was given, which holds no
+                // charge: it is asked again with its own key, which
+                // answers the charge made, if any. A final refusal means
+                // none was.
+                let charge = match order.charge {
+                    Some(charge) => charge,
+                    None => {
+                        let asked = ChargeRequest {
+                            order_id: order.order_id.clone(),
+                            amount_cents: order.amount_cents,
+                        };
+                        let action = cx.for_phase(Phase::Action)?;
+                        match payments
+                            .charge(action.request(asked))
+                            .await
+                            .map_err(StepError::from)
+                        {
+                            Ok(charge) => charge.into_inner(),
+                            Err(StepError::Final(_)) => return Ok(()),
+                            Err(retryable) => return Err(retryable),
+                        }
+                    }
+                };
                 payments
                     .refund(cx.request(charge))
                     .await
@@ -479,8 +486,8 @@ fn place_order(
     // as final, and a compensation about a minute before the saga is
     // parked: long enough to outlast a participant's restart and its
     // circuit breaker. An action that keeps failing retryably may have
-    // been applied, and only the steps before it are undone, so its
-    // attempts must not run out while its participant is merely away.
+    // been applied, so it is undone too; its attempts outlast a
+    // participant's restart so that a saga is not undone for a blip.
     SagaDefinition::new(PLACE_ORDER, 1)
         .step(reserve.timeout(STEP_TIMEOUT).attempts(40))
         .step(charge.timeout(STEP_TIMEOUT).attempts(40))
@@ -495,11 +502,12 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_millis(500);
 
-/// The shortest lease `--lease` accepts: twice the longest time between
-/// two writes to a saga's log row (an attempt, then the wait before the
-/// next), which renew the lease. A lease that runs out while its saga is
-/// still driven lets the recovery loop below take it and drive it a
-/// second time at once (the same orchestrator's writes are not fenced).
+/// The shortest lease `--lease` accepts: well above the longest time the
+/// orchestrator goes without renewing a saga's lease (the wait between two
+/// attempts; during an attempt it renews every third of the lease). A
+/// lease that runs out while its saga is still driven lets the recovery
+/// loop below take it and drive it a second time at once (the same
+/// orchestrator's writes are not fenced).
 const MIN_LEASE: Duration = Duration::from_secs(3);
 
 /// A client of the participant at `addr`: the resilient client's
