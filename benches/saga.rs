@@ -448,7 +448,9 @@ async fn main() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     if !reachable(&url) {
-        eprintln!("SKIP: PostgreSQL is not reachable (set DATABASE_URL); the saga benchmark needs it");
+        eprintln!(
+            "SKIP: PostgreSQL is not reachable (set DATABASE_URL); the saga benchmark needs it"
+        );
         if std::env::var("SINEW_REQUIRE_SERVICES").is_ok_and(|v| v == "1") {
             std::process::exit(1);
         }
@@ -505,12 +507,18 @@ async fn main() {
         "{n} sagas per round, {IN_FLIGHT} at once, {rounds} rounds: plain, PostgreSQL, SQLite alternating"
     );
     // Warm the connections and the pools.
-    timed(IN_FLIGHT, |i| plain_sequence(clients.clone(), format!("warm-{i}"))).await;
+    timed(IN_FLIGHT, |i| {
+        plain_sequence(clients.clone(), format!("warm-{i}"))
+    })
+    .await;
 
     let (mut plain, mut on_pg, mut on_sqlite, mut writes) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for round in 1..=rounds {
-        let r = timed(n, |i| plain_sequence(clients.clone(), format!("p{round}-{i}"))).await;
+        let r = timed(n, |i| {
+            plain_sequence(clients.clone(), format!("p{round}-{i}"))
+        })
+        .await;
         report("plain calls", round, &r);
         plain.push(r.per_s);
 
