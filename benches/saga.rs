@@ -12,16 +12,18 @@
 //!    idempotency key, `IN_FLIGHT` (64) such sequences at once.
 //!    `plain_calls_per_s` counts sequences of the three calls a second, so
 //!    that it compares with sagas a second directly.
-//! 2. **Sagas on PostgreSQL**: the three calls as a three-step saga (`Step::rpc` for
-//!    reserve and charge, which compensate as the contract says, and a
-//!    plain step for confirm), run by an `Orchestrator` whose `SagaLog` is
-//!    on PostgreSQL (default settings: `synchronous_commit` on), 64 sagas at
-//!    once.
+//! 2. **Sagas on PostgreSQL**: the three calls as a three-step saga
+//!    (`Step::rpc` for reserve and charge, which compensate as the contract
+//!    says, and a plain step for confirm), run by an `Orchestrator` whose
+//!    `SagaLog` is on PostgreSQL (default settings: `synchronous_commit`
+//!    on; a pool of 16), 64 sagas at once.
 //! 3. **Sagas on SQLite**: the same, with the log in a SQLite file (WAL,
 //!    `synchronous = NORMAL`, 4 connections), 64 at once.
 //!
 //! The three alternate, `SINEW_BENCH_ROUNDS` rounds each (default 3), each
-//! round `SINEW_BENCH_SAGAS` sequences or sagas (default 3000); each result
+//! round `SINEW_BENCH_SAGAS` sequences or sagas (default 3000;
+//! `SINEW_BENCH_SQLITE_CONNECTIONS` sets the SQLite pool's size, default 4,
+//! for diagnosis); each result
 //! is the median of its rounds. Each round also reports the CPU time this
 //! process spent per saga (all threads, user and system, from
 //! `/proc/self/stat`, on Linux). `log_writes_per_saga` is the log's
@@ -488,7 +490,7 @@ async fn main() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite_pool = SqlitePoolOptions::new()
-        .max_connections(4)
+        .max_connections(env_usize("SINEW_BENCH_SQLITE_CONNECTIONS", 4) as u32)
         .connect_with(
             SqliteConnectOptions::new()
                 .filename(dir.path().join("saga.db"))

@@ -556,8 +556,12 @@ mod sealed {
 const COLUMNS: &str = "id, name, version, state, status, step, in_flight, parked_from, error, \
                        undo, created_at_ms, updated_at_ms";
 
+/// The log's SQL for one database: its blob type, its row locking for
+/// claims, its migration lock, and whether an "after" write is one
+/// statement (PostgreSQL: an update feeding an insert through a CTE) or a
+/// transaction of two (SQLite, whose CTEs cannot update).
 macro_rules! log_sql {
-    ($db:ty, $blob:literal, $skip_locked:literal, $migrate_lock:expr) => {
+    ($db:ty, $blob:literal, $skip_locked:literal, $migrate_lock:expr, $one_statement:literal) => {
         impl sealed::Sealed for $db {
             async fn migrate(pool: &Pool<Self>) -> Result<(), sqlx::Error> {
                 let mut tx = pool.begin().await?;
@@ -671,6 +675,42 @@ macro_rules! log_sql {
                 owner: &str,
                 until: i64,
             ) -> Result<bool, sqlx::Error> {
+                if $one_statement && events.is_none() {
+                    // One round trip: the update, and the history entry
+                    // only if the update found the saga still ours. One
+                    // statement is one transaction.
+                    let done = sqlx::query(
+                        "WITH updated AS (
+                           UPDATE sinew_saga SET state = $2, status = $3, step = $4,
+                             in_flight = $5, parked_from = $6, error = $7, updated_at_ms = $8,
+                             lease_until_ms = $10, undo = $11
+                           WHERE id = $1 AND owner = $9
+                           RETURNING id)
+                         INSERT INTO sinew_saga_history (saga_id, n, at_ms, step, phase, outcome, error)
+                         SELECT id,
+                           COALESCE((SELECT MAX(n) FROM sinew_saga_history WHERE saga_id = $1), 0) + 1,
+                           $8, $12, $13, $14, $15
+                         FROM updated",
+                    )
+                    .bind(&r.id)
+                    .bind(&r.state)
+                    .bind(r.status.as_str())
+                    .bind(i64::from(r.step))
+                    .bind(i64::from(r.in_flight))
+                    .bind(r.parked_from.map(SagaStatus::as_str))
+                    .bind(r.error.as_deref())
+                    .bind(now)
+                    .bind(owner)
+                    .bind(until)
+                    .bind(encode_undo(&r.undo))
+                    .bind(i64::from(entry.step))
+                    .bind(phase_name(entry.phase))
+                    .bind(&entry.outcome)
+                    .bind(entry.error.as_deref())
+                    .execute(pool)
+                    .await?;
+                    return Ok(done.rows_affected() == 1);
+                }
                 let mut tx = pool.begin().await?;
                 let done = sqlx::query(
                     "UPDATE sinew_saga SET state = $2, status = $3, step = $4, in_flight = $5,
@@ -877,5 +917,5 @@ async fn pg_lock(tx: &mut sqlx::Transaction<'_, Postgres>) -> Result<(), sqlx::E
     Ok(())
 }
 
-log_sql!(Sqlite, "BLOB", "", no_lock);
-log_sql!(Postgres, "BYTEA", "FOR UPDATE SKIP LOCKED", pg_lock);
+log_sql!(Sqlite, "BLOB", "", no_lock, false);
+log_sql!(Postgres, "BYTEA", "FOR UPDATE SKIP LOCKED", pg_lock, true);
