@@ -7,8 +7,10 @@
 //! message, stored with the saga). A step's action reads the state, makes
 //! its call and returns the state extended with the answer; its
 //! compensation undoes it. When an action fails for good (a final
-//! [`StepError`], or a retryable one on its last attempt), the completed
-//! steps are compensated, last first. Compensations are retried until
+//! [`StepError`]), the completed steps are compensated, last first. When
+//! its last attempt fails retryably, its outcome is uncertain (a lost
+//! reply may have applied it), so it is compensated too, from the state it
+//! was given (see [`Step::compensate`]). Compensations are retried until
 //! they succeed; past [`SagaDefinition::compensation_attempts`] the saga
 //! is parked as [`SagaStatus::NeedsAttention`], with the error, and
 //! [`Orchestrator::resume`] goes on with it. Nothing is ever dropped.
@@ -59,6 +61,40 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Steps from the contract
+//!
+//! A method whose contract names its compensation
+//! (`option (sinew.method) = { compensated_by: "Refund" }`, checked by
+//! sinew-build) makes a whole step with [`Step::rpc`]: given the
+//! generated client's [`client()`](sinew_client::Client) and the method's
+//! entry in the method table (`PaymentsContract::CHARGE`), a function that
+//! builds the request from the state and one that merges the response into
+//! it. Its compensation is the method the contract names, built from the
+//! action's request or response, which the log keeps until the saga ends:
+//!
+//! ```ignore
+//! Step::rpc("charge", payments.client(), &PaymentsContract::CHARGE,
+//!     |o: &Order| ChargeRequest { order_id: o.id.clone(), amount_cents: o.total },
+//!     |o: Order, charge| Order { charge: Some(charge), ..o })
+//! ```
+//!
+//! # Events
+//!
+//! A saga publishes domain events through the transactional outbox of
+//! `sinew-events`, in the same transaction as its log's write:
+//! [`Step::emits`] when a step completes, [`SagaDefinition::on_completed`]
+//! and [`SagaDefinition::on_compensated`] when the saga ends. Give the
+//! orchestrator the outbox ([`OrchestratorBuilder::outbox`], in the log's
+//! database); a definition that publishes without one fails at
+//! [`OrchestratorBuilder::build`].
+//!
+//! # The admin service
+//!
+//! [`admin`]: `sinew.saga.v1.SagaAdmin` lists sagas by status, gets one
+//! with its history, and resumes or aborts ([`SagaStatus::Aborted`]) a
+//! parked one. The scaffold hosts it on request:
+//! `Server::new("orders").add_service(orchestrator.admin())`.
+//!
 //! # Durability and recovery
 //!
 //! The [`SagaLog`] (SQLite or PostgreSQL, through sqlx) keeps each saga's
@@ -71,8 +107,9 @@
 //! with a clear reason.
 //!
 //! Several replicas share one log: each saga is held by the orchestrator
-//! running it through a lease that every write renews
-//! ([`SagaLog::lease_ttl`], 60s), and `recover` takes only sagas whose
+//! running it through a lease that every write renews, and every third of
+//! its length while a call is under way ([`SagaLog::lease_ttl`], 60s),
+//! and `recover` takes only sagas whose
 //! lease ran out (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas
 //! take different ones; SQLite's writes take turns). A write also checks
 //! the lease, so an orchestrator that stalled past it stops with
