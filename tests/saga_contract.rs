@@ -41,7 +41,7 @@ use sinew_workspace::proto::shop::{
         InventoryClient, InventoryContract, ReleaseReply, Reservation, ReserveRequest,
         inventory_server::{Inventory, InventoryServer},
     },
-    orders::v1::OrderConfirmed,
+    orders::v1::{OrderConfirmed, OrderPlaced},
     payments::v1::{
         Charge, ChargeRequest, PaymentsClient, PaymentsContract, RefundReply,
         payments_server::{Payments, PaymentsServer},
@@ -213,20 +213,28 @@ impl Inventory for Shop {
 /// as the contract says; confirm is local.
 fn definition(payments: &PaymentsClient, inventory: &InventoryClient) -> SagaDefinition<Order> {
     SagaDefinition::new("order", 1)
-        .step(Step::rpc(
-            "reserve",
-            inventory.client(),
-            &InventoryContract::RESERVE,
-            |o: &Order| ReserveRequest {
-                order_id: o.order_id.clone(),
-                sku: o.sku.clone(),
-                quantity: 1,
-            },
-            |o: Order, reservation| Order {
-                reservation: Some(reservation),
-                ..o
-            },
-        ))
+        .step(
+            Step::rpc(
+                "reserve",
+                inventory.client(),
+                &InventoryContract::RESERVE,
+                |o: &Order| ReserveRequest {
+                    order_id: o.order_id.clone(),
+                    sku: o.sku.clone(),
+                    quantity: 1,
+                },
+                |o: Order, reservation| Order {
+                    reservation: Some(reservation),
+                    ..o
+                },
+            )
+            .emits(|o: &Order| {
+                vec![Envelope::new(&OrderPlaced {
+                    order_id: o.order_id.clone(),
+                    amount_cents: o.amount_cents,
+                })]
+            }),
+        )
         .step(Step::rpc(
             "charge",
             payments.client(),
@@ -348,8 +356,8 @@ async fn steps_from_the_contract<DB: LogDatabase>(log: SagaLog<DB>) {
     }
     assert_eq!(
         s.outbox.pending().await.unwrap().count,
-        1,
-        "OrderConfirmed, written with the completion"
+        2,
+        "OrderPlaced with the reservation, OrderConfirmed with the completion"
     );
 
     // Refused at confirm: the charge is refunded and the reservation
@@ -407,8 +415,10 @@ async fn steps_from_the_contract<DB: LogDatabase>(log: SagaLog<DB>) {
     assert_eq!(s.shop.books().calls.len(), 10);
     assert_eq!(
         s.outbox.pending().await.unwrap().count,
-        1,
-        "no event for compensated sagas"
+        4,
+        "OrderPlaced for o-2 and o-3, whose reservations were made (and \
+         later released); nothing for o-4, whose reservation failed, and no \
+         OrderConfirmed for a compensated saga"
     );
 
     // The charge applies but its replies are lost, every attempt: its
