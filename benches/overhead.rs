@@ -40,6 +40,10 @@
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
+mod common;
+
+use common::process_cpu_time;
+
 use std::{
     net::SocketAddr,
     sync::Arc,
@@ -77,21 +81,6 @@ struct Round {
     /// microseconds, where the system tells it (Linux): every thread's,
     /// the servers', the telemetry threads' and the sink's included.
     cpu_us: Option<f64>,
-}
-
-/// CPU time this process has used so far, user and system, all threads:
-/// from `/proc/self/stat` (Linux), in clock ticks taken as 10ms (`USER_HZ`
-/// is 100 on x86 and ARM Linux). `None` where there is no such file.
-fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command name, in parentheses, may hold spaces: the fields that
-    // follow it are counted from its closing parenthesis. utime and stime
-    // are fields 14 and 15 of the line, so the 12th and 13th after it.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((user + system) * 10))
 }
 
 /// Runs `IN_FLIGHT` callers for `seconds` and measures them.

@@ -26,7 +26,10 @@
 //! for diagnosis); each result
 //! is the median of its rounds. Each round also reports the CPU time this
 //! process spent per saga (all threads, user and system, from
-//! `/proc/self/stat`, on Linux). `log_writes_per_saga` is the log's
+//! `/proc/self/stat`, on Linux), and PostgreSQL's (every thread of the
+//! processes on this host named `postgres`, or `nats-server`, from
+//! `schedstat`: meaningful only where PostgreSQL runs here and nothing else
+//! uses it meanwhile). `log_writes_per_saga` is the log's
 //! transactions per saga (`SagaLog::writes`), which is exact, not timed.
 //!
 //! Run with: `cargo bench --bench saga`, with PostgreSQL at `DATABASE_URL`
@@ -44,9 +47,12 @@
     reason = "a benchmark reports on stdout"
 )]
 
+mod common;
+
+use common::{process_cpu_time, services_cpu_per_message, services_cpu_time};
+
 use std::{
     collections::HashMap,
-    net::{SocketAddr, TcpStream, ToSocketAddrs as _},
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
@@ -335,21 +341,12 @@ async fn plain_sequence(mut clients: Clients, id: String) {
         .expect("confirm");
 }
 
-/// This process's CPU time so far (user and system, all threads), from
-/// `/proc/self/stat` in 10ms ticks; `None` off Linux.
-fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(Duration::from_millis((user + system) * 10))
-}
-
-/// One round's rate, and the CPU time per unit in µs.
+/// One round's rate, and the CPU time per unit in µs: this process's,
+/// and the services' on this host (PostgreSQL's).
 struct Round {
     per_s: f64,
     cpu_us: Option<f64>,
+    services_cpu_us: Option<f64>,
 }
 
 async fn timed<F, Fut>(n: usize, one: F) -> Round
@@ -357,7 +354,7 @@ where
     F: Fn(usize) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let cpu = process_cpu_time();
+    let (cpu, services) = (process_cpu_time(), services_cpu_time());
     let started = Instant::now();
     stream::iter(0..n)
         .map(one)
@@ -371,6 +368,7 @@ where
     Round {
         per_s: n as f64 / elapsed.as_secs_f64(),
         cpu_us,
+        services_cpu_us: services_cpu_per_message(services, n),
     }
 }
 
@@ -409,31 +407,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 fn report(name: &str, round: usize, r: &Round) {
-    let cpu = r
-        .cpu_us
-        .map_or_else(|| "n/a".to_owned(), |us| format!("{us:.0}µs"));
+    let show = |us: Option<f64>| us.map_or_else(|| "n/a".to_owned(), |us| format!("{us:.0}µs"));
     println!(
-        "round {round} {name:<14} {:>8.0}/s  cpu per saga {cpu}",
-        r.per_s
+        "round {round} {name:<14} {:>8.0}/s  cpu per saga: this process {}, PostgreSQL {}",
+        r.per_s,
+        show(r.cpu_us),
+        show(r.services_cpu_us)
     );
-}
-
-fn reachable(url: &str) -> bool {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-    let host = host.split(['/', '?']).next().unwrap_or(host);
-    let addr = if host.contains(':') {
-        host.to_owned()
-    } else {
-        format!("{host}:5432")
-    };
-    let addrs: Vec<SocketAddr> = addr
-        .to_socket_addrs()
-        .map(Iterator::collect)
-        .unwrap_or_default();
-    addrs
-        .iter()
-        .any(|addr| TcpStream::connect_timeout(addr, Duration::from_secs(2)).is_ok())
 }
 
 fn env_usize(name: &str, default: usize) -> usize {
@@ -449,7 +429,7 @@ const SCHEMA: &str = "sinew_bench_saga";
 async fn main() {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
-    if !reachable(&url) {
+    if !common::reachable(&url, 5432) {
         eprintln!(
             "SKIP: PostgreSQL is not reachable (set DATABASE_URL); the saga benchmark needs it"
         );
