@@ -111,9 +111,11 @@
 //! its length while a call is under way ([`SagaLog::lease_ttl`], 60s),
 //! and `recover` takes only sagas whose
 //! lease ran out (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so replicas
-//! take different ones; SQLite's writes take turns). A write also checks
-//! the lease, so an orchestrator that stalled past it stops with
-//! [`SagaError::Lost`] instead of racing the one that took over.
+//! take different ones; SQLite's writes take turns). Each claim holds the
+//! saga under a holder of its own ([`SagaRecord::holder`]) and every write
+//! checks it, so a run that stalled past its lease stops with
+//! [`SagaError::Lost`] instead of racing the one that took over, even
+//! when that is its own orchestrator's recovery.
 //!
 //! A saga is a span, and each attempt of a step's action or compensation a
 //! child span whose context the step's calls carry. The meter

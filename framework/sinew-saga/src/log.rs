@@ -125,6 +125,12 @@ pub struct SagaRecord {
     pub parked_from: Option<SagaStatus>,
     /// The last error, if any.
     pub error: Option<String>,
+    /// The claim that holds the saga: its orchestrator's
+    /// [`owner`](SagaLog::owner) name and a number new with each claim
+    /// (set by the log; ignored when writing). Every write is fenced by it,
+    /// so a driver whose claim was taken over, even by its own orchestrator
+    /// after a stall, stops at its next write.
+    pub holder: String,
     /// The compensations' requests, by step, that steps built from a
     /// contract's method recorded (see `Step::rpc`).
     pub undo: BTreeMap<u32, Vec<u8>>,
@@ -163,6 +169,8 @@ pub struct SagaLog<DB: LogDatabase> {
     writes: Arc<AtomicU64>,
     /// This orchestrator's name in the log: the owner of the sagas it runs.
     owner: Arc<str>,
+    /// Claims made so far, numbering each claim's holder.
+    claims: Arc<AtomicU64>,
     lease_ttl: Duration,
     /// Where the events sagas publish are written, in the log's
     /// transactions.
@@ -175,6 +183,7 @@ impl<DB: LogDatabase> Clone for SagaLog<DB> {
             pool: self.pool.clone(),
             writes: self.writes.clone(),
             owner: self.owner.clone(),
+            claims: self.claims.clone(),
             lease_ttl: self.lease_ttl,
             outbox: self.outbox.clone(),
         }
@@ -204,6 +213,7 @@ impl<DB: LogDatabase> SagaLog<DB> {
             pool,
             writes: Arc::default(),
             owner: Arc::from(owner),
+            claims: Arc::default(),
             lease_ttl: DEFAULT_LEASE_TTL,
             outbox: None,
         })
@@ -250,6 +260,15 @@ impl<DB: LogDatabase> SagaLog<DB> {
         &self.owner
     }
 
+    /// A holder for a new claim: this log's owner and a new number.
+    pub(crate) fn new_holder(&self) -> String {
+        format!(
+            "{}/{}",
+            self.owner,
+            self.claims.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
     fn lease_until(&self) -> i64 {
         now_ms().saturating_add(i64::try_from(self.lease_ttl.as_millis()).unwrap_or(i64::MAX))
     }
@@ -264,7 +283,7 @@ impl<DB: LogDatabase> SagaLog<DB> {
         self.wrote();
         DB::claim(
             &self.pool,
-            &self.owner,
+            &self.new_holder(),
             now_ms(),
             self.lease_until(),
             None,
@@ -273,12 +292,14 @@ impl<DB: LogDatabase> SagaLog<DB> {
         .await
     }
 
-    /// Takes saga `id` if it is parked, for an operator's resume.
+    /// Takes saga `id` if it is parked, for an operator's resume: its status
+    /// goes back to what it was doing when parked (kept in `parked_from`
+    /// until its next write), so that it reads as under way at once.
     pub(crate) async fn claim(&self, id: &str) -> Result<Option<SagaRecord>, sqlx::Error> {
         self.wrote();
         let mut taken = DB::claim(
             &self.pool,
-            &self.owner,
+            &self.new_holder(),
             now_ms(),
             self.lease_until(),
             Some(id),
@@ -288,10 +309,11 @@ impl<DB: LogDatabase> SagaLog<DB> {
         Ok(taken.pop())
     }
 
-    /// Renews the lease on saga `id`; false if another orchestrator took it.
-    pub(crate) async fn renew(&self, id: &str) -> Result<bool, sqlx::Error> {
+    /// Renews `holder`'s lease on saga `id`; false if another claim took
+    /// it.
+    pub(crate) async fn renew(&self, id: &str, holder: &str) -> Result<bool, sqlx::Error> {
         self.wrote();
-        DB::renew(&self.pool, id, &self.owner, self.lease_until()).await
+        DB::renew(&self.pool, id, holder, self.lease_until()).await
     }
 
     /// Writes made so far by this log (and its clones): a measure of what
@@ -304,14 +326,15 @@ impl<DB: LogDatabase> SagaLog<DB> {
         self.writes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Records a new saga, its first step in flight.
+    /// Records a new saga, its first step in flight, held by
+    /// `record.holder`.
     pub(crate) async fn create(&self, record: &SagaRecord) -> Result<(), sqlx::Error> {
         self.wrote();
         DB::create(
             &self.pool,
             record,
             now_ms(),
-            &self.owner,
+            &record.holder,
             self.lease_until(),
         )
         .await
@@ -321,7 +344,7 @@ impl<DB: LogDatabase> SagaLog<DB> {
     /// flight.
     pub(crate) async fn before(
         &self,
-        id: &str,
+        record: &SagaRecord,
         status: SagaStatus,
         step: u32,
     ) -> Result<bool, sqlx::Error> {
@@ -329,11 +352,11 @@ impl<DB: LogDatabase> SagaLog<DB> {
         let (now, until) = (now_ms(), self.lease_until());
         DB::before(
             &self.pool,
-            id,
+            &record.id,
             status.as_str(),
             i64::from(step),
             now,
-            &self.owner,
+            &record.holder,
             until,
         )
         .await
@@ -364,7 +387,7 @@ impl<DB: LogDatabase> SagaLog<DB> {
             entry,
             outbox,
             now_ms(),
-            &self.owner,
+            &record.holder,
             self.lease_until(),
         )
         .await?;
@@ -458,6 +481,7 @@ macro_rules! saga_record {
             in_flight: row.try_get::<i64, _>("in_flight")? != 0,
             parked_from: parked.as_deref().and_then(SagaStatus::parse),
             error: row.try_get("error")?,
+            holder: row.try_get("owner")?,
             undo: decode_undo(&row.try_get::<Vec<u8>, _>("undo")?)?,
             created_at_ms: row.try_get("created_at_ms")?,
             updated_at_ms: row.try_get("updated_at_ms")?,
@@ -554,7 +578,7 @@ mod sealed {
 }
 
 const COLUMNS: &str = "id, name, version, state, status, step, in_flight, parked_from, error, \
-                       undo, created_at_ms, updated_at_ms";
+                       undo, created_at_ms, updated_at_ms, owner";
 
 /// The log's SQL for one database: its blob type, its row locking for
 /// claims, its migration lock, and whether an "after" write is one
@@ -771,7 +795,9 @@ macro_rules! log_sql {
                 // One parked saga (an operator's resume), or the unfinished
                 // sagas no live orchestrator holds.
                 let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE sinew_saga SET owner = $1, lease_until_ms = $2
+                    "UPDATE sinew_saga SET owner = $1, lease_until_ms = $2,
+                       status = CASE WHEN status = 'needs_attention'
+                                THEN COALESCE(parked_from, 'compensating') ELSE status END
                      WHERE id IN (
                        SELECT id FROM sinew_saga
                        WHERE ($4 IS NOT NULL AND id = $4 AND status = 'needs_attention')
@@ -851,7 +877,7 @@ macro_rules! log_sql {
                 let mut tx = pool.begin().await?;
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE sinew_saga SET status = 'aborted', in_flight = 0, error = $2,
-                       updated_at_ms = $3
+                       updated_at_ms = $3, owner = 'aborted'
                      WHERE id = $1 AND status = 'needs_attention'
                      RETURNING {COLUMNS}"
                 )))

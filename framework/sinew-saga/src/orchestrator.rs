@@ -211,6 +211,7 @@ impl<DB: LogDatabase> Orchestrator<DB> {
             in_flight: true,
             parked_from: None,
             error: None,
+            holder: self.log.new_holder(),
             undo: std::collections::BTreeMap::new(),
             created_at_ms: 0,
             updated_at_ms: 0,
@@ -427,12 +428,19 @@ where
                     let index = record.step;
                     if !record.in_flight {
                         held(
-                            log.before(&record.id, SagaStatus::Running, index).await?,
+                            log.before(&record, SagaStatus::Running, index).await?,
                             &record.id,
                         )?;
                     }
                     match self
-                        .act(log, &span_cx, &saga_id, index, state.clone())
+                        .act(
+                            log,
+                            &span_cx,
+                            &saga_id,
+                            &record.holder,
+                            index,
+                            state.clone(),
+                        )
                         .await?
                     {
                         Ok(done) => {
@@ -507,7 +515,7 @@ where
                     let index = remaining - 1;
                     if !record.in_flight || record.step != remaining {
                         held(
-                            log.before(&record.id, SagaStatus::Compensating, remaining)
+                            log.before(&record, SagaStatus::Compensating, remaining)
                                 .await?,
                             &record.id,
                         )?;
@@ -515,7 +523,15 @@ where
                     record.step = remaining;
                     let undo = record.undo.get(&index).cloned();
                     match self
-                        .compensate(log, &span_cx, &saga_id, index, state.clone(), undo)
+                        .compensate(
+                            log,
+                            &span_cx,
+                            &saga_id,
+                            &record.holder,
+                            index,
+                            state.clone(),
+                            undo,
+                        )
                         .await?
                     {
                         Ok(()) => {
@@ -612,6 +628,7 @@ where
         log: &SagaLog<DB>,
         saga: &Context,
         saga_id: &Arc<str>,
+        holder: &str,
         index: u32,
         state: S,
     ) -> Result<Result<Done<S>, StepError>, SagaError> {
@@ -621,13 +638,13 @@ where
             let cx = self.context(saga_id, index, Phase::Action, attempt)?;
             let call = (step.action)(cx, state.clone());
             let outcome = self
-                .attempt(log, saga_id, saga, index, Phase::Action, call)
+                .attempt(log, (saga_id, holder), saga, index, Phase::Action, call)
                 .await?;
             match outcome {
                 Err(error) if error.is_retryable() && attempt < step.attempts => {
                     tracing::debug!(saga = %saga_id, step = step.name, attempt, %error, "saga step failed; retrying");
                     tokio::time::sleep(self.wait(attempt)).await;
-                    held(log.renew(saga_id).await?, saga_id)?;
+                    held(log.renew(saga_id, holder).await?, saga_id)?;
                     attempt += 1;
                 }
                 outcome => return Ok(outcome),
@@ -637,11 +654,16 @@ where
 
     /// The step's compensation: retried on any failure, up to the
     /// definition's limit.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the saga's identity, its claim and the step's inputs"
+    )]
     async fn compensate<DB: LogDatabase>(
         &self,
         log: &SagaLog<DB>,
         saga: &Context,
         saga_id: &Arc<str>,
+        holder: &str,
         index: u32,
         state: S,
         undo: Option<Vec<u8>>,
@@ -655,13 +677,20 @@ where
             let cx = self.context(saga_id, index, Phase::Compensation, attempt)?;
             let call = compensation(cx, state.clone(), undo.clone());
             let outcome = self
-                .attempt(log, saga_id, saga, index, Phase::Compensation, call)
+                .attempt(
+                    log,
+                    (saga_id, holder),
+                    saga,
+                    index,
+                    Phase::Compensation,
+                    call,
+                )
                 .await?;
             match outcome {
                 Err(error) if attempt < self.compensation_attempts => {
                     tracing::warn!(saga = %saga_id, step = step.name, attempt, %error, "saga compensation failed; retrying");
                     tokio::time::sleep(self.wait(attempt)).await;
-                    held(log.renew(saga_id).await?, saga_id)?;
+                    held(log.renew(saga_id, holder).await?, saga_id)?;
                     attempt += 1;
                 }
                 outcome => return Ok(outcome),
@@ -683,7 +712,7 @@ impl<S> SagaDefinition<S> {
     async fn attempt<T, DB: LogDatabase>(
         &self,
         log: &SagaLog<DB>,
-        saga_id: &str,
+        (saga_id, holder): (&str, &str),
         saga: &Context,
         index: u32,
         phase: Phase,
@@ -717,7 +746,7 @@ impl<S> SagaDefinition<S> {
                         .into(),
                     )),
                 },
-                () = tokio::time::sleep(heartbeat) => match log.renew(saga_id).await {
+                () = tokio::time::sleep(heartbeat) => match log.renew(saga_id, holder).await {
                     Ok(true) => {}
                     Ok(false) => {
                         cx.span().set_status(Status::error("saga taken over"));

@@ -604,3 +604,46 @@ async fn an_uncertain_action_is_compensated_too() {
         "the uncertain charge is undone, then the reservation"
     );
 }
+
+/// A run that stalls past its lease loses the saga to its own
+/// orchestrator's recovery too: each claim holds the saga under a holder
+/// of its own, so the stalled run's next write is fenced, though the
+/// orchestrator is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_run_loses_its_saga_to_its_own_recovery() {
+    let (_dir, log) = sqlite().await;
+    let log = log.lease_ttl(Duration::from_millis(100));
+    let first = Arc::new(Mutex::new(true));
+    let calls = Arc::new(Mutex::new(0));
+    let work = {
+        let (first, calls) = (first.clone(), calls.clone());
+        SagaDefinition::new("slow", 1).step(Step::new("work", move |_: StepContext, o: Order| {
+            let (first, calls) = (first.clone(), calls.clone());
+            async move {
+                *calls.lock().unwrap() += 1;
+                if std::mem::replace(&mut *first.lock().unwrap(), false) {
+                    #[allow(
+                        clippy::disallowed_methods,
+                        reason = "a stalled process, which not even the lease's heartbeat outlives"
+                    )]
+                    std::thread::sleep(Duration::from_millis(400));
+                }
+                Ok(o)
+            }
+        }))
+    };
+    let saga = Orchestrator::builder(log.clone()).register(work).build();
+    let running = {
+        let saga = saga.clone();
+        tokio::spawn(async move { saga.run("slow", "t-1", &order("t-1")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let recovered = recover_until(&saga, "t-1").await;
+    assert!(recovered.contains(&("t-1".to_owned(), SagaStatus::Completed)));
+    let lost = running.await.unwrap();
+    assert!(
+        matches!(lost, Err(sinew_saga::SagaError::Lost(ref id)) if id == "t-1"),
+        "{lost:?}"
+    );
+    assert_eq!(*calls.lock().unwrap(), 2);
+}
