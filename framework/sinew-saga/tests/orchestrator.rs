@@ -532,8 +532,10 @@ async fn a_stalled_orchestrator_loses_its_saga() {
 /// one's own recovery takes the saga and calls the step a second time.
 #[tokio::test]
 async fn a_slow_call_keeps_its_saga() {
+    // The lease is kept in the database in wall-clock time, so this runs in
+    // real time: a call of three leases, renewed every third of one.
     let (_dir, log) = sqlite().await;
-    let log = log.lease_ttl(Duration::from_millis(100));
+    let log = log.lease_ttl(Duration::from_millis(300));
     let calls = Arc::new(Mutex::new(0));
     let slow = {
         let calls = calls.clone();
@@ -541,7 +543,7 @@ async fn a_slow_call_keeps_its_saga() {
             let calls = calls.clone();
             async move {
                 *calls.lock().unwrap() += 1;
-                tokio::time::sleep(Duration::from_millis(400)).await;
+                tokio::time::sleep(Duration::from_millis(900)).await;
                 Ok(o)
             }
         }))
@@ -551,7 +553,7 @@ async fn a_slow_call_keeps_its_saga() {
         let saga = saga.clone();
         tokio::spawn(async move { saga.run("slow", "k-1", &order("k-1")).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(saga.recover().await.unwrap().is_empty(), "its own recovery");
     let other = Orchestrator::builder(another(&log).await).build();
     assert!(
