@@ -120,6 +120,24 @@ pub struct MethodPolicy {
     /// `IDEMPOTENT` method of the same service whose request type is this
     /// method's request or response type; see [`Contract::compensation_of`].
     pub compensated_by: Option<Compensation>,
+    /// Who may call the method: its `auth`, or its service's default.
+    pub auth: Access,
+}
+
+/// Who may call a method, as the contract declares it: the method's
+/// `(sinew.method).auth`, or else its service's `(sinew.service).auth`.
+/// sinew-build checked it (a method is public or scoped, not both; scopes
+/// are well-formed and listed once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Access {
+    /// The contract says nothing: the server's setting decides.
+    #[default]
+    Undeclared,
+    /// Anyone may call it, without credentials.
+    Public,
+    /// An authenticated caller holding every one of these scopes; with no
+    /// scope listed, any authenticated caller.
+    Scopes(&'static [&'static str]),
 }
 
 /// The method that undoes another, as `(sinew.method).compensated_by`
@@ -153,6 +171,7 @@ impl MethodPolicy {
         retry: None,
         hedging: None,
         compensated_by: None,
+        auth: Access::Undeclared,
     };
 }
 

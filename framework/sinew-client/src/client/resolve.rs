@@ -137,7 +137,7 @@ mod tests {
                 hedging_delay: Duration::from_millis(20),
                 non_fatal_codes: CodeSet::of(&[Code::Unavailable]),
             }),
-            compensated_by: None,
+            ..MethodPolicy::NONE
         },
     };
     const POST: MethodInfo = MethodInfo {
