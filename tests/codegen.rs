@@ -6,7 +6,8 @@ use std::{path::Path, time::Duration};
 
 use sinew::{
     contract::{
-        CodeSet, Compensation, CompensationInput, Contract, Idempotency, MethodPolicy, Streaming,
+        Access, CodeSet, Compensation, CompensationInput, Contract, Idempotency, MethodPolicy,
+        Streaming,
     },
     event::Event,
 };
@@ -254,6 +255,114 @@ fn a_valid_contract_compiles() {
         "{OPTIONS_HEADER}service S {{\n  rpc Get(M) returns (M) {{\n    option idempotency_level = NO_SIDE_EFFECTS;\n    option (sinew.method) = {{ timeout: \"1s\" }};\n  }}\n}}\n"
     );
     compile(&source).expect("a valid contract compiles");
+}
+
+#[test]
+fn access_is_in_the_method_table() {
+    // The service's default, and a method's own, which replaces it.
+    assert_eq!(
+        PaymentsContract::CHARGE.policy.auth,
+        Access::Scopes(&["payments.write"])
+    );
+    assert_eq!(
+        PaymentsContract::REFUND.policy.auth,
+        Access::Scopes(&["payments.refund"])
+    );
+    assert_eq!(
+        InventoryContract::RESERVE.policy.auth,
+        Access::Undeclared,
+        "a contract that says nothing"
+    );
+
+    let source = format!(
+        "{OPTIONS_HEADER}service S {{\n  option (sinew.service) = {{ auth: {{ scopes: [\"s.read\"] }} }};\n  \
+         rpc Get(M) returns (M);\n  \
+         rpc Ping(M) returns (M) {{ option (sinew.method) = {{ auth: {{ public: true }} }}; }}\n  \
+         rpc Who(M) returns (M) {{ option (sinew.method) = {{ auth: {{}} }}; }}\n  \
+         rpc Put(M) returns (M) {{ option (sinew.method) = {{ timeout: \"1s\" }}; }}\n}}\n\
+         service T {{\n  rpc Open(M) returns (M);\n}}\n"
+    );
+    let (dir, result) = compile_in(&source);
+    result.unwrap();
+    let code = std::fs::read_to_string(dir.path().join("out/bad.v1.rs")).unwrap();
+    let auth_of = |method: &str| {
+        let at = code
+            .find(&format!("path: \"{method}\""))
+            .unwrap_or_else(|| panic!("{method} in {code}"));
+        let rest = &code[at..];
+        let auth = rest.find("auth:").map(|i| &rest[i..]);
+        let end = rest.find("};").unwrap_or(rest.len());
+        match auth {
+            Some(auth) if rest.len() - auth.len() < end => auth
+                [..auth.find('\n').unwrap_or(auth.len())]
+                .trim()
+                .to_owned(),
+            _ => "none".to_owned(),
+        }
+    };
+    assert_eq!(
+        auth_of("/bad.v1.S/Get"),
+        "auth: ::sinew::contract::Access::Scopes(&[\"s.read\"]),",
+        "the service's default"
+    );
+    assert_eq!(
+        auth_of("/bad.v1.S/Put"),
+        "auth: ::sinew::contract::Access::Scopes(&[\"s.read\"]),",
+        "a method with a policy but no auth takes the default"
+    );
+    assert_eq!(
+        auth_of("/bad.v1.S/Ping"),
+        "auth: ::sinew::contract::Access::Public,"
+    );
+    assert_eq!(
+        auth_of("/bad.v1.S/Who"),
+        "auth: ::sinew::contract::Access::Scopes(&[]),",
+        "any authenticated caller"
+    );
+    assert_eq!(auth_of("/bad.v1.T/Open"), "none", "no policy at all");
+}
+
+#[test]
+fn bad_access_fails_at_its_line() {
+    let method = |auth: &str| {
+        format!(
+            "{OPTIONS_HEADER}service S {{\n  rpc Get(M) returns (M) {{\n    \
+             option (sinew.method) = {{ auth: {auth} }};\n  }}\n}}\n"
+        )
+    };
+    for (auth, reason) in [
+        (
+            "{ public: true scopes: [\"a\"] }",
+            "auth: a public method needs no scope",
+        ),
+        (
+            "{ scopes: [\"orders write\"] }",
+            "auth.scopes: \"orders write\" is not a scope",
+        ),
+        ("{ scopes: [\"\"] }", "auth.scopes: \"\" is not a scope"),
+        (
+            "{ scopes: [\"a\", \"a\"] }",
+            "auth.scopes: \"a\" is listed twice",
+        ),
+    ] {
+        let error = compile(&method(auth)).unwrap_err();
+        assert_points_at(&error, 7, reason);
+        assert!(error.to_string().contains("method bad.v1.S.Get"), "{error}");
+    }
+    // A service's default is checked the same, at its own line.
+    let source = format!(
+        "{OPTIONS_HEADER}service S {{\n  rpc Get(M) returns (M);\n  \
+         option (sinew.service) = {{ auth: {{ public: true scopes: [\"a\"] }} }};\n}}\n"
+    );
+    let error = compile(&source).unwrap_err();
+    assert_points_at(
+        &error,
+        7,
+        "service bad.v1.S: auth: a public method needs no scope",
+    );
+    // protox refuses a field that does not exist.
+    let error = compile(&method("{ scope: [\"a\"] }")).unwrap_err();
+    assert_points_at(&error, 7, "auth: { public scopes }");
 }
 
 #[test]

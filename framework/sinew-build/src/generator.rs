@@ -12,7 +12,7 @@ use prost_build::{Comments, Method, Service, ServiceGenerator};
 use prost_types::method_options::IdempotencyLevel;
 use quote::{format_ident, quote};
 
-use crate::options::{Hedging, Policy, Retry};
+use crate::options::{Auth, Hedging, Policy, Retry};
 
 /// Wraps tonic's generator and appends sinew's code after each service.
 pub(crate) struct SinewGenerator {
@@ -286,12 +286,18 @@ fn policy_tokens(framework: &TokenStream, policy: &Policy) -> TokenStream {
             }
         }
     }));
+    let auth = match &policy.auth {
+        None => quote!(#framework::contract::Access::Undeclared),
+        Some(Auth::Public) => quote!(#framework::contract::Access::Public),
+        Some(Auth::Scopes(scopes)) => quote!(#framework::contract::Access::Scopes(&[#(#scopes),*])),
+    };
     quote! {
         #framework::contract::MethodPolicy {
             timeout: #timeout,
             retry: #retry,
             hedging: #hedging,
             compensated_by: #compensated_by,
+            auth: #auth,
         }
     }
 }

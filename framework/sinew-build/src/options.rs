@@ -1,4 +1,5 @@
-//! Reads and checks sinew's `(sinew.method)` option on every method.
+//! Reads and checks sinew's `(sinew.method)` option on every method, and
+//! the `(sinew.service)` defaults of its service.
 //!
 //! protox already rejects options that do not exist or have the wrong type.
 //! What is left for this module is what protobuf cannot say: that a
@@ -16,6 +17,9 @@ use crate::{Error, source::SourceMap};
 
 /// The name of sinew's method option extension.
 const METHOD_EXTENSION: &str = "sinew.method";
+
+/// The name of sinew's service option extension.
+const SERVICE_EXTENSION: &str = "sinew.service";
 
 /// The gRPC status codes by their canonical names, with the variant of
 /// `tonic::Code` each is.
@@ -48,6 +52,16 @@ pub(crate) struct Policy {
     /// The full path of the compensating method, and whether it takes the
     /// action's response (rather than its request).
     pub(crate) compensated_by: Option<(String, bool)>,
+    /// Who may call: the method's own `auth`, or its service's.
+    pub(crate) auth: Option<Auth>,
+}
+
+/// A checked `sinew.Access`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Auth {
+    Public,
+    /// Every one required; none: any authenticated caller.
+    Scopes(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -80,28 +94,52 @@ pub(crate) fn read_policies(
         // No contract imports sinew/options.proto: nothing to read.
         return Ok(policies);
     };
+    let service_extension = pool.get_extension_by_name(SERVICE_EXTENSION);
     for name in files {
         let Some(file) = pool.get_file_by_name(name) else {
             continue;
         };
         for service in file.services() {
+            // The service's default access, for methods without their own.
+            let default_auth = match &service_extension {
+                Some(extension) if service.options().has_extension(extension) => {
+                    let options = service.options();
+                    let value = options.get_extension(extension);
+                    match value.as_ref() {
+                        Value::Message(message) => match message_field(message, "auth") {
+                            Some(auth) => Some(read_auth(&auth).map_err(|reason| {
+                                service_error(&service, extension.number(), sources, &reason)
+                            })?),
+                            None => None,
+                        },
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
             for method in service.methods() {
                 let options = method.options();
-                if !options.has_extension(&extension) {
-                    continue;
+                let mut policy = if options.has_extension(&extension) {
+                    let value = options.get_extension(&extension);
+                    let Value::Message(message) = value.as_ref() else {
+                        continue;
+                    };
+                    let reader = Reader {
+                        method: &method,
+                        option: extension.number(),
+                        sources,
+                    };
+                    reader.policy(message)?
+                } else {
+                    Policy::default()
+                };
+                if policy.auth.is_none() {
+                    policy.auth.clone_from(&default_auth);
                 }
-                let value = options.get_extension(&extension);
-                let Value::Message(message) = value.as_ref() else {
-                    continue;
-                };
-                let reader = Reader {
-                    method: &method,
-                    option: extension.number(),
-                    sources,
-                };
-                let policy = reader.policy(message)?;
-                let path = format!("/{}/{}", service.full_name(), method.name());
-                policies.insert(path, policy);
+                if policy != Policy::default() {
+                    let path = format!("/{}/{}", service.full_name(), method.name());
+                    policies.insert(path, policy);
+                }
             }
         }
     }
@@ -137,11 +175,16 @@ impl Reader<'_> {
             Some(name) => Some(self.compensation(&name)?),
             None => None,
         };
+        let auth = match message_field(message, "auth") {
+            Some(auth) => Some(read_auth(&auth).map_err(|reason| self.error(reason))?),
+            None => None,
+        };
         Ok(Policy {
             timeout,
             retry,
             hedging,
             compensated_by,
+            auth,
         })
     }
 
@@ -356,6 +399,73 @@ impl Reader<'_> {
             format!("method {}: {reason}", self.method.full_name()),
         )
     }
+}
+
+/// Checks a `sinew.Access`: public or scoped, not both; each scope an
+/// OAuth 2.0 scope token (printable ASCII but space, `"` and `\`), listed
+/// once.
+fn read_auth(message: &DynamicMessage) -> Result<Auth, String> {
+    let public = message
+        .get_field_by_name("public")
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false);
+    let scopes: Vec<String> = message
+        .get_field_by_name("scopes")
+        .and_then(|v| {
+            v.as_list().map(|list| {
+                list.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    if public && !scopes.is_empty() {
+        return Err(format!(
+            "auth: a public method needs no scope, but it lists {scopes:?}; \
+             write `public: true` or `scopes`, not both"
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for scope in &scopes {
+        let well_formed = !scope.is_empty()
+            && scope
+                .bytes()
+                .all(|b| (0x21..=0x7e).contains(&b) && b != b'"' && b != b'\\');
+        if !well_formed {
+            return Err(format!(
+                "auth.scopes: {scope:?} is not a scope: use printable ASCII without \
+                 spaces, quotes or backslashes, such as \"orders.write\""
+            ));
+        }
+        if !seen.insert(scope) {
+            return Err(format!("auth.scopes: {scope:?} is listed twice"));
+        }
+    }
+    Ok(if public {
+        Auth::Public
+    } else {
+        Auth::Scopes(scopes)
+    })
+}
+
+/// An error at a service's `(sinew.service)` option.
+fn service_error(
+    service: &prost_reflect::ServiceDescriptor,
+    option: u32,
+    sources: &SourceMap,
+    reason: &str,
+) -> Error {
+    let file = service.parent_file();
+    // ServiceDescriptorProto.options is field 3.
+    let (line, column) = sources
+        .option_position(&file, service.path(), 3, option)
+        .unzip();
+    Error::contract(
+        sources.display_path(file.name()),
+        line,
+        column,
+        format!("service {}: {reason}", service.full_name()),
+    )
 }
 
 /// The `idempotency_level` a method declares.

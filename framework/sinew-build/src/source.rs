@@ -104,7 +104,8 @@ impl SourceMap {
 const SINEW_OPTION_FIELDS: &str = "; (sinew.method) takes { timeout: \"2s\" \
     retry: { max_attempts initial_backoff max_backoff backoff_multiplier \
     retryable_status_codes } hedging: { max_attempts hedging_delay \
-    non_fatal_status_codes } compensated_by: \"Refund\" }; see sinew/options.proto";
+    non_fatal_status_codes } compensated_by: \"Refund\" auth: { public scopes } }; \
+    see sinew/options.proto";
 
 /// Every `.proto` file under `dir`, sorted, as names relative to it.
 pub(crate) fn find_protos(dir: &Path) -> Result<Vec<String>, Error> {
