@@ -106,6 +106,10 @@
 //! name and version; one whose version is no longer registered is parked
 //! with a clear reason.
 //!
+//! Ended sagas stay in the log, with their histories, until
+//! [`SagaLog::purge`] deletes those older than a retention; the service
+//! calls it now and then.
+//!
 //! Several replicas share one log: each saga is held by the orchestrator
 //! running it through a lease that every write renews, and every third of
 //! its length while a call is under way ([`SagaLog::lease_ttl`], 60s),

@@ -444,6 +444,20 @@ impl<DB: LogDatabase> SagaLog<DB> {
     pub async fn history(&self, id: &str) -> Result<Vec<HistoryEntry>, sqlx::Error> {
         DB::history(&self.pool, id).await
     }
+
+    /// Deletes up to `limit` ended sagas (completed, compensated or
+    /// aborted) last written more than `older_than` ago, with their
+    /// histories, oldest first; returns how many. Unfinished and parked
+    /// sagas are never deleted. The log grows by every saga until this
+    /// runs: call it now and then (every hour, say, with a retention of
+    /// days), as long as it returns `limit`. `older_than` is at least one
+    /// second.
+    pub async fn purge(&self, older_than: Duration, limit: u32) -> Result<u64, sqlx::Error> {
+        let older_than = older_than.max(Duration::from_secs(1));
+        let before =
+            now_ms().saturating_sub(i64::try_from(older_than.as_millis()).unwrap_or(i64::MAX));
+        <DB as sealed::Sealed>::purge(&self.pool, before, i64::from(limit)).await
+    }
 }
 
 macro_rules! history_entry {
@@ -574,11 +588,28 @@ mod sealed {
             pool: &Pool<Self>,
             id: &str,
         ) -> impl Future<Output = Result<Vec<HistoryEntry>, sqlx::Error>> + Send;
+        fn purge(
+            pool: &Pool<Self>,
+            before: i64,
+            limit: i64,
+        ) -> impl Future<Output = Result<u64, sqlx::Error>> + Send;
     }
 }
 
 const COLUMNS: &str = "id, name, version, state, status, step, in_flight, parked_from, error, \
                        undo, created_at_ms, updated_at_ms, owner";
+
+/// The update of a saga's row after a call, fenced by its holder: `$1` the
+/// id, `$2` to `$7` the record, `$8` the time, `$9` the holder, `$10` the
+/// lease's end, `$11` the compensations' requests.
+macro_rules! after_update {
+    () => {
+        "UPDATE sinew_saga SET state = $2, status = $3, step = $4, in_flight = $5,
+           parked_from = $6, error = $7, updated_at_ms = $8, lease_until_ms = $10,
+           undo = $11
+         WHERE id = $1 AND owner = $9"
+    };
+}
 
 /// The log's SQL for one database: its blob type, its row locking for
 /// claims, its migration lock, and whether an "after" write is one
@@ -699,49 +730,25 @@ macro_rules! log_sql {
                 owner: &str,
                 until: i64,
             ) -> Result<bool, sqlx::Error> {
-                if $one_statement && events.is_none() {
-                    // One round trip: the update, and the history entry
-                    // only if the update found the saga still ours. One
-                    // statement is one transaction.
-                    let done = sqlx::query(
-                        "WITH updated AS (
-                           UPDATE sinew_saga SET state = $2, status = $3, step = $4,
-                             in_flight = $5, parked_from = $6, error = $7, updated_at_ms = $8,
-                             lease_until_ms = $10, undo = $11
-                           WHERE id = $1 AND owner = $9
-                           RETURNING id)
+                // On PostgreSQL without events, one round trip: the update,
+                // and the history entry only if the update found the saga
+                // still held; one statement is one transaction. Otherwise a
+                // transaction of the update, the events and the entry.
+                let single = $one_statement && events.is_none();
+                let update = sqlx::query(if single {
+                    concat!(
+                        "WITH updated AS (",
+                        after_update!(),
+                        " RETURNING id)
                          INSERT INTO sinew_saga_history (saga_id, n, at_ms, step, phase, outcome, error)
                          SELECT id,
                            COALESCE((SELECT MAX(n) FROM sinew_saga_history WHERE saga_id = $1), 0) + 1,
                            $8, $12, $13, $14, $15
-                         FROM updated",
+                         FROM updated"
                     )
-                    .bind(&r.id)
-                    .bind(&r.state)
-                    .bind(r.status.as_str())
-                    .bind(i64::from(r.step))
-                    .bind(i64::from(r.in_flight))
-                    .bind(r.parked_from.map(SagaStatus::as_str))
-                    .bind(r.error.as_deref())
-                    .bind(now)
-                    .bind(owner)
-                    .bind(until)
-                    .bind(encode_undo(&r.undo))
-                    .bind(i64::from(entry.step))
-                    .bind(phase_name(entry.phase))
-                    .bind(&entry.outcome)
-                    .bind(entry.error.as_deref())
-                    .execute(pool)
-                    .await?;
-                    return Ok(done.rows_affected() == 1);
-                }
-                let mut tx = pool.begin().await?;
-                let done = sqlx::query(
-                    "UPDATE sinew_saga SET state = $2, status = $3, step = $4, in_flight = $5,
-                       parked_from = $6, error = $7, updated_at_ms = $8, lease_until_ms = $10,
-                       undo = $11
-                     WHERE id = $1 AND owner = $9",
-                )
+                } else {
+                    after_update!()
+                })
                 .bind(&r.id)
                 .bind(&r.state)
                 .bind(r.status.as_str())
@@ -752,9 +759,19 @@ macro_rules! log_sql {
                 .bind(now)
                 .bind(owner)
                 .bind(until)
-                .bind(encode_undo(&r.undo))
-                .execute(&mut *tx)
-                .await?;
+                .bind(encode_undo(&r.undo));
+                if single {
+                    let done = update
+                        .bind(i64::from(entry.step))
+                        .bind(phase_name(entry.phase))
+                        .bind(&entry.outcome)
+                        .bind(entry.error.as_deref())
+                        .execute(pool)
+                        .await?;
+                    return Ok(done.rows_affected() == 1);
+                }
+                let mut tx = pool.begin().await?;
+                let done = update.execute(&mut *tx).await?;
                 if done.rows_affected() != 1 {
                     // Another orchestrator holds the saga now.
                     return Ok(false);
@@ -924,6 +941,32 @@ macro_rules! log_sql {
                 .fetch_all(pool)
                 .await?;
                 rows.into_iter().map(|row| Ok(history_entry!(row))).collect()
+            }
+
+            async fn purge(pool: &Pool<Self>, before: i64, limit: i64) -> Result<u64, sqlx::Error> {
+                // An ended saga is written no more, and one that ends now is
+                // newer than `before`: both statements see the same sagas.
+                const ENDED: &str = "SELECT id FROM sinew_saga
+                    WHERE status IN ('completed', 'compensated', 'aborted')
+                      AND updated_at_ms < $1
+                    ORDER BY updated_at_ms, id LIMIT $2";
+                let mut tx = pool.begin().await?;
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM sinew_saga_history WHERE saga_id IN ({ENDED})"
+                )))
+                .bind(before)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?;
+                let done = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM sinew_saga WHERE id IN ({ENDED})"
+                )))
+                .bind(before)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected())
             }
         }
     };

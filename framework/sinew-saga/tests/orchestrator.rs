@@ -649,3 +649,59 @@ async fn a_stalled_run_loses_its_saga_to_its_own_recovery() {
     );
     assert_eq!(*calls.lock().unwrap(), 2);
 }
+
+/// Ended sagas older than the retention are purged with their histories,
+/// oldest first and a batch at a time; unfinished and parked ones stay.
+async fn purge<DB: LogDatabase>(log: SagaLog<DB>)
+where
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+{
+    let books = Shared::default();
+    let saga = orchestrator(&log, &books, 1);
+    for id in ["old-1", "old-2", "old-3", "new"] {
+        saga.run("order", id, &order(id)).await.unwrap();
+    }
+    {
+        let mut b = books.lock().unwrap();
+        b.fail = Some("confirm");
+        b.compensation_failures.insert("charge", 10);
+    }
+    assert_eq!(
+        saga.run("order", "parked", &order("parked")).await.unwrap(),
+        SagaStatus::NeedsAttention
+    );
+    // Age all but `new` by an hour.
+    sqlx::query("UPDATE sinew_saga SET updated_at_ms = updated_at_ms - 3600000 WHERE id <> 'new'")
+        .execute(log.pool())
+        .await
+        .unwrap();
+    let hour = Duration::from_secs(1800);
+    assert_eq!(log.purge(hour, 2).await.unwrap(), 2, "a batch of 2");
+    assert_eq!(log.purge(hour, 2).await.unwrap(), 1);
+    assert_eq!(log.purge(hour, 2).await.unwrap(), 0);
+    for id in ["old-1", "old-2", "old-3"] {
+        assert!(log.get(id).await.unwrap().is_none(), "{id} purged");
+        assert!(
+            log.history(id).await.unwrap().is_empty(),
+            "{id}'s history too"
+        );
+    }
+    assert!(log.get("new").await.unwrap().is_some(), "too recent");
+    let parked = log.get("parked").await.unwrap().unwrap();
+    assert_eq!(parked.status, SagaStatus::NeedsAttention, "never purged");
+    assert!(!log.history("parked").await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn sqlite_purge() {
+    let (_dir, log) = sqlite().await;
+    purge(log).await;
+}
+
+#[tokio::test]
+async fn postgres_purge() {
+    if let Some(log) = postgres("sinew_test_saga_purge").await {
+        purge(log).await;
+    }
+}
