@@ -20,7 +20,9 @@
 //!   list of encodings as a setting;
 //! - [`Rng`]: the seeded random source every jittered decision draws from;
 //! - [`fault`]: fault injection, for clients and servers alike;
-//! - [`event`]: the trait of messages a contract declares as events.
+//! - [`event`]: the trait of messages a contract declares as events;
+//! - [`tls`]: TLS and mTLS configurations, reloaded without a restart,
+//!   and the identity of a verified peer.
 //!
 //! Users reach all of it through the `sinew` facade (`sinew::contract`,
 //! `sinew::fault`, `sinew::server::Deadline`, ...); depend on this crate
@@ -53,6 +55,7 @@ pub mod fault;
 pub mod headers;
 mod rng;
 pub mod status;
+pub mod tls;
 
 pub use rng::Rng;
 

@@ -1,7 +1,8 @@
 //! Helpers for sinew's own tests: [`ClosedPort`], a loopback port nothing
 //! listens on, for refused connections; [`ChaosProxy`], a fault-injecting
-//! TCP proxy.
+//! TCP proxy; [`pki`], certificates made at test time.
 
+pub mod pki;
 mod proxy;
 
 pub use proxy::{ChaosProxy, Fault};
