@@ -71,8 +71,20 @@ impl fmt::Display for DeadlineSpent {
 impl Error for DeadlineSpent {}
 
 /// No endpoint can take the call: none is known, or every one is ejected.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NoEndpoint;
+///
+/// Where the endpoints were ejected because connects to them fail, its
+/// source is the last [`ConnectFailed`](crate::ConnectFailed): why (a
+/// refused connect, a TLS handshake's reason).
+#[derive(Debug, Clone, Default)]
+pub struct NoEndpoint {
+    last: Option<crate::ConnectFailed>,
+}
+
+impl NoEndpoint {
+    pub(crate) fn after(last: Option<crate::ConnectFailed>) -> Self {
+        Self { last }
+    }
+}
 
 impl fmt::Display for NoEndpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,4 +92,10 @@ impl fmt::Display for NoEndpoint {
     }
 }
 
-impl Error for NoEndpoint {}
+impl Error for NoEndpoint {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.last
+            .as_ref()
+            .map(|last| last as &(dyn Error + 'static))
+    }
+}

@@ -19,6 +19,7 @@
 use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 
 use sinew_core::compression::Encodings;
+use sinew_core::tls::{ClientAuth, ServerTls, ServerTlsConfig};
 
 /// The environment variable naming a TOML settings file.
 pub const CONFIG_FILE_ENV: &str = "SINEW_CONFIG";
@@ -121,6 +122,19 @@ impl Value for bool {
 impl Value for Encodings {
     fn parse(text: &str) -> Result<Self, String> {
         Encodings::parse(text).map_err(|e| e.to_string())
+    }
+}
+
+impl Value for Option<PathBuf> {
+    fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+    }
+}
+
+impl Value for ClientAuth {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
     }
 }
 
@@ -341,6 +355,23 @@ settings! {
     send_compressed: Encodings = Encodings::NONE;
     /// Whether to serve gRPC reflection (v1 and v1alpha). Default true.
     reflection: bool = true;
+    /// The server's certificate chain, PEM (its own certificate first):
+    /// with `tls_key`, the server speaks TLS only (ALPN `h2`, TLS 1.2 and
+    /// 1.3). Default none: plain text.
+    tls_cert: Option<PathBuf> = None;
+    /// The private key of `tls_cert`, PEM (PKCS#8, PKCS#1 or SEC1).
+    tls_key: Option<PathBuf> = None;
+    /// Whether clients must present certificates (mTLS): `off`,
+    /// `optional` (verified when presented) or `required`. Default `off`.
+    tls_client_auth: ClientAuth = ClientAuth::Off;
+    /// The CA bundle (PEM) client certificates must chain to; needed by
+    /// `tls_client_auth` `optional` and `required`.
+    tls_client_ca: Option<PathBuf> = None;
+    /// How often the TLS files are read again: when they changed, new
+    /// connections get the new certificate (open ones keep theirs). A
+    /// `SIGHUP` reloads them at once too. Zero: on `SIGHUP` only. Default
+    /// 10s.
+    tls_reload_interval: Duration = Duration::from_secs(10);
     /// Faults to inject into incoming calls, to rehearse failure, in the
     /// form of [`FaultConfig::parse`](sinew_core::fault::FaultConfig::parse),
     /// such as `"/echo.v1.Echo/ error=UNAVAILABLE p=0.2; seed=7"`. Default
@@ -355,6 +386,18 @@ impl ServerConfig {
     /// defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Serves TLS with this certificate chain and key (PEM files): sets
+    /// `tls_cert` and `tls_key`.
+    pub fn tls(self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.tls_cert(Some(cert.into())).tls_key(Some(key.into()))
+    }
+
+    /// Asks clients for certificates chained to `ca` (mTLS): sets
+    /// `tls_client_auth` and `tls_client_ca`.
+    pub fn mtls(self, mode: ClientAuth, ca: impl Into<PathBuf>) -> Self {
+        self.tls_client_auth(mode).tls_client_ca(Some(ca.into()))
     }
 
     /// Reads this TOML file, instead of the one `SINEW_CONFIG` names.
@@ -493,6 +536,33 @@ impl Settings {
                 ));
             }
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(invalid(
+                    "tls_key",
+                    "settings",
+                    "",
+                    "tls_cert needs its key".to_owned(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "tls_cert",
+                    "settings",
+                    "",
+                    "tls_key needs its certificate".to_owned(),
+                ));
+            }
+            (None, None) if self.tls_client_auth != ClientAuth::Off => {
+                return Err(invalid(
+                    "tls_client_auth",
+                    "settings",
+                    &format!("{:?}", self.tls_client_auth).to_lowercase(),
+                    "client certificates need TLS: set tls_cert and tls_key".to_owned(),
+                ));
+            }
+            _ => {}
+        }
         sinew_core::fault::FaultConfig::parse(&self.faults)
             .map(drop)
             .map_err(|e| invalid("faults", "settings", &self.faults, e.to_string()))
@@ -514,12 +584,42 @@ impl Settings {
         }
     }
 
+    /// The server's TLS, when `tls_cert` and `tls_key` are set: its files
+    /// read and checked (a missing or invalid file, or a key that is not
+    /// the certificate's, fails naming its key).
+    pub fn tls(&self) -> Result<Option<ServerTls>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let config = ServerTlsConfig::new(cert, key)
+            .client_auth(self.tls_client_auth, self.tls_client_ca.clone());
+        ServerTls::load(config).map(Some).map_err(|error| {
+            let key = error.key().unwrap_or("tls_cert");
+            ConfigError::Invalid {
+                key: key.to_owned(),
+                origin: "settings".to_owned(),
+                value: match key {
+                    "tls_key" => key_path(&self.tls_key),
+                    "tls_client_ca" => key_path(&self.tls_client_ca),
+                    _ => key_path(&self.tls_cert),
+                },
+                reason: error.to_string(),
+            }
+        })
+    }
+
     /// The faults to inject, if any (checked when the settings loaded).
     pub(crate) fn fault_config(&self) -> Option<sinew_core::fault::FaultConfig> {
         sinew_core::fault::FaultConfig::parse(&self.faults)
             .ok()
             .filter(|config| !config.is_empty())
     }
+}
+
+fn key_path(path: &Option<PathBuf>) -> String {
+    path.as_ref()
+        .map(|path| path.display().to_string())
+        .unwrap_or_default()
 }
 
 fn invalid(key: &str, origin: &str, value: &str, reason: String) -> ConfigError {

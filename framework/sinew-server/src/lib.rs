@@ -156,6 +156,28 @@ pub use sinew_telemetry::trace::server::{
 };
 pub use trailers::TrailingMetadata;
 
+/// TLS and mTLS: the server's configuration, and what a verified client
+/// certificate says. See the `tls_*` settings of [`ServerConfig`].
+pub mod tls {
+    pub use sinew_core::tls::{ClientAuth, PeerIdentity, ServerTls, ServerTlsConfig, TlsError};
+}
+
+/// The verified identity of the caller's certificate, when the call came
+/// over mTLS with one (`tls_client_auth` `optional` or `required`).
+///
+/// ```
+/// # fn handler(request: tonic::Request<()>) {
+/// if let Some(peer) = sinew_server::peer_identity(request.extensions()) {
+///     tracing::info!(spiffe_id = ?peer.spiffe_id, "called by a known workload");
+/// }
+/// # }
+/// ```
+pub fn peer_identity(extensions: &http::Extensions) -> Option<&tls::PeerIdentity> {
+    extensions
+        .get::<std::sync::Arc<tls::PeerIdentity>>()
+        .map(|peer| &**peer)
+}
+
 use serve::{Acceptor, Connections, DuplicateService, RoutesBuilder};
 pub use serve::{Routing, RoutingFuture};
 
@@ -631,7 +653,15 @@ impl Server {
                     .rev()
                     .fold(Routing::new(routes.build()), |inner, wrap| wrap(inner)),
             );
-        let mut connections = Connections::new(&settings, stack, checks);
+        let tls = settings.tls()?;
+        // Reloaded for as long as the server serves.
+        let _reload = tls
+            .as_ref()
+            .map(|tls| AbortOnDrop(tls.watch(settings.tls_reload_interval)));
+        if let Some(tls) = &tls {
+            tracing::info!(server = %name, client_auth = ?tls.client_auth(), "speaking TLS");
+        }
+        let mut connections = Connections::new(&settings, stack, checks, tls);
         let acceptor = Acceptor::new(listener, settings.tcp_keepalive);
 
         tracing::info!(server = %name, %addr, services = ?names, "serving");

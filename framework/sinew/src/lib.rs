@@ -1,6 +1,6 @@
 #![doc = include_str!("../docs/crate.md")]
 
-pub use sinew_core::{contract, event, fault};
+pub use sinew_core::{contract, event, fault, tls};
 
 pub mod client {
     //! Resilient clients: deadlines, retries, hedging, circuit breakers,

@@ -118,8 +118,10 @@ impl Discovery {
                 .collect()),
             Self::Dns { uri, .. } => {
                 let host = uri.host().unwrap_or_default().to_owned();
-                let port = uri.port_u16().unwrap_or(80);
                 let scheme = uri.scheme_str().unwrap_or("http");
+                let port = uri
+                    .port_u16()
+                    .unwrap_or(if scheme == "https" { 443 } else { 80 });
                 let addrs = tokio::net::lookup_host((host.as_str(), port))
                     .await
                     .map_err(|source| DiscoveryError::Resolve {

@@ -2,7 +2,7 @@
 
 use std::{
     sync::{
-        Arc,
+        Arc, Mutex, PoisonError,
         atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
@@ -13,7 +13,7 @@ use super::load::Load;
 use sinew_core::body::{End, Guard, GuardBody};
 use tokio::time::Instant;
 
-use crate::Rng;
+use crate::{ConnectFailed, Rng};
 
 /// How long an endpoint whose connections fail is left alone: doubling
 /// from `initial` to `max`, each wait drawn between half and all of the
@@ -54,6 +54,9 @@ pub(crate) struct Endpoint<S> {
     /// Until when (nanoseconds after `epoch`) the endpoint is left alone.
     backoff_until: AtomicU64,
     epoch: Instant,
+    /// Why the last connect failed, while connects fail: what a call that
+    /// finds no endpoint is told.
+    last_failure: Mutex<Option<ConnectFailed>>,
 }
 
 impl<S> Endpoint<S> {
@@ -65,6 +68,7 @@ impl<S> Endpoint<S> {
             failures: AtomicU32::new(0),
             backoff_until: AtomicU64::new(0),
             epoch: Instant::now(),
+            last_failure: Mutex::new(None),
         }
     }
 
@@ -97,7 +101,19 @@ impl<S> Endpoint<S> {
     }
 
     /// A connection attempt failed: leave the endpoint alone for a while.
-    pub(crate) fn connect_failed(&self, now: Instant, backoff: ReconnectBackoff, rng: &Rng) {
+    pub(crate) fn connect_failed(
+        &self,
+        now: Instant,
+        backoff: ReconnectBackoff,
+        rng: &Rng,
+        why: Option<ConnectFailed>,
+    ) {
+        if let Some(why) = why {
+            *self
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = Some(why);
+        }
         let failures = self.failures.fetch_add(1, Ordering::Relaxed);
         let wait = backoff.rule().wait(failures.min(20), rng.next_f64());
         let until = self.nanos_since_epoch(now + wait);
@@ -109,7 +125,22 @@ impl<S> Endpoint<S> {
         if self.failures.load(Ordering::Relaxed) != 0 {
             self.failures.store(0, Ordering::Relaxed);
             self.backoff_until.store(0, Ordering::Relaxed);
+            *self
+                .last_failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner) = None;
         }
+    }
+
+    /// Why its last connect failed, while its connects fail.
+    pub(crate) fn last_failure(&self) -> Option<ConnectFailed> {
+        if self.failures.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        self.last_failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn nanos_since_epoch(&self, at: Instant) -> u64 {

@@ -124,7 +124,15 @@ where
                         // dropped unanswered does: the guard's drop.
                         drop(guard.take());
                         if is_connect_error(&*error) {
-                            endpoint.connect_failed(Instant::now(), shared.backoff, &shared.rng);
+                            let why =
+                                sinew_core::status::caused_by::<crate::ConnectFailed>(&*error)
+                                    .cloned();
+                            endpoint.connect_failed(
+                                Instant::now(),
+                                shared.backoff,
+                                &shared.rng,
+                                why,
+                            );
                         }
                         Err(error)
                     }

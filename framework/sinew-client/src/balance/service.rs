@@ -225,7 +225,14 @@ where
             .pick(&endpoints, now)
             .or_else(|| endpoints.iter().position(|e| !e.service.is_available(now)));
         let Some(index) = chosen else {
-            let status = status_with_cause(Code::Unavailable, "no endpoint available", NoEndpoint);
+            // Where connects fail, the caller is told why (a refused
+            // connect, a TLS handshake's reason).
+            let last = endpoints.iter().find_map(|e| e.last_failure());
+            let message = match last.as_ref().and_then(|failed| failed.handshake()) {
+                Some(handshake) => format!("no endpoint available: {handshake}"),
+                None => "no endpoint available".to_owned(),
+            };
+            let status = status_with_cause(Code::Unavailable, &message, NoEndpoint::after(last));
             return ResponseFuture::failed(Box::new(status));
         };
         // With one endpoint there is no choice to make: its calls are

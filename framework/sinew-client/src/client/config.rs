@@ -15,6 +15,7 @@ use crate::{
 
 use super::resolve::DEFAULT_RETRY;
 use sinew_core::compression::CompressionEncoding;
+use sinew_core::tls::{ClientTls, ClientTlsConfig, TlsError};
 
 /// Where a client sends its calls.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,6 +54,8 @@ pub struct ClientConfig {
     pub(crate) fault: Option<FaultConfig>,
     send_compressed: Option<CompressionEncoding>,
     accept_compressed: bool,
+    pub(crate) tls: Option<ClientTlsConfig>,
+    pub(crate) tls_reload_interval: Duration,
 }
 
 /// A client could not be built.
@@ -65,12 +68,41 @@ pub enum ClientError {
     /// The service config is invalid; the error names the field.
     #[error("invalid service config: {0}")]
     ServiceConfig(#[from] ServiceConfigError),
+    /// The TLS files could not be used; the error names the setting.
+    #[error("invalid TLS: {0}")]
+    Tls(#[from] TlsError),
 }
 
 // === impl ClientConfig ===
 
 impl ClientConfig {
-    /// A client of these endpoints (`http://host:port`).
+    /// Connects to `https://` endpoints with this TLS: a CA bundle instead
+    /// of the system's roots, a client certificate for mTLS, a server-name
+    /// override. Its files are read when the client is built (a missing
+    /// or invalid one fails it, naming the setting) and again every
+    /// [`tls_reload_interval`](Self::tls_reload_interval) and on `SIGHUP`:
+    /// new connections use the new files. Without it, `https://` endpoints
+    /// trust the system's roots.
+    pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// How often the TLS files are read again (default 10s; zero: on
+    /// `SIGHUP` only).
+    pub fn tls_reload_interval(mut self, every: Duration) -> Self {
+        self.tls_reload_interval = every;
+        self
+    }
+
+    /// The TLS of the client's `https://` endpoints, loaded: `None` when
+    /// none is configured (the system's roots are then used).
+    pub(crate) fn load_tls(&self) -> Result<Option<ClientTls>, ClientError> {
+        Ok(self.tls.clone().map(ClientTls::load).transpose()?)
+    }
+
+    /// A client of these endpoints (`http://host:port`, or
+    /// `https://host:port` for TLS).
     pub fn endpoints<I, S>(targets: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -113,6 +145,8 @@ impl ClientConfig {
             fault: None,
             send_compressed: None,
             accept_compressed: false,
+            tls: None,
+            tls_reload_interval: Duration::from_secs(10),
         }
     }
 

@@ -83,6 +83,12 @@ impl Client {
         );
         let rng = Arc::new(config.seed.map_or_else(Rng::from_entropy, Rng::seeded));
 
+        let tls = config.load_tls()?;
+        if let Some(tls) = &tls {
+            // Ends once the client (every connection that holds the TLS)
+            // is gone.
+            drop(tls.watch(config.tls_reload_interval));
+        }
         let endpoint_config = config.clone();
         let make_endpoint = move |target: &Target| {
             let connection = Connection::lazy(
@@ -91,6 +97,7 @@ impl Client {
                     connect_timeout: endpoint_config.connect_timeout,
                     keepalive: endpoint_config.keepalive,
                     reconnect: endpoint_config.reconnect,
+                    tls: tls.clone(),
                 },
             );
             let breaker = endpoint_config

@@ -8,7 +8,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 use tonic::body::Body;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use sinew_core::tls::{ClientTls, ClientTlsConfig, HandshakeFailed, HandshakeFailure, TlsError};
 
 use tokio::task::AbortHandle;
 
@@ -22,7 +24,7 @@ const MAX_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How a [`Connection`](super::Connection) connects and keeps its
 /// connection alive.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConnectSettings {
     /// How long a TCP connect and the HTTP/2 handshake, up to the
     /// server's SETTINGS, may take (default 1s).
@@ -35,6 +37,9 @@ pub struct ConnectSettings {
     /// connect failed, until one succeeds (default 100ms doubling to 10s,
     /// jittered).
     pub reconnect: ReconnectBackoff,
+    /// The TLS of `https://` endpoints (default: the system's roots, no
+    /// client certificate). Unused for `http://` ones.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ConnectSettings {
@@ -43,42 +48,58 @@ impl Default for ConnectSettings {
             connect_timeout: Duration::from_secs(1),
             keepalive: Duration::from_secs(60),
             reconnect: ReconnectBackoff::default(),
+            tls: None,
         }
     }
+}
+
+/// The TLS of `https://` endpoints given none: the system's roots, loaded
+/// once per process.
+fn system_tls() -> Result<ClientTls, Arc<TlsError>> {
+    static SYSTEM: OnceLock<Result<ClientTls, Arc<TlsError>>> = OnceLock::new();
+    SYSTEM
+        .get_or_init(|| ClientTls::load(ClientTlsConfig::new()).map_err(Arc::new))
+        .clone()
 }
 
 /// Makes connections to one address with one set of HTTP/2 settings.
 pub(super) struct Dialer {
     /// Without the brackets of an IPv6 literal, as a socket address wants.
     host: Box<str>,
+    /// The host the endpoint was named by (the DNS name a discovered
+    /// address was found under): what its certificate must be for.
+    name: Box<str>,
     port: u16,
     timeout: Duration,
     builder: http2::Builder<BoxingExecutor>,
+    /// For an `https://` endpoint: its TLS, or why there is none.
+    tls: Option<Result<ClientTls, Arc<TlsError>>>,
 }
 
 // === impl Dialer ===
 
 impl Dialer {
     /// A dialer of `connect`'s host and port (the scheme's port if it has
-    /// none).
-    pub(super) fn new(connect: &Uri, settings: ConnectSettings) -> Self {
-        let host = connect.host().unwrap_or_default();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = connect.port_u16().unwrap_or_else(|| {
-            if connect.scheme() == Some(&http::uri::Scheme::HTTPS) {
-                443
-            } else {
-                80
-            }
-        });
+    /// none), for the endpoint named `origin`.
+    pub(super) fn new(connect: &Uri, origin: &Uri, settings: ConnectSettings) -> Self {
+        let unbracket = |host: &'_ str| -> Box<str> {
+            host.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host)
+                .into()
+        };
+        let host = unbracket(connect.host().unwrap_or_default());
+        let name = origin.host().map_or_else(|| host.clone(), unbracket);
+        let https = connect.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let port = connect.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let tls = https.then(|| settings.tls.clone().map_or_else(system_tls, Ok));
         Self {
-            host: host.into(),
+            host,
+            name,
             port,
             timeout: settings.connect_timeout,
             builder: builder(settings.keepalive),
+            tls,
         }
     }
 
@@ -112,22 +133,14 @@ impl Dialer {
             let stream = stream.into_std()?;
             killer = Some(stream.try_clone()?);
             let stream = TcpStream::from_std(stream)?;
-            let (stream, settled) = SettingsWatch::new(stream, activity.clone());
-            let (send, connection) = self
-                .builder
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(io::Error::other)?;
-            // The connection's task reads the server's SETTINGS.
-            task = Some(AbortOnDrop(Some(tokio::spawn(async move {
-                // The connection ends when the server closes it, a
-                // keepalive ping goes unanswered, every handle to send on
-                // is dropped and its streams are done, or its watchdog
-                // aborts it.
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "client connection closed with an error");
+            let settled = match &self.tls {
+                None => self.handshake(stream, &activity, &mut task).await?,
+                Some(tls) => {
+                    let stream = self.tls_handshake(tls, stream).await?;
+                    self.handshake(stream, &activity, &mut task).await?
                 }
-            }))));
+            };
+            let (send, settled) = settled;
             settled.await.map_err(|_closed| {
                 io::Error::new(
                     io::ErrorKind::ConnectionAborted,
@@ -152,6 +165,63 @@ impl Dialer {
             task,
             killer,
         })
+    }
+}
+
+impl Dialer {
+    /// The TLS handshake on `stream`: the server's certificate verified
+    /// against the name the endpoint is reached by (or the override), and
+    /// ALPN `h2` agreed. A failure is a [`HandshakeFailed`] that says why,
+    /// in an I/O error of kind `ConnectionRefused`.
+    async fn tls_handshake(
+        &self,
+        tls: &Result<ClientTls, Arc<TlsError>>,
+        stream: TcpStream,
+    ) -> io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let tls = tls
+            .as_ref()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, Arc::clone(error)))?;
+        let name = tls
+            .server_name(&self.name)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let stream = tokio_rustls::TlsConnector::from(tls.current())
+            .connect(name, stream)
+            .await
+            .map_err(|error| HandshakeFailed::from_io(&error).into_io())?;
+        if stream.get_ref().1.alpn_protocol() != Some(sinew_core::tls::ALPN_H2) {
+            return Err(HandshakeFailed::new(HandshakeFailure::NoHttp2).into_io());
+        }
+        Ok(stream)
+    }
+
+    /// The HTTP/2 handshake on `stream`; the connection's task is spawned
+    /// into `task`. The handle to send on, and what resolves once the
+    /// server's SETTINGS arrived.
+    async fn handshake<I>(
+        &self,
+        stream: I,
+        activity: &Arc<Activity>,
+        task: &mut Option<AbortOnDrop>,
+    ) -> io::Result<(SendRequest<Body>, tokio::sync::oneshot::Receiver<()>)>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (stream, settled) = SettingsWatch::new(stream, Arc::clone(activity));
+        let (send, connection) = self
+            .builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(io::Error::other)?;
+        // The connection's task reads the server's SETTINGS.
+        *task = Some(AbortOnDrop(Some(tokio::spawn(async move {
+            // The connection ends when the server closes it, a keepalive
+            // ping goes unanswered, every handle to send on is dropped and
+            // its streams are done, or its watchdog aborts it.
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "client connection closed with an error");
+            }
+        }))));
+        Ok((send, settled))
     }
 }
 

@@ -6,6 +6,8 @@
 
 use std::{error::Error, fmt, io, sync::Arc};
 
+use sinew_core::tls::HandshakeFailed;
+
 /// The connection to the endpoint could not be made: the TCP connect was
 /// refused, failed or timed out, or the HTTP/2 handshake failed.
 ///
@@ -24,6 +26,15 @@ impl ConnectFailed {
         Self {
             source: Arc::new(source),
         }
+    }
+
+    /// The TLS handshake's failure, when that is why the connect failed:
+    /// [`HandshakeFailed::failure`] says why (an unknown CA, an expired
+    /// certificate, a name mismatch, a plain-text peer).
+    pub fn handshake(&self) -> Option<&HandshakeFailed> {
+        self.source
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<HandshakeFailed>())
     }
 
     /// The kind of the I/O error the attempt failed with.

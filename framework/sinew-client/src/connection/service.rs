@@ -142,8 +142,8 @@ impl Connection {
                 scheme,
                 authority,
                 user_agent: HeaderValue::from_static(SINEW_USER_AGENT),
-                dialer: Dialer::new(target.connect(), settings),
                 reconnect: settings.reconnect,
+                dialer: Dialer::new(target.connect(), target.origin(), settings),
                 on_reconnect: OnceLock::new(),
                 slot: RwLock::new(Slot {
                     state: State::Idle,
@@ -521,11 +521,13 @@ fn forget_attempt(inner: &Weak<Inner>, id: u64) {
 
 /// The error of a call whose connect failed, as callers see it.
 fn connect_failed(failed: ConnectFailed) -> BoxError {
-    Box::new(status_with_cause(
-        Code::Unavailable,
-        "could not connect to the endpoint",
-        failed,
-    ))
+    // A refused TLS handshake says why: the caller's configuration (a CA,
+    // a name) is what to fix, and the message is the caller's own side's.
+    let message = match failed.handshake() {
+        Some(handshake) => format!("could not connect to the endpoint: {handshake}"),
+        None => "could not connect to the endpoint".to_owned(),
+    };
+    Box::new(status_with_cause(Code::Unavailable, &message, failed))
 }
 
 type SendResult = Result<Response<Incoming>, TrySendError<Request<Body>>>;

@@ -8,7 +8,9 @@ use sinew_core::Rng;
 
 use hyper::server::conn::http2::Connection;
 use hyper_util::rt::TokioIo;
+use sinew_core::tls::{PeerIdentity, ServerTls};
 use tokio::{
+    io::{AsyncRead, AsyncWrite},
     net::TcpStream,
     sync::{oneshot, watch},
     task::JoinSet,
@@ -60,6 +62,8 @@ pub(crate) struct Connections<S> {
     activities: Vec<Arc<Activity>>,
     /// Turns `true` when every connection is to go away.
     draining: watch::Sender<bool>,
+    /// The TLS every connection must speak, if any.
+    tls: Option<ServerTls>,
 }
 
 // === impl Connections ===
@@ -76,7 +80,12 @@ where
     /// `settings` and a clone of `stack`, and is closed unless it sends
     /// the HTTP/2 preface within the `handshake_timeout` setting. At most
     /// `max_connections` are open at once.
-    pub(crate) fn new(settings: &Settings, stack: S, checks: RequestChecks) -> Self {
+    pub(crate) fn new(
+        settings: &Settings,
+        stack: S,
+        checks: RequestChecks,
+        tls: Option<ServerTls>,
+    ) -> Self {
         let nonzero = |duration: Duration| (!duration.is_zero()).then_some(duration);
         Self {
             settings: settings.clone(),
@@ -95,6 +104,7 @@ where
             tasks: JoinSet::new(),
             activities: Vec::new(),
             draining: watch::Sender::new(false),
+            tls,
         }
     }
 
@@ -141,21 +151,20 @@ where
         }
     }
 
-    /// Serves one accepted connection on a task of its own.
+    /// Serves one accepted connection on a task of its own: its TLS
+    /// handshake first, when the server speaks TLS.
     fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
         let budgets = Budgets::new(
             Arc::clone(&self.request_budget),
             self.settings.max_request_buffer_per_connection,
             self.settings.max_receive_message_size,
         );
-        let service =
-            ConnectionService::new(self.stack.clone(), info, budgets, Arc::clone(&self.checks));
-        let (stream, spoken) = Watched::new(stream);
+        let stack = self.stack.clone();
+        let checks = Arc::clone(&self.checks);
         let activity = Arc::new(Activity::default());
         self.activities.push(Arc::clone(&activity));
         let builder =
             super::http2::builder(&self.settings, TrackingExecutor::new(Arc::clone(&activity)));
-        let connection = builder.serve_connection(TokioIo::new(stream), service);
         // Within 10% of the age, either way.
         let max_age = self
             .lifetime
@@ -166,15 +175,76 @@ where
             ..self.lifetime
         };
         let draining = self.draining.subscribe();
+        let tls = self.tls.as_ref().map(ServerTls::current);
         self.tasks.spawn(async move {
-            drive(
-                connection,
-                draining,
-                spoken,
-                Arc::clone(&activity),
-                lifetime,
-            )
-            .await;
+            match tls {
+                None => {
+                    let service = ConnectionService::new(stack, info, budgets, checks, None);
+                    let (stream, spoken) = Watched::new(stream);
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    drive(
+                        connection,
+                        draining,
+                        spoken,
+                        Arc::clone(&activity),
+                        lifetime,
+                    )
+                    .await;
+                }
+                Some(config) => {
+                    // The handshake counts against the handshake timeout;
+                    // HTTP/2's preface gets what is left of it.
+                    let begun = Instant::now();
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    let stream =
+                        match tokio::time::timeout(lifetime.handshake_timeout, accept).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                let failure = sinew_core::tls::HandshakeFailed::from_io(&error);
+                                tracing::debug!(
+                                    peer = ?info.remote_addr,
+                                    %failure,
+                                    "TLS handshake refused"
+                                );
+                                activity.calls().close();
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(
+                                    peer = ?info.remote_addr,
+                                    handshake_timeout = ?lifetime.handshake_timeout,
+                                    "no TLS handshake in time: closing the connection"
+                                );
+                                activity.calls().close();
+                                return;
+                            }
+                        };
+                    let peer = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(PeerIdentity::from_certificate)
+                        .map(Arc::new);
+                    let service = ConnectionService::new(stack, info, budgets, checks, peer);
+                    let (stream, spoken) = Watched::new(stream);
+                    let connection = builder.serve_connection(TokioIo::new(stream), service);
+                    let lifetime = Lifetime {
+                        handshake_timeout: lifetime
+                            .handshake_timeout
+                            .saturating_sub(begun.elapsed()),
+                        ..lifetime
+                    };
+                    drive(
+                        connection,
+                        draining,
+                        spoken,
+                        Arc::clone(&activity),
+                        lifetime,
+                    )
+                    .await;
+                }
+            }
             // No call starts after the connection has ended: once its
             // calls have too, it is forgotten.
             activity.calls().close();
@@ -294,13 +364,14 @@ async fn watch_lifetime(
 /// with no call open (by its `activity`) for `max_idle`, or older than
 /// `max_age`, is sent `GOAWAY` too; an old one is closed `age_grace`
 /// later if its calls have not finished by then.
-async fn drive<S, B>(
-    connection: Connection<TokioIo<Watched<TcpStream>>, ConnectionService<S>, TrackingExecutor>,
+async fn drive<I, S, B>(
+    connection: Connection<TokioIo<Watched<I>>, ConnectionService<S>, TrackingExecutor>,
     mut draining: watch::Receiver<bool>,
     spoken: Spoken,
     activity: Arc<Activity>,
     lifetime: Lifetime,
 ) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,

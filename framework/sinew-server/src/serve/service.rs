@@ -11,6 +11,8 @@ use std::{
 
 use futures_util::future::Either;
 
+use sinew_core::tls::PeerIdentity;
+
 use super::{Recover, RequestChecks};
 use crate::BoxError;
 
@@ -35,6 +37,9 @@ pub(crate) struct ConnectionService<S> {
     budgets: Arc<Budgets>,
     /// What every request is checked for before the layers.
     checks: Arc<RequestChecks>,
+    /// The verified identity of the peer's certificate (mTLS), put in each
+    /// request's extensions.
+    peer: Option<Arc<PeerIdentity>>,
 }
 
 // === impl ConnectionService ===
@@ -48,12 +53,14 @@ impl<S> ConnectionService<S> {
         info: TcpConnectInfo,
         budgets: Arc<Budgets>,
         checks: Arc<RequestChecks>,
+        peer: Option<Arc<PeerIdentity>>,
     ) -> Self {
         Self {
             stack,
             info,
             budgets,
             checks,
+            peer,
         }
     }
 }
@@ -87,6 +94,9 @@ where
         let mut request =
             request.map(|body| BudgetedBody::new(body, Arc::clone(&self.budgets), single));
         request.extensions_mut().insert(self.info.clone());
+        if let Some(peer) = &self.peer {
+            request.extensions_mut().insert(Arc::clone(peer));
+        }
         Either::Left(Recover::new(self.stack.clone().oneshot(request)))
     }
 }
