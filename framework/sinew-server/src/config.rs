@@ -21,6 +21,8 @@ use std::{net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
 use sinew_core::compression::Encodings;
 use sinew_core::tls::{ClientAuth, ServerTls, ServerTlsConfig};
 
+use crate::auth::Undeclared;
+
 /// The environment variable naming a TOML settings file.
 pub const CONFIG_FILE_ENV: &str = "SINEW_CONFIG";
 
@@ -129,6 +131,12 @@ impl Value for Option<PathBuf> {
     fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
         Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+    }
+}
+
+impl Value for Undeclared {
+    fn parse(text: &str) -> Result<Self, String> {
+        text.parse()
     }
 }
 
@@ -372,6 +380,17 @@ settings! {
     /// `SIGHUP` reloads them at once too. Zero: on `SIGHUP` only. Default
     /// 10s.
     tls_reload_interval: Duration = Duration::from_secs(10);
+    /// With an authenticator, what a method whose contract declares no
+    /// access rule gets: `deny` (every caller is refused,
+    /// `PERMISSION_DENIED`) or `allow` (any authenticated caller). Default
+    /// `deny`: a method added without a thought for access is closed.
+    auth_undeclared: Undeclared = Undeclared::Deny;
+    /// With an authenticator, whether health checks need no credentials.
+    /// Default true: probes (the kubelet's, a load balancer's) carry none.
+    health_public: bool = true;
+    /// With an authenticator, whether reflection needs no credentials.
+    /// Default false: it lists every method the server hosts.
+    reflection_public: bool = false;
     /// Faults to inject into incoming calls, to rehearse failure, in the
     /// form of [`FaultConfig::parse`](sinew_core::fault::FaultConfig::parse),
     /// such as `"/echo.v1.Echo/ error=UNAVAILABLE p=0.2; seed=7"`. Default

@@ -117,6 +117,7 @@
 //! limit: when the server compresses responses, each compressed message
 //! is decompressed into a counter as it goes out (a cost paid only then).
 
+pub mod auth;
 mod catch_panic;
 mod config;
 mod deadline;
@@ -128,7 +129,7 @@ mod trailers;
 
 pub mod health;
 
-use std::{future::Future, net::SocketAddr};
+use std::{collections::HashMap, future::Future, net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
@@ -156,6 +157,14 @@ pub use sinew_telemetry::trace::server::{
 };
 pub use trailers::TrailingMetadata;
 
+/// The reflection services' one method each.
+const REFLECTION_PATHS: &[&str] = &[
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+pub use auth::principal;
+
 /// TLS and mTLS: the server's configuration, and what a verified client
 /// certificate says. See the `tls_*` settings of [`ServerConfig`].
 pub mod tls {
@@ -174,7 +183,7 @@ pub mod tls {
 /// ```
 pub fn peer_identity(extensions: &http::Extensions) -> Option<&tls::PeerIdentity> {
     extensions
-        .get::<std::sync::Arc<tls::PeerIdentity>>()
+        .get::<Arc<tls::PeerIdentity>>()
         .map(|peer| &**peer)
 }
 
@@ -272,6 +281,10 @@ pub struct Server {
     health: HealthRegistry,
     /// Server-wide layers, the first added outermost.
     layers: Vec<ServerLayer>,
+    /// Who checks credentials: for every service, and per service.
+    authenticator: Option<Arc<dyn auth::Authenticator>>,
+    authenticators: HashMap<String, Arc<dyn auth::Authenticator>>,
+    authorizer: Option<Arc<dyn auth::Authorizer>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -301,7 +314,41 @@ impl Server {
             probes: Vec::new(),
             health: HealthRegistry::new(),
             layers: Vec::new(),
+            authenticator: None,
+            authenticators: HashMap::new(),
+            authorizer: None,
         }
+    }
+
+    /// Authenticates every call with `authenticator`, and enforces the
+    /// access rules the contracts declare (see [`auth`]): public methods
+    /// need nothing, scoped ones a principal with the scopes, undeclared
+    /// ones are denied (or, with `auth_undeclared = "allow"`, need any
+    /// principal). Without an authenticator nothing is enforced.
+    pub fn authenticator(mut self, authenticator: impl auth::Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Authenticates the calls of the service named `service`
+    /// (`package.Service`) with `authenticator`, instead of the server's.
+    /// Enforcement starts with the first authenticator given.
+    pub fn authenticator_for(
+        mut self,
+        service: impl Into<String>,
+        authenticator: impl auth::Authenticator,
+    ) -> Self {
+        self.authenticators
+            .insert(service.into(), Arc::new(authenticator));
+        self
+    }
+
+    /// Checks rules of the application's own after the contract's, for
+    /// every call to a scoped method (or, with `auth_undeclared = "allow"`,
+    /// an undeclared one): see [`auth::Authorizer`].
+    pub fn authorizer(mut self, authorizer: impl auth::Authorizer) -> Self {
+        self.authorizer = Some(Arc::new(authorizer));
+        self
     }
 
     /// Settings chosen in code; they override the file and environment.
@@ -507,8 +554,41 @@ impl Server {
             probes,
             health,
             layers,
+            authenticator,
+            authenticators,
+            authorizer,
             ..
         } = self;
+        let enforcement = (authenticator.is_some() || !authenticators.is_empty()).then(|| {
+            let tables: Vec<&'static [contract::MethodInfo]> =
+                services.iter().map(|hosted| hosted.methods).collect();
+            let enforcement = auth::Enforcement::new(
+                tables,
+                (
+                    <<HealthServer<HealthService> as ServiceDefinition>::Contract as contract::Contract>::METHODS,
+                    settings.health_public,
+                ),
+                (REFLECTION_PATHS, settings.reflection_public),
+                settings.auth_undeclared,
+            )
+            .authenticators(authenticator, authenticators)
+            .authorizer(authorizer);
+            tracing::info!(
+                server = %name,
+                public = ?enforcement.public_paths(),
+                "enforcing access rules; these methods are public"
+            );
+            let closed = enforcement.closed_paths();
+            if !closed.is_empty() {
+                tracing::warn!(
+                    server = %name,
+                    methods = ?closed,
+                    "these methods declare no access rule and are denied to every caller \
+                     (auth_undeclared = \"deny\")"
+                );
+            }
+            Arc::new(enforcement)
+        });
         let addr = listener.local_addr().map_err(ServerError::Listener)?;
         let names: Vec<String> = services.iter().map(|s| s.name.to_owned()).collect();
 
@@ -648,10 +728,18 @@ impl Server {
             )
             .service(
                 // The first layer added is the outermost.
-                layers
-                    .into_iter()
-                    .rev()
-                    .fold(Routing::new(routes.build()), |inner, wrap| wrap(inner)),
+                {
+                    let routing = layers
+                        .into_iter()
+                        .rev()
+                        .fold(Routing::new(routes.build()), |inner, wrap| wrap(inner));
+                    // Layers of the application's own see only calls
+                    // that passed, with their principal.
+                    match enforcement {
+                        Some(enforcement) => auth::AuthLayer::wrap(routing, enforcement),
+                        None => routing,
+                    }
+                },
             );
         let tls = settings.tls()?;
         // Reloaded for as long as the server serves.

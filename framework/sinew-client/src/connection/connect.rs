@@ -92,7 +92,7 @@ impl Dialer {
         let name = origin.host().map_or_else(|| host.clone(), unbracket);
         let https = connect.scheme() == Some(&http::uri::Scheme::HTTPS);
         let port = connect.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tls = https.then(|| settings.tls.clone().map_or_else(system_tls, Ok));
+        let tls = https.then(|| settings.tls.map_or_else(system_tls, Ok));
         Self {
             host,
             name,
