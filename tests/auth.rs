@@ -570,3 +570,90 @@ async fn no_credential_reaches_a_log_or_a_tracing_span() {
         "an API key was logged"
     );
 }
+
+#[tokio::test]
+async fn a_clients_credentials_go_on_every_call_and_never_in_plain_text_elsewhere() {
+    use sinew::client::credentials::{RefreshingToken, StaticToken, TokenFile};
+
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let signer = Signer::new("k1");
+    write_jwks(&jwks, &[&signer]);
+    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let target = format!("http://{}", server.addr);
+
+    let token = signer.sign(&claims("payments.write"));
+    let mut payments = PaymentsClient::connect(
+        ClientConfig::endpoint(&target).credentials(StaticToken::bearer(&token).unwrap()),
+    )
+    .await
+    .unwrap();
+    let reply = payments.charge(charge()).await.unwrap();
+    assert_eq!(reply.get_ref().charge_id, "alice");
+
+    // A token file, read again when it changes.
+    let file = dir.path().join("token");
+    std::fs::write(&file, &token).unwrap();
+    let mut payments = PaymentsClient::connect(
+        ClientConfig::endpoint(&target)
+            .credentials(TokenFile::new(&file).check_every(Duration::ZERO)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        payments.charge(charge()).await.unwrap().get_ref().charge_id,
+        "alice"
+    );
+    let mut bob = claims("payments.write");
+    bob["sub"] = "bob".into();
+    // A later modification time than the first write's.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    std::fs::write(&file, signer.sign(&bob)).unwrap();
+    assert_eq!(
+        payments.charge(charge()).await.unwrap().get_ref().charge_id,
+        "bob"
+    );
+
+    // A callback, asked once while its token is fresh.
+    let fetches = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&fetches);
+    let fresh = token.clone();
+    let refreshing = RefreshingToken::new(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let token = fresh.clone();
+        async move { Ok((token, SystemTime::now() + Duration::from_secs(600))) }
+    });
+    let mut payments =
+        PaymentsClient::connect(ClientConfig::endpoint(&target).credentials(refreshing))
+            .await
+            .unwrap();
+    for _ in 0..3 {
+        payments.charge(charge()).await.unwrap();
+    }
+    assert_eq!(fetches.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Plain text to another host: refused when the client is built.
+    let error = PaymentsClient::connect(
+        ClientConfig::endpoint("http://10.20.30.40:50051")
+            .credentials(StaticToken::bearer(&token).unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            sinew::client::ClientError::InsecureCredentials { .. }
+        ),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(&token));
+    // Unless allowed.
+    PaymentsClient::connect(
+        ClientConfig::endpoint("http://10.20.30.40:50051")
+            .credentials(StaticToken::bearer(&token).unwrap())
+            .allow_credentials_over_plaintext(true),
+    )
+    .await
+    .unwrap();
+    server.stop().await;
+}

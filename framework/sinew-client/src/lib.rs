@@ -55,6 +55,7 @@ pub mod breaker;
 pub mod bulkhead;
 mod client;
 pub mod connection;
+pub mod credentials;
 pub mod deadline;
 pub mod hedge;
 pub mod retry;

@@ -56,6 +56,8 @@ pub struct ClientConfig {
     accept_compressed: bool,
     pub(crate) tls: Option<ClientTlsConfig>,
     pub(crate) tls_reload_interval: Duration,
+    pub(crate) credentials: Option<crate::credentials::Shared>,
+    allow_plaintext_credentials: bool,
 }
 
 /// A client could not be built.
@@ -71,6 +73,16 @@ pub enum ClientError {
     /// The TLS files could not be used; the error names the setting.
     #[error("invalid TLS: {0}")]
     Tls(#[from] TlsError),
+    /// Credentials would go in plain text to a host that is not this
+    /// machine.
+    #[error(
+        "credentials would be sent in plain text to {endpoint}: use https://, or \
+         allow_credentials_over_plaintext if the network encrypts"
+    )]
+    InsecureCredentials {
+        /// The endpoint.
+        endpoint: String,
+    },
 }
 
 // === impl ClientConfig ===
@@ -86,6 +98,49 @@ impl ClientConfig {
     pub fn tls(mut self, tls: ClientTlsConfig) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// Sends these credentials (`authorization`) on every call; see
+    /// [`credentials`](crate::credentials). Refused for an `http://`
+    /// endpoint that is not a loopback address, unless
+    /// [`allow_credentials_over_plaintext`](Self::allow_credentials_over_plaintext).
+    pub fn credentials(mut self, credentials: impl crate::credentials::CallCredentials) -> Self {
+        self.credentials = Some(crate::credentials::Shared(std::sync::Arc::new(credentials)));
+        self
+    }
+
+    /// Lets credentials go in plain text to any host (default false): for a
+    /// network that encrypts below gRPC, such as a mesh's sidecar.
+    pub fn allow_credentials_over_plaintext(mut self, allow: bool) -> Self {
+        self.allow_plaintext_credentials = allow;
+        self
+    }
+
+    /// Refuses credentials that would travel in plain text to another
+    /// host.
+    pub(crate) fn check_credentials(&self) -> Result<(), ClientError> {
+        if self.credentials.is_none() || self.allow_plaintext_credentials {
+            return Ok(());
+        }
+        let targets: Vec<&String> = match &self.targets {
+            Targets::Fixed(targets) => targets.iter().collect(),
+            Targets::Dns { target, .. } => vec![target],
+        };
+        for target in targets {
+            let uri: http::Uri = match target.parse() {
+                Ok(uri) => uri,
+                // Discovery reports a target that does not parse.
+                Err(_) => continue,
+            };
+            if uri.scheme() != Some(&http::uri::Scheme::HTTPS)
+                && !crate::credentials::is_loopback(&uri)
+            {
+                return Err(ClientError::InsecureCredentials {
+                    endpoint: target.clone(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// How often the TLS files are read again (default 10s; zero: on
@@ -147,6 +202,8 @@ impl ClientConfig {
             accept_compressed: false,
             tls: None,
             tls_reload_interval: Duration::from_secs(10),
+            credentials: None,
+            allow_plaintext_credentials: false,
         }
     }
 

@@ -1,11 +1,13 @@
 use std::{
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
 
 use tonic::body::Body;
 use tower::{
-    Service, ServiceBuilder,
+    Service, ServiceBuilder, ServiceExt as _,
     util::{Either, MapResponse, MapResponseLayer},
 };
 
@@ -54,6 +56,8 @@ pub struct Client {
     resolver: Arc<Resolver>,
     default: CallPolicy,
     inner: Inner,
+    /// The `authorization` of every call, when configured.
+    credentials: Option<crate::credentials::Shared>,
 }
 
 impl std::fmt::Debug for Client {
@@ -83,6 +87,7 @@ impl Client {
         );
         let rng = Arc::new(config.seed.map_or_else(Rng::from_entropy, Rng::seeded));
 
+        config.check_credentials()?;
         let tls = config.load_tls()?;
         if let Some(tls) = &tls {
             // Ends once the client (every connection that holds the TLS)
@@ -158,6 +163,7 @@ impl Client {
             resolver: Arc::new(resolver),
             default,
             inner,
+            credentials: config.credentials.clone(),
         })
     }
 }
@@ -176,7 +182,10 @@ fn unbounded(response: http::Response<EndpointBody>) -> http::Response<SlotBody<
 impl Service<http::Request<Body>> for Client {
     type Response = http::Response<ClientBody>;
     type Error = BoxError;
-    type Future = <Inner as Service<http::Request<Body>>>::Future;
+    type Future = futures_util::future::Either<
+        <Inner as Service<http::Request<Body>>>::Future,
+        Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>,
+    >;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -191,6 +200,23 @@ impl Service<http::Request<Body>> for Client {
             // it, so it is treated as a stream with side effects.
             .unwrap_or(self.default);
         request.extensions_mut().insert(CallState::new(policy));
-        self.inner.call(request)
+        let Some(credentials) = self.credentials.clone() else {
+            return futures_util::future::Either::Left(self.inner.call(request));
+        };
+        // The stack was readied for this call: the clone is readied anew.
+        let inner = self.inner.clone();
+        futures_util::future::Either::Right(Box::pin(async move {
+            let value = credentials.0.authorization().await.map_err(|error| {
+                Box::new(sinew_core::status::status_with_cause(
+                    tonic::Code::Unauthenticated,
+                    "no credentials for the call",
+                    error,
+                )) as BoxError
+            })?;
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, value);
+            inner.oneshot(request).await
+        }))
     }
 }
