@@ -114,13 +114,20 @@ async fn mtls_gives_handlers_the_callers_verified_identity() {
         [Some("spiffe://shop.test/ns/prod/sa/orders".to_owned())]
     );
 
-    // Required: a client without a certificate is refused at the handshake.
+    // Required: a client without a certificate is refused at the handshake
+    // (under TLS 1.3, by an alert after the client's side of it), and told
+    // why.
     let status = refused(
         server.addr,
         ClientTlsConfig::new().ca(pki.ca()).server_name("localhost"),
     )
     .await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        failure_of(&status),
+        HandshakeFailure::CertificateRefused,
+        "{status:?}"
+    );
     // And one whose certificate another CA signed.
     let other = TestPki::new("another CA");
     let stranger = other.client("stranger", None);
@@ -133,6 +140,11 @@ async fn mtls_gives_handlers_the_callers_verified_identity() {
     )
     .await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        failure_of(&status),
+        HandshakeFailure::CertificateRefused,
+        "{status:?}"
+    );
     assert_eq!(
         seen.lock().unwrap().len(),
         1,

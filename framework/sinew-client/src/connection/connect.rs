@@ -141,12 +141,24 @@ impl Dialer {
                 }
             };
             let (send, settled) = settled;
-            settled.await.map_err(|_closed| {
-                io::Error::new(
-                    io::ErrorKind::ConnectionAborted,
-                    "the connection closed before the server's SETTINGS",
-                )
-            })?;
+            if settled.await.is_err() {
+                // Under TLS 1.3 a server refuses a client certificate
+                // after the client's side of the handshake is done: its
+                // alert ends the connection's task, which says why.
+                let refused = match task.as_mut().and_then(|task| task.0.as_mut()) {
+                    Some(handle) if self.tls.is_some() => handle.await.ok().flatten(),
+                    _ => None,
+                };
+                return Err(refused.map_or_else(
+                    || {
+                        io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "the connection closed before the server's SETTINGS",
+                        )
+                    },
+                    HandshakeFailed::into_io,
+                ));
+            }
             Ok(send)
         };
         let result = match tokio::time::timeout(timeout, connect).await {
@@ -217,8 +229,12 @@ impl Dialer {
             // The connection ends when the server closes it, a keepalive
             // ping goes unanswered, every handle to send on is dropped and
             // its streams are done, or its watchdog aborts it.
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "client connection closed with an error");
+            match connection.await {
+                Ok(()) => None,
+                Err(error) => {
+                    tracing::debug!(%error, "client connection closed with an error");
+                    tls_refusal(&error)
+                }
             }
         }))));
         Ok((send, settled))
@@ -236,9 +252,25 @@ pub(super) struct Link {
     pub(super) killer: std::net::TcpStream,
 }
 
+/// Whether a TLS alert ended a connection before the server's SETTINGS:
+/// how a server refuses a client certificate under TLS 1.3, once the
+/// client's side of the handshake is done.
+///
+/// rustls reports the alert as an I/O error of kind `InvalidData` (its
+/// text names the alert, but no type carries it); below HTTP/2 nothing
+/// else fails that way (a reset is `ConnectionReset`, a close
+/// `UnexpectedEof`, and HTTP/2's own errors are not I/O errors).
+fn tls_refusal(error: &hyper::Error) -> Option<HandshakeFailed> {
+    let refused = sinew_core::status::chain(error)
+        .filter_map(|error| error.downcast_ref::<io::Error>())
+        .any(|io| io.kind() == io::ErrorKind::InvalidData);
+    refused.then(|| HandshakeFailed::new(HandshakeFailure::CertificateRefused))
+}
+
 /// Aborts a connection's task that is dropped before its handshake is
-/// done: a peer that never finishes it is not left holding a socket.
-struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+/// done: a peer that never finishes it is not left holding a socket. The
+/// task ends with the TLS alert that ended the connection, if one did.
+struct AbortOnDrop(Option<tokio::task::JoinHandle<Option<HandshakeFailed>>>);
 
 impl AbortOnDrop {
     /// Lets the task run on; a handle to abort it later.
