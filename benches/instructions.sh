@@ -12,7 +12,8 @@
 # difference divided by the difference in calls leaves out the setup.
 #
 # Run with: bash benches/instructions.sh [tonic sinew traced-unsampled traced]
-# (any pair the bench knows: also traced-unexported, sinew-server, sinew-client)
+# (any pair the bench knows: also traced-unexported, sinew-server, sinew-client,
+# and the TLS pairs tonic-tls and sinew-tls)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
