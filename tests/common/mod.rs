@@ -5,6 +5,7 @@
 
 pub(crate) mod collector;
 pub(crate) mod processes;
+pub(crate) mod secure;
 
 use std::{net::SocketAddr, time::Duration};
 
