@@ -13,6 +13,14 @@
 //! checked by [`init_with`](super::init_with), naming the setter. An empty
 //! variable counts as unset, as the specification asks.
 //!
+//! The TLS files (`OTEL_EXPORTER_OTLP_CERTIFICATE`, `_CLIENT_CERTIFICATE`
+//! and `_CLIENT_KEY`, and their `_TRACES_` and `_METRICS_` forms) are the
+//! exception in time: their paths are read here, the files themselves by
+//! [`init_with`](super::init_with), for a signal whose endpoint is
+//! `https://` (an `http://` one reads none). A file that is missing, does
+//! not parse, or is a key other than its certificate's fails there, naming
+//! the variable or the setter.
+//!
 //! `OTEL_SDK_DISABLED` is the exception both ways. It is never invalid: the
 //! specification makes any value but `true` (in any case) mean false, to be
 //! warned about rather than refused. And it wins over code, as the service
@@ -22,10 +30,11 @@
 //! endpoint left over from before the switch) is logged rather than failing
 //! the start; only `RUST_LOG`, which the console still uses, must be valid.
 
-use std::{fmt, time::Duration};
+use std::{fmt, path::PathBuf, time::Duration};
 
 use opentelemetry::trace::SpanContext;
 use opentelemetry_sdk::trace::SpanLimits;
+use sinew_core::tls::{ClientTls, ClientTlsConfig, TlsError};
 
 use super::TelemetryError;
 
@@ -45,6 +54,15 @@ const METRICS_HEADERS: &str = "OTEL_EXPORTER_OTLP_METRICS_HEADERS";
 const COMPRESSION: &str = "OTEL_EXPORTER_OTLP_COMPRESSION";
 const TRACES_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION";
 const METRICS_COMPRESSION: &str = "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION";
+const CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CERTIFICATE";
+const TRACES_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE";
+const METRICS_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE";
+const CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE";
+const TRACES_CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE";
+const METRICS_CLIENT_CERTIFICATE: &str = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE";
+const CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_CLIENT_KEY";
+const TRACES_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY";
+const METRICS_CLIENT_KEY: &str = "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY";
 const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 const SAMPLER: &str = "OTEL_TRACES_SAMPLER";
@@ -81,6 +99,15 @@ pub const VARIABLES: &[&str] = &[
     COMPRESSION,
     TRACES_COMPRESSION,
     METRICS_COMPRESSION,
+    CERTIFICATE,
+    TRACES_CERTIFICATE,
+    METRICS_CERTIFICATE,
+    CLIENT_CERTIFICATE,
+    TRACES_CLIENT_CERTIFICATE,
+    METRICS_CLIENT_CERTIFICATE,
+    CLIENT_KEY,
+    TRACES_CLIENT_KEY,
+    METRICS_CLIENT_KEY,
     SERVICE_NAME,
     RESOURCE_ATTRIBUTES,
     SAMPLER,
@@ -175,6 +202,24 @@ pub enum Protocol {
 #[derive(Clone, Default, PartialEq, Eq)]
 pub(crate) struct Headers(pub(crate) Vec<(String, String)>);
 
+/// A file a TLS setting names, and the variable or setter that named it:
+/// what an error about the file names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TlsFile {
+    pub(crate) path: PathBuf,
+    pub(crate) source: &'static str,
+}
+
+/// The TLS files of one signal's exports, read when its endpoint is
+/// `https://`: the CA bundle to trust (the system's roots without one),
+/// and the client certificate and its key for mTLS (both or neither).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca: Option<TlsFile>,
+    pub(crate) client_cert: Option<TlsFile>,
+    pub(crate) client_key: Option<TlsFile>,
+}
+
 /// Settings for [`init_with`](super::init_with).
 ///
 /// Start from [`from_env`](Self::from_env) (the usual way) or
@@ -235,6 +280,10 @@ pub struct TelemetryConfig {
     pub(crate) metrics_headers: Headers,
     pub(crate) traces_compression: Compression,
     pub(crate) metrics_compression: Compression,
+    /// The TLS of an `https://` traces endpoint.
+    pub(crate) traces_tls: TlsFiles,
+    /// The TLS of an `https://` metrics endpoint.
+    pub(crate) metrics_tls: TlsFiles,
     pub(crate) sampler: TraceSampler,
     pub(crate) metric_export_interval: Duration,
     pub(crate) max_queue_size: usize,
@@ -380,6 +429,8 @@ impl TelemetryConfig {
             metrics_headers: Headers::default(),
             traces_compression: Compression::None,
             metrics_compression: Compression::None,
+            traces_tls: TlsFiles::default(),
+            metrics_tls: TlsFiles::default(),
             sampler: TraceSampler::default(),
             metric_export_interval: DEFAULT_METRIC_EXPORT_INTERVAL,
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
@@ -500,6 +551,31 @@ impl TelemetryConfig {
         self.traces_compression = traces.or(shared).unwrap_or_default();
         self.metrics_compression = metrics.or(shared).unwrap_or_default();
 
+        // And the TLS files, each on its own: a signal's variable wins over
+        // the shared one. Only their paths are read here; the files are
+        // read, and checked, when the pipeline is built.
+        let file = |key: &'static str| {
+            read(key).map(|value| TlsFile {
+                path: PathBuf::from(value.trim()),
+                source: key,
+            })
+        };
+        let (ca, cert, key) = (
+            file(CERTIFICATE),
+            file(CLIENT_CERTIFICATE),
+            file(CLIENT_KEY),
+        );
+        self.traces_tls = TlsFiles {
+            ca: file(TRACES_CERTIFICATE).or_else(|| ca.clone()),
+            client_cert: file(TRACES_CLIENT_CERTIFICATE).or_else(|| cert.clone()),
+            client_key: file(TRACES_CLIENT_KEY).or_else(|| key.clone()),
+        };
+        self.metrics_tls = TlsFiles {
+            ca: file(METRICS_CERTIFICATE).or(ca),
+            client_cert: file(METRICS_CLIENT_CERTIFICATE).or(cert),
+            client_key: file(METRICS_CLIENT_KEY).or(key),
+        };
+
         if let Some(value) = read(RESOURCE_ATTRIBUTES) {
             for (key, value) in parse_resource_attributes(&value)? {
                 if key == "service.name" {
@@ -569,7 +645,9 @@ impl TelemetryConfig {
     /// Exports traces and metrics to this endpoint, such as
     /// `http://localhost:4317` (under `http/protobuf`, a base URL such as
     /// `http://localhost:4318` that each signal's path is added to),
-    /// replacing what the environment says for both signals.
+    /// replacing what the environment says for both signals. An
+    /// `https://` endpoint is reached over TLS (see
+    /// [`certificate`](Self::certificate)).
     pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
         let endpoint = endpoint.into();
         self.traces_endpoint = Some(endpoint.clone());
@@ -692,6 +770,78 @@ impl TelemetryConfig {
     pub fn compression(mut self, compression: Compression) -> Self {
         self.traces_compression = compression;
         self.metrics_compression = compression;
+        self
+    }
+
+    /// Trusts the certificate authorities of this PEM bundle, instead of
+    /// the system's roots, for `https://` endpoints of both signals,
+    /// replacing what the `OTEL_EXPORTER_OTLP_*CERTIFICATE` variables say.
+    /// The file is read, and checked, by [`init_with`](super::init_with).
+    pub fn certificate(mut self, bundle: impl Into<PathBuf>) -> Self {
+        let ca = Some(TlsFile {
+            path: bundle.into(),
+            source: "certificate",
+        });
+        self.traces_tls.ca = ca.clone();
+        self.metrics_tls.ca = ca;
+        self
+    }
+
+    /// Trusts this PEM bundle for an `https://` traces endpoint, as
+    /// [`certificate`](Self::certificate) does for both signals.
+    pub fn traces_certificate(mut self, bundle: impl Into<PathBuf>) -> Self {
+        self.traces_tls.ca = Some(TlsFile {
+            path: bundle.into(),
+            source: "traces_certificate",
+        });
+        self
+    }
+
+    /// Trusts this PEM bundle for an `https://` metrics endpoint, as
+    /// [`certificate`](Self::certificate) does for both signals.
+    pub fn metrics_certificate(mut self, bundle: impl Into<PathBuf>) -> Self {
+        self.metrics_tls.ca = Some(TlsFile {
+            path: bundle.into(),
+            source: "metrics_certificate",
+        });
+        self
+    }
+
+    /// Presents this certificate chain and its private key (PEM files) to
+    /// `https://` endpoints of both signals that ask for one (mTLS),
+    /// replacing what the `OTEL_EXPORTER_OTLP_*CLIENT_CERTIFICATE` and
+    /// `*CLIENT_KEY` variables say. The files are read, and checked (the
+    /// key must be the certificate's), by [`init_with`](super::init_with).
+    pub fn client_certificate(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        let identity = identity("client_certificate", cert.into(), key.into());
+        (self.traces_tls.client_cert, self.traces_tls.client_key) = identity.clone();
+        (self.metrics_tls.client_cert, self.metrics_tls.client_key) = identity;
+        self
+    }
+
+    /// Presents this certificate and key to an `https://` traces endpoint,
+    /// as [`client_certificate`](Self::client_certificate) does for both
+    /// signals.
+    pub fn traces_client_certificate(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        (self.traces_tls.client_cert, self.traces_tls.client_key) =
+            identity("traces_client_certificate", cert.into(), key.into());
+        self
+    }
+
+    /// Presents this certificate and key to an `https://` metrics
+    /// endpoint, as [`client_certificate`](Self::client_certificate) does
+    /// for both signals.
+    pub fn metrics_client_certificate(
+        mut self,
+        cert: impl Into<PathBuf>,
+        key: impl Into<PathBuf>,
+    ) -> Self {
+        (self.metrics_tls.client_cert, self.metrics_tls.client_key) =
+            identity("metrics_client_certificate", cert.into(), key.into());
         self
     }
 
@@ -917,29 +1067,115 @@ fn check_header(variable: &str, key: &str, value: &str) -> Result<(), TelemetryE
     Ok(())
 }
 
-/// Checks an OTLP/gRPC endpoint: an `http://` URL with a host.
+/// Checks an OTLP endpoint: an `http://` or `https://` URL with a host.
 fn check_endpoint(key: &str, value: &str) -> Result<String, TelemetryError> {
+    const EXPECTED: &str = "expected a URL like http://localhost:4317 or https://collector:4317";
     let value = value.trim();
     let uri: http::Uri = value.parse().map_err(|e: http::uri::InvalidUri| {
-        TelemetryError::invalid(
-            key,
-            value,
-            format!("{e}; expected a URL like http://localhost:4317"),
-        )
+        TelemetryError::invalid(key, value, format!("{e}; {EXPECTED}"))
     })?;
     match uri.scheme_str() {
-        Some("http") if uri.host().is_some_and(|host| !host.is_empty()) => Ok(value.to_owned()),
-        Some("https") => Err(TelemetryError::invalid(
-            key,
-            value,
-            "https needs TLS, which this build of sinew does not include; \
-             export to a local collector or agent over http://",
-        )),
-        _ => Err(TelemetryError::invalid(
-            key,
-            value,
-            "expected a URL like http://localhost:4317",
-        )),
+        Some("http" | "https") if uri.host().is_some_and(|host| !host.is_empty()) => {
+            Ok(value.to_owned())
+        }
+        _ => Err(TelemetryError::invalid(key, value, EXPECTED)),
+    }
+}
+
+/// Whether `url` is an `https://` URL.
+pub(crate) fn is_https(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .is_ok_and(|uri| uri.scheme() == Some(&http::uri::Scheme::HTTPS))
+}
+
+/// A client certificate and its key, named by `source`.
+fn identity(
+    source: &'static str,
+    cert: PathBuf,
+    key: PathBuf,
+) -> (Option<TlsFile>, Option<TlsFile>) {
+    (
+        Some(TlsFile { path: cert, source }),
+        Some(TlsFile { path: key, source }),
+    )
+}
+
+// === impl TlsFiles ===
+
+impl TlsFiles {
+    /// The TLS of `signal`'s exports to `url`: for an `https://` URL, built
+    /// from the files, which are read, and so checked, now; an error names
+    /// the variable or setter of the file at fault, never quoting what it
+    /// holds. `None` for `http://`, which reads no file.
+    pub(crate) fn load_for(
+        &self,
+        url: &str,
+        signal: &'static str,
+    ) -> Result<Option<ClientTls>, TelemetryError> {
+        if !is_https(url) {
+            return Ok(None);
+        }
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &self.ca {
+            config = config.ca(&ca.path);
+        }
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => config = config.identity(&cert.path, &key.path),
+            (None, None) => {}
+            (Some(cert), None) => {
+                return Err(cert.invalid(
+                    "set without a client key; a client certificate and its key go together",
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(key.invalid(
+                    "set without a client certificate; a client certificate and its key go \
+                     together",
+                ));
+            }
+        }
+        ClientTls::load(config)
+            .map(Some)
+            .map_err(|error| self.error(signal, &error))
+    }
+
+    /// `error`, from loading the files, as naming the variable or setter of
+    /// the file at fault.
+    fn error(&self, signal: &'static str, error: &TlsError) -> TelemetryError {
+        let file = |key: &str| match key {
+            "tls_ca" => self.ca.as_ref(),
+            "tls_client_cert" => self.client_cert.as_ref(),
+            "tls_client_key" => self.client_key.as_ref(),
+            _ => None,
+        };
+        let reason = match error {
+            TlsError::Read { reason, .. } => format!("cannot read the file: {reason}"),
+            TlsError::Invalid { reason, .. } | TlsError::Setting { reason, .. } => reason.clone(),
+            TlsError::KeyMismatch { cert_key, .. } => match file(cert_key) {
+                Some(cert) => format!(
+                    "not the key of the client certificate ({}, {})",
+                    cert.source,
+                    cert.path.display()
+                ),
+                None => "not the key of the client certificate".to_owned(),
+            },
+            other => other.to_string(),
+        };
+        match error.key().and_then(file) {
+            Some(at_fault) => at_fault.invalid(reason),
+            // No file of its own at fault: the system's roots, say, where
+            // there are none.
+            None => TelemetryError::Exporter {
+                signal,
+                reason: format!("cannot set up TLS: {reason} ({CERTIFICATE})"),
+            },
+        }
+    }
+}
+
+impl TlsFile {
+    fn invalid(&self, reason: impl Into<String>) -> TelemetryError {
+        TelemetryError::invalid(self.source, &self.path.display().to_string(), reason)
     }
 }
 
@@ -1121,7 +1357,7 @@ mod tests {
     #[test]
     fn disabled_ignores_invalid_sdk_settings_but_not_rust_log() {
         let invalid = [
-            (ENDPOINT, "https://collector:4317"),
+            (ENDPOINT, "ftp://collector:4317"),
             (PROTOCOL, "http/json"),
             (HEADERS, "secret-token"),
             (TRACES_COMPRESSION, "zstd"),
@@ -1208,9 +1444,185 @@ mod tests {
         for key in [ENDPOINT, TRACES_ENDPOINT, METRICS_ENDPOINT] {
             fails_naming(&[(key, "localhost:4317")], key);
             fails_naming(&[(key, "not a url")], key);
-            let err = fails_naming(&[(key, "https://collector:4317")], key);
-            assert!(err.to_string().contains("TLS"), "{err}");
+            fails_naming(&[(key, "ftp://collector:4317")], key);
+            fails_naming(&[(key, "https://")], key);
         }
+    }
+
+    #[test]
+    fn https_endpoints_are_taken() {
+        let config = load(&[
+            (ENDPOINT, "https://collector:4317"),
+            (METRICS_ENDPOINT, "https://metrics.example/v1/metrics"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.traces_endpoint.as_deref(),
+            Some("https://collector:4317")
+        );
+        assert_eq!(
+            config.metrics_endpoint.as_deref(),
+            Some("https://metrics.example/v1/metrics")
+        );
+        TelemetryConfig::new("svc")
+            .endpoint("https://collector:4317")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn tls_files_are_shared_unless_a_signal_names_its_own() {
+        let file = |path: &str, source| {
+            Some(TlsFile {
+                path: PathBuf::from(path),
+                source,
+            })
+        };
+        let config = load(&[
+            (CERTIFICATE, "/ca.pem"),
+            (CLIENT_CERTIFICATE, "/client.pem"),
+            (CLIENT_KEY, " /client.key "),
+        ])
+        .unwrap();
+        assert_eq!(config.traces_tls, config.metrics_tls);
+        assert_eq!(config.traces_tls.ca, file("/ca.pem", CERTIFICATE));
+        assert_eq!(
+            config.traces_tls.client_key,
+            file("/client.key", CLIENT_KEY)
+        );
+
+        // Each signal's variable wins over the shared one, file by file.
+        let config = load(&[
+            (CERTIFICATE, "/ca.pem"),
+            (TRACES_CERTIFICATE, "/traces-ca.pem"),
+            (CLIENT_CERTIFICATE, "/client.pem"),
+            (CLIENT_KEY, "/client.key"),
+            (METRICS_CLIENT_CERTIFICATE, "/metrics.pem"),
+            (METRICS_CLIENT_KEY, "/metrics.key"),
+        ])
+        .unwrap();
+        assert_eq!(
+            config.traces_tls,
+            TlsFiles {
+                ca: file("/traces-ca.pem", TRACES_CERTIFICATE),
+                client_cert: file("/client.pem", CLIENT_CERTIFICATE),
+                client_key: file("/client.key", CLIENT_KEY),
+            }
+        );
+        assert_eq!(
+            config.metrics_tls,
+            TlsFiles {
+                ca: file("/ca.pem", CERTIFICATE),
+                client_cert: file("/metrics.pem", METRICS_CLIENT_CERTIFICATE),
+                client_key: file("/metrics.key", METRICS_CLIENT_KEY),
+            }
+        );
+
+        // Code replaces the environment's, naming its setter.
+        let config = config
+            .certificate("/code-ca.pem")
+            .traces_client_certificate("/t.pem", "/t.key");
+        assert_eq!(config.metrics_tls.ca, file("/code-ca.pem", "certificate"));
+        assert_eq!(config.traces_tls.ca, config.metrics_tls.ca);
+        assert_eq!(
+            config.traces_tls.client_key,
+            file("/t.key", "traces_client_certificate")
+        );
+        assert_eq!(
+            config.metrics_tls.client_key,
+            file("/metrics.key", METRICS_CLIENT_KEY)
+        );
+        let config = TelemetryConfig::new("svc")
+            .client_certificate("/c.pem", "/c.key")
+            .metrics_certificate("/m-ca.pem");
+        assert_eq!(
+            config.metrics_tls.client_cert,
+            file("/c.pem", "client_certificate")
+        );
+        assert_eq!(config.traces_tls.ca, None);
+        assert_eq!(
+            config.metrics_tls.ca,
+            file("/m-ca.pem", "metrics_certificate")
+        );
+    }
+
+    #[test]
+    fn tls_files_are_read_only_for_https_and_fail_naming_their_variable() {
+        let missing = "/nonexistent/sinew-test/ca.pem";
+        let config = load(&[(CERTIFICATE, missing), (CLIENT_KEY, "/nonexistent/key")]).unwrap();
+        // Plain text reads no file: nothing changes for http://.
+        assert!(
+            config
+                .traces_tls
+                .load_for("http://collector:4317", "traces")
+                .unwrap()
+                .is_none()
+        );
+        // A key without its certificate.
+        let err = config
+            .traces_tls
+            .load_for("https://collector:4317", "traces")
+            .unwrap_err();
+        assert_eq!(err.key(), Some(CLIENT_KEY), "{err}");
+
+        let config = load(&[(CERTIFICATE, missing)]).unwrap();
+        let err = config
+            .metrics_tls
+            .load_for("https://collector:4317", "metrics")
+            .unwrap_err();
+        assert_eq!(err.key(), Some(CERTIFICATE), "{err}");
+        assert!(err.to_string().contains(missing), "{err}");
+
+        let err = TelemetryConfig::new("svc")
+            .traces_certificate(missing)
+            .traces_tls
+            .load_for("https://collector:4317", "traces")
+            .unwrap_err();
+        assert_eq!(err.key(), Some("traces_certificate"), "{err}");
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_fails_naming_the_key_and_not_quoting_it() {
+        let pki = sinew_testing::pki::TestPki::new("test CA");
+        let (one, other) = (pki.client("one", None), pki.client("other", None));
+        let cert_path = one.cert.display().to_string();
+        let key_path = other.key.display().to_string();
+        let config = load(&[
+            (CERTIFICATE, &pki.ca().display().to_string()),
+            (CLIENT_CERTIFICATE, &cert_path),
+            (TRACES_CLIENT_KEY, &key_path),
+        ])
+        .unwrap();
+        let err = config
+            .traces_tls
+            .load_for("https://collector:4317", "traces")
+            .unwrap_err();
+        assert_eq!(err.key(), Some(TRACES_CLIENT_KEY), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(CLIENT_CERTIFICATE), "{text}");
+        assert!(!text.contains("PRIVATE KEY"), "{text}");
+        let key = std::fs::read_to_string(&other.key).unwrap();
+        let body = key.lines().nth(1).unwrap();
+        assert!(!text.contains(body), "{text}");
+
+        // Its own key is taken; the metrics, with no key, are refused.
+        let config = load(&[
+            (CLIENT_CERTIFICATE, &cert_path),
+            (TRACES_CLIENT_KEY, &one.key.display().to_string()),
+            (CERTIFICATE, &pki.ca().display().to_string()),
+        ])
+        .unwrap();
+        let tls = config
+            .traces_tls
+            .load_for("https://collector:4317", "traces")
+            .unwrap()
+            .unwrap();
+        assert!(tls.has_identity());
+        let err = config
+            .metrics_tls
+            .load_for("https://collector:4317", "metrics")
+            .unwrap_err();
+        assert_eq!(err.key(), Some(CLIENT_CERTIFICATE), "{err}");
     }
 
     #[test]

@@ -23,6 +23,14 @@
 //! way for each. The metric exporter reads the header variables again by
 //! itself, to the same values.
 //!
+//! An `https://` endpoint is reached over TLS, on sinew's TLS stack: the
+//! files its `OTEL_EXPORTER_OTLP_*CERTIFICATE` and `*CLIENT_KEY`
+//! variables name are read when the pipeline is built, so a missing file
+//! or a key that is not its certificate's fails the start, naming the
+//! variable; both signals' exporters then handshake with them (ALPN `h2`
+//! for gRPC, `http/1.1` for `http/protobuf`). An `http://` endpoint reads
+//! none of them, and connects as it always did.
+//!
 //! An export that cannot reach the collector fails after the export
 //! timeout (retries included); the data is lost, counted for spans, and a
 //! warning is logged once per outage.
@@ -49,14 +57,18 @@ use opentelemetry_sdk::{
     resource::TelemetryResourceDetector,
     trace::{SdkTracer, SdkTracerProvider},
 };
-use sinew_core::status::DisplayChain;
-use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use sinew_core::{status::DisplayChain, tls::ClientTls};
+use tonic::{
+    metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap},
+    transport::Endpoint,
+};
 
 use super::{
     Compression, Protocol, TelemetryConfig, TelemetryError,
+    config::is_https,
     pipeline::{
         OtlpHttpClient, OtlpSpanExporter, QueueCounters, QueueError, QueueProcessor, QueueSettings,
-        SCOPE, SpanQueue,
+        SCOPE, SpanQueue, grpc_channel,
     },
 };
 
@@ -96,6 +108,24 @@ impl Pipeline {
             return Err(TelemetryError::NoRuntime);
         }
 
+        // The TLS of https:// endpoints, loaded (and so checked) now; once
+        // for both signals when they use the same files.
+        let traces_tls = match config.traces_target() {
+            Some((url, _)) => config.traces_tls.load_for(&url, "traces")?,
+            None => None,
+        };
+        let metrics_tls = match config.metrics_target() {
+            Some((url, _))
+                if is_https(&url)
+                    && traces_tls.is_some()
+                    && config.metrics_tls == config.traces_tls =>
+            {
+                traces_tls.clone()
+            }
+            Some((url, _)) => config.metrics_tls.load_for(&url, "metrics")?,
+            None => None,
+        };
+
         let resource = resource(config);
         let counters = Arc::new(QueueCounters::default());
 
@@ -115,6 +145,7 @@ impl Pipeline {
                     |builder, (key, value)| builder.header(key, value),
                 )
                 .http(protocol == Protocol::HttpProtobuf)
+                .tls(traces_tls)
                 .timeout(config.traces_timeout)
                 .gzip(config.traces_compression == Compression::Gzip)
                 .on_rejected(move |spans| rejected.record_rejected(spans))
@@ -144,7 +175,7 @@ impl Pipeline {
 
         let mut meter_provider = SdkMeterProvider::builder().with_resource(resource);
         if let Some((endpoint, protocol)) = config.metrics_target() {
-            let exporter = metric_exporter(config, endpoint, protocol)?;
+            let exporter = metric_exporter(config, endpoint, protocol, metrics_tls)?;
             let reader = PeriodicReader::builder(ReportingMetricExporter::new(exporter))
                 .with_interval(config.metric_export_interval)
                 .build();
@@ -208,10 +239,16 @@ impl Pipeline {
 /// the headers and compression as the configuration read and checked them,
 /// the same way as the traces'. (It reads the same variables again by
 /// itself, skipping what it cannot use, to the same values.)
+///
+/// `tls`, for an `https://` endpoint, is sinew's: over gRPC a tonic
+/// channel of sinew's connector is handed to the exporter (its own TLS,
+/// tonic's `tls-*` features, is not built in); over HTTP, sinew's client
+/// makes the handshake.
 fn metric_exporter(
     config: &TelemetryConfig,
     endpoint: String,
     protocol: Protocol,
+    tls: Option<ClientTls>,
 ) -> Result<opentelemetry_otlp::MetricExporter, TelemetryError> {
     let failed = |reason: String| TelemetryError::Exporter {
         signal: "metrics",
@@ -227,9 +264,20 @@ fn metric_exporter(
                 let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| invalid())?;
                 metadata.insert(key, value);
             }
-            let mut builder = opentelemetry_otlp::MetricExporter::builder()
-                .with_tonic()
-                .with_endpoint(endpoint)
+            let mut builder = opentelemetry_otlp::MetricExporter::builder().with_tonic();
+            builder = match tls {
+                None => builder.with_endpoint(endpoint),
+                // The exporter's endpoint settings do not apply to a
+                // channel of its caller's: the timeout goes on the channel.
+                Some(tls) => {
+                    let endpoint = Endpoint::from_shared(endpoint.clone())
+                        .map_err(|e| failed(format!("invalid endpoint {endpoint:?}: {e}")))?
+                        .timeout(config.metrics_timeout)
+                        .connect_timeout(config.metrics_timeout);
+                    builder.with_channel(grpc_channel(&endpoint, tls))
+                }
+            };
+            builder = builder
                 .with_timeout(config.metrics_timeout)
                 .with_metadata(metadata);
             if gzip {
@@ -238,7 +286,7 @@ fn metric_exporter(
             builder.build()
         }
         Protocol::HttpProtobuf => {
-            let client = OtlpHttpClient::start(config.metrics_timeout)
+            let client = OtlpHttpClient::start(config.metrics_timeout, tls)
                 .map_err(|e| failed(format!("cannot start the HTTP client's thread: {e}")))?;
             let mut builder = opentelemetry_otlp::MetricExporter::builder()
                 .with_http()
@@ -672,6 +720,226 @@ mod tests {
             .map(|m| m.name.as_str())
             .collect();
         assert!(names.contains(&"sinew.test.http_exports"), "{names:?}");
+        pipeline.shutdown(Duration::from_secs(5)).unwrap();
+    }
+
+    /// A configuration read from `pairs` as the environment, through the
+    /// configuration's own injection: the process environment is not
+    /// touched.
+    fn from_env(pairs: &[(&str, &std::path::Path)]) -> TelemetryConfig {
+        let env: std::collections::HashMap<String, String> = pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.display().to_string()))
+            .collect();
+        TelemetryConfig::from_env_with("svc", move |key| env.get(key).cloned())
+            .unwrap()
+            .schedule_delay(Duration::from_secs(3600))
+            .metric_export_interval(Duration::from_secs(3600))
+    }
+
+    /// The names of the spans `collector` received, in order.
+    fn received_spans(collector: &crate::pipeline::testing::Collector) -> Vec<String> {
+        collector
+            .requests()
+            .iter()
+            .flat_map(|(_, request)| &request.resource_spans)
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+            .map(|span| span.name.clone())
+            .collect()
+    }
+
+    async fn flush(pipeline: &Pipeline) -> Result<(), TelemetryError> {
+        let pipeline = pipeline.clone();
+        off_runtime("flush", move || pipeline.flush(Duration::from_secs(10))).await
+    }
+
+    async fn shut_down(pipeline: &Pipeline) {
+        let pipeline = pipeline.clone();
+        off_runtime("shutdown", move || {
+            pipeline.shutdown(Duration::from_secs(5))
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn spans_and_metrics_reach_an_https_collector_trusted_through_the_certificate_variable() {
+        use crate::pipeline::testing::{Collector, server_tls};
+        use sinew_testing::pki::TestPki;
+
+        let pki = TestPki::new("collector CA");
+        let server = pki.server(&["127.0.0.1"]);
+        let (collector, addr) = Collector::start_tls([], server_tls(&server, None, b"h2")).await;
+        let endpoint = std::path::PathBuf::from(format!("https://{addr}"));
+        let config = from_env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca()),
+        ]);
+        let pipeline = Pipeline::build(&config).unwrap();
+        pipeline.tracer().start("over-tls").end();
+        pipeline
+            .meter_provider
+            .meter("test")
+            .u64_counter("sinew.test.tls_exports")
+            .build()
+            .add(1, &[]);
+        flush(&pipeline).await.unwrap();
+
+        assert_eq!(received_spans(&collector), ["over-tls"]);
+        let metrics: Vec<String> = collector
+            .metrics()
+            .iter()
+            .flat_map(|r| &r.resource_metrics)
+            .flat_map(|r| &r.scope_metrics)
+            .flat_map(|s| &s.metrics)
+            .map(|m| m.name.clone())
+            .collect();
+        assert!(
+            metrics.iter().any(|name| name == "sinew.test.tls_exports"),
+            "{metrics:?}"
+        );
+        assert_eq!(pipeline.counters.failed(), 0);
+        shut_down(&pipeline).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_requiring_mtls_takes_the_client_certificate_of_the_variables() {
+        use crate::pipeline::testing::{Collector, server_tls};
+        use sinew_testing::pki::TestPki;
+
+        let pki = TestPki::new("test CA");
+        let server = pki.server(&["127.0.0.1"]);
+        let client = pki.client("svc", None);
+        let (collector, addr) =
+            Collector::start_tls([], server_tls(&server, Some(pki.ca()), b"h2")).await;
+        let endpoint = std::path::PathBuf::from(format!("https://{addr}"));
+
+        // Without a client certificate, the collector refuses the
+        // handshake: the span is lost, and counted.
+        let config = from_env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca()),
+        ])
+        .export_timeout(Duration::from_secs(1));
+        let pipeline = Pipeline::build(&config).unwrap();
+        pipeline.tracer().start("refused").end();
+        assert!(flush(&pipeline).await.is_err());
+        assert_eq!(pipeline.counters.failed(), 1);
+        shut_down(&pipeline).await;
+
+        // With one, it is delivered.
+        let config = from_env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client.cert),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &client.key),
+        ]);
+        let pipeline = Pipeline::build(&config).unwrap();
+        pipeline.tracer().start("mutual").end();
+        flush(&pipeline).await.unwrap();
+        assert_eq!(received_spans(&collector), ["mutual"]);
+        assert_eq!(pipeline.counters.failed(), 0);
+        shut_down(&pipeline).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_collector_of_an_untrusted_ca_fails_the_export_and_counts_the_spans() {
+        use crate::pipeline::testing::{Collector, server_tls};
+        use sinew_testing::pki::TestPki;
+
+        let pki = TestPki::new("collector CA");
+        let other = TestPki::new("another CA");
+        let server = pki.server(&["127.0.0.1"]);
+        let (collector, addr) = Collector::start_tls([], server_tls(&server, None, b"h2")).await;
+        let endpoint = std::path::PathBuf::from(format!("https://{addr}"));
+        let config = from_env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", other.ca()),
+        ])
+        .export_timeout(Duration::from_secs(1));
+        let pipeline = Pipeline::build(&config).unwrap();
+        pipeline.tracer().start("first").end();
+        pipeline.tracer().start("second").end();
+        assert!(flush(&pipeline).await.is_err());
+        assert_eq!(pipeline.counters.failed(), 2);
+        assert_eq!(pipeline.counters.dropped(), 0);
+        assert!(collector.requests().is_empty());
+        shut_down(&pipeline).await;
+    }
+
+    #[test]
+    fn a_missing_certificate_file_fails_the_build_naming_its_variable() {
+        let pki = sinew_testing::pki::TestPki::new("test CA");
+        let missing = pki.dir().join("missing.pem");
+        let endpoint = std::path::PathBuf::from("https://127.0.0.1:4317");
+        let config = from_env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing),
+        ]);
+        let err = Pipeline::build(&config).unwrap_err();
+        assert_eq!(err.key(), Some("OTEL_EXPORTER_OTLP_CERTIFICATE"), "{err}");
+        assert!(
+            err.to_string().contains(&missing.display().to_string()),
+            "{err}"
+        );
+        // Over http://, the file is not read: nothing changes there.
+        let plain = std::path::PathBuf::from("http://127.0.0.1:4317");
+        let config = from_env(&[
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", &plain),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", &missing),
+        ]);
+        Pipeline::build(&config)
+            .unwrap()
+            .shutdown(Duration::from_secs(1))
+            .unwrap();
+    }
+
+    #[test]
+    fn over_http_protobuf_both_signals_reach_an_https_collector_requiring_mtls() {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use prost::Message as _;
+
+        use crate::pipeline::testing::{HttpCollector, server_tls};
+        use sinew_testing::pki::TestPki;
+
+        let pki = TestPki::new("test CA");
+        let server = pki.server(&["127.0.0.1"]);
+        let client = pki.client("svc", None);
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let tls = server_tls(&server, Some(pki.ca()), b"http/1.1");
+        let (collector, addr) = runtime.block_on(HttpCollector::start_tls([], tls));
+        let endpoint = std::path::PathBuf::from(format!("https://{addr}"));
+        let protocol = std::path::PathBuf::from("http/protobuf");
+        let config = from_env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", &protocol),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.ca()),
+            ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &client.cert),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &client.key),
+        ]);
+        // Over HTTP, neither signal needs a runtime of the caller's.
+        let pipeline = Pipeline::build(&config).unwrap();
+        pipeline.tracer().start("over-https").end();
+        pipeline
+            .meter_provider
+            .meter("test")
+            .u64_counter("sinew.test.https_exports")
+            .build()
+            .add(1, &[]);
+        pipeline.flush(Duration::from_secs(10)).unwrap();
+
+        let requests = collector.requests();
+        let traces = requests
+            .iter()
+            .find(|r| r.path == "/v1/traces")
+            .expect("traces");
+        assert!(requests.iter().any(|r| r.path == "/v1/metrics"));
+        let traces = ExportTraceServiceRequest::decode(&traces.body[..]).unwrap();
+        assert_eq!(
+            traces.resource_spans[0].scope_spans[0].spans[0].name,
+            "over-https"
+        );
         pipeline.shutdown(Duration::from_secs(5)).unwrap();
     }
 

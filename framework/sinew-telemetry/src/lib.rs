@@ -37,22 +37,49 @@
 //! sinew speaks OTLP over gRPC (port 4317), or over HTTP with protobuf
 //! bodies (`OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf`, port 4318; the
 //! shared endpoint is then a base that `/v1/traces` and `/v1/metrics` are
-//! added to), in plain text: `https://` endpoints and `http/json` are
-//! refused at start, with an error naming the variable. Run a collector or
-//! agent beside the service for TLS to a remote backend.
+//! added to); `http/json` is refused at start, with an error naming the
+//! variable.
+//!
+//! # TLS
+//!
+//! An `https://` endpoint is reached over TLS, on the same stack as
+//! sinew's servers and clients (rustls with ring; ALPN `h2` for gRPC,
+//! `http/1.1` for `http/protobuf`), verifying the collector's certificate
+//! against the endpoint's host:
+//!
+//! ```text
+//! OTEL_EXPORTER_OTLP_ENDPOINT=https://collector.internal:4317
+//! OTEL_EXPORTER_OTLP_CERTIFICATE=/etc/otel/ca.pem            # else the system's roots
+//! OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE=/etc/otel/client.pem # for mTLS, with
+//! OTEL_EXPORTER_OTLP_CLIENT_KEY=/etc/otel/client.key         # its key
+//! ```
+//!
+//! The files are read when [`init`] runs: a missing or unreadable one, or
+//! a key that is not its certificate's, fails the start with an error
+//! naming the variable (never quoting a key). The `_TRACES_` and
+//! `_METRICS_` forms win over the shared variables for their signal, file
+//! by file; [`TelemetryConfig::certificate`] and
+//! [`TelemetryConfig::client_certificate`] (and their per-signal forms)
+//! set them in code. The files are read once, not reloaded. An `http://`
+//! endpoint reads none of them and is sent in plain text. A collector
+//! whose certificate cannot be verified fails each export (the spans
+//! counted as failed, the failure logged once, saying why), not the
+//! service.
 //!
 //! # Variables
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
 //! | `OTEL_SDK_DISABLED` | `true` (any case) switches telemetry off, console logs aside; wins over code. Any other value leaves it on (one that is not `false` is warned about) | on |
-//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | where to send traces and metrics | none: no export |
+//! | `OTEL_EXPORTER_OTLP_ENDPOINT` | where to send traces and metrics: `http://` in plain text, `https://` over TLS | none: no export |
 //! | `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `_METRICS_ENDPOINT` | the same, for one signal; wins over the above | |
 //! | `OTEL_EXPORTER_OTLP_TIMEOUT` (and `_TRACES_`, `_METRICS_`) | one export's bound, retries included, in ms | 10000 |
 //! | `OTEL_EXPORTER_OTLP_PROTOCOL` (and `_TRACES_`, `_METRICS_`) | `grpc` or `http/protobuf` | `grpc` |
 //! | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,key2=value2`, values percent-encoded, sent as gRPC metadata with every export (credentials, tenant ids); keys are lowercased | none |
 //! | `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, `_METRICS_HEADERS` | the same for one signal; when set, replaces the above whole for it | |
 //! | `OTEL_EXPORTER_OTLP_COMPRESSION` (and `_TRACES_`, `_METRICS_`) | `gzip` or `none`: each export's message gzip-compressed or not | none |
+//! | `OTEL_EXPORTER_OTLP_CERTIFICATE` (and `_TRACES_`, `_METRICS_`) | the PEM bundle of the authorities trusted for an `https://` endpoint | the system's roots |
+//! | `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`, `OTEL_EXPORTER_OTLP_CLIENT_KEY` (and `_TRACES_`, `_METRICS_`) | the PEM certificate chain and private key presented to an `https://` endpoint (mTLS): both or neither | none |
 //! | `OTEL_SERVICE_NAME` | the service name; wins over the name in code | the name passed to [`init`] |
 //! | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,key2=value2`, values percent-encoded, on every span and metric | none |
 //! | `OTEL_TRACES_SAMPLER` | `always_on`, `always_off`, `traceidratio`, `parentbased_always_on`, `parentbased_always_off`, `parentbased_traceidratio` | `parentbased_always_on` |
@@ -67,15 +94,15 @@
 //! | `RUST_LOG` | which events the console shows | `info` |
 //!
 //! An invalid value fails [`init`] with a [`TelemetryError`] naming the
-//! variable (never quoting a header's value); an empty one counts as
-//! unset. Code can override every value but the service name and
+//! variable (never quoting a header's value or a key); an empty one counts
+//! as unset. Code can override every value but the service name and
 //! `OTEL_SDK_DISABLED=true` through [`TelemetryConfig`] and [`init_with`].
 //!
 //! Spans are exported by sinew's own OTLP exporter, metrics, far fewer,
 //! by `opentelemetry-otlp`; both take their settings from the
 //! [`TelemetryConfig`], which reads the variables the two signals share
-//! (headers, compression, timeouts, protocol) the same way for each and
-//! checks them once.
+//! (headers, compression, timeouts, protocol, TLS files) the same way for
+//! each and checks them once.
 //!
 //! # Without an endpoint
 //!

@@ -23,7 +23,8 @@
 //!   [`StartAttributes`] and ends it into a [`SpanQueue`];
 //! - `export` builds the queue from [`QueueSettings`] around an
 //!   [`OtlpSpanExporter`], hands the SDK a [`QueueProcessor`], and reads
-//!   its [`QueueCounters`] and [`QueueError`]s;
+//!   its [`QueueCounters`] and [`QueueError`]s; the metric exporter sends
+//!   through an [`OtlpHttpClient`], or over TLS a [`grpc_channel`];
 //! - `method` encodes each method's [`SpanParts`] once.
 //!
 //! # Tested against the library it replaces
@@ -38,7 +39,7 @@ mod otlp;
 mod queue;
 mod span;
 
-pub(crate) use otlp::{OtlpHttpClient, OtlpSpanExporter};
+pub(crate) use otlp::{OtlpHttpClient, OtlpSpanExporter, grpc_channel};
 pub(crate) use queue::{QueueCounters, QueueError, QueueProcessor, QueueSettings, SpanQueue};
 pub(crate) use span::{
     CallSpan, CallSpanData, Parts, SCOPE, STATUS_CODE, SpanParts, StartAttributes,
@@ -47,7 +48,7 @@ pub(crate) use span::{
 /// What the rest of telemetry's tests need of the pipeline's insides.
 #[cfg(test)]
 pub(crate) mod testing {
-    pub(crate) use super::otlp::testing::{Collector, HttpCollector};
+    pub(crate) use super::otlp::testing::{Collector, HttpCollector, server_tls};
     pub(crate) use super::queue::{Finished, tests::recording_queue};
     pub(crate) use super::span::tests::name;
 }

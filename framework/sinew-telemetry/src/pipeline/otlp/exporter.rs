@@ -16,6 +16,10 @@
 //! behind all of them; meanwhile the span queue fills and spans are
 //! dropped. A thread of its own gets its share of the processor from the
 //! operating system, whatever the application's runtime is doing.
+//!
+//! An `https://` endpoint is reached over TLS, with the [`ClientTls`] the
+//! exporter is given (see [`tls`](super::tls)); an `http://` one in plain
+//! text, through tonic's or hyper's own connector.
 
 use std::{
     error::Error as _,
@@ -42,7 +46,7 @@ use tonic::{
 
 use tower::Service;
 
-use sinew_core::status::chain;
+use sinew_core::{status::chain, tls::ClientTls};
 
 use crate::BoxError;
 
@@ -52,6 +56,7 @@ use super::{
     encode::{GRPC_PREFIX, TraceEncoder, gzip_framed},
     http::{OtlpHttpClient, PROTOBUF},
     retry::{Backoff, is_retryable},
+    tls::grpc_channel,
 };
 
 /// What sinew's exports say they come from.
@@ -96,6 +101,7 @@ pub(crate) struct OtlpSpanExporterBuilder {
     headers: Vec<(String, String)>,
     gzip: bool,
     http: bool,
+    tls: Option<ClientTls>,
     on_rejected: Option<RejectedHook>,
 }
 
@@ -129,6 +135,12 @@ pub(crate) enum BuildError {
     Header {
         /// Its name, as given.
         key: String,
+    },
+    /// The endpoint is `https://`, and no TLS was given.
+    #[error("the endpoint {endpoint:?} is https://, and no TLS is configured")]
+    NoTls {
+        /// As given.
+        endpoint: String,
     },
 }
 
@@ -214,6 +226,7 @@ impl OtlpSpanExporter {
             headers: Vec::new(),
             gzip: false,
             http: false,
+            tls: None,
             on_rejected: None,
         }
     }
@@ -356,6 +369,13 @@ impl OtlpSpanExporterBuilder {
         self
     }
 
+    /// The TLS of an `https://` endpoint, which needs one; unused for an
+    /// `http://` endpoint.
+    pub(crate) fn tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
+    }
+
     /// Sends each batch gzip-compressed (`grpc-encoding: gzip`, or
     /// `content-encoding: gzip` over HTTP).
     pub(crate) fn gzip(mut self, gzip: bool) -> Self {
@@ -374,11 +394,12 @@ impl OtlpSpanExporterBuilder {
     /// The exporter, with its runtime thread started. Connects lazily, on
     /// the first export.
     pub(crate) fn build(self) -> Result<OtlpSpanExporter, BuildError> {
+        let tls = self.tls_of_endpoint()?;
         let (runtime, stop) = start_runtime("sinew-otlp").map_err(BuildError::Thread)?;
         let transport = if self.http {
-            self.http_transport(&runtime)?
+            self.http_transport(&runtime, tls)?
         } else {
-            self.grpc_transport(&runtime)?
+            self.grpc_transport(&runtime, tls)?
         };
         Ok(OtlpSpanExporter {
             encoder: Mutex::new(TraceEncoder::new()),
@@ -393,7 +414,27 @@ impl OtlpSpanExporterBuilder {
         })
     }
 
-    fn grpc_transport(&self, runtime: &Handle) -> Result<Transport, BuildError> {
+    /// The TLS to reach the endpoint with: the one given, for an
+    /// `https://` endpoint; none for `http://`.
+    fn tls_of_endpoint(&self) -> Result<Option<ClientTls>, BuildError> {
+        let https = self
+            .endpoint
+            .parse::<http::Uri>()
+            .is_ok_and(|uri| uri.scheme() == Some(&http::uri::Scheme::HTTPS));
+        match (https, &self.tls) {
+            (false, _) => Ok(None),
+            (true, Some(tls)) => Ok(Some(tls.clone())),
+            (true, None) => Err(BuildError::NoTls {
+                endpoint: self.endpoint.clone(),
+            }),
+        }
+    }
+
+    fn grpc_transport(
+        &self,
+        runtime: &Handle,
+        tls: Option<ClientTls>,
+    ) -> Result<Transport, BuildError> {
         let endpoint_error = |source| BuildError::Endpoint {
             endpoint: self.endpoint.clone(),
             source,
@@ -411,7 +452,10 @@ impl OtlpSpanExporterBuilder {
         // exporter's runtime.
         let channel = {
             let _entered = runtime.enter();
-            endpoint.connect_lazy()
+            match tls {
+                None => endpoint.connect_lazy(),
+                Some(tls) => grpc_channel(&endpoint, tls),
+            }
         };
 
         let mut metadata = MetadataMap::with_capacity(self.headers.len());
@@ -428,7 +472,11 @@ impl OtlpSpanExporterBuilder {
         })
     }
 
-    fn http_transport(&self, runtime: &Handle) -> Result<Transport, BuildError> {
+    fn http_transport(
+        &self,
+        runtime: &Handle,
+        tls: Option<ClientTls>,
+    ) -> Result<Transport, BuildError> {
         let uri = self
             .endpoint
             .parse::<http::Uri>()
@@ -459,7 +507,7 @@ impl OtlpSpanExporterBuilder {
             );
         }
         Ok(Transport::Http {
-            client: OtlpHttpClient::on(runtime.clone(), self.timeout),
+            client: OtlpHttpClient::on(runtime.clone(), self.timeout, tls),
             uri,
             headers,
         })
@@ -473,6 +521,7 @@ impl fmt::Debug for OtlpSpanExporterBuilder {
             .field("timeout", &self.timeout)
             .field("headers", &self.headers.len())
             .field("gzip", &self.gzip)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -1046,6 +1095,38 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_untrusted_collector_fails_the_export_saying_why() {
+        use sinew_core::tls::ClientTlsConfig;
+        use sinew_testing::pki::TestPki;
+
+        use super::super::testing::server_tls;
+
+        let pki = TestPki::new("collector CA");
+        let other = TestPki::new("another CA");
+        let server = pki.server(&["127.0.0.1"]);
+        let (grpc, grpc_addr) = Collector::start_tls([], server_tls(&server, None, b"h2")).await;
+        let (http, http_addr) =
+            HttpCollector::start_tls([], server_tls(&server, None, b"http/1.1")).await;
+        let distrusting = ClientTls::load(ClientTlsConfig::new().ca(other.ca())).unwrap();
+        for (endpoint, http) in [
+            (format!("https://{grpc_addr}"), false),
+            (format!("https://{http_addr}/v1/traces"), true),
+        ] {
+            let exporter = OtlpSpanExporter::builder(endpoint)
+                .http(http)
+                .tls(Some(distrusting.clone()))
+                .timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            let error = exporter.send(&[span("lost")]).await.unwrap_err();
+            let text = error.describe().to_string();
+            assert!(text.contains("unknown authority"), "{text}");
+        }
+        assert!(grpc.requests().is_empty());
+        assert!(http.requests().is_empty());
+    }
+
     #[test]
     fn building_needs_a_valid_endpoint_and_headers() {
         assert!(matches!(
@@ -1063,6 +1144,11 @@ mod tests {
                 .header("x-line", "a\nb")
                 .build(),
             Err(BuildError::Header { .. })
+        ));
+        // An https:// endpoint needs its TLS.
+        assert!(matches!(
+            OtlpSpanExporter::builder("https://127.0.0.1:4317").build(),
+            Err(BuildError::NoTls { .. })
         ));
     }
 }

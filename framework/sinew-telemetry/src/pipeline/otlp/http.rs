@@ -7,6 +7,10 @@
 //! or a thread of its own) and runs each request there, so the caller only
 //! waits for the answer. Responses are read up to [`MAX_RESPONSE`]; a
 //! collector that sends more gets the export failed, not the memory.
+//!
+//! An `https://` endpoint is reached through the [`TlsConnector`], with
+//! ALPN `http/1.1`; an `http://` one through hyper's own connector, as it
+//! always was.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,8 +21,10 @@ use hyper_util::{
     client::legacy::{Client, connect::HttpConnector},
     rt::{TokioExecutor, TokioTimer},
 };
+use sinew_core::tls::ClientTls;
 use tokio::{runtime::Handle, sync::oneshot};
 
+use super::tls::TlsConnector;
 use crate::BoxError;
 
 /// The most of a collector's answer that is read: an OTLP response is a
@@ -32,7 +38,7 @@ pub(crate) const PROTOBUF: &str = "application/x-protobuf";
 /// Clones share the connections and the runtime.
 #[derive(Clone)]
 pub(crate) struct OtlpHttpClient {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Connections,
     runtime: Handle,
     timeout: Duration,
     /// Dropped with the last clone, which ends a runtime thread started
@@ -40,20 +46,29 @@ pub(crate) struct OtlpHttpClient {
     _stop: Option<Arc<oneshot::Sender<()>>>,
 }
 
+/// The connections of an [`OtlpHttpClient`]: in plain text, or over TLS.
+#[derive(Clone)]
+enum Connections {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<TlsConnector, Full<Bytes>>),
+}
+
 // === impl OtlpHttpClient ===
 
 impl OtlpHttpClient {
     /// A client running its requests on `runtime`, each bounded by
-    /// `timeout` (connecting included).
-    pub(crate) fn on(runtime: Handle, timeout: Duration) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build(connector);
+    /// `timeout` (connecting included); over TLS with `tls` (for an
+    /// `https://` endpoint), in plain text without.
+    pub(crate) fn on(runtime: Handle, timeout: Duration, tls: Option<ClientTls>) -> Self {
+        let client = match tls {
+            None => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(timeout));
+                connector.set_nodelay(true);
+                Connections::Plain(client(connector))
+            }
+            Some(tls) => Connections::Tls(client(TlsConnector::http1(tls, timeout))),
+        };
         Self {
             client,
             runtime,
@@ -64,11 +79,11 @@ impl OtlpHttpClient {
 
     /// A client with a runtime thread of its own (`sinew-otlp-http`), for
     /// the metric exporter.
-    pub(crate) fn start(timeout: Duration) -> std::io::Result<Self> {
+    pub(crate) fn start(timeout: Duration, tls: Option<ClientTls>) -> std::io::Result<Self> {
         let (runtime, stop) = super::exporter::start_runtime("sinew-otlp-http")?;
         Ok(Self {
             _stop: Some(Arc::new(stop)),
-            ..Self::on(runtime, timeout)
+            ..Self::on(runtime, timeout, tls)
         })
     }
 
@@ -78,7 +93,12 @@ impl OtlpHttpClient {
         let timeout = self.timeout;
         let call = self.runtime.spawn(async move {
             let exchange = async {
-                let response = client.request(request.map(Full::new)).await?;
+                let request = request.map(Full::new);
+                let response = match &client {
+                    Connections::Plain(client) => client.request(request),
+                    Connections::Tls(client) => client.request(request),
+                }
+                .await?;
                 let (parts, body) = response.into_parts();
                 let body = Limited::new(body, MAX_RESPONSE).collect().await?.to_bytes();
                 Ok::<_, BoxError>(Response::from_parts(parts, body))
@@ -91,10 +111,24 @@ impl OtlpHttpClient {
     }
 }
 
+/// hyper's HTTP/1.1 client over `connector`, keeping idle connections for
+/// the next export.
+fn client<C>(connector: C) -> Client<C, Full<Bytes>>
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone,
+{
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(connector)
+}
+
 impl std::fmt::Debug for OtlpHttpClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtlpHttpClient")
             .field("timeout", &self.timeout)
+            .field("tls", &matches!(self.client, Connections::Tls(_)))
             .finish_non_exhaustive()
     }
 }

@@ -17,6 +17,8 @@
 //! - [`retry`]: which failures are retried, and the delays between tries
 //!   (sinew-core's one backoff);
 //! - [`http`]: the HTTP client of `http/protobuf`, for both signals;
+//! - [`tls`]: TLS to an `https://` collector, for the gRPC channels and
+//!   the HTTP client alike;
 //! - [`exporter`]: the span queue's exporter, which ties them together:
 //!   tonic builds each request and reads each response on a channel of the
 //!   exporter's own runtime, and the encoded batch goes out as the body
@@ -32,8 +34,10 @@ mod http;
 mod retry;
 #[cfg(test)]
 pub(crate) mod testing;
+mod tls;
 mod wire;
 
 pub(crate) use encode::{span_attribute_fields, span_name_field};
 pub(crate) use exporter::OtlpSpanExporter;
 pub(crate) use http::OtlpHttpClient;
+pub(crate) use tls::grpc_channel;

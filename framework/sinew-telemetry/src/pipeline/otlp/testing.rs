@@ -1,26 +1,125 @@
-//! A collector for the telemetry unit tests: an OTLP/gRPC trace receiver
-//! on a free loopback port that keeps what it receives and answers as
-//! scripted.
+//! Collectors for the telemetry unit tests: an OTLP/gRPC trace and metric
+//! receiver, and an OTLP/HTTP one, on free loopback ports, in plain text or
+//! over TLS, that keep what they receive and answer as scripted.
 
 use std::{
     collections::VecDeque,
+    io,
     net::SocketAddr,
+    path::Path,
+    pin::Pin,
     sync::{Arc, Mutex},
+    task::{Context, Poll},
 };
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-    trace_service_server::{TraceService, TraceServiceServer},
+use opentelemetry_proto::tonic::collector::{
+    metrics::v1::{
+        ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+        metrics_service_server::{MetricsService, MetricsServiceServer},
+    },
+    trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
 };
-use tokio::net::TcpListener;
-use tonic::{Request, Response, Status, metadata::MetadataMap, transport::server::TcpIncoming};
+use sinew_core::tls::{ClientAuth, ServerTls, ServerTlsConfig, rustls::ServerConfig};
+use sinew_testing::pki::CertFiles;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
+use tonic::{
+    Request, Response, Status,
+    metadata::MetadataMap,
+    transport::server::{Connected, TcpIncoming},
+};
 
 /// What the test collector received, and what it answers next.
 #[derive(Debug, Default)]
 struct Received {
     requests: Vec<(MetadataMap, ExportTraceServiceRequest)>,
+    metrics: Vec<ExportMetricsServiceRequest>,
     /// Answers to give, in order; then success.
     script: VecDeque<Result<ExportTraceServiceResponse, Status>>,
+}
+
+/// A test server's TLS: `cert` presented, with ALPN `alpn`; client
+/// certificates required, verified against `client_ca`, when given.
+pub(crate) fn server_tls(
+    cert: &CertFiles,
+    client_ca: Option<&Path>,
+    alpn: &[u8],
+) -> Arc<ServerConfig> {
+    let mut config = ServerTlsConfig::new(&cert.cert, &cert.key);
+    if let Some(ca) = client_ca {
+        config = config.client_auth(ClientAuth::Required, Some(ca.to_owned()));
+    }
+    let tls = ServerTls::load(config).unwrap();
+    let mut config = (*tls.current()).clone();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+/// A connection a test server accepted over TLS.
+struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+impl Connected for TlsIo {
+    type ConnectInfo = ();
+
+    fn connect_info(&self) -> Self::ConnectInfo {}
+}
+
+/// The connections `listener` accepts whose TLS handshake succeeds, in
+/// the order their handshakes end; a refused handshake (an untrusted
+/// client, one without a certificate) leaves no trace here.
+fn accept_tls(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+) -> impl futures_util::Stream<Item = io::Result<TlsIo>> {
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, sender) = (acceptor.clone(), sender.clone());
+            tokio::spawn(async move {
+                if let Ok(stream) = acceptor.accept(tcp).await {
+                    let _ = sender.send(TlsIo(stream));
+                }
+            });
+        }
+    });
+    futures_util::stream::unfold(receiver, |mut receiver| async move {
+        let accepted = receiver.recv().await?;
+        Some((Ok(accepted), receiver))
+    })
 }
 
 /// A collector on a free loopback port. Clones share what it got.
@@ -44,6 +143,17 @@ impl TraceService for Collector {
     }
 }
 
+#[tonic::async_trait]
+impl MetricsService for Collector {
+    async fn export(
+        &self,
+        request: Request<ExportMetricsServiceRequest>,
+    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
+        self.0.lock().unwrap().metrics.push(request.into_inner());
+        Ok(Response::new(ExportMetricsServiceResponse::default()))
+    }
+}
+
 // === impl Collector ===
 
 impl Collector {
@@ -51,24 +161,57 @@ impl Collector {
     pub(crate) async fn start(
         script: impl IntoIterator<Item = Result<ExportTraceServiceResponse, Status>>,
     ) -> (Self, SocketAddr) {
-        let collector = Self::default();
-        collector.0.lock().unwrap().script.extend(script);
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        // Takes gzip-compressed exports, as every OTLP receiver does.
-        let service = TraceServiceServer::new(collector.clone())
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
+        let (collector, listener, addr) = Self::bind(script).await;
         tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
+            collector
+                .router()
                 .serve_with_incoming(TcpIncoming::from(listener)),
         );
         (collector, addr)
     }
 
+    /// Starts serving over TLS (see [`server_tls`]); answers `script`
+    /// first.
+    pub(crate) async fn start_tls(
+        script: impl IntoIterator<Item = Result<ExportTraceServiceResponse, Status>>,
+        tls: Arc<ServerConfig>,
+    ) -> (Self, SocketAddr) {
+        let (collector, listener, addr) = Self::bind(script).await;
+        tokio::spawn(
+            collector
+                .router()
+                .serve_with_incoming(accept_tls(listener, tls)),
+        );
+        (collector, addr)
+    }
+
+    async fn bind(
+        script: impl IntoIterator<Item = Result<ExportTraceServiceResponse, Status>>,
+    ) -> (Self, TcpListener, SocketAddr) {
+        let collector = Self::default();
+        collector.0.lock().unwrap().script.extend(script);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        (collector, listener, addr)
+    }
+
+    /// The trace and metric services. They take gzip-compressed exports,
+    /// as every OTLP receiver does.
+    fn router(&self) -> tonic::transport::server::Router {
+        let gzip = tonic::codec::CompressionEncoding::Gzip;
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(self.clone()).accept_compressed(gzip))
+            .add_service(MetricsServiceServer::new(self.clone()).accept_compressed(gzip))
+    }
+
     /// Every request received, with its metadata, in arrival order.
     pub(crate) fn requests(&self) -> Vec<(MetadataMap, ExportTraceServiceRequest)> {
         self.0.lock().unwrap().requests.clone()
+    }
+
+    /// Every metric export received, in arrival order.
+    pub(crate) fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
+        self.0.lock().unwrap().metrics.clone()
     }
 }
 
@@ -117,12 +260,34 @@ impl HttpCollector {
         (collector, addr)
     }
 
+    /// Starts serving over TLS (see [`server_tls`]; ALPN `http/1.1`);
+    /// answers `script` first.
+    pub(crate) async fn start_tls(
+        script: impl IntoIterator<Item = u16>,
+        tls: Arc<ServerConfig>,
+    ) -> (Self, SocketAddr) {
+        use futures_util::StreamExt as _;
+
+        let collector = Self::default();
+        collector.script.lock().unwrap().extend(script);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let serving = collector.clone();
+        tokio::spawn(async move {
+            let mut accepted = std::pin::pin!(accept_tls(listener, tls));
+            while let Some(Ok(stream)) = accepted.next().await {
+                tokio::spawn(serving.clone().serve(stream));
+            }
+        });
+        (collector, addr)
+    }
+
     /// Every request received, in arrival order.
     pub(crate) fn requests(&self) -> Vec<HttpRequest> {
         self.received.lock().unwrap().clone()
     }
 
-    async fn serve(self, stream: tokio::net::TcpStream) {
+    async fn serve(self, stream: impl AsyncRead + AsyncWrite + Unpin) {
         use std::io::Read as _;
         use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
 
