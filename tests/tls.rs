@@ -311,6 +311,57 @@ async fn a_reloaded_certificate_reaches_new_handshakes_and_no_call_fails() {
     server.stop().await;
 }
 
+#[tokio::test]
+async fn sighup_reloads_the_certificate_of_a_server_process() {
+    use common::tls_greeter::{TlsGreeter, path, trusting};
+
+    let pki = TestPki::new("test CA");
+    let first = pki.server(&["localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::copy(&first.cert, &cert).unwrap();
+    std::fs::copy(&first.key, &key).unwrap();
+    // No interval: only SIGHUP reloads.
+    let env = [
+        ("SINEW_TLS_CERT", path(&cert).to_owned()),
+        ("SINEW_TLS_KEY", path(&key).to_owned()),
+        ("SINEW_TLS_RELOAD_INTERVAL", "0s".to_owned()),
+    ];
+    let mut greeter = TlsGreeter::start(&env, trusting(&pki)).await;
+    let addr = greeter.process.addr;
+    assert_eq!(presented(addr, &pki).await, der(&first.cert));
+
+    let second = pki.server(&["localhost"]);
+    std::fs::copy(&second.key, &key).unwrap();
+    std::fs::copy(&second.cert, &cert).unwrap();
+    assert_eq!(
+        presented(addr, &pki).await,
+        der(&first.cert),
+        "nothing reloads before the signal"
+    );
+    let pid = greeter.process.child.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let mut seen = presented(addr, &pki).await;
+    for _ in 0..200 {
+        if seen == der(&second.cert) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        seen = presented(addr, &pki).await;
+    }
+    assert_eq!(seen, der(&second.cert), "SIGHUP reloaded the certificate");
+    assert!(
+        greeter.exited().is_none(),
+        "the server lives on:\n{}",
+        greeter.logs()
+    );
+    assert!(greeter.serving(trusting(&pki)).await);
+}
+
 /// The certificate the server at `addr` presents to a new handshake.
 async fn presented(addr: SocketAddr, pki: &TestPki) -> Vec<u8> {
     let tls = sinew::tls::ClientTls::load(ClientTlsConfig::new().ca(pki.ca())).unwrap();

@@ -6,6 +6,7 @@
 pub(crate) mod collector;
 pub(crate) mod processes;
 pub(crate) mod secure;
+pub(crate) mod tls_greeter;
 
 use std::{net::SocketAddr, time::Duration};
 
