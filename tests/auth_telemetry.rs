@@ -90,7 +90,10 @@ async fn no_credential_reaches_an_exported_span() {
 
     let exported = format!("{:?}", collector.trace_requests());
     // What is searched is the spans themselves.
-    assert!(exported.contains("shop.payments.v1.Payments/Charge"), "{exported}");
+    assert!(
+        exported.contains("shop.payments.v1.Payments/Charge"),
+        "{exported}"
+    );
     for token in [&good, &expired, &forged] {
         let mut parts = token.split('.');
         let (_header, payload, signature) = (
