@@ -1,17 +1,15 @@
 //! The client side: which servers to trust, and the certificate to show
 //! them.
 
-use std::{
-    path::PathBuf,
-    sync::{Arc, Mutex, PoisonError, RwLock},
-};
+use std::{path::PathBuf, sync::Arc};
 
 use rustls::{ClientConfig, RootCertStore, pki_types::ServerName, sign::CertifiedKey};
 
 use super::{
     ALPN_H2, Reload, TlsError,
-    files::{Named, read_all},
+    files::Named,
     provider,
+    reload::{FromFiles, Loaded},
 };
 
 /// What a client's TLS is made of: the authorities it trusts (the
@@ -55,6 +53,10 @@ impl ClientTlsConfig {
         self.server_name = Some(name.into());
         self
     }
+}
+
+impl FromFiles for ClientTlsConfig {
+    type Built = ClientConfig;
 
     fn files(&self) -> Vec<&Named> {
         let mut files = Vec::new();
@@ -137,13 +139,7 @@ fn system_roots() -> Result<RootCertStore, TlsError> {
 /// [`current`](Self::current) configuration.
 #[derive(Clone)]
 pub struct ClientTls {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: ClientTlsConfig,
-    current: RwLock<Arc<ClientConfig>>,
-    read: Mutex<Vec<Vec<u8>>>,
+    inner: Arc<Loaded<ClientTlsConfig>>,
 }
 
 impl std::fmt::Debug for ClientTls {
@@ -168,26 +164,12 @@ impl ClientTls {
     /// Reads the files and builds the configuration; an error names the
     /// setting at fault.
     pub fn load(config: ClientTlsConfig) -> Result<Self, TlsError> {
-        let read = read_all(&config.files())?;
-        let built = config.build(&read)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                current: RwLock::new(Arc::new(built)),
-                read: Mutex::new(read),
-            }),
-        })
+        Loaded::load(config).map(|inner| Self { inner })
     }
 
     /// The configuration for a new connection's handshake.
     pub fn current(&self) -> Arc<ClientConfig> {
-        Arc::clone(
-            &self
-                .inner
-                .current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        self.inner.current()
     }
 
     /// The name to verify the server's certificate against: the override,
@@ -211,32 +193,13 @@ impl ClientTls {
     /// each `SIGHUP`, for as long as a clone of this lives; see
     /// [`Reload`]. Must be called within a tokio runtime.
     pub fn watch(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(&self.inner);
-        super::reload::watch(self.describe(), interval, move || {
-            weak.upgrade().map(|inner| Self { inner }.reload())
-        })
+        Loaded::watch(&self.inner, self.describe(), interval)
     }
 }
 
 impl Reload for ClientTls {
     fn reload(&self) -> Result<bool, TlsError> {
-        let read = read_all(&self.inner.config.files())?;
-        let mut seen = self
-            .inner
-            .read
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *seen == read {
-            return Ok(false);
-        }
-        let built = self.inner.config.build(&read)?;
-        *self
-            .inner
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(built);
-        *seen = read;
-        Ok(true)
+        self.inner.reload()
     }
 
     fn describe(&self) -> String {

@@ -97,7 +97,9 @@ impl fmt::Display for HandshakeFailure {
             Self::NotYetValid => "the certificate is not valid yet",
             Self::NameMismatch => "the certificate is not valid for the server name",
             Self::Revoked => "the certificate was revoked",
-            Self::CertificateRefused => "the peer refused the client certificate",
+            Self::CertificateRefused => {
+                "the peer refused this side's certificate, or asked for one not given"
+            }
             Self::BadCertificate => "the certificate is invalid",
             Self::NoHttp2 => "the peer does not offer HTTP/2 (ALPN h2)",
             Self::NotTls => "the peer did not answer in TLS (a plain-text port?)",
@@ -187,9 +189,10 @@ fn classify(error: &rustls::Error) -> HandshakeFailure {
             _ => F::BadCertificate,
         },
         rustls::Error::AlertReceived(alert) => match alert {
-            AlertDescription::UnknownCA => F::UnknownIssuer,
-            AlertDescription::CertificateExpired => F::Expired,
-            AlertDescription::CertificateRevoked => F::Revoked,
+            // The peer sends these of this side's certificate.
+            AlertDescription::UnknownCA
+            | AlertDescription::CertificateExpired
+            | AlertDescription::CertificateRevoked => F::CertificateRefused,
             AlertDescription::NoApplicationProtocol => F::NoHttp2,
             AlertDescription::BadCertificate
             | AlertDescription::CertificateRequired

@@ -1,8 +1,14 @@
 //! Reloading TLS files on an interval and on `SIGHUP`.
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex, PoisonError, RwLock},
+    time::Duration,
+};
 
-use super::TlsError;
+use super::{
+    TlsError,
+    files::{Named, read_all},
+};
 
 /// A TLS configuration that can read its files again.
 pub trait Reload: Send + Sync + 'static {
@@ -76,4 +82,69 @@ where
             }
         }
     })
+}
+
+/// A configuration built from files: a server's or a client's TLS.
+pub(crate) trait FromFiles: Send + Sync + 'static {
+    /// What is built: a rustls configuration.
+    type Built: Send + Sync + 'static;
+
+    /// The files, in the order [`build`](Self::build) reads their bytes.
+    fn files(&self) -> Vec<&Named>;
+
+    /// The configuration from the files' bytes.
+    fn build(&self, read: &[Vec<u8>]) -> Result<Self::Built, TlsError>;
+}
+
+/// A configuration loaded from its files, with what it was built from, so
+/// that a reload builds anew only when their bytes changed.
+pub(crate) struct Loaded<C: FromFiles> {
+    pub(crate) config: C,
+    current: RwLock<Arc<C::Built>>,
+    /// The files' bytes the current configuration was built from.
+    read: Mutex<Vec<Vec<u8>>>,
+}
+
+impl<C: FromFiles> Loaded<C> {
+    /// Reads the files and builds the configuration.
+    pub(crate) fn load(config: C) -> Result<Arc<Self>, TlsError> {
+        let read = read_all(&config.files())?;
+        let built = config.build(&read)?;
+        Ok(Arc::new(Self {
+            config,
+            current: RwLock::new(Arc::new(built)),
+            read: Mutex::new(read),
+        }))
+    }
+
+    /// The configuration in use.
+    pub(crate) fn current(&self) -> Arc<C::Built> {
+        Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Reads the files again and builds anew if their bytes changed.
+    pub(crate) fn reload(&self) -> Result<bool, TlsError> {
+        let read = read_all(&self.config.files())?;
+        let mut seen = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        if *seen == read {
+            return Ok(false);
+        }
+        let built = self.config.build(&read)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(built);
+        *seen = read;
+        Ok(true)
+    }
+
+    /// Reloads `this` on an interval and on `SIGHUP` for as long as it
+    /// lives (see [`watch`]), logged as `what`.
+    pub(crate) fn watch(
+        this: &Arc<Self>,
+        what: String,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(this);
+        watch(what, interval, move || {
+            weak.upgrade().map(|loaded| loaded.reload())
+        })
+    }
 }

@@ -1,18 +1,15 @@
 //! The server side: a certificate for the server, and the client
 //! certificates it asks for.
 
-use std::{
-    path::PathBuf,
-    str::FromStr,
-    sync::{Arc, Mutex, PoisonError, RwLock},
-};
+use std::{path::PathBuf, str::FromStr, sync::Arc};
 
 use rustls::{ServerConfig, server::WebPkiClientVerifier, sign::CertifiedKey};
 
 use super::{
     ALPN_H2, Reload, TlsError,
-    files::{Named, read_all},
+    files::Named,
     provider,
+    reload::{FromFiles, Loaded},
 };
 
 /// Whether a server asks its clients for certificates (mTLS).
@@ -79,6 +76,10 @@ impl ServerTlsConfig {
     pub fn client_auth_mode(&self) -> ClientAuth {
         self.client_auth
     }
+}
+
+impl FromFiles for ServerTlsConfig {
+    type Built = ServerConfig;
 
     fn files(&self) -> Vec<&Named> {
         let mut files = vec![&self.cert, &self.key];
@@ -161,14 +162,7 @@ impl rustls::server::ResolvesServerCert for Single {
 /// connection made after it, and none made before.
 #[derive(Clone)]
 pub struct ServerTls {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    config: ServerTlsConfig,
-    current: RwLock<Arc<ServerConfig>>,
-    /// The files' bytes the current configuration was built from.
-    read: Mutex<Vec<Vec<u8>>>,
+    inner: Arc<Loaded<ServerTlsConfig>>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -187,26 +181,12 @@ impl ServerTls {
     /// setting whose file is missing, unreadable or invalid, or a key that
     /// does not match its certificate.
     pub fn load(config: ServerTlsConfig) -> Result<Self, TlsError> {
-        let read = read_all(&config.files())?;
-        let built = config.build(&read)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config,
-                current: RwLock::new(Arc::new(built)),
-                read: Mutex::new(read),
-            }),
-        })
+        Loaded::load(config).map(|inner| Self { inner })
     }
 
     /// The configuration for a new connection's handshake.
     pub fn current(&self) -> Arc<ServerConfig> {
-        Arc::clone(
-            &self
-                .inner
-                .current
-                .read()
-                .unwrap_or_else(PoisonError::into_inner),
-        )
+        self.inner.current()
     }
 
     /// Whether clients are asked for certificates.
@@ -220,32 +200,13 @@ impl ServerTls {
     /// each `SIGHUP`, for as long as a clone of this lives; see
     /// [`Reload`]. Must be called within a tokio runtime.
     pub fn watch(&self, interval: std::time::Duration) -> tokio::task::JoinHandle<()> {
-        let weak = Arc::downgrade(&self.inner);
-        super::reload::watch(self.describe(), interval, move || {
-            weak.upgrade().map(|inner| Self { inner }.reload())
-        })
+        Loaded::watch(&self.inner, self.describe(), interval)
     }
 }
 
 impl Reload for ServerTls {
     fn reload(&self) -> Result<bool, TlsError> {
-        let read = read_all(&self.inner.config.files())?;
-        let mut seen = self
-            .inner
-            .read
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if *seen == read {
-            return Ok(false);
-        }
-        let built = self.inner.config.build(&read)?;
-        *self
-            .inner
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::new(built);
-        *seen = read;
-        Ok(true)
+        self.inner.reload()
     }
 
     fn describe(&self) -> String {
