@@ -19,6 +19,7 @@ use common::{
         API_KEY, Books, Signer, charge, claims, now, payments, start, with_token, write_jwks,
     },
 };
+use sinew::tonic_prost::ProstCodec;
 use sinew::{
     Server,
     client::ClientConfig,
@@ -31,7 +32,7 @@ use sinew::{
 use sinew_workspace::proto::{
     echo::v1::EchoClient,
     greeter::v1::{GreeterClient, HelloRequest},
-    shop::payments::v1::{Charge, PaymentsClient, payments_server::PaymentsServer},
+    shop::payments::v1::{Charge, ChargeRequest, PaymentsClient, payments_server::PaymentsServer},
 };
 use tonic::{Code, Request};
 
@@ -418,4 +419,171 @@ async fn a_clients_credentials_go_on_every_call_and_never_in_plain_text_elsewher
     .await
     .unwrap();
     server.stop().await;
+}
+
+/// Calls `path` (which need not exist) on `server` with `token`, if any.
+async fn call_path(server: &Running, path: &'static str, token: Option<&str>) -> tonic::Status {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready().await.unwrap();
+    let request = match token {
+        Some(token) => with_token(charge(), token),
+        None => Request::new(charge()),
+    };
+    let codec = ProstCodec::<ChargeRequest, Charge>::default();
+    grpc.unary(request, http::uri::PathAndQuery::from_static(path), codec)
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn no_one_unauthenticated_learns_which_methods_or_services_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let jwks = dir.path().join("jwks.json");
+    let signer = Signer::new("k1");
+    write_jwks(&jwks, &[&signer]);
+    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let token = signer.sign(&claims("payments.write"));
+
+    // A method that does not exist: UNAUTHENTICATED without credentials,
+    // as a real one is; UNIMPLEMENTED only to a principal.
+    let missing = "/shop.payments.v1.Payments/Steal";
+    assert_eq!(
+        call_path(&server, missing, None).await.code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        call_path(&server, missing, Some(&token)).await.code(),
+        Code::Unimplemented
+    );
+    let unknown_service = "/shop.vault.v1.Vault/Open";
+    assert_eq!(
+        call_path(&server, unknown_service, None).await.code(),
+        Code::Unauthenticated
+    );
+
+    // Health's List names every service: as closed as reflection.
+    let mut health = sinew::health::proto::health_client::HealthClient::new(server.channel().await);
+    let status = health
+        .list(sinew::health::proto::HealthListRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let listed = health
+        .list(with_token(
+            sinew::health::proto::HealthListRequest::default(),
+            &token,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        listed
+            .get_ref()
+            .statuses
+            .contains_key("shop.payments.v1.Payments")
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_authenticator_for_a_service_not_hosted_fails_the_start() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let error = Server::new("typo")
+        .config(ServerConfig::new().lame_duck(Duration::ZERO))
+        .add_service(PaymentsServer::new(Books))
+        .authenticator_for("shop.payments.v1.Payment", MtlsAuthenticator::new())
+        .serve_with_listener(listener, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, sinew::server::ServerError::UnknownService { name } if name == "shop.payments.v1.Payment"),
+        "{error}"
+    );
+}
+
+/// A JWKS served over HTTP on loopback, counting its fetches.
+struct JwksServer {
+    addr: std::net::SocketAddr,
+    body: Arc<Mutex<String>>,
+    fetches: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(signers: &[&Signer]) -> Self {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let this = Self {
+            addr: listener.local_addr().unwrap(),
+            body: Arc::new(Mutex::new(String::new())),
+            fetches: Arc::default(),
+        };
+        this.serve(signers);
+        let (body, fetches) = (Arc::clone(&this.body), Arc::clone(&this.fetches));
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                fetches.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = body.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        this
+    }
+
+    /// Serves the keys of `signers` from now on.
+    fn serve(&self, signers: &[&Signer]) {
+        let keys: Vec<_> = signers.iter().map(|s| s.jwk()).collect();
+        *self.body.lock().unwrap() = serde_json::json!({ "keys": keys }).to_string();
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn keys_come_from_a_jwks_url_fetched_again_for_a_rotated_key() {
+    use sinew::server::auth::{JwksSource, JwtAuthenticator, JwtConfig};
+
+    let first = Signer::new("k1");
+    let jwks = JwksServer::start(&[&first]).await;
+    let url: http::Uri = format!("http://{}/.well-known/jwks.json", jwks.addr)
+        .parse()
+        .unwrap();
+    let jwt = JwtAuthenticator::new(
+        JwtConfig::new(
+            JwksSource::Url(url),
+            common::secure::ISSUER,
+            common::secure::AUDIENCE,
+        )
+        .min_refetch(Duration::ZERO),
+    )
+    .await
+    .unwrap();
+    assert_eq!(jwks.fetches(), 1);
+    let now = SystemTime::now();
+    let principal = jwt.verify(&first.sign(&claims("a b")), now).await.unwrap();
+    assert_eq!(principal.scopes, ["a", "b"]);
+    assert_eq!(jwks.fetches(), 1, "a known kid needs no fetch");
+
+    let second = Signer::new("k2");
+    jwks.serve(&[&second]);
+    jwt.verify(&second.sign(&claims("a")), now).await.unwrap();
+    assert_eq!(jwks.fetches(), 2, "an unknown kid was fetched once");
+
+    // Keys in plain text from another host: refused at setup.
+    let remote: http::Uri = "http://192.0.2.10/jwks.json".parse().unwrap();
+    let error = JwtAuthenticator::new(JwtConfig::new(
+        JwksSource::Url(remote),
+        common::secure::ISSUER,
+        common::secure::AUDIENCE,
+    ))
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("https://"), "{error}");
 }

@@ -572,6 +572,17 @@ impl Settings {
                     "tls_key needs its certificate".to_owned(),
                 ));
             }
+            (_, _) if self.tls_client_auth == ClientAuth::Off && self.tls_client_ca.is_some() => {
+                // A CA with client certificates off would read as mTLS and
+                // let every client in.
+                return Err(invalid(
+                    "tls_client_ca",
+                    "settings",
+                    &key_path(&self.tls_client_ca),
+                    "client certificates are off: set tls_client_auth to optional or required"
+                        .to_owned(),
+                ));
+            }
             (None, None) if self.tls_client_auth != ClientAuth::Off => {
                 return Err(invalid(
                     "tls_client_auth",

@@ -234,6 +234,13 @@ pub enum ServerError {
     /// A contract's descriptor set could not be served over reflection.
     #[error("cannot serve reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// `authenticator_for` names a service the server does not host: its
+    /// calls would be left to the server's authenticator.
+    #[error("authenticator_for names {name}, which this server does not host")]
+    UnknownService {
+        /// The name given.
+        name: String,
+    },
     /// Two hosted services have the same name (a service added twice, or
     /// one named like health or reflection): calls could reach only one.
     #[error("two services are named {name}")]
@@ -587,8 +594,17 @@ impl Server {
                      (auth_undeclared = \"deny\")"
                 );
             }
-            Arc::new(enforcement)
+            enforcement
         });
+        if let Some(name) = enforcement.as_ref().and_then(|enforcement| {
+            enforcement
+                .unknown_services()
+                .first()
+                .map(|n| (*n).to_owned())
+        }) {
+            return Err(ServerError::UnknownService { name });
+        }
+        let enforcement = enforcement.map(Arc::new);
         let addr = listener.local_addr().map_err(ServerError::Listener)?;
         let names: Vec<String> = services.iter().map(|s| s.name.to_owned()).collect();
 

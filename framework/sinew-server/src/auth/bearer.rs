@@ -139,6 +139,17 @@ impl JwtAuthenticator {
     /// long as a clone lives. Fails when they cannot be fetched: a server
     /// that could verify no token should not start.
     pub async fn new(config: JwtConfig) -> Result<Self, JwtSetupError> {
+        if let JwksSource::Url(uri) = &config.source {
+            let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let loopback_http = uri.scheme() == Some(&http::uri::Scheme::HTTP) && is_loopback(uri);
+            if !https && !loopback_http {
+                // Keys fetched in plain text can be swapped on the way:
+                // whoever does it signs any token they like.
+                return Err(JwtSetupError::Fetch(format!(
+                    "{uri}: the keys must come over https:// (or http:// on this machine)"
+                )));
+            }
+        }
         let tls = match (&config.source, &config.tls) {
             (JwksSource::Url(uri), tls) if uri.scheme() == Some(&http::uri::Scheme::HTTPS) => {
                 Some(ClientTls::load(tls.clone().unwrap_or_default())?)
@@ -174,9 +185,9 @@ impl JwtAuthenticator {
         let first = jwt::verify(token, &self.keys(), &self.inner.config.rules, now);
         let claims = match first {
             Err(error) if error.is_unknown_key() => {
-                if !self.inner.refetch().await? {
-                    return Err(AuthError::Invalid(error.to_string()));
-                }
+                // Whether this call fetched or another did (a rotation
+                // reaches many calls at once), the keys now in use decide.
+                self.inner.refetch().await?;
                 jwt::verify(token, &self.keys(), &self.inner.config.rules, now)
             }
             other => other,
@@ -191,17 +202,17 @@ impl JwtAuthenticator {
 
 impl Inner {
     /// Fetches the keys again unless they were fetched within
-    /// `min_refetch`; whether they were.
-    async fn refetch(&self) -> Result<bool, AuthError> {
+    /// `min_refetch` (by this call, another, or the periodic refresh).
+    async fn refetch(&self) -> Result<(), AuthError> {
         let mut fetched = self.fetched.lock().await;
         if fetched.elapsed() < self.config.min_refetch {
-            return Ok(false);
+            return Ok(());
         }
         *fetched = Instant::now();
         match fetch(&self.config.source, self.tls.as_ref(), self.config.timeout).await {
             Ok(keys) => {
                 *self.keys.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
-                Ok(true)
+                Ok(())
             }
             Err(error) => Err(AuthError::Unavailable(error.to_string())),
         }
@@ -245,6 +256,19 @@ impl Authenticator for JwtAuthenticator {
             let token = token.map_err(|why| AuthError::Invalid(why.to_owned()))?;
             self.verify(token, SystemTime::now()).await.map(Some)
         })
+    }
+}
+
+/// Whether `uri`'s host is this machine (`localhost`, `127.0.0.0/8`,
+/// `::1`).
+fn is_loopback(uri: &http::Uri) -> bool {
+    match uri.host() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
     }
 }
 
@@ -310,7 +334,9 @@ async fn get(uri: &http::Uri, tls: Option<&ClientTls>) -> Result<Bytes, String> 
         Some(tls) if https => {
             let mut config = (*tls.current()).clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            let name = tls.server_name(host).map_err(|e| e.to_string())?;
+            let name = tls
+                .server_name(host.trim_matches(['[', ']']))
+                .map_err(|e| e.to_string())?;
             let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
                 .connect(name, stream)
                 .await

@@ -33,6 +33,9 @@ impl std::str::FromStr for Undeclared {
     }
 }
 
+/// Health's method that lists every hosted service.
+const HEALTH_LIST: &str = "/grpc.health.v1.Health/List";
+
 /// What a call to one path needs.
 #[derive(Debug, Clone, Copy)]
 enum Rule {
@@ -83,15 +86,21 @@ impl Enforcement {
             }
         }
         let (health, health_public) = health;
+        let (reflection, reflection_public) = reflection;
         for method in health {
-            let rule = if health_public {
+            // List names every hosted service: it is as open as reflection.
+            let public = if method.path == HEALTH_LIST {
+                reflection_public
+            } else {
+                health_public
+            };
+            let rule = if public {
                 Rule::Public
             } else {
                 Rule::AnyPrincipal
             };
             rules.insert(method.path, rule);
         }
-        let (reflection, reflection_public) = reflection;
         for path in reflection {
             let rule = if reflection_public {
                 Rule::Public
@@ -121,6 +130,19 @@ impl Enforcement {
     pub(crate) fn authorizer(mut self, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
         self.authorizer = authorizer;
         self
+    }
+
+    /// The services named by `authenticator_for` that the server does not
+    /// host (a typo would leave the service to the default authenticator).
+    pub(crate) fn unknown_services(&self) -> Vec<&str> {
+        self.authenticators
+            .keys()
+            .filter(|service| {
+                let prefix = format!("/{service}/");
+                !self.rules.keys().any(|path| path.starts_with(&prefix))
+            })
+            .map(String::as_str)
+            .collect()
     }
 
     /// The public paths, sorted: logged once at start.
@@ -161,11 +183,10 @@ impl Enforcement {
     /// method) to put in its extensions, or the status to answer with.
     async fn check(&self, request: &http::request::Parts) -> Result<Option<Principal>, Status> {
         let path = request.uri.path();
-        let rule = match self.rules.get(path) {
-            Some(rule) => *rule,
-            // Not a hosted method: routing answers UNIMPLEMENTED.
-            None => return Ok(None),
-        };
+        // Not a hosted method: routing answers UNIMPLEMENTED, but only to
+        // a caller with credentials, so that no one else can tell which
+        // methods exist.
+        let rule = self.rules.get(path).copied().unwrap_or(Rule::AnyPrincipal);
         if matches!(rule, Rule::Public) {
             return Ok(None);
         }
@@ -198,7 +219,7 @@ impl Enforcement {
             }
             Rule::Scopes(scopes, method) => {
                 if let Some(missing) = scopes.iter().find(|scope| !principal.has_scope(scope)) {
-                    tracing::debug!(path, subject = %principal.subject, missing, "a scope is missing");
+                    tracing::debug!(path, missing, "a scope is missing");
                     return Err(Status::permission_denied(format!(
                         "missing scope {missing}"
                     )));
@@ -206,7 +227,7 @@ impl Enforcement {
                 if let Some(authorizer) = &self.authorizer
                     && let Err(denied) = authorizer.authorize(&principal, method, &request.headers)
                 {
-                    tracing::debug!(path, subject = %principal.subject, "denied by the authorizer");
+                    tracing::debug!(path, "denied by the authorizer");
                     return Err(Status::permission_denied(denied.0));
                 }
             }

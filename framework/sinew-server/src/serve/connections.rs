@@ -154,96 +154,38 @@ where
     /// Serves one accepted connection on a task of its own: its TLS
     /// handshake first, when the server speaks TLS.
     fn serve(&mut self, stream: TcpStream, info: TcpConnectInfo) {
-        let budgets = Budgets::new(
-            Arc::clone(&self.request_budget),
-            self.settings.max_request_buffer_per_connection,
-            self.settings.max_receive_message_size,
-        );
-        let stack = self.stack.clone();
-        let checks = Arc::clone(&self.checks);
         let activity = Arc::new(Activity::default());
         self.activities.push(Arc::clone(&activity));
-        let builder =
-            super::http2::builder(&self.settings, TrackingExecutor::new(Arc::clone(&activity)));
         // Within 10% of the age, either way.
         let max_age = self
             .lifetime
             .max_age
             .map(|age| age.mul_f64(0.9 + self.rng.next_f64() / 5.0));
-        let lifetime = Lifetime {
-            max_age,
-            ..self.lifetime
+        let accepted = Accepted {
+            stack: self.stack.clone(),
+            info,
+            budgets: Budgets::new(
+                Arc::clone(&self.request_budget),
+                self.settings.max_request_buffer_per_connection,
+                self.settings.max_receive_message_size,
+            ),
+            checks: Arc::clone(&self.checks),
+            builder: super::http2::builder(
+                &self.settings,
+                TrackingExecutor::new(Arc::clone(&activity)),
+            ),
+            draining: self.draining.subscribe(),
+            activity: Arc::clone(&activity),
+            lifetime: Lifetime {
+                max_age,
+                ..self.lifetime
+            },
         };
-        let draining = self.draining.subscribe();
         let tls = self.tls.as_ref().map(ServerTls::current);
         self.tasks.spawn(async move {
             match tls {
-                None => {
-                    let service = ConnectionService::new(stack, info, budgets, checks, None);
-                    let (stream, spoken) = Watched::new(stream);
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    drive(
-                        connection,
-                        draining,
-                        spoken,
-                        Arc::clone(&activity),
-                        lifetime,
-                    )
-                    .await;
-                }
-                Some(config) => {
-                    // The handshake counts against the handshake timeout;
-                    // HTTP/2's preface gets what is left of it.
-                    let begun = Instant::now();
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    let stream =
-                        match tokio::time::timeout(lifetime.handshake_timeout, accept).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                let failure = sinew_core::tls::HandshakeFailed::from_io(&error);
-                                tracing::debug!(
-                                    peer = ?info.remote_addr,
-                                    %failure,
-                                    "TLS handshake refused"
-                                );
-                                activity.calls().close();
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(
-                                    peer = ?info.remote_addr,
-                                    handshake_timeout = ?lifetime.handshake_timeout,
-                                    "no TLS handshake in time: closing the connection"
-                                );
-                                activity.calls().close();
-                                return;
-                            }
-                        };
-                    let peer = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(PeerIdentity::from_certificate)
-                        .map(Arc::new);
-                    let service = ConnectionService::new(stack, info, budgets, checks, peer);
-                    let (stream, spoken) = Watched::new(stream);
-                    let connection = builder.serve_connection(TokioIo::new(stream), service);
-                    let lifetime = Lifetime {
-                        handshake_timeout: lifetime
-                            .handshake_timeout
-                            .saturating_sub(begun.elapsed()),
-                        ..lifetime
-                    };
-                    drive(
-                        connection,
-                        draining,
-                        spoken,
-                        Arc::clone(&activity),
-                        lifetime,
-                    )
-                    .await;
-                }
+                None => accepted.serve(stream, None).await,
+                Some(config) => accepted.serve_tls(stream, config).await,
             }
             // No call starts after the connection has ended: once its
             // calls have too, it is forgotten.
@@ -282,6 +224,87 @@ where
             .iter()
             .map(|activity| activity.open_calls())
             .sum()
+    }
+}
+
+/// What serving one accepted connection takes, prepared on the accept
+/// loop and moved into the connection's task.
+struct Accepted<S> {
+    stack: S,
+    info: TcpConnectInfo,
+    budgets: Arc<Budgets>,
+    checks: Arc<RequestChecks>,
+    builder: hyper::server::conn::http2::Builder<TrackingExecutor>,
+    draining: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    lifetime: Lifetime,
+}
+
+impl<S, B> Accepted<S>
+where
+    S: Service<http::Request<RequestBody>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: http_body::Body<Data = bytes::Bytes> + Default + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Serves HTTP/2 on `io`, whose peer presented `peer` (mTLS).
+    async fn serve<I>(self, io: I, peer: Option<Arc<PeerIdentity>>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service =
+            ConnectionService::new(self.stack, self.info, self.budgets, self.checks, peer);
+        let (io, spoken) = Watched::new(io);
+        let connection = self.builder.serve_connection(TokioIo::new(io), service);
+        drive(
+            connection,
+            self.draining,
+            spoken,
+            self.activity,
+            self.lifetime,
+        )
+        .await;
+    }
+
+    /// The TLS handshake on `stream`, within the handshake timeout, then
+    /// HTTP/2 with what is left of it. A refused or late handshake closes
+    /// the connection (logged at debug: the peer's problem).
+    async fn serve_tls(
+        mut self,
+        stream: TcpStream,
+        config: Arc<sinew_core::tls::rustls::ServerConfig>,
+    ) {
+        let begun = Instant::now();
+        let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+        let stream = match tokio::time::timeout(self.lifetime.handshake_timeout, accept).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                let failure = sinew_core::tls::HandshakeFailed::from_io(&error);
+                tracing::debug!(peer = ?self.info.remote_addr, %failure, "TLS handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(
+                    peer = ?self.info.remote_addr,
+                    handshake_timeout = ?self.lifetime.handshake_timeout,
+                    "no TLS handshake in time: closing the connection"
+                );
+                return;
+            }
+        };
+        let peer = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(PeerIdentity::from_certificate)
+            .map(Arc::new);
+        self.lifetime.handshake_timeout = self
+            .lifetime
+            .handshake_timeout
+            .saturating_sub(begun.elapsed());
+        self.serve(stream, peer).await;
     }
 }
 

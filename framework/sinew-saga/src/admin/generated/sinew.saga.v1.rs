@@ -722,7 +722,13 @@ impl SagaAdminContract {
         path: "/sinew.saga.v1.SagaAdmin/ListSagas",
         streaming: crate::admin::codegen::contract::Streaming::Unary,
         idempotency: crate::admin::codegen::contract::Idempotency::NoSideEffects,
-        policy: crate::admin::codegen::contract::MethodPolicy::NONE,
+        policy: crate::admin::codegen::contract::MethodPolicy {
+            timeout: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
+            hedging: ::core::option::Option::None,
+            compensated_by: ::core::option::Option::None,
+            auth: crate::admin::codegen::contract::Access::Scopes(&["sinew.saga.admin"]),
+        },
     };
     /// `GetSaga`
     ///
@@ -733,7 +739,13 @@ impl SagaAdminContract {
         path: "/sinew.saga.v1.SagaAdmin/GetSaga",
         streaming: crate::admin::codegen::contract::Streaming::Unary,
         idempotency: crate::admin::codegen::contract::Idempotency::NoSideEffects,
-        policy: crate::admin::codegen::contract::MethodPolicy::NONE,
+        policy: crate::admin::codegen::contract::MethodPolicy {
+            timeout: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
+            hedging: ::core::option::Option::None,
+            compensated_by: ::core::option::Option::None,
+            auth: crate::admin::codegen::contract::Access::Scopes(&["sinew.saga.admin"]),
+        },
     };
     /// `ResumeSaga`
     ///
@@ -746,7 +758,13 @@ impl SagaAdminContract {
         path: "/sinew.saga.v1.SagaAdmin/ResumeSaga",
         streaming: crate::admin::codegen::contract::Streaming::Unary,
         idempotency: crate::admin::codegen::contract::Idempotency::Idempotent,
-        policy: crate::admin::codegen::contract::MethodPolicy::NONE,
+        policy: crate::admin::codegen::contract::MethodPolicy {
+            timeout: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
+            hedging: ::core::option::Option::None,
+            compensated_by: ::core::option::Option::None,
+            auth: crate::admin::codegen::contract::Access::Scopes(&["sinew.saga.admin"]),
+        },
     };
     /// `AbortSaga`
     ///
@@ -759,7 +777,13 @@ impl SagaAdminContract {
         path: "/sinew.saga.v1.SagaAdmin/AbortSaga",
         streaming: crate::admin::codegen::contract::Streaming::Unary,
         idempotency: crate::admin::codegen::contract::Idempotency::Idempotent,
-        policy: crate::admin::codegen::contract::MethodPolicy::NONE,
+        policy: crate::admin::codegen::contract::MethodPolicy {
+            timeout: ::core::option::Option::None,
+            retry: ::core::option::Option::None,
+            hedging: ::core::option::Option::None,
+            compensated_by: ::core::option::Option::None,
+            auth: crate::admin::codegen::contract::Access::Scopes(&["sinew.saga.admin"]),
+        },
     };
 }
 impl crate::admin::codegen::contract::Contract for SagaAdminContract {
