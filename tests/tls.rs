@@ -241,6 +241,20 @@ async fn refused_handshakes_say_why_and_the_server_keeps_serving() {
 }
 
 #[tokio::test]
+async fn tls_for_a_plain_text_endpoint_fails_the_build() {
+    let pki = TestPki::new("test CA");
+    let error = EchoClient::connect(
+        ClientConfig::endpoint("http://127.0.0.1:50051").tls(ClientTlsConfig::new().ca(pki.ca())),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, sinew::client::ClientError::TlsWithoutHttps { .. }),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn tls_to_a_plain_port_is_not_tls() {
     let pki = TestPki::new("test CA");
     let server = Running::echo().await;
@@ -416,6 +430,13 @@ async fn tls_files_that_cannot_be_used_fail_the_start_naming_their_setting() {
         (
             ServerConfig::new().tls_client_auth(ClientAuth::Optional),
             "tls_client_auth",
+        ),
+        // A CA with client certificates off would read as mTLS.
+        (
+            ServerConfig::new()
+                .tls(&good.cert, &good.key)
+                .tls_client_ca(Some(pki.ca().to_owned())),
+            "tls_client_ca",
         ),
     ];
     for (config, key) in cases {

@@ -75,9 +75,12 @@ impl CallCredentials for StaticToken {
     }
 }
 
-/// A token read from a file, read again once the file changes (checked at
-/// most every `check_every`, default 1s): what a sidecar or the kubelet
-/// (a projected service account token) rotates in place.
+/// A token read from a file, read again once the file changes (its
+/// modification time or length; checked at most every `check_every`,
+/// default 1s): what a sidecar or the kubelet (a projected service account
+/// token) rotates in place. The check is a `stat` on the calling task: keep
+/// the file on a local filesystem. If the file cannot be read after it was
+/// once, the token read before is sent.
 pub struct TokenFile {
     path: PathBuf,
     check_every: Duration,
@@ -86,7 +89,8 @@ pub struct TokenFile {
 
 struct Cached {
     value: HeaderValue,
-    modified: Option<SystemTime>,
+    /// The file's modification time and length when it was read.
+    stamp: Option<(SystemTime, u64)>,
     checked: std::time::Instant,
 }
 
@@ -121,25 +125,39 @@ impl TokenFile {
         {
             return Ok(cached.value.clone());
         }
-        let modified = std::fs::metadata(&self.path)
-            .and_then(|meta| meta.modified())
+        let stamp = std::fs::metadata(&self.path)
+            .and_then(|meta| Ok((meta.modified()?, meta.len())))
             .ok();
         if let Some(hit) = cached.as_mut()
-            && hit.modified == modified
-            && modified.is_some()
+            && hit.stamp == stamp
+            && stamp.is_some()
         {
             hit.checked = std::time::Instant::now();
             return Ok(hit.value.clone());
         }
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| CredentialsError(format!("cannot read {}: {e}", self.path.display())))?;
-        let value = bearer(&text)?;
-        *cached = Some(Cached {
-            value: value.clone(),
-            modified,
-            checked: std::time::Instant::now(),
-        });
-        Ok(value)
+        let read = std::fs::read_to_string(&self.path)
+            .map_err(|e| CredentialsError(format!("cannot read {}: {e}", self.path.display())))
+            .and_then(|text| bearer(&text));
+        match read {
+            Ok(value) => {
+                *cached = Some(Cached {
+                    value: value.clone(),
+                    stamp,
+                    checked: std::time::Instant::now(),
+                });
+                Ok(value)
+            }
+            // Mid-rotation (the file replaced, or briefly gone): the token
+            // read last is still the best there is.
+            Err(error) => match cached.as_mut() {
+                Some(hit) => {
+                    tracing::warn!(%error, "cannot read the token file; sending the token read before");
+                    hit.checked = std::time::Instant::now();
+                    Ok(hit.value.clone())
+                }
+                None => Err(error),
+            },
+        }
     }
 }
 
@@ -155,6 +173,7 @@ impl CallCredentials for TokenFile {
 pub struct RefreshingToken<F> {
     fetch: F,
     before: Duration,
+    timeout: Duration,
     cached: tokio::sync::Mutex<Option<(HeaderValue, SystemTime)>>,
 }
 
@@ -177,8 +196,18 @@ where
         Self {
             fetch,
             before: Duration::from_secs(60),
+            timeout: Duration::from_secs(10),
             cached: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// How long one fetch may take (default 10s): past it, the calls
+    /// waiting for it fail `UNAUTHENTICATED` rather than hang. (A fetch
+    /// must not call through the client it gives credentials to: that
+    /// call would wait for the fetch.)
+    pub fn fetch_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// Fetches this long before the token expires (default 60s).
@@ -201,7 +230,9 @@ where
             {
                 return Ok(value.clone());
             }
-            let (token, expires) = (self.fetch)().await?;
+            let (token, expires) = tokio::time::timeout(self.timeout, (self.fetch)())
+                .await
+                .map_err(|_| CredentialsError("the token fetch timed out".to_owned()))??;
             let value = bearer(&token)?;
             *cached = Some((value.clone(), expires));
             Ok(value)

@@ -73,6 +73,12 @@ pub enum ClientError {
     /// The TLS files could not be used; the error names the setting.
     #[error("invalid TLS: {0}")]
     Tls(#[from] TlsError),
+    /// TLS is configured for an endpoint that is not `https://`.
+    #[error("TLS is configured but {endpoint} is not an https:// endpoint")]
+    TlsWithoutHttps {
+        /// The endpoint.
+        endpoint: String,
+    },
     /// Credentials would go in plain text to a host that is not this
     /// machine.
     #[error(
@@ -122,11 +128,7 @@ impl ClientConfig {
         if self.credentials.is_none() || self.allow_plaintext_credentials {
             return Ok(());
         }
-        let targets: Vec<&String> = match &self.targets {
-            Targets::Fixed(targets) => targets.iter().collect(),
-            Targets::Dns { target, .. } => vec![target],
-        };
-        for target in targets {
+        for target in self.target_uris() {
             let uri: http::Uri = match target.parse() {
                 Ok(uri) => uri,
                 // Discovery reports a target that does not parse.
@@ -136,7 +138,7 @@ impl ClientConfig {
                 && !crate::credentials::is_loopback(&uri)
             {
                 return Err(ClientError::InsecureCredentials {
-                    endpoint: target.clone(),
+                    endpoint: target.to_owned(),
                 });
             }
         }
@@ -153,7 +155,25 @@ impl ClientConfig {
     /// The TLS of the client's `https://` endpoints, loaded: `None` when
     /// none is configured (the system's roots are then used).
     pub(crate) fn load_tls(&self) -> Result<Option<ClientTls>, ClientError> {
+        if self.tls.is_some()
+            && let Some(plain) = self.target_uris().find(|uri| !uri.starts_with("https://"))
+        {
+            // A client certificate or a CA given for a plain-text endpoint
+            // would be ignored, silently.
+            return Err(ClientError::TlsWithoutHttps {
+                endpoint: plain.to_owned(),
+            });
+        }
         Ok(self.tls.clone().map(ClientTls::load).transpose()?)
+    }
+
+    /// The targets as given.
+    fn target_uris(&self) -> impl Iterator<Item = &str> {
+        let targets: Vec<&str> = match &self.targets {
+            Targets::Fixed(targets) => targets.iter().map(String::as_str).collect(),
+            Targets::Dns { target, .. } => vec![target.as_str()],
+        };
+        targets.into_iter()
     }
 
     /// A client of these endpoints (`http://host:port`, or
