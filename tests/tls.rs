@@ -240,6 +240,25 @@ async fn refused_handshakes_say_why_and_the_server_keeps_serving() {
     }
 }
 
+#[test]
+fn the_mtls_example_lets_in_only_the_granted_workload() {
+    let output = std::process::Command::new(common::example_binary("mtls"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("orders: charged for spiffe://shop.test/sa/orders"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("reports: PermissionDenied: missing scope payments.write"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("anonymous: Unavailable"), "{stdout}");
+    assert!(stdout.contains("TLS handshake failed"), "{stdout}");
+}
+
 #[tokio::test]
 async fn tls_for_a_plain_text_endpoint_fails_the_build() {
     let pki = TestPki::new("test CA");
