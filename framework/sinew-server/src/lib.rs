@@ -11,6 +11,26 @@
 //!     .await?;
 //! ```
 //!
+//! # Security
+//!
+//! TLS with the `tls_*` settings of [`ServerConfig`] (`ServerConfig::tls`,
+//! `ServerConfig::mtls`: PEM files, reloaded on change and on `SIGHUP`);
+//! the verified client certificate with [`peer_identity`]. Authentication
+//! with [`Server::authenticator`] and the [`auth`] module (JWT, mTLS, API
+//! keys, or your own), which enforces the access each method's contract
+//! declares; the principal with [`principal`]:
+//!
+//! ```ignore
+//! sinew::Server::new("payments")
+//!     .config(ServerConfig::new().tls("tls.crt", "tls.key").mtls(ClientAuth::Required, "ca.crt"))
+//!     .add_service(PaymentsServer::new(Books))
+//!     .authenticator(MtlsAuthenticator::new().grant("spiffe://shop/sa/orders", ["payments.write"]))
+//!     .run()
+//!     .await?;
+//! ```
+//!
+//! `examples/mtls` runs this end to end.
+//!
 //! # The drain
 //!
 //! On SIGTERM or Ctrl-C (or when the future given to
