@@ -16,7 +16,8 @@ use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use common::{
     Running, echo,
     secure::{
-        API_KEY, Books, Signer, charge, claims, now, payments, start, with_token, write_jwks,
+        API_KEY, Books, Issuer, Signer, charge, claims, now, payments, start, with_token,
+        write_jwks,
     },
 };
 use sinew::tonic_prost::ProstCodec;
@@ -38,11 +39,9 @@ use tonic::{Code, Request};
 
 #[tokio::test]
 async fn scopes_are_enforced_as_the_contract_declares() {
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
-    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
+    let server = start(jwks, ServerConfig::new(), |s| s).await;
     let mut payments = payments(&server).await;
 
     // Charge needs the service default, payments.write.
@@ -102,11 +101,9 @@ async fn scopes_are_enforced_as_the_contract_declares() {
 
 #[tokio::test]
 async fn public_methods_and_health_need_nothing_undeclared_ones_are_denied() {
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
-    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
+    let server = start(jwks, ServerConfig::new(), |s| s).await;
     let target = format!("http://{}", server.addr);
 
     let mut greeter = GreeterClient::connect(ClientConfig::endpoint(&target))
@@ -175,11 +172,9 @@ fn tonic_health_request() -> sinew::health::proto::HealthCheckRequest {
 
 #[tokio::test]
 async fn every_kind_of_bad_token_is_unauthenticated_and_a_rotated_key_is_fetched() {
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
-    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
+    let server = start(jwks, ServerConfig::new(), |s| s).await;
     let mut payments = payments(&server).await;
 
     let good = claims("payments.write");
@@ -247,13 +242,11 @@ async fn every_kind_of_bad_token_is_unauthenticated_and_a_rotated_key_is_fetched
 
 #[tokio::test]
 async fn the_applications_own_rule_sees_the_principal_and_the_method() {
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let record = Arc::clone(&seen);
-    let server = start(&jwks, ServerConfig::new(), move |s| {
+    let server = start(jwks, ServerConfig::new(), move |s| {
         s.authorizer(
             move |principal: &Principal,
                   method: &sinew::contract::MethodInfo,
@@ -338,11 +331,9 @@ async fn an_mtls_identity_is_a_principal_with_the_scopes_granted_to_it() {
 async fn a_clients_credentials_go_on_every_call_and_never_in_plain_text_elsewhere() {
     use sinew::client::credentials::{RefreshingToken, StaticToken, TokenFile};
 
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
-    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
+    let server = start(jwks, ServerConfig::new(), |s| s).await;
     let target = format!("http://{}", server.addr);
 
     let token = signer.sign(&claims("payments.write"));
@@ -355,6 +346,7 @@ async fn a_clients_credentials_go_on_every_call_and_never_in_plain_text_elsewher
     assert_eq!(reply.get_ref().charge_id, "alice");
 
     // A token file, read again when it changes.
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, &token).unwrap();
     let mut payments = PaymentsClient::connect(
@@ -437,11 +429,9 @@ async fn call_path(server: &Running, path: &'static str, token: Option<&str>) ->
 
 #[tokio::test]
 async fn no_one_unauthenticated_learns_which_methods_or_services_exist() {
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
-    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
+    let server = start(jwks, ServerConfig::new(), |s| s).await;
     let token = signer.sign(&claims("payments.write"));
 
     // A method that does not exist: UNAUTHENTICATED without credentials,

@@ -9,7 +9,7 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::secure::{
-    API_KEY, AUDIENCE, ISSUER, Signer, charge, claims, now, payments, start, with_token, write_jwks,
+    API_KEY, AUDIENCE, ISSUER, Issuer, Signer, charge, claims, now, payments, start, with_token,
 };
 use sinew::server::ServerConfig;
 use tonic::Request;
@@ -41,11 +41,9 @@ async fn no_credential_reaches_a_log_or_a_tracing_span() {
         .finish();
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
-    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
+    let server = start(jwks, ServerConfig::new(), |s| s).await;
     let mut payments = payments(&server).await;
     let good = signer.sign(&claims("payments.write"));
     let expired = signer.sign(&serde_json::json!({

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{
     collector::Collector,
-    secure::{API_KEY, Signer, charge, claims, now, start, write_jwks},
+    secure::{API_KEY, Issuer, Signer, charge, claims, now, start},
 };
 use sinew::{
     client::{ClientConfig, credentials::StaticToken},
@@ -34,11 +34,9 @@ async fn no_credential_reaches_an_exported_span() {
     )
     .expect("telemetry installs");
 
-    let dir = tempfile::tempdir().unwrap();
-    let jwks = dir.path().join("jwks.json");
-    let signer = Signer::new("k1");
-    write_jwks(&jwks, &[&signer]);
-    let server = start(&jwks, ServerConfig::new(), |s| s).await;
+    let issuer = Issuer::new();
+    let (jwks, signer) = (&issuer.jwks, &issuer.signer);
+    let server = start(jwks, ServerConfig::new(), |s| s).await;
     let target = format!("http://{}", server.addr);
 
     let good = signer.sign(&claims("payments.write"));

@@ -158,6 +158,30 @@ pub(crate) fn charge() -> ChargeRequest {
     }
 }
 
+/// The tests' token issuer: its key `k1`, published in a JWKS file.
+pub(crate) struct Issuer {
+    _dir: tempfile::TempDir,
+    /// The JWKS file.
+    pub(crate) jwks: std::path::PathBuf,
+    /// Its signing key, `k1`.
+    pub(crate) signer: Signer,
+}
+
+impl Issuer {
+    /// A new key, published.
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let jwks = dir.path().join("jwks.json");
+        let signer = Signer::new("k1");
+        write_jwks(&jwks, &[&signer]);
+        Self {
+            _dir: dir,
+            jwks,
+            signer,
+        }
+    }
+}
+
 /// The API key of the servers [`start`] starts, with both payments scopes.
 pub(crate) const API_KEY: &str = "ops-cli-0123456789abcdef";
 

@@ -240,19 +240,6 @@ where
     }
 }
 
-/// Whether `uri` may carry credentials in plain text: its host is a
-/// loopback address (`localhost`, `127.0.0.0/8`, `::1`).
-pub(crate) fn is_loopback(uri: &http::Uri) -> bool {
-    match uri.host() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
-    }
-}
-
 /// The credentials of a client, shared by its clones.
 #[derive(Clone)]
 pub(crate) struct Shared(pub(crate) Arc<dyn CallCredentials>);

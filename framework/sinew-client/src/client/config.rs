@@ -135,7 +135,7 @@ impl ClientConfig {
                 Err(_) => continue,
             };
             if uri.scheme() != Some(&http::uri::Scheme::HTTPS)
-                && !crate::credentials::is_loopback(&uri)
+                && !sinew_core::tls::is_loopback(&uri)
             {
                 return Err(ClientError::InsecureCredentials {
                     endpoint: target.to_owned(),

@@ -56,6 +56,20 @@ pub use rustls;
 /// The ALPN protocol gRPC speaks.
 pub const ALPN_H2: &[u8] = b"h2";
 
+/// Whether `uri`'s host is this machine (`localhost`, `127.0.0.0/8`,
+/// `::1`): where plain text cannot be read on the way, so credentials and
+/// keys may travel without TLS.
+pub fn is_loopback(uri: &http::Uri) -> bool {
+    match uri.host() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
 /// The crypto provider of every configuration: `ring`, as async-nats
 /// already brings it (one crypto library in the tree).
 pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {

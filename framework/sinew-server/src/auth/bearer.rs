@@ -141,7 +141,8 @@ impl JwtAuthenticator {
     pub async fn new(config: JwtConfig) -> Result<Self, JwtSetupError> {
         if let JwksSource::Url(uri) = &config.source {
             let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let loopback_http = uri.scheme() == Some(&http::uri::Scheme::HTTP) && is_loopback(uri);
+            let loopback_http =
+                uri.scheme() == Some(&http::uri::Scheme::HTTP) && sinew_core::tls::is_loopback(uri);
             if !https && !loopback_http {
                 // Keys fetched in plain text can be swapped on the way:
                 // whoever does it signs any token they like.
@@ -256,19 +257,6 @@ impl Authenticator for JwtAuthenticator {
             let token = token.map_err(|why| AuthError::Invalid(why.to_owned()))?;
             self.verify(token, SystemTime::now()).await.map(Some)
         })
-    }
-}
-
-/// Whether `uri`'s host is this machine (`localhost`, `127.0.0.0/8`,
-/// `::1`).
-fn is_loopback(uri: &http::Uri) -> bool {
-    match uri.host() {
-        Some("localhost") => true,
-        Some(host) => host
-            .trim_matches(['[', ']'])
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback()),
-        None => false,
     }
 }
 
