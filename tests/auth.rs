@@ -140,7 +140,7 @@ async fn public_methods_and_health_need_nothing_undeclared_ones_are_denied() {
 
     // With auth_undeclared = allow, any principal may call it.
     let server = start(
-        &jwks,
+        jwks,
         ServerConfig::new().auth_undeclared(Undeclared::Allow),
         |s| s,
     )
@@ -226,7 +226,7 @@ async fn every_kind_of_bad_token_is_unauthenticated_and_a_rotated_key_is_fetched
 
     // The issuer rotates in k2: its first token has the keys fetched again.
     let rotated = Signer::new("k2");
-    write_jwks(&jwks, &[&rotated]);
+    write_jwks(jwks, &[&rotated]);
     payments
         .charge(with_token(charge(), &rotated.sign(&good)))
         .await
