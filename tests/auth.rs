@@ -577,3 +577,69 @@ async fn keys_come_from_a_jwks_url_fetched_again_for_a_rotated_key() {
     .unwrap_err();
     assert!(error.to_string().contains("https://"), "{error}");
 }
+
+/// Whether a reflection listing over `server` succeeds, or its status.
+async fn list_by_reflection(server: &Running, token: Option<&str>) -> Result<(), Code> {
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest,
+    };
+    let mut client = ServerReflectionClient::new(server.channel().await);
+    let ask = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut request = Request::new(tokio_stream::iter([ask]));
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    let mut responses = client
+        .server_reflection_info(request)
+        .await
+        .map_err(|status| status.code())?
+        .into_inner();
+    match responses.message().await {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Code::Unknown),
+        Err(status) => Err(status.code()),
+    }
+}
+
+#[tokio::test]
+async fn reflection_needs_a_principal_unless_made_public() {
+    let issuer = Issuer::new();
+    let token = issuer.signer.sign(&claims("payments.write"));
+    let server = start(&issuer.jwks, ServerConfig::new(), |s| s).await;
+    assert_eq!(
+        list_by_reflection(&server, None).await,
+        Err(Code::Unauthenticated)
+    );
+    assert_eq!(list_by_reflection(&server, Some(&token)).await, Ok(()));
+    server.stop().await;
+
+    let server = start(
+        &issuer.jwks,
+        ServerConfig::new().reflection_public(true),
+        |s| s,
+    )
+    .await;
+    assert_eq!(list_by_reflection(&server, None).await, Ok(()));
+    server.stop().await;
+
+    // And health can be closed too.
+    let server = start(
+        &issuer.jwks,
+        ServerConfig::new().health_public(false),
+        |s| s,
+    )
+    .await;
+    let mut health = sinew::health::proto::health_client::HealthClient::new(server.channel().await);
+    let status = health
+        .check(sinew::health::proto::HealthCheckRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    server.stop().await;
+}
