@@ -13,29 +13,17 @@ mod common;
 
 use std::process::Command;
 
-use common::{GreeterProcess, require_services};
-
-fn grpcio_available() -> bool {
-    Command::new("python3")
-        .args(["-c", "import grpc, grpc_health.v1, grpc_reflection.v1alpha"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use common::GreeterProcess;
 
 /// Runs the grpcio client against a greeter process started with `env`,
 /// and returns what it saw; `None` (after saying so loudly) when grpcio is
 /// not installed.
 async fn grpcio_sees(env: &[(&str, &str)]) -> Option<serde_json::Value> {
-    if !grpcio_available() {
-        assert!(
-            !require_services(),
-            "SINEW_REQUIRE_SERVICES=1 but python3 cannot import grpcio, grpc_health and grpc_reflection"
-        );
-        eprintln!(
-            "\n*** SKIPPED grpcio interop: python3 with grpcio, grpcio-health-checking and \
-             grpcio-reflection is not installed (pip install grpcio grpcio-health-checking \
-             grpcio-reflection) ***\n"
-        );
+    if !common::python_ready(
+        "grpcio interop",
+        &["grpc", "grpc_health.v1", "grpc_reflection.v1alpha"],
+        "grpcio grpcio-health-checking grpcio-reflection",
+    ) {
         return None;
     }
     // The greeter example, as its own process.

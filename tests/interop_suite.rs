@@ -32,7 +32,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{example_binary, require_services};
+use common::example_binary;
 
 /// Every case, as both clients name it.
 const CASES: [&str; 14] = [
@@ -62,24 +62,13 @@ fn script(name: &str) -> String {
     format!("{}/tests/interop/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether the Python side can run; `false` skips the test loudly, or
-/// fails it under `SINEW_REQUIRE_SERVICES=1`.
+/// Whether the Python side can run (else skipped loudly).
 fn python_ready() -> bool {
-    let available = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            !require_services(),
-            "SINEW_REQUIRE_SERVICES=1 but python3 cannot import grpc and grpc_tools"
-        );
-        eprintln!(
-            "\n*** SKIPPED the gRPC interop suite: python3 with grpcio and grpcio-tools is \
-             not installed (pip install grpcio grpcio-tools) ***\n"
-        );
-    }
-    available
+    common::python_ready(
+        "the gRPC interop suite",
+        &["grpc", "grpc_tools.protoc"],
+        "grpcio grpcio-tools",
+    )
 }
 
 /// A child process, killed and reaped when dropped.

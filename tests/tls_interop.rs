@@ -29,10 +29,7 @@ use std::{
     time::Duration,
 };
 
-use common::{
-    require_services,
-    tls_greeter::{TlsGreeter, path, tls_env, trusting},
-};
+use common::tls_greeter::{TlsGreeter, path, tls_env, trusting};
 use sinew::{
     client::ClientConfig,
     health::proto::{HealthCheckRequest, HealthClient, health_check_response::ServingStatus},
@@ -52,25 +49,13 @@ fn script() -> String {
     format!("{}/tests/interop/grpcio_tls.py", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Whether the Python side can run; `false` skips the test loudly, or
-/// fails it under `SINEW_REQUIRE_SERVICES=1`.
+/// Whether the Python side can run (else skipped loudly).
 fn grpcio_ready() -> bool {
-    let available = Command::new("python3")
-        .args(["-c", "import grpc, grpc_tools.protoc, grpc_health.v1"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !available {
-        assert!(
-            !require_services(),
-            "SINEW_REQUIRE_SERVICES=1 but python3 cannot import grpc, grpc_tools and grpc_health"
-        );
-        eprintln!(
-            "\n*** SKIPPED grpcio TLS interop: python3 with grpcio, grpcio-tools and \
-             grpcio-health-checking is not installed (pip install grpcio grpcio-tools \
-             grpcio-health-checking) ***\n"
-        );
-    }
-    available
+    common::python_ready(
+        "grpcio TLS interop",
+        &["grpc", "grpc_tools.protoc", "grpc_health.v1"],
+        "grpcio grpcio-tools grpcio-health-checking",
+    )
 }
 
 /// A child process, killed and reaped when dropped.

@@ -92,6 +92,30 @@ pub(crate) fn require_services() -> bool {
     std::env::var("SINEW_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
 }
 
+/// Whether `python3` can import `modules` (Python module names) for the
+/// interop tests named `what`; `false` after saying so loudly, and a
+/// failure instead under `SINEW_REQUIRE_SERVICES=1`. `packages` is what
+/// to `pip install`.
+#[allow(clippy::print_stderr, reason = "a skipped test says so loudly")]
+pub(crate) fn python_ready(what: &str, modules: &[&str], packages: &str) -> bool {
+    let available = std::process::Command::new("python3")
+        .args(["-c", &format!("import {}", modules.join(", "))])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !available {
+        assert!(
+            !require_services(),
+            "SINEW_REQUIRE_SERVICES=1 but python3 cannot import {}",
+            modules.join(", ")
+        );
+        eprintln!(
+            "\n*** SKIPPED {what}: python3 cannot import {} (pip install {packages}) ***\n",
+            modules.join(", ")
+        );
+    }
+    available
+}
+
 /// The path of a built example binary (cargo builds examples for tests).
 pub(crate) fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
