@@ -158,7 +158,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use prost::Message as _;
 use prost_build::Module;
 use protox::{
     Compiler,
@@ -184,11 +183,22 @@ pub const OPTIONS_PROTO: &str = include_str!("../proto/sinew/options.proto");
 /// crate has the envelope.
 pub const EVENTS_PROTO: &str = include_str!("../proto/sinew/events.proto");
 
+/// The text of `google/api/http.proto`: the HTTP bindings of methods that
+/// sinew's gateway transcodes HTTP/JSON calls by.
+pub const GOOGLE_API_HTTP_PROTO: &str = include_str!("../proto/google/api/http.proto");
+
+/// The text of `google/api/annotations.proto`: the `google.api.http`
+/// method option.
+pub const GOOGLE_API_ANNOTATIONS_PROTO: &str =
+    include_str!("../proto/google/api/annotations.proto");
+
 /// sinew's own files, by the names contracts import them by, with their
 /// text. They get no code in a user's crate.
 const SINEW_PROTOS: &[(&str, &str)] = &[
     ("sinew/options.proto", OPTIONS_PROTO),
     ("sinew/events.proto", EVENTS_PROTO),
+    ("google/api/http.proto", GOOGLE_API_HTTP_PROTO),
+    ("google/api/annotations.proto", GOOGLE_API_ANNOTATIONS_PROTO),
 ];
 
 /// The folder of sinew's own files; [`Builder::compile_dir`] skips it, so a
@@ -314,12 +324,14 @@ impl Builder {
     /// Compiles every `.proto` file under `dir`, which is added as the
     /// first include path. Files under `sinew/` are skipped: that folder is
     /// sinew's own (`sinew/options.proto`, `sinew/events.proto`), which
-    /// sinew-build provides and generates no code for.
+    /// sinew-build provides and generates no code for. So are copies of
+    /// `google/api/http.proto` and `google/api/annotations.proto`, which
+    /// it provides too (import them for `google.api.http` bindings).
     pub fn compile_dir(mut self, dir: impl AsRef<Path>) -> Result<(), Error> {
         let dir = dir.as_ref();
         let names = source::find_protos(dir)?
             .into_iter()
-            .filter(|name| !name.starts_with(SINEW_PROTO_DIR))
+            .filter(|name| !name.starts_with(SINEW_PROTO_DIR) && !is_sinew_proto(name))
             .collect::<Vec<_>>();
         self.includes.insert(0, dir.to_path_buf());
         if self.out_dir.is_none() {
@@ -369,8 +381,14 @@ impl Builder {
         let policies = options::read_policies(&pool, &generated, &sources)?;
         let events = events::read_events(&pool, &generated, &sources)?;
 
+        // Encoded by protox itself, so that the options' extensions
+        // (`sinew.method`, `google.api.http`) stay in the set: reflection
+        // serves them, and sinew's gateway reads them.
+        write(
+            &out_dir.join(DESCRIPTOR_FILE),
+            &compiler.encode_file_descriptor_set(),
+        )?;
         let mut set = compiler.file_descriptor_set();
-        write(&out_dir.join(DESCRIPTOR_FILE), &set.encode_to_vec())?;
         // The well-known types stay in the set so that prost knows their
         // shapes (whether a message holding a `Timestamp` can derive `Eq`);
         // it writes no code for them, since they resolve to prost-types.
