@@ -312,6 +312,8 @@ pub struct Server {
     authenticator: Option<Arc<dyn auth::Authenticator>>,
     authenticators: HashMap<String, Arc<dyn auth::Authenticator>>,
     authorizer: Option<Arc<dyn auth::Authorizer>>,
+    /// Methods served by a server-wide layer (a gateway's forwarding).
+    declared: Vec<&'static [contract::MethodInfo]>,
 }
 
 impl std::fmt::Debug for Server {
@@ -344,7 +346,17 @@ impl Server {
             authenticator: None,
             authenticators: HashMap::new(),
             authorizer: None,
+            declared: Vec::new(),
         }
+    }
+
+    /// Declares methods that a server-wide [`layer`](Self::layer) answers
+    /// rather than a hosted service (a gateway forwarding them upstream):
+    /// their contracts' access rules are enforced like a hosted service's.
+    /// A call to a path no table knows needs a principal, whatever answers it.
+    pub fn declare(mut self, methods: &'static [contract::MethodInfo]) -> Self {
+        self.declared.push(methods);
+        self
     }
 
     /// Authenticates every call with `authenticator`, and enforces the
@@ -584,11 +596,15 @@ impl Server {
             authenticator,
             authenticators,
             authorizer,
+            declared,
             ..
         } = self;
         let enforcement = (authenticator.is_some() || !authenticators.is_empty()).then(|| {
-            let tables: Vec<&'static [contract::MethodInfo]> =
-                services.iter().map(|hosted| hosted.methods).collect();
+            let tables: Vec<&'static [contract::MethodInfo]> = services
+                .iter()
+                .map(|hosted| hosted.methods)
+                .chain(declared.iter().copied())
+                .collect();
             let enforcement = auth::Enforcement::new(
                 tables,
                 (

@@ -236,6 +236,53 @@ impl Enforcement {
     }
 }
 
+/// The contract's access rules, for calls that reach a service some other
+/// way than the server's gRPC routing: a gateway's HTTP/JSON listener,
+/// which checks each transcoded call here exactly as the server checks
+/// gRPC calls (see the [module docs](super)). Health and reflection are
+/// not among its methods.
+///
+/// Without an authenticator nothing is enforced, as on the server.
+pub struct AccessRules {
+    enforcement: Option<Enforcement>,
+}
+
+impl std::fmt::Debug for AccessRules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessRules")
+            .field("enforced", &self.enforcement.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessRules {
+    /// The rules of `methods`, checked with `authenticator` and then
+    /// `authorizer`; an undeclared method gets what `undeclared` says.
+    pub fn new(
+        methods: &'static [MethodInfo],
+        undeclared: Undeclared,
+        authenticator: Option<Arc<dyn Authenticator>>,
+        authorizer: Option<Arc<dyn Authorizer>>,
+    ) -> Self {
+        let enforcement = authenticator.map(|authenticator| {
+            Enforcement::new([methods], (&[], true), (&[], false), undeclared)
+                .authenticators(Some(authenticator), HashMap::new())
+                .authorizer(authorizer)
+        });
+        Self { enforcement }
+    }
+
+    /// Decides a call to the method at `request`'s path: the principal
+    /// (none for a public method, or when nothing is enforced), or the
+    /// status to answer with.
+    pub async fn check(&self, request: &http::request::Parts) -> Result<Option<Principal>, Status> {
+        match &self.enforcement {
+            Some(enforcement) => enforcement.check(request).await,
+            None => Ok(None),
+        }
+    }
+}
+
 /// Wraps routing in the enforcement: a call is routed only once its
 /// access rule holds.
 pub(crate) struct AuthLayer;

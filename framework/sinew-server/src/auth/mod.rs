@@ -15,7 +15,9 @@
 //! - [`MtlsAuthenticator`]: the verified client certificate's identity
 //!   (SPIFFE id, or subject) as the principal, with the scopes you grant it;
 //! - [`ApiKeys`]: static keys from a file, for internal tools, compared in
-//!   constant time.
+//!   constant time;
+//! - [`GatewayPrincipal`]: the principal a sinew gateway verified at the
+//!   edge, believed only from the gateway's own certificate (mTLS).
 //!
 //! # Enforcement
 //!
@@ -47,6 +49,7 @@
 
 mod api_key;
 mod bearer;
+mod gateway;
 pub mod jwks;
 pub mod jwt;
 mod layer;
@@ -60,9 +63,10 @@ use sinew_core::{contract::MethodInfo, tls::PeerIdentity};
 pub use api_key::{ApiKeys, ApiKeysError};
 pub use api_key::{DEFAULT_HEADER as API_KEY_HEADER, MIN_KEY_LEN};
 pub use bearer::{JwksSource, JwtAuthenticator, JwtConfig, JwtSetupError};
+pub use gateway::{GatewayPrincipal, PRINCIPAL_HEADER, SCOPES_HEADER};
 pub use jwks::{Algorithm, JwksError, KeySet};
 pub use jwt::{Claims, JwtError, Rules};
-pub use layer::Undeclared;
+pub use layer::{AccessRules, Undeclared};
 pub(crate) use layer::{AuthLayer, Enforcement};
 pub use mtls::MtlsAuthenticator;
 
