@@ -269,10 +269,10 @@ impl HttpService {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
-        if let Some(status) = Status::from_header_map(response.headers()) {
-            if status.code() != Code::Ok {
-                return self.error(&status);
-            }
+        if let Some(status) = Status::from_header_map(response.headers())
+            && status.code() != Code::Ok
+        {
+            return self.error(&status);
         }
         if binding.is_server_streaming() {
             let sse = accept.contains("text/event-stream");
@@ -459,10 +459,10 @@ impl HttpService {
             "application/json",
             Bytes::from(json),
         );
-        if let Some(seconds) = status.metadata().get(forward::RETRY_AFTER) {
-            if let Ok(value) = HeaderValue::from_bytes(seconds.as_bytes()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
+        if let Some(seconds) = status.metadata().get(forward::RETRY_AFTER)
+            && let Ok(value) = HeaderValue::from_bytes(seconds.as_bytes())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         response
     }

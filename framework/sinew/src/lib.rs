@@ -43,6 +43,14 @@ pub use sinew_events as events;
 #[doc(inline)]
 pub use sinew_saga as saga;
 
+/// The API gateway: transparent forwarding through resilient clients,
+/// strangler-fig routing with weights and shadow comparison, HTTP/JSON
+/// transcoding and OpenAPI from the contracts, and the aggregation helper
+/// (the `gateway` feature).
+#[cfg(feature = "gateway")]
+#[doc(inline)]
+pub use sinew_gateway as gateway;
+
 /// tonic, as sinew uses it: generated code reaches it through here, so a
 /// user's crate needs no dependency of its own on it.
 pub use tonic;
