@@ -23,7 +23,9 @@ if [ ${#pairs[@]} -eq 0 ]; then
 fi
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 
-bench=$(cargo bench --bench overhead --no-run 2>&1 | awk '/Executable/ {gsub(/[()]/, "", $NF); print $NF}')
+# SINEW_BENCH=gateway counts the gateway benchmark's sides instead
+# (direct, forward, json).
+bench=$(cargo bench --bench "${SINEW_BENCH:-overhead}" --no-run 2>&1 | awk '/Executable/ {gsub(/[()]/, "", $NF); print $NF}')
 
 count() {
     SINEW_BENCH_ONLY=$1 SINEW_BENCH_ROUNDS=1 SINEW_BENCH_SECONDS=$2 \

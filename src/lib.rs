@@ -7,3 +7,4 @@ pub mod proto {
 }
 
 pub mod echo;
+pub mod storefront;

@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test file uses a different part")]
 
 pub(crate) mod collector;
+pub(crate) mod gateway;
 pub(crate) mod processes;
 pub(crate) mod secure;
 pub(crate) mod tls_greeter;
