@@ -462,7 +462,7 @@ impl Builder {
     /// types.
     fn resolver(&self) -> ChainFileResolver {
         let mut chain = ChainFileResolver::new();
-        chain.add(OptionsResolver);
+        chain.add(SinewFiles);
         for dir in &self.includes {
             chain.add(IncludeFileResolver::new(dir.clone()));
         }
@@ -471,11 +471,15 @@ impl Builder {
     }
 }
 
-/// Serves sinew's own files (`sinew/options.proto`, `sinew/events.proto`)
-/// from the text compiled into this crate, ahead of any copy on disk.
-struct OptionsResolver;
+/// Serves sinew's own files (`sinew/options.proto`, `sinew/events.proto`,
+/// `google/api/http.proto`, `google/api/annotations.proto`) from the text
+/// compiled into this crate, ahead of any copy on disk: for a protox
+/// compiler of your own that must resolve contracts' imports as
+/// sinew-build does (sinew's gateway compiles `.proto` files at start).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SinewFiles;
 
-impl FileResolver for OptionsResolver {
+impl FileResolver for SinewFiles {
     fn open_file(&self, name: &str) -> Result<File, protox::Error> {
         match SINEW_PROTOS.iter().find(|(own, _)| *own == name) {
             Some((_, text)) => File::from_source(name, text),
