@@ -3,7 +3,6 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use prost::Message as _;
 use prost_reflect::{
     DescriptorPool, MethodDescriptor, ReflectMessage as _, ServiceDescriptor, Value,
 };
@@ -86,9 +85,26 @@ impl Contracts {
             } else {
                 includes.to_vec()
             };
-            let set = protox::compile(protos, &includes)
-                .map_err(|error| ContractError::Compile(format!("{error:?}")))?;
-            sets.push(set.encode_to_vec());
+            let mut resolver = protox::file::ChainFileResolver::new();
+            resolver.add(sinew_build::SinewFiles);
+            for dir in &includes {
+                resolver.add(protox::file::IncludeFileResolver::new(dir.clone()));
+            }
+            resolver.add(protox::file::GoogleFileResolver::new());
+            let mut compiler = protox::Compiler::with_file_resolver(resolver);
+            compiler.include_imports(true).include_source_info(false);
+            for proto in protos {
+                // Opened by the name it has under its include directory.
+                let name = includes
+                    .iter()
+                    .find_map(|dir| proto.strip_prefix(dir).ok())
+                    .unwrap_or(proto);
+                compiler
+                    .open_file(name)
+                    .map_err(|error| ContractError::Compile(error.to_string()))?;
+            }
+            // Encoded by protox, so that the options' extensions stay.
+            sets.push(compiler.encode_file_descriptor_set());
         }
         Self::from_encoded(sets.iter().map(Vec::as_slice))
     }

@@ -1,7 +1,7 @@
 //! `sinew-gateway <config.toml>`: the gateway as a ready binary.
 //!
-//! The gRPC side listens where sinew's server settings say (`SINEW_LISTEN`,
-//! default `0.0.0.0:50051`, and every other server setting); the HTTP/JSON
+//! The gRPC side listens where sinew's server settings say (`SINEW_ADDR`,
+//! default `127.0.0.1:50051`, and every other server setting); the HTTP/JSON
 //! side on `[gateway] http_listen`, if set. The clusters and routes are
 //! reloaded when the file changes. SIGTERM drains both sides.
 
