@@ -608,3 +608,85 @@ async fn the_edge_authenticates_and_sends_the_principal_upstream() {
         Code::PermissionDenied
     );
 }
+
+/// The principal goes upstream over mTLS: the upstream believes the
+/// principal header only from the gateway's certificate.
+#[tokio::test]
+async fn the_principal_is_believed_only_from_the_gateways_certificate() {
+    use sinew::{
+        Server,
+        server::{ServerConfig, auth::GatewayPrincipal},
+        tls::{ClientAuth, ClientTlsConfig},
+    };
+    use sinew_workspace::proto::storefront::orders::v1::orders_server::OrdersServer;
+
+    let pki = sinew_testing::pki::TestPki::new("test CA");
+    let cert = pki.server(&["localhost"]);
+    let gateway_id = pki.client("gateway", Some("spiffe://shop.test/gateway"));
+    let mallory = pki.client("mallory", Some("spiffe://shop.test/mallory"));
+    let upstream = common::Running::start(
+        Server::new("orders")
+            .config(
+                ServerConfig::new()
+                    .lame_duck(Duration::ZERO)
+                    .tls(&cert.cert, &cert.key)
+                    .mtls(ClientAuth::Required, pki.ca()),
+            )
+            .add_service(OrdersServer::new(OrdersService::new()))
+            .authenticator(GatewayPrincipal::new(["spiffe://shop.test/gateway"])),
+    )
+    .await;
+    let config = format!(
+        r#"
+[clusters.orders]
+endpoints = ["https://{}"]
+tls_ca = "{}"
+tls_cert = "{}"
+tls_key = "{}"
+tls_server_name = "localhost"
+
+[[routes]]
+match = "storefront.orders"
+cluster = "orders"
+"#,
+        upstream.addr,
+        pki.ca().display(),
+        gateway_id.cert.display(),
+        gateway_id.key.display()
+    );
+    let gateway = Gateway::new(GatewayConfig::parse(&config).unwrap(), contracts())
+        .await
+        .unwrap()
+        .authenticator(TestUsers);
+    let (_gateway, running) = start_with(gateway, |s| s).await;
+    let mut client = orders_client(running.addr).await;
+    let mut request = Request::new(GetOrderRequest { id: "o-1".into() });
+    request
+        .metadata_mut()
+        .insert("x-user", "ada:orders.read".parse().unwrap());
+    let order = client.get_order(request).await.unwrap().into_inner();
+    assert_eq!(
+        order.id, "o-1",
+        "the upstream took the gateway's word for ada"
+    );
+
+    // Another workload naming a principal itself is refused.
+    let tls = ClientTlsConfig::new()
+        .ca(pki.ca())
+        .server_name("localhost")
+        .identity(&mallory.cert, &mallory.key);
+    let mut direct = OrdersClient::connect(
+        ClientConfig::endpoint(format!("https://{}", upstream.addr)).tls(tls),
+    )
+    .await
+    .unwrap();
+    let mut forged = Request::new(GetOrderRequest { id: "o-1".into() });
+    forged
+        .metadata_mut()
+        .insert("x-sinew-principal", "ada".parse().unwrap());
+    forged
+        .metadata_mut()
+        .insert("x-sinew-scopes", "orders.read".parse().unwrap());
+    let status = direct.get_order(forged).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+}
