@@ -690,3 +690,52 @@ cluster = "orders"
     let status = direct.get_order(forged).await.unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
 }
+
+#[tokio::test]
+async fn message_limits_hold_per_route_and_the_gateway_keeps_serving() {
+    let upstream = echo_upstream().await;
+    let routes = r#"
+[[routes]]
+match = "echo.v1.Echo/Get"
+cluster = "echo"
+max_request_bytes = 64
+
+[[routes]]
+match = "echo.v1.Echo/Put"
+cluster = "echo"
+max_response_bytes = 64
+"#;
+    let config = config_text(&[("echo", &upstream.url())], routes);
+    let (_gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
+    let mut client = echo_client(running.addr).await;
+    let big = || {
+        let mut request = echo("big");
+        request.payload = vec![7; 1000];
+        request
+    };
+    let status = client.get(big()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(status.message().contains("64 bytes"), "{status:?}");
+    // The request went through, the answer is over the limit.
+    let status = client.put(big()).await.unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    // Small calls still pass, on both routes.
+    assert_eq!(
+        client
+            .get(echo("small"))
+            .await
+            .unwrap()
+            .into_inner()
+            .message,
+        "small"
+    );
+    assert_eq!(
+        client
+            .put(echo("small"))
+            .await
+            .unwrap()
+            .into_inner()
+            .message,
+        "small"
+    );
+}
