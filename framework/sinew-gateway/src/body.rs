@@ -29,14 +29,21 @@ pub(crate) struct FrameParser {
 }
 
 impl FrameParser {
-    /// Feeds `chunk`; `Err(length)` for a message longer than `max`.
-    pub(crate) fn feed(&mut self, mut chunk: &[u8], max: usize) -> Result<(), usize> {
+    /// Feeds `chunk`; for a message longer than `max`, `Err` with its
+    /// length and where its prefix began in `chunk` (0 when it began in an
+    /// earlier chunk): what comes before it are whole messages.
+    pub(crate) fn feed(&mut self, whole: &[u8], max: usize) -> Result<(), Exceeded> {
+        let mut chunk = whole;
+        let mut prefix_at = 0;
         while !chunk.is_empty() {
             if self.remaining > 0 {
                 let take = self.remaining.min(chunk.len());
                 self.remaining -= take;
                 chunk = &chunk[take..];
                 continue;
+            }
+            if self.have == 0 {
+                prefix_at = whole.len() - chunk.len();
             }
             let take = (5 - self.have).min(chunk.len());
             self.header[self.have..self.have + take].copy_from_slice(&chunk[..take]);
@@ -51,13 +58,25 @@ impl FrameParser {
                     self.header[4],
                 ]) as usize;
                 if length > max {
-                    return Err(length);
+                    return Err(Exceeded {
+                        length,
+                        at: prefix_at,
+                    });
                 }
                 self.remaining = length;
             }
         }
         Ok(())
     }
+}
+
+/// A message over the limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Exceeded {
+    /// Its length.
+    pub(crate) length: usize,
+    /// Where its prefix began in the chunk fed.
+    pub(crate) at: usize,
 }
 
 /// A bounded copy of an answer, sent for comparison when it ends.
@@ -148,6 +167,9 @@ pin_project_lite::pin_project! {
         kind: Kind,
         tee: Option<Tee>,
         ended: bool,
+        // Trailers to end with, after the whole messages of the chunk that
+        // held the one over the limit.
+        last: Option<http::HeaderMap>,
     }
 }
 
@@ -155,8 +177,10 @@ pin_project_lite::pin_project! {
 pub(crate) enum Kind {
     /// A request on its way upstream; the flag is raised past the limit.
     Request(Arc<AtomicBool>),
-    /// A response on its way back.
-    Response,
+    /// A response on its way back; the flag, when given, is its
+    /// request's (a request stream over its limit ends the answer with
+    /// `RESOURCE_EXHAUSTED`).
+    Response(Option<Arc<AtomicBool>>),
 }
 
 impl<B> Watched<B> {
@@ -168,6 +192,7 @@ impl<B> Watched<B> {
             kind,
             tee,
             ended: false,
+            last: None,
         }
     }
 }
@@ -185,16 +210,19 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.project();
+        if let Some(trailers) = this.last.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         if *this.ended {
             return Poll::Ready(None);
         }
         match ready!(this.inner.poll_frame(cx)) {
             Some(Ok(frame)) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Err(length) = this.parser.feed(data.chunk(), *this.max) {
+                    if let Err(exceeded) = this.parser.feed(data.chunk(), *this.max) {
                         let status = Status::resource_exhausted(format!(
-                            "message of {length} bytes is over the limit of {} bytes",
-                            this.max
+                            "message of {} bytes is over the limit of {} bytes",
+                            exceeded.length, this.max
                         ));
                         *this.ended = true;
                         if let Some(tee) = this.tee {
@@ -205,7 +233,16 @@ where
                                 flag.store(true, Ordering::Release);
                                 Err(Box::new(status))
                             }
-                            Kind::Response => Ok(Frame::trailers(status_trailers(&status))),
+                            Kind::Response(_) => {
+                                let trailers = status_trailers(&status);
+                                if exceeded.at > 0 {
+                                    // The whole messages before it go first.
+                                    *this.last = Some(trailers);
+                                    Ok(Frame::data(data.slice(..exceeded.at)))
+                                } else {
+                                    Ok(Frame::trailers(trailers))
+                                }
+                            }
                         }));
                     }
                     if let Some(tee) = this.tee {
@@ -221,10 +258,24 @@ where
             }
             Some(Err(error)) => {
                 let error = error.into();
+                let status = match this.kind {
+                    Kind::Response(Some(flag)) if flag.load(Ordering::Acquire) => {
+                        Status::resource_exhausted("a request message is over the limit")
+                    }
+                    _ => Status::from_error(error),
+                };
                 if let Some(tee) = this.tee {
-                    tee.fail(&Status::unavailable(error.to_string()));
+                    tee.fail(&status);
                 }
-                Poll::Ready(Some(Err(error)))
+                match this.kind {
+                    Kind::Request(_) => Poll::Ready(Some(Err(Box::new(status)))),
+                    // An answer that breaks off ends with its status, not
+                    // a reset the caller cannot read.
+                    Kind::Response(_) => {
+                        *this.ended = true;
+                        Poll::Ready(Some(Ok(Frame::trailers(status_trailers(&status)))))
+                    }
+                }
             }
             None => {
                 if let Some(tee) = this.tee {
@@ -236,7 +287,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended || self.inner.is_end_stream()
+        self.last.is_none() && (self.ended || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -299,7 +350,19 @@ mod tests {
     #[test]
     fn messages_are_held_to_the_limit() {
         let mut parser = FrameParser::default();
-        assert_eq!(parser.feed(&frame(11), 10), Err(11));
+        assert_eq!(
+            parser.feed(&frame(11), 10),
+            Err(Exceeded { length: 11, at: 0 })
+        );
+        // After two whole messages, the third's prefix begins at 13.
+        let mut stream = frame(3);
+        stream.extend(frame(0));
+        stream.extend(frame(11));
+        let mut parser = FrameParser::default();
+        assert_eq!(
+            parser.feed(&stream, 10),
+            Err(Exceeded { length: 11, at: 13 })
+        );
     }
 
     #[test]

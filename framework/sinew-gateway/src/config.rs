@@ -249,7 +249,7 @@ struct SettingsFile {
     #[serde(default)]
     includes: Vec<PathBuf>,
     http_listen: Option<Spanned<String>>,
-    openapi_path: Option<String>,
+    openapi_path: Option<Spanned<String>>,
     forward_credentials: Option<bool>,
     max_body_bytes: Option<usize>,
     gzip: Option<bool>,
@@ -266,7 +266,7 @@ struct SettingsFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClusterFile {
-    endpoints: Vec<String>,
+    endpoints: Spanned<Vec<String>>,
     timeout: Option<Spanned<String>>,
     max_in_flight: Option<usize>,
     tls_ca: Option<PathBuf>,
@@ -370,7 +370,7 @@ impl GatewayConfig {
         for (name, cluster) in file.clusters {
             let span = cluster.span();
             let cluster = cluster.into_inner();
-            if cluster.endpoints.is_empty() {
+            if cluster.endpoints.get_ref().is_empty() {
                 return Err(at(
                     span,
                     format!(
@@ -378,6 +378,20 @@ impl GatewayConfig {
                         name.get_ref()
                     ),
                 ));
+            }
+            for endpoint in cluster.endpoints.get_ref() {
+                let fits = endpoint.parse::<http::Uri>().is_ok_and(|uri| {
+                    matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+                });
+                if !fits {
+                    return Err(at(
+                        cluster.endpoints.span(),
+                        format!(
+                            "clusters.{}.endpoints: `{endpoint}` is not an http:// or https:// address",
+                            name.get_ref()
+                        ),
+                    ));
+                }
             }
             if cluster.tls_cert.is_some() != cluster.tls_key.is_some() {
                 return Err(at(
@@ -391,7 +405,7 @@ impl GatewayConfig {
             clusters.insert(
                 name.into_inner(),
                 ClusterConfig {
-                    endpoints: cluster.endpoints,
+                    endpoints: cluster.endpoints.into_inner(),
                     timeout: duration(cluster.timeout.as_ref(), "timeout", &at)?,
                     max_in_flight: cluster.max_in_flight,
                     tls_ca: cluster.tls_ca,
@@ -526,13 +540,19 @@ fn settings(
             })
         })
         .transpose()?;
-    let openapi_path = file.openapi_path.unwrap_or(defaults.openapi_path);
-    if !openapi_path.starts_with('/') {
-        return Err(at(
-            0..0,
-            format!("gateway.openapi_path: `{openapi_path}` must start with /"),
-        ));
-    }
+    let openapi_path = match file.openapi_path {
+        Some(path) if !path.get_ref().starts_with('/') => {
+            return Err(at(
+                path.span(),
+                format!(
+                    "gateway.openapi_path: `{}` must start with /",
+                    path.get_ref()
+                ),
+            ));
+        }
+        Some(path) => path.into_inner(),
+        None => defaults.openapi_path,
+    };
     Ok(Settings {
         descriptors: file.descriptors,
         protos: file.protos,
@@ -554,8 +574,20 @@ fn settings(
         rate_limit_max_clients: file
             .rate_limit_max_clients
             .unwrap_or(defaults.rate_limit_max_clients),
-        reload_interval: duration(file.reload_interval.as_ref(), "gateway.reload_interval", at)?
-            .unwrap_or(defaults.reload_interval),
+        reload_interval: match duration(
+            file.reload_interval.as_ref(),
+            "gateway.reload_interval",
+            at,
+        )? {
+            Some(every) if every.is_zero() => {
+                let span = file.reload_interval.map_or(0..0, |r| r.span());
+                return Err(at(
+                    span,
+                    "gateway.reload_interval: must be above 0".to_owned(),
+                ));
+            }
+            every => every.unwrap_or(defaults.reload_interval),
+        },
         seed: file.seed,
     })
 }
@@ -707,6 +739,22 @@ cluster = "legacy"
         let error = GatewayConfig::parse(&text).unwrap_err().to_string();
         assert!(error.contains("exactly one of"), "{error}");
         assert!(error.starts_with("<config>:15: "), "{error}");
+    }
+
+    #[test]
+    fn bad_endpoints_and_intervals_name_their_line() {
+        let text = GOOD.replace("http://127.0.0.1:2", "127.0.0.1:2");
+        let error = GatewayConfig::parse(&text).unwrap_err().to_string();
+        assert!(
+            error.starts_with("<config>:6: clusters.v2.endpoints:"),
+            "{error}"
+        );
+        let text = format!("[gateway]\nreload_interval = \"0s\"\n{GOOD}");
+        let error = GatewayConfig::parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "<config>:2: gateway.reload_interval: must be above 0"
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use sinew_core::{
     deadline::Deadline,
 };
 use tokio::sync::{Semaphore, oneshot};
-use tonic::{Code, Status, body::Body};
+use tonic::{Status, body::Body};
 use tower::{Layer, Service, ServiceExt as _};
 
 use crate::{
@@ -87,16 +87,17 @@ getters! {
     rate_limited,
     /// Calls copied to a shadow cluster.
     shadowed,
-    /// Calls that would have been shadowed, but the shadow limit was
-    /// reached or the answer was too large to compare.
+    /// Calls that would have been shadowed, but `shadow_max_in_flight`
+    /// shadows were under way.
     shadow_skipped,
     /// Shadow answers equal to the real ones.
     shadow_matched,
     /// Shadow answers that differed from the real ones (each logged, with
     /// the differences).
     shadow_mismatched,
-    /// Shadow calls that could not be compared (the real call was
-    /// cancelled, or its answer was too large to keep).
+    /// Shadow calls that could not be compared: the real call was
+    /// cancelled, an answer was over `shadow_max_bytes`, or one side
+    /// took longer than `shadow_timeout`.
     shadow_failed,
     /// Configuration reloads applied.
     reloads,
@@ -116,6 +117,9 @@ pub(crate) struct Shared {
     /// The gateway's own gRPC side, for HTTP calls to the handlers it
     /// hosts (calls with no route).
     pub(crate) local: std::sync::OnceLock<sinew_client::Client>,
+    /// Whether calls to methods no contract declares are denied: with an
+    /// authenticator, unless undeclared methods are allowed.
+    pub(crate) deny_unknown: AtomicBool,
 }
 
 impl Shared {
@@ -129,6 +133,7 @@ impl Shared {
             settings,
             stats: Arc::default(),
             local: std::sync::OnceLock::new(),
+            deny_unknown: AtomicBool::new(false),
         }
     }
 
@@ -224,6 +229,13 @@ pub(crate) async fn forward(
     let Some(route) = table.route(&path) else {
         return Status::unimplemented(format!("no route for {path}")).into_http();
     };
+    let method = shared.contracts.methods().iter().find(|m| m.path == path);
+    // With access rules enforced, a method no contract declares has no
+    // rule to hold it to: it is denied unless undeclared methods are
+    // allowed (as the server denies undeclared ones).
+    if method.is_none() && shared.deny_unknown.load(Ordering::Relaxed) {
+        return Status::permission_denied("permission denied").into_http();
+    }
     let principal = sinew_server::principal(request.extensions()).cloned();
     let subject = principal.as_ref().map(|p| p.subject.as_str());
 
@@ -255,9 +267,6 @@ pub(crate) async fn forward(
             .insert(CallOptions::timeout(timeout));
     }
 
-    // A shadow copy needs the request twice: it is read whole first (a
-    // unary or server-streaming call's one message, within the limit).
-    let method = shared.contracts.methods().iter().find(|m| m.path == path);
     // A call that already goes to the shadow cluster is not copied to it.
     let shadow = route
         .config
@@ -276,19 +285,33 @@ pub(crate) async fn forward(
     if let Some(shadow_cluster) = shadow {
         match shared.shadow_slots.clone().try_acquire_owned() {
             Ok(permit) => {
-                let (parts, body) = request.into_parts();
-                let limited = Watched::new(
-                    body,
-                    route.config.max_request_bytes,
-                    Kind::Request(exceeded.clone()),
-                    None,
+                let (mut parts, body) = request.into_parts();
+                // Both answers uncompressed, so that they compare.
+                parts.headers.remove("grpc-accept-encoding");
+                // A shadow copy needs the request twice: it is read whole
+                // first (a unary or server-streaming call's one message,
+                // within the route's limit).
+                let limited = http_body_util::Limited::new(
+                    Watched::new(
+                        body,
+                        route.config.max_request_bytes,
+                        Kind::Request(exceeded.clone()),
+                        None,
+                    ),
+                    route.config.max_request_bytes.saturating_add(5),
                 );
                 let bytes = match limited.collect().await {
                     Ok(collected) => collected.to_bytes(),
                     Err(error) => {
                         return match error.downcast::<Status>() {
                             Ok(status) => *status,
-                            Err(error) => Status::cancelled(format!("request body: {error}")),
+                            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                                Status::resource_exhausted(format!(
+                                    "request over the limit of {} bytes",
+                                    route.config.max_request_bytes
+                                ))
+                            }
+                            Err(_) => Status::cancelled("the request did not arrive whole"),
                         }
                         .into_http();
                     }
@@ -303,15 +326,18 @@ pub(crate) async fn forward(
                     .insert(CallOptions::timeout(route.config.shadow_timeout));
                 request =
                     http::Request::from_parts(parts, Body::new(http_body_util::Full::new(bytes)));
-                if let (Some(target), Some(descriptor)) = (
-                    table.clusters.get(shadow_cluster),
+                if let (Some(client), Some(descriptor)) = (
+                    table
+                        .clusters
+                        .get(shadow_cluster)
+                        .and_then(|c| c.shadow.clone()),
                     shared.contracts.method(&path),
                 ) {
                     shared.stats.shadowed.fetch_add(1, Ordering::Relaxed);
                     spawn_shadow(
                         shared.clone(),
                         path.clone(),
-                        target.client.clone(),
+                        client,
                         copy,
                         descriptor.output(),
                         receiver,
@@ -347,12 +373,16 @@ pub(crate) async fn forward(
         Some(deadline) => deadline.scope(call).await,
         None => call.await,
     };
-    if exceeded.load(Ordering::Acquire) {
-        return Status::resource_exhausted(format!(
-            "request message over the limit of {} bytes",
-            route.config.max_request_bytes
-        ))
-        .into_http();
+    let over = |exceeded: &AtomicBool| {
+        exceeded.load(Ordering::Acquire).then(|| {
+            Status::resource_exhausted(format!(
+                "request message over the limit of {} bytes",
+                route.config.max_request_bytes
+            ))
+        })
+    };
+    if let Some(status) = over(&exceeded) {
+        return status.into_http();
     }
     match answer {
         Ok(response) => {
@@ -362,9 +392,11 @@ pub(crate) async fn forward(
                 tee.headers(&parts.headers);
                 tee
             });
+            // A request stream that goes over its limit later (a
+            // streaming call) ends the answer with RESOURCE_EXHAUSTED.
             http::Response::from_parts(
                 parts,
-                Body::new(Watched::new(body, max, Kind::Response, tee)),
+                Body::new(Watched::new(body, max, Kind::Response(Some(exceeded)), tee)),
             )
         }
         Err(error) => {
@@ -377,7 +409,8 @@ pub(crate) async fn forward(
     }
 }
 
-/// Takes a token from the route's bucket and from the caller's.
+/// Takes a token from the caller's bucket, then from the route's: a
+/// caller over its own limit spends none of everyone's.
 fn rate_limit(
     shared: &Shared,
     route: &Route,
@@ -393,12 +426,25 @@ fn rate_limit(
             .insert(RETRY_AFTER, seconds.max(1).into());
         status
     };
-    if let Some(rate) = route.config.rate_limit {
+    if let Some(rate) = route.config.client_rate_limit {
+        // Never "": that is the route-wide bucket's key.
+        let client = match subject {
+            Some(subject) => format!("sub:{subject}"),
+            None => request
+                .extensions()
+                .get::<tonic::transport::server::TcpConnectInfo>()
+                .and_then(|info| info.remote_addr)
+                .or_else(|| request.extensions().get::<SocketAddr>().copied())
+                .map_or_else(
+                    || "anonymous".to_owned(),
+                    |addr| format!("ip:{}", addr.ip()),
+                ),
+        };
         shared
             .limiter
             .take(
                 &name,
-                "",
+                &client,
                 Rate {
                     per_second: rate.per_second,
                     burst: rate.burst,
@@ -406,26 +452,12 @@ fn rate_limit(
             )
             .map_err(refuse)?;
     }
-    if let Some(rate) = route.config.client_rate_limit {
-        let address;
-        let client = match subject {
-            Some(subject) => subject,
-            None => {
-                address = request
-                    .extensions()
-                    .get::<tonic::transport::server::TcpConnectInfo>()
-                    .and_then(|info| info.remote_addr)
-                    .or_else(|| request.extensions().get::<SocketAddr>().copied())
-                    .map(|addr| format!("ip:{}", addr.ip()))
-                    .unwrap_or_default();
-                &address
-            }
-        };
+    if let Some(rate) = route.config.rate_limit {
         shared
             .limiter
             .take(
                 &name,
-                client,
+                "",
                 Rate {
                     per_second: rate.per_second,
                     burst: rate.burst,
@@ -462,7 +494,15 @@ fn prepare_headers(
         match http::HeaderValue::from_str(&principal.subject) {
             Ok(subject) => {
                 headers.insert(PRINCIPAL_HEADER, subject);
-                if let Ok(scopes) = http::HeaderValue::from_str(&principal.scopes.join(" ")) {
+                // Scopes are separated by spaces: one holding a space
+                // would arrive as two, so it is not sent.
+                let scopes: Vec<&str> = principal
+                    .scopes
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|scope| !scope.is_empty() && !scope.contains(char::is_whitespace))
+                    .collect();
+                if let Ok(scopes) = http::HeaderValue::from_str(&scopes.join(" ")) {
                     headers.insert(SCOPES_HEADER, scopes);
                 }
             }
@@ -488,19 +528,25 @@ fn spawn_shadow(
 ) {
     tokio::spawn(async move {
         let _permit = permit;
-        let shadow = tokio::time::timeout(
+        let failed = || {
+            shared.stats.shadow_failed.fetch_add(1, Ordering::Relaxed);
+        };
+        // A shadow that outlasts its time, or answers more than can be
+        // kept, cannot be compared: counted, not reported as a mismatch.
+        let Ok(Some(shadow)) = tokio::time::timeout(
             timeout,
             collect(client, request, shared.settings.shadow_max_bytes),
         )
         .await
-        .unwrap_or_else(|_| Outcome {
-            code: Code::DeadlineExceeded,
-            message: "the shadow call timed out".to_owned(),
-            frames: Bytes::new(),
-        });
-        let Ok(real) = real.await else {
-            // Cancelled, or too large to keep.
-            shared.stats.shadow_failed.fetch_add(1, Ordering::Relaxed);
+        else {
+            tracing::debug!(method = %path, "the shadow call could not be compared");
+            failed();
+            return;
+        };
+        // The real answer: cancelled, too large to keep, or still going
+        // (a long stream) after the shadow's time: not compared either.
+        let Ok(Ok(real)) = tokio::time::timeout(timeout, real).await else {
+            failed();
             return;
         };
         let differences = compare::compare(&output, &real, &shadow, 16);
@@ -540,12 +586,12 @@ fn spawn_shadow(
     });
 }
 
-/// The whole answer of a shadow call.
+/// The whole answer of a shadow call; none when it is too large to keep.
 async fn collect(
     client: sinew_client::Client,
     request: http::Request<Body>,
     max: usize,
-) -> Outcome {
+) -> Option<Outcome> {
     let failed = |status: Status| Outcome {
         code: status.code(),
         message: status.message().to_owned(),
@@ -553,10 +599,10 @@ async fn collect(
     };
     let response = match client.oneshot(request).await {
         Ok(response) => response,
-        Err(error) => return failed(sinew_client::to_status(error)),
+        Err(error) => return Some(failed(sinew_client::to_status(error))),
     };
     if let Some(status) = Status::from_header_map(response.headers()) {
-        return failed(status);
+        return Some(failed(status));
     }
     let limited = http_body_util::Limited::new(response.into_body(), max);
     match limited.collect().await {
@@ -565,12 +611,13 @@ async fn collect(
                 .trailers()
                 .and_then(Status::from_header_map)
                 .unwrap_or_else(|| Status::unknown("no grpc-status"));
-            Outcome {
+            Some(Outcome {
                 code: status.code(),
                 message: status.message().to_owned(),
                 frames: collected.to_bytes(),
-            }
+            })
         }
-        Err(error) => failed(Status::unavailable(format!("shadow answer: {error}"))),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => None,
+        Err(error) => Some(failed(Status::from_error(error))),
     }
 }

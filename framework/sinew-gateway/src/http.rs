@@ -24,7 +24,7 @@
 
 use std::{convert::Infallible, io::Write as _, net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::{Buf as _, BufMut as _, Bytes, BytesMut};
+use bytes::{BufMut as _, Bytes, BytesMut};
 use http::{HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, StreamBody, combinators::UnsyncBoxBody};
 use prost::Message as _;
@@ -44,6 +44,13 @@ pub type HttpBody = UnsyncBoxBody<Bytes, Infallible>;
 
 /// Longest a request's headers may take to arrive on HTTP/1.1.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a request's body may take to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams at once on one HTTP/2 connection.
+const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// An HTTP/2 connection is pinged when idle this long, and closed when a
+/// ping goes unanswered as long: dead peers do not hold connections.
+const KEEPALIVE: Duration = Duration::from_secs(20);
 /// HTTP/JSON connections served at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 10_000;
 
@@ -100,6 +107,12 @@ impl HttpService {
             .http1()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+            .keep_alive_interval(KEEPALIVE)
+            .keep_alive_timeout(KEEPALIVE);
         let mut signal = std::pin::pin!(signal);
         loop {
             let permit = tokio::select! {
@@ -190,24 +203,10 @@ impl HttpService {
             return self.too_large();
         }
         let (parts, body) = request.into_parts();
-        let body = match http_body_util::Limited::new(body, settings.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(error) => {
-                if error.is::<http_body_util::LengthLimitError>() {
-                    return self.too_large();
-                }
-                return self.error(&Status::cancelled("the request body did not arrive"));
-            }
-        };
-        let message = match binding.request(&captures, parts.uri.query(), &body) {
-            Ok(message) => message,
-            Err(error) => return self.error(&Status::invalid_argument(error.to_string())),
-        };
 
-        // The gRPC call: the caller's metadata, the message framed.
+        // The gRPC call's head: the caller's metadata. Access is checked
+        // on it before the body is read: an unauthenticated caller costs
+        // no body and no JSON parse.
         let mut grpc = http::Request::builder()
             .method(Method::POST)
             .uri(binding.grpc_path())
@@ -224,6 +223,9 @@ impl HttpService {
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        // Only the gateway names a principal.
+        headers.remove(forward::PRINCIPAL_HEADER);
+        headers.remove(forward::SCOPES_HEADER);
         let (mut grpc_parts, ()) = grpc.into_parts();
         match self.access.check(&grpc_parts).await {
             Ok(Some(principal)) => {
@@ -235,6 +237,24 @@ impl HttpService {
         if let Some(peer) = peer {
             grpc_parts.extensions.insert(peer);
         }
+
+        let read = http_body_util::Limited::new(body, settings.max_body_bytes).collect();
+        let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(error)) if error.is::<http_body_util::LengthLimitError>() => {
+                return self.too_large();
+            }
+            Ok(Err(_)) => return self.error(&Status::cancelled("the request body did not arrive")),
+            Err(_) => {
+                return self.error(&Status::deadline_exceeded(
+                    "the request body took too long to arrive",
+                ));
+            }
+        };
+        let message = match binding.request(&captures, parts.uri.query(), &body) {
+            Ok(message) => message,
+            Err(error) => return self.error(&Status::invalid_argument(error.to_string())),
+        };
         let grpc = http::Request::from_parts(
             grpc_parts,
             tonic::body::Body::new(Full::new(frame(&message))),
@@ -268,7 +288,7 @@ impl HttpService {
                 .get_all(header::ACCEPT_ENCODING)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
-                .any(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+                .any(|v| v.split(',').any(accepts_gzip));
         if let Some(status) = Status::from_header_map(response.headers())
             && status.code() != Code::Ok
         {
@@ -338,96 +358,18 @@ impl HttpService {
     fn stream(
         &self,
         binding: Binding,
-        mut body: tonic::body::Body,
+        body: tonic::body::Body,
         sse: bool,
     ) -> http::Response<HttpBody> {
+        // At most this many JSON documents wait for a slow reader.
         let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(16);
         let pool = self.shared.contracts.pool().clone();
         tokio::spawn(async move {
-            let mut buffer = BytesMut::new();
-            let line = |json: &[u8], error: bool| -> Bytes {
-                let mut out = Vec::with_capacity(json.len() + 24);
-                if sse {
-                    if error {
-                        out.extend_from_slice(b"event: error\n");
-                    }
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(json);
-                    out.extend_from_slice(b"\n\n");
-                } else {
-                    if error {
-                        out.extend_from_slice(b"{\"error\":");
-                        out.extend_from_slice(json);
-                        out.push(b'}');
-                    } else {
-                        out.extend_from_slice(json);
-                    }
-                    out.push(b'\n');
-                }
-                Bytes::from(out)
-            };
-            let fail = |status: &Status| status_json(status, &pool);
-            loop {
-                match body.frame().await {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(data) => {
-                            buffer.put(data);
-                            loop {
-                                let mut view = buffer.clone().freeze();
-                                match next_message(&mut view) {
-                                    Ok(Some(message)) => {
-                                        let consumed = buffer.len() - view.len();
-                                        buffer.advance(consumed);
-                                        let json = DynamicMessage::decode(
-                                            binding.method().output(),
-                                            message,
-                                        )
-                                        .map_err(|e| {
-                                            Status::internal(format!(
-                                                "the upstream's answer does not decode: {e}"
-                                            ))
-                                        })
-                                        .and_then(|m| {
-                                            binding
-                                                .response_json(&m, false)
-                                                .map_err(|e| Status::internal(e.to_string()))
-                                        });
-                                        let out = match json {
-                                            Ok(json) => line(&json, false),
-                                            Err(status) => {
-                                                let _ =
-                                                    sender.send(line(&fail(&status), true)).await;
-                                                return;
-                                            }
-                                        };
-                                        if sender.send(out).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    Ok(None) => break,
-                                    Err(status) => {
-                                        let _ = sender.send(line(&fail(&status), true)).await;
-                                        return;
-                                    }
-                                }
-                            }
-                        }
-                        Err(frame) => {
-                            if let Some(status) =
-                                frame.trailers_ref().and_then(Status::from_header_map)
-                                && status.code() != Code::Ok
-                            {
-                                let _ = sender.send(line(&fail(&status), true)).await;
-                            }
-                            return;
-                        }
-                    },
-                    Some(Err(status)) => {
-                        let _ = sender.send(line(&fail(&status), true)).await;
-                        return;
-                    }
-                    None => return,
-                }
+            let closed = sender.clone();
+            tokio::select! {
+                // The caller went away: the upstream stream is dropped.
+                () = closed.closed() => {}
+                () = pump(&binding, body, &sender, sse, &pool) => {}
             }
         });
         let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
@@ -528,6 +470,18 @@ impl HttpService {
     }
 }
 
+/// Whether one `Accept-Encoding` item accepts gzip (`gzip`, `gzip;q=0.5`;
+/// not `gzip;q=0`).
+fn accepts_gzip(item: &str) -> bool {
+    let mut parts = item.split(';').map(str::trim);
+    if parts.next() != Some("gzip") {
+        return false;
+    }
+    parts
+        .filter_map(|p| p.strip_prefix("q="))
+        .all(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0))
+}
+
 /// Headers of the HTTP exchange itself, not the call's metadata.
 fn is_http_only(name: &http::HeaderName) -> bool {
     matches!(
@@ -560,21 +514,136 @@ fn frame(message: &DynamicMessage) -> Bytes {
     out.freeze()
 }
 
+/// Sends each message of a server stream's answer as one JSON document,
+/// and its error, if it ends with one, as the last.
+async fn pump(
+    binding: &Binding,
+    mut body: tonic::body::Body,
+    sender: &tokio::sync::mpsc::Sender<Bytes>,
+    sse: bool,
+    pool: &prost_reflect::DescriptorPool,
+) {
+    let line = |json: &[u8], error: bool| -> Bytes {
+        let mut out = Vec::with_capacity(json.len() + 24);
+        match (sse, error) {
+            (true, error) => {
+                if error {
+                    out.extend_from_slice(b"event: error\n");
+                }
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"\n\n");
+            }
+            (false, true) => {
+                out.extend_from_slice(b"{\"error\":");
+                out.extend_from_slice(json);
+                out.extend_from_slice(b"}\n");
+            }
+            (false, false) => {
+                out.extend_from_slice(json);
+                out.push(b'\n');
+            }
+        }
+        Bytes::from(out)
+    };
+    let fail = |status: &Status| line(&status_json(status, pool), true);
+    let mut buffer = BytesMut::new();
+    loop {
+        let frame = match body.frame().await {
+            Some(Ok(frame)) => frame,
+            Some(Err(status)) => {
+                let _ = sender.send(fail(&status)).await;
+                return;
+            }
+            None => {
+                // No trailers: the answer broke off.
+                let status = Status::unknown("the upstream's answer ended without a status");
+                let _ = sender.send(fail(&status)).await;
+                return;
+            }
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                let status = frame
+                    .trailers_ref()
+                    .and_then(Status::from_header_map)
+                    .unwrap_or_else(|| Status::unknown("the upstream's answer has no status"));
+                if status.code() != Code::Ok {
+                    let _ = sender.send(fail(&status)).await;
+                }
+                return;
+            }
+        };
+        buffer.put(data);
+        loop {
+            let message = match next_message(&mut buffer) {
+                Ok(Some(message)) => message,
+                Ok(None) => break,
+                Err(status) => {
+                    let _ = sender.send(fail(&status)).await;
+                    return;
+                }
+            };
+            let json = DynamicMessage::decode(binding.method().output(), message)
+                .map_err(|e| {
+                    Status::internal(format!("the upstream's answer does not decode: {e}"))
+                })
+                .and_then(|m| {
+                    binding
+                        .response_json(&m, false)
+                        .map_err(|e| Status::internal(e.to_string()))
+                });
+            match json {
+                Ok(json) => {
+                    if sender.send(line(&json, false)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(status) => {
+                    let _ = sender.send(fail(&status)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// The next whole message of a gRPC stream, if it has all arrived.
-fn next_message(bytes: &mut Bytes) -> Result<Option<Bytes>, Status> {
-    if bytes.len() < 5 {
+fn next_message<B: bytes::Buf + AsRef<[u8]> + SplitTo>(
+    bytes: &mut B,
+) -> Result<Option<Bytes>, Status> {
+    if bytes.as_ref().len() < 5 {
         return Ok(None);
     }
-    let compressed = bytes[0];
-    let length = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
-    if bytes.len() < 5 + length {
+    let head = bytes.as_ref();
+    let compressed = head[0];
+    let length = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if head.len() < 5 + length {
         return Ok(None);
     }
     if compressed != 0 {
         return Err(Status::internal("the upstream compressed its answer"));
     }
     bytes.advance(5);
-    Ok(Some(bytes.split_to(length)))
+    Ok(Some(bytes.take_front(length)))
+}
+
+/// The two buffers messages are cut from.
+trait SplitTo {
+    fn take_front(&mut self, n: usize) -> Bytes;
+}
+
+impl SplitTo for Bytes {
+    fn take_front(&mut self, n: usize) -> Bytes {
+        self.split_to(n)
+    }
+}
+
+impl SplitTo for BytesMut {
+    fn take_front(&mut self, n: usize) -> Bytes {
+        self.split_to(n).freeze()
+    }
 }
 
 fn status_json(status: &Status, pool: &prost_reflect::DescriptorPool) -> Vec<u8> {

@@ -148,7 +148,17 @@ impl Gateway {
     #[must_use]
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
+        self.enforce_unknown();
         self
+    }
+
+    /// With access rules enforced and undeclared methods denied, a method
+    /// that no contract the gateway has declares is denied too.
+    fn enforce_unknown(&self) {
+        self.shared.deny_unknown.store(
+            self.authenticator.is_some() && self.undeclared == Undeclared::Deny,
+            Ordering::Relaxed,
+        );
     }
 
     /// Checks rules of the application's own after the contract's.
@@ -159,10 +169,14 @@ impl Gateway {
     }
 
     /// What a method that declares no access rule gets (as the server's
-    /// `auth_undeclared`; deny by default). Set the server's to match.
+    /// `auth_undeclared`; deny by default), and a method no contract of
+    /// the gateway's declares at all: with `Deny`, such calls are refused
+    /// (`PERMISSION_DENIED`); with `Allow`, any authenticated caller may
+    /// make them. Set the server's `auth_undeclared` to match.
     #[must_use]
     pub fn undeclared(mut self, undeclared: Undeclared) -> Self {
         self.undeclared = undeclared;
+        self.enforce_unknown();
         self
     }
 

@@ -19,6 +19,10 @@ use crate::{
 pub(crate) struct Cluster {
     pub(crate) config: ClusterConfig,
     pub(crate) client: Client,
+    /// The client of shadow copies, for a cluster some route shadows to:
+    /// its own connections, breakers and bulkhead, and no retries, so
+    /// that copies never take what real calls to the cluster need.
+    pub(crate) shadow: Option<Client>,
 }
 
 /// One compiled route.
@@ -73,20 +77,35 @@ impl Table {
     ) -> Result<Self, ClientError> {
         let mut clusters = HashMap::new();
         for (name, cluster) in &config.clusters {
+            let shadowed = config
+                .routes
+                .iter()
+                .any(|route| route.shadow.as_ref() == Some(name));
             let reused = previous
                 .and_then(|table| table.clusters.get(name))
-                .filter(|old| old.config == *cluster)
+                .filter(|old| old.config == *cluster && old.shadow.is_some() == shadowed)
                 .cloned();
             let cluster = match reused {
                 Some(cluster) => cluster,
-                None => Cluster {
-                    config: cluster.clone(),
-                    client: Client::connect_methods(
-                        contracts.methods(),
-                        client_config(cluster, config.settings.seed),
-                    )
-                    .await?,
-                },
+                None => {
+                    let settings = client_config(cluster, config.settings.seed);
+                    let shadow = if shadowed {
+                        Some(
+                            Client::connect_methods(
+                                contracts.methods(),
+                                settings.clone().retry(None).retry_throttling(None),
+                            )
+                            .await?,
+                        )
+                    } else {
+                        None
+                    };
+                    Cluster {
+                        config: cluster.clone(),
+                        client: Client::connect_methods(contracts.methods(), settings).await?,
+                        shadow,
+                    }
+                }
             };
             clusters.insert(name.clone(), cluster);
         }
