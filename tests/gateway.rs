@@ -739,3 +739,49 @@ max_response_bytes = 64
         "small"
     );
 }
+
+#[tokio::test]
+async fn methods_no_contract_declares_are_denied_when_access_is_enforced() {
+    let upstream = echo_upstream().await;
+    let config = config_text(
+        &[("echo", &upstream.url())],
+        "[[routes]]\nmatch = \"*\"\ncluster = \"echo\"\n",
+    );
+    let strict = Gateway::new(
+        GatewayConfig::parse(&config).unwrap(),
+        Contracts::from_encoded([]).unwrap(),
+    )
+    .await
+    .unwrap()
+    .authenticator(TestUsers);
+    let (_strict, running) = start_with(strict, |s| s).await;
+    let mut client = echo_client(running.addr).await;
+    let call = || {
+        let mut request = Request::new(echo("who knows"));
+        request
+            .metadata_mut()
+            .insert("x-user", "ada:".parse().unwrap());
+        request
+    };
+    assert_eq!(
+        client.get(call()).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    assert_eq!(upstream.calls(), 0);
+
+    let lenient = Gateway::new(
+        GatewayConfig::parse(&config).unwrap(),
+        Contracts::from_encoded([]).unwrap(),
+    )
+    .await
+    .unwrap()
+    .authenticator(TestUsers)
+    .undeclared(sinew::server::auth::Undeclared::Allow);
+    let (_lenient, running) = start_with(lenient, |s| s).await;
+    let mut client = echo_client(running.addr).await;
+    client
+        .get(call())
+        .await
+        .expect("any principal, when allowed");
+    assert_eq!(upstream.calls(), 1);
+}
