@@ -38,15 +38,9 @@
 
 mod common;
 
-use common::process_cpu_time;
+use common::{Call, Round, cpu_text, env_number, median, round};
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    pin::Pin,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
@@ -68,71 +62,7 @@ use tokio::net::TcpListener;
 
 const IN_FLIGHT: usize = 64;
 
-/// One call, made by one of the callers.
-type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
-
 type Http = HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
-
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One side's numbers for a round.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    rps: f64,
-    calls: usize,
-    p50_us: u64,
-    p99_us: u64,
-    cpu_us: Option<f64>,
-}
-
-/// Runs `callers` callers for `seconds` and measures them.
-async fn round<C, F>(client: C, call: F, seconds: u64, callers: usize) -> Round
-where
-    C: Clone + Send + 'static,
-    F: Fn(C) -> Call + Send + Sync + 'static,
-{
-    let call = Arc::new(call);
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let start = Instant::now();
-    let cpu_start = process_cpu_time();
-    let tasks: Vec<_> = (0..callers)
-        .map(|_| {
-            let client = client.clone();
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(50_000);
-                while Instant::now() < end {
-                    let begun = Instant::now();
-                    call(client.clone()).await;
-                    latencies.push(begun.elapsed().as_micros() as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("caller task"));
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = process_cpu_time()
-        .zip(cpu_start)
-        .map(|(end, start)| end.saturating_sub(start));
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Round {
-        rps: latencies.len() as f64 / elapsed,
-        calls: latencies.len(),
-        p50_us: at(0.50),
-        p99_us: at(0.99),
-        cpu_us: cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / latencies.len() as f64),
-    }
-}
 
 fn request() -> EchoRequest {
     EchoRequest {
@@ -230,18 +160,6 @@ fn json_call(client: JsonClient) -> Call {
             .to_bytes();
         assert!(body.starts_with(br#"{"message":"benchmark""#), "{body:?}");
     })
-}
-
-fn median(values: &mut [Round], key: impl Fn(&Round) -> f64) -> f64 {
-    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    key(&values[values.len() / 2])
-}
-
-fn cpu_text(round: &Round) -> String {
-    round
-        .cpu_us
-        .map(|cpu| format!(", cpu {cpu:.1}us/call"))
-        .unwrap_or_default()
 }
 
 fn main() {

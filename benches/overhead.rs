@@ -67,15 +67,14 @@
 
 mod common;
 
-use common::process_cpu_time;
+use common::{Call, Round, cpu_text, env_number, median, median_cpu};
 
 use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
     task::{Context, Poll},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use sinew::{
@@ -100,71 +99,13 @@ use tonic::transport::{
 
 const IN_FLIGHT: usize = 64;
 
-/// One call, made by one of the callers.
-type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-fn env_number(key: &str, default: u64) -> u64 {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// One side's numbers for a round.
-#[derive(Debug, Clone, Copy)]
-struct Round {
-    rps: f64,
-    calls: usize,
-    p50_us: u64,
-    p99_us: u64,
-    /// CPU time the whole process spent per call during the round, in
-    /// microseconds, where the system tells it (Linux): every thread's,
-    /// the servers', the telemetry threads' and the sink's included.
-    cpu_us: Option<f64>,
-}
-
 /// Runs `IN_FLIGHT` callers for `seconds` and measures them.
 async fn round<C, F>(client: C, call: F, seconds: u64) -> Round
 where
     C: Clone + Send + 'static,
     F: Fn(C) -> Call + Send + Sync + 'static,
 {
-    let call = Arc::new(call);
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let start = Instant::now();
-    let cpu_start = process_cpu_time();
-    let tasks: Vec<_> = (0..IN_FLIGHT)
-        .map(|_| {
-            let client = client.clone();
-            let call = call.clone();
-            tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(50_000);
-                while Instant::now() < end {
-                    let begun = Instant::now();
-                    call(client.clone()).await;
-                    latencies.push(begun.elapsed().as_micros() as u64);
-                }
-                latencies
-            })
-        })
-        .collect();
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await.expect("caller task"));
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    let cpu = process_cpu_time()
-        .zip(cpu_start)
-        .map(|(end, start)| end.saturating_sub(start));
-    latencies.sort_unstable();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Round {
-        rps: latencies.len() as f64 / elapsed,
-        calls: latencies.len(),
-        p50_us: at(0.50),
-        p99_us: at(0.99),
-        cpu_us: cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / latencies.len() as f64),
-    }
+    common::round(client, call, seconds, IN_FLIGHT).await
 }
 
 fn request() -> EchoRequest {
@@ -472,27 +413,6 @@ fn traced_config(sink: SocketAddr) -> sinew::telemetry::TelemetryConfig {
     sinew::telemetry::TelemetryConfig::new("overhead")
         .endpoint(format!("http://{sink}"))
         .max_queue_size(1 << 16)
-}
-
-fn median(values: &mut [Round], key: impl Fn(&Round) -> f64) -> f64 {
-    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
-    key(&values[values.len() / 2])
-}
-
-/// The median CPU time per call of `values`, if every round has one.
-fn median_cpu(values: &mut [Round]) -> Option<f64> {
-    if values.iter().any(|r| r.cpu_us.is_none()) {
-        return None;
-    }
-    Some(median(values, |r| r.cpu_us.unwrap_or_default()))
-}
-
-/// `, cpu <n>us/call` for a round that measured it.
-fn cpu_text(round: &Round) -> String {
-    round
-        .cpu_us
-        .map(|cpu| format!(", cpu {cpu:.1}us/call"))
-        .unwrap_or_default()
 }
 
 fn main() {

@@ -14,13 +14,12 @@ use std::{
 };
 
 use common::gateway::{
-    config_text, contracts, echo_upstream, orders_upstream, start_gateway, start_with,
+    TestUsers, config_text, contracts, echo_upstream, orders_upstream, start_gateway, start_with,
 };
 use futures_util::StreamExt as _;
 use sinew::{
     client::{CallOptions, ClientConfig},
     gateway::{Contracts, Gateway, GatewayConfig},
-    server::auth::{AuthFuture, Authenticator, Credentials, Principal, Source},
 };
 use sinew_workspace::{
     proto::{
@@ -536,24 +535,6 @@ rate_limit = { per_second = 0.01, burst = 2 }
     );
     assert_eq!(gateway.stats().rate_limited(), 2);
     assert_eq!(upstream.calls(), 5);
-}
-
-/// `x-user: name` names a principal, with the scopes after a colon.
-struct TestUsers;
-
-impl Authenticator for TestUsers {
-    fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> AuthFuture<'a> {
-        let principal = credentials
-            .headers
-            .get("x-user")
-            .and_then(|v| v.to_str().ok())
-            .map(|user| {
-                let (name, scopes) = user.split_once(':').unwrap_or((user, ""));
-                Principal::new(name, Source::Custom("test"))
-                    .with_scopes(scopes.split(',').filter(|s| !s.is_empty()))
-            });
-        Box::pin(std::future::ready(Ok(principal)))
-    }
 }
 
 #[tokio::test]

@@ -9,7 +9,9 @@ mod common;
 use std::{io::Read as _, net::SocketAddr, time::Duration};
 
 use bytes::Bytes;
-use common::gateway::{config_text, contracts, echo_upstream, orders_upstream, start_http};
+use common::gateway::{
+    TestUsers, config_text, contracts, echo_upstream, orders_upstream, start_http,
+};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use serde_json::{Value, json};
@@ -17,10 +19,7 @@ use sinew::{
     Server,
     client::ClientConfig,
     gateway::{Gateway, GatewayConfig},
-    server::{
-        ServerConfig,
-        auth::{AuthFuture, Authenticator, Credentials, Principal, Source},
-    },
+    server::ServerConfig,
 };
 use sinew_workspace::{
     proto::storefront::{
@@ -379,24 +378,6 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(answer.status, 429);
     assert_eq!(answer.headers["retry-after"], "2");
     assert_eq!(answer.json()["code"], 8);
-}
-
-/// `x-user: name:scope,scope`.
-struct TestUsers;
-
-impl Authenticator for TestUsers {
-    fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> AuthFuture<'a> {
-        let principal = credentials
-            .headers
-            .get("x-user")
-            .and_then(|v| v.to_str().ok())
-            .map(|user| {
-                let (name, scopes) = user.split_once(':').unwrap_or((user, ""));
-                Principal::new(name, Source::Custom("test"))
-                    .with_scopes(scopes.split(',').filter(|s| !s.is_empty()))
-            });
-        Box::pin(std::future::ready(Ok(principal)))
-    }
 }
 
 #[tokio::test]

@@ -9,8 +9,11 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     net::{SocketAddr, TcpStream, ToSocketAddrs as _},
-    time::Duration,
+    pin::Pin,
+    sync::Arc,
+    time::{Duration, Instant},
 };
 
 /// CPU time this process has used so far, user and system, all threads:
@@ -91,4 +94,99 @@ pub fn reachable(url: &str, default_port: u16) -> bool {
     addrs
         .iter()
         .any(|addr| TcpStream::connect_timeout(addr, Duration::from_secs(2)).is_ok())
+}
+
+/// One call, made by one of a round's callers.
+pub type Call = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The number in the environment variable `key`, else `default`.
+pub fn env_number(key: &str, default: u64) -> u64 {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// One side's numbers for a round.
+#[derive(Debug, Clone, Copy)]
+pub struct Round {
+    /// Calls a second.
+    pub rps: f64,
+    /// Calls made.
+    pub calls: usize,
+    /// Median latency.
+    pub p50_us: u64,
+    /// 99th percentile latency.
+    pub p99_us: u64,
+    /// CPU time the whole process spent per call during the round, in
+    /// microseconds, where the system tells it (Linux): every thread's,
+    /// the servers' and the telemetry's included.
+    pub cpu_us: Option<f64>,
+}
+
+/// Runs `callers` callers, each making `call` after `call`, for `seconds`,
+/// and measures them.
+pub async fn round<C, F>(client: C, call: F, seconds: u64, callers: usize) -> Round
+where
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Call + Send + Sync + 'static,
+{
+    let call = Arc::new(call);
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let cpu_start = process_cpu_time();
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let client = client.clone();
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::with_capacity(50_000);
+                while Instant::now() < end {
+                    let begun = Instant::now();
+                    call(client.clone()).await;
+                    latencies.push(begun.elapsed().as_micros() as u64);
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.expect("caller task"));
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let cpu = process_cpu_time()
+        .zip(cpu_start)
+        .map(|(end, start)| end.saturating_sub(start));
+    latencies.sort_unstable();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Round {
+        rps: latencies.len() as f64 / elapsed,
+        calls: latencies.len(),
+        p50_us: at(0.50),
+        p99_us: at(0.99),
+        cpu_us: cpu.map(|cpu| cpu.as_secs_f64() * 1e6 / latencies.len() as f64),
+    }
+}
+
+/// The median of `values` by `key`.
+pub fn median(values: &mut [Round], key: impl Fn(&Round) -> f64) -> f64 {
+    values.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    key(&values[values.len() / 2])
+}
+
+/// The median CPU time per call of `values`, if every round has one.
+pub fn median_cpu(values: &mut [Round]) -> Option<f64> {
+    if values.iter().any(|r| r.cpu_us.is_none()) {
+        return None;
+    }
+    Some(median(values, |r| r.cpu_us.unwrap_or_default()))
+}
+
+/// `, cpu <n>us/call` for a round that measured it.
+pub fn cpu_text(round: &Round) -> String {
+    round
+        .cpu_us
+        .map(|cpu| format!(", cpu {cpu:.1}us/call"))
+        .unwrap_or_default()
 }

@@ -12,7 +12,10 @@ use std::{
 use sinew::{
     Server,
     gateway::{Contracts, Gateway, GatewayConfig},
-    server::ServerConfig,
+    server::{
+        ServerConfig,
+        auth::{AuthFuture, Authenticator, Credentials, Principal, Source},
+    },
 };
 use sinew_workspace::{
     proto::{
@@ -144,4 +147,23 @@ pub(crate) async fn start_http(gateway: &Gateway) -> (SocketAddr, oneshot::Sende
             .unwrap();
     });
     (addr, stop)
+}
+
+/// An authenticator for the tests: `x-user: name:scope,scope` names a
+/// principal and its scopes.
+pub(crate) struct TestUsers;
+
+impl Authenticator for TestUsers {
+    fn authenticate<'a>(&'a self, credentials: Credentials<'a>) -> AuthFuture<'a> {
+        let principal = credentials
+            .headers
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(|user| {
+                let (name, scopes) = user.split_once(':').unwrap_or((user, ""));
+                Principal::new(name, Source::Custom("test"))
+                    .with_scopes(scopes.split(',').filter(|s| !s.is_empty()))
+            });
+        Box::pin(std::future::ready(Ok(principal)))
+    }
 }
