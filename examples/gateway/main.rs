@@ -333,7 +333,13 @@ async fn run() -> Result<(), String> {
         return Err("the details did not gather all three parts".into());
     }
     drop(stop_shipments);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Until the shipments server has stopped listening.
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(shipments).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let (status, body) = get(&http, &format!("{base}/v1/orders/o-2/details")).await;
     println!("with shipments stopped -> {status} {body}");
     // The order and the payment, and the shipment's part UNAVAILABLE (14).
