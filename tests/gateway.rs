@@ -94,6 +94,16 @@ async fn every_streaming_kind_is_forwarded() {
     assert_eq!(gateway.stats().forwarded(), 5);
 }
 
+/// A gateway for `config` with no contracts at all: it knows no method.
+async fn knowing_nothing(config: &str) -> Gateway {
+    Gateway::new(
+        GatewayConfig::parse(config).unwrap(),
+        Contracts::from_encoded([]).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn methods_the_gateway_does_not_know_are_forwarded() {
     let upstream = echo_upstream().await;
@@ -102,13 +112,7 @@ async fn methods_the_gateway_does_not_know_are_forwarded() {
         "[[routes]]\nmatch = \"*\"\ncluster = \"echo\"\n",
     );
     // No contracts at all: the gateway knows no method, yet forwards.
-    let gateway = Gateway::new(
-        GatewayConfig::parse(&config).unwrap(),
-        Contracts::from_encoded([]).unwrap(),
-    )
-    .await
-    .unwrap();
-    let (_gateway, running) = start_with(gateway, |s| s).await;
+    let (_gateway, running) = start_with(knowing_nothing(&config).await, |s| s).await;
     let mut client = echo_client(running.addr).await;
     let reply = client.get(echo("unknown")).await.unwrap().into_inner();
     assert_eq!(reply.message, "unknown");
@@ -742,13 +746,7 @@ async fn methods_no_contract_declares_are_denied_when_access_is_enforced() {
         &[("echo", &upstream.url())],
         "[[routes]]\nmatch = \"*\"\ncluster = \"echo\"\n",
     );
-    let strict = Gateway::new(
-        GatewayConfig::parse(&config).unwrap(),
-        Contracts::from_encoded([]).unwrap(),
-    )
-    .await
-    .unwrap()
-    .authenticator(TestUsers);
+    let strict = knowing_nothing(&config).await.authenticator(TestUsers);
     let (_strict, running) = start_with(strict, |s| s).await;
     let mut client = echo_client(running.addr).await;
     let call = || {
@@ -764,14 +762,10 @@ async fn methods_no_contract_declares_are_denied_when_access_is_enforced() {
     );
     assert_eq!(upstream.calls(), 0);
 
-    let lenient = Gateway::new(
-        GatewayConfig::parse(&config).unwrap(),
-        Contracts::from_encoded([]).unwrap(),
-    )
-    .await
-    .unwrap()
-    .authenticator(TestUsers)
-    .undeclared(sinew::server::auth::Undeclared::Allow);
+    let lenient = knowing_nothing(&config)
+        .await
+        .authenticator(TestUsers)
+        .undeclared(sinew::server::auth::Undeclared::Allow);
     let (_lenient, running) = start_with(lenient, |s| s).await;
     let mut client = echo_client(running.addr).await;
     client
