@@ -53,7 +53,7 @@ async fn every_streaming_kind_is_forwarded() {
     let (gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
     let mut client = echo_client(running.addr).await;
 
-    let reply = client.get(echo("unary")).await.unwrap().into_inner();
+    let reply = client.put(echo("unary")).await.unwrap().into_inner();
     assert_eq!(reply.message, "unary");
 
     let mut expand = echo("server");
@@ -86,7 +86,7 @@ async fn every_streaming_kind_is_forwarded() {
     // An error status comes back as the upstream sent it.
     let mut failing = echo("x");
     failing.fail_with = Code::FailedPrecondition as i32;
-    let status = client.get(failing).await.unwrap_err();
+    let status = client.put(failing).await.unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(status.message(), "asked to fail");
 
@@ -114,7 +114,7 @@ async fn methods_the_gateway_does_not_know_are_forwarded() {
     // No contracts at all: the gateway knows no method, yet forwards.
     let (_gateway, running) = start_with(knowing_nothing(&config).await, |s| s).await;
     let mut client = echo_client(running.addr).await;
-    let reply = client.get(echo("unknown")).await.unwrap().into_inner();
+    let reply = client.put(echo("unknown")).await.unwrap().into_inner();
     assert_eq!(reply.message, "unknown");
     // The gateway's own health is not forwarded, even under `*`.
     let mut health =
@@ -216,14 +216,16 @@ fn grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-/// Counts calls to each of two upstreams through a split.
+/// Counts calls to each of two upstreams through a split. (The tests
+/// count calls with `Put`: the caller's own client hedges `Get`, whose
+/// contract asks for it, so a slow machine sends it twice.)
 #[tokio::test]
 async fn weights_split_traffic_and_overrides_win() {
     let legacy = echo_upstream().await;
     let modern = echo_upstream().await;
     let routes = r#"
 [[routes]]
-match = "echo.v1.Echo/Get"
+match = "echo.v1.Echo/Put"
 split = { legacy = 80, modern = 20 }
 override = [{ header = "x-canary", value = "1", cluster = "modern" }]
 "#;
@@ -235,7 +237,7 @@ override = [{ header = "x-canary", value = "1", cluster = "modern" }]
     let mut client = echo_client(running.addr).await;
     let total = 1000;
     for _ in 0..total {
-        client.get(echo("w")).await.unwrap();
+        client.put(echo("w")).await.unwrap();
     }
     let share = modern.calls() as f64 / total as f64;
     assert!(
@@ -250,7 +252,7 @@ override = [{ header = "x-canary", value = "1", cluster = "modern" }]
         request
             .metadata_mut()
             .insert("x-canary", "1".parse().unwrap());
-        client.get(request).await.unwrap();
+        client.put(request).await.unwrap();
     }
     assert_eq!(
         modern.calls(),
@@ -514,7 +516,7 @@ async fn rate_limits_refuse_with_resource_exhausted() {
     let upstream = echo_upstream().await;
     let routes = r#"
 [[routes]]
-match = "echo.v1.Echo/Get"
+match = "echo.v1.Echo/Put"
 cluster = "echo"
 client_rate_limit = { per_second = 0.01, burst = 3 }
 
@@ -527,9 +529,9 @@ rate_limit = { per_second = 0.01, burst = 2 }
     let (gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
     let mut client = echo_client(running.addr).await;
     for _ in 0..3 {
-        client.get(echo("ok")).await.unwrap();
+        client.put(echo("ok")).await.unwrap();
     }
-    let status = client.get(echo("one too many")).await.unwrap_err();
+    let status = client.put(echo("one too many")).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
     let retry_after: u64 = status
         .metadata()
@@ -545,10 +547,10 @@ rate_limit = { per_second = 0.01, burst = 2 }
     );
     // The other route has its own bucket.
     for _ in 0..2 {
-        client.put(echo("ok")).await.unwrap();
+        client.post(echo("ok")).await.unwrap();
     }
     assert_eq!(
-        client.put(echo("no")).await.unwrap_err().code(),
+        client.post(echo("no")).await.unwrap_err().code(),
         Code::ResourceExhausted
     );
     assert_eq!(gateway.stats().rate_limited(), 2);
@@ -757,7 +759,7 @@ async fn methods_no_contract_declares_are_denied_when_access_is_enforced() {
         request
     };
     assert_eq!(
-        client.get(call()).await.unwrap_err().code(),
+        client.put(call()).await.unwrap_err().code(),
         Code::PermissionDenied
     );
     assert_eq!(upstream.calls(), 0);
@@ -769,7 +771,7 @@ async fn methods_no_contract_declares_are_denied_when_access_is_enforced() {
     let (_lenient, running) = start_with(lenient, |s| s).await;
     let mut client = echo_client(running.addr).await;
     client
-        .get(call())
+        .put(call())
         .await
         .expect("any principal, when allowed");
     assert_eq!(upstream.calls(), 1);

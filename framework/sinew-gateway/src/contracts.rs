@@ -42,6 +42,8 @@ pub enum ContractError {
 pub struct Contracts {
     pool: DescriptorPool,
     methods: &'static [MethodInfo],
+    /// Each method by its path.
+    by_path: std::collections::HashMap<&'static str, &'static MethodInfo>,
 }
 
 // === impl Contracts ===
@@ -119,7 +121,12 @@ impl Contracts {
         // Built once, at start: the tables the clients and the access rules
         // take live as long as the process (they are `'static` there).
         let methods: &'static [MethodInfo] = Box::leak(methods.into_boxed_slice());
-        Ok(Self { pool, methods })
+        let by_path = methods.iter().map(|m| (m.path, m)).collect();
+        Ok(Self {
+            pool,
+            methods,
+            by_path,
+        })
     }
 
     /// The descriptors.
@@ -131,6 +138,11 @@ impl Contracts {
     /// streaming kind, timeout and access rule from the contract.
     pub fn methods(&self) -> &'static [MethodInfo] {
         self.methods
+    }
+
+    /// The table entry of the method at `path` (`/package.Service/Method`).
+    pub fn method_info(&self, path: &str) -> Option<&'static MethodInfo> {
+        self.by_path.get(path).copied()
     }
 
     /// The method at `path` (`/package.Service/Method`).

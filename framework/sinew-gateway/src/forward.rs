@@ -229,7 +229,7 @@ pub(crate) async fn forward(
     let Some(route) = table.route(&path) else {
         return Status::unimplemented(format!("no route for {path}")).into_http();
     };
-    let method = shared.contracts.methods().iter().find(|m| m.path == path);
+    let method = shared.contracts.method_info(&path);
     // With access rules enforced, a method no contract declares has no
     // rule to hold it to: it is denied unless undeclared methods are
     // allowed (as the server denies undeclared ones).
@@ -417,7 +417,7 @@ fn rate_limit(
     subject: Option<&str>,
     request: &http::Request<Body>,
 ) -> Result<(), Status> {
-    let name = route_key(route);
+    let name = route.key.as_str();
     let refuse = |wait: std::time::Duration| {
         let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
         let mut status = Status::resource_exhausted("rate limit exceeded");
@@ -443,7 +443,7 @@ fn rate_limit(
         shared
             .limiter
             .take(
-                &name,
+                name,
                 &client,
                 Rate {
                     per_second: rate.per_second,
@@ -456,7 +456,7 @@ fn rate_limit(
         shared
             .limiter
             .take(
-                &name,
+                name,
                 "",
                 Rate {
                     per_second: rate.per_second,
@@ -466,11 +466,6 @@ fn rate_limit(
             .map_err(refuse)?;
     }
     Ok(())
-}
-
-/// The rate limiter's name of a route: its match, which is unique.
-fn route_key(route: &Route) -> String {
-    format!("{:?}", route.config.matches)
 }
 
 /// Removes what belongs to the caller's hop, and what the caller must not

@@ -31,6 +31,8 @@ pub(crate) struct Route {
     pub(crate) config: RouteConfig,
     /// The sum of the split's weights.
     total_weight: u64,
+    /// Its name in the rate limiter: its match, which is unique.
+    pub(crate) key: String,
 }
 
 /// Routes and clusters of one configuration version.
@@ -132,6 +134,7 @@ impl Table {
             table.routes.push(Route {
                 config: route.clone(),
                 total_weight: route.split.iter().map(|(_, w)| u64::from(*w)).sum(),
+                key: format!("{:?}", route.matches),
             });
         }
         table
@@ -258,6 +261,7 @@ mod tests {
         let route = config.routes[0].clone();
         Route {
             total_weight: route.split.iter().map(|(_, w)| u64::from(*w)).sum(),
+            key: format!("{:?}", route.matches),
             config: route,
         }
     }
