@@ -406,13 +406,18 @@ async fn the_consumer_span_is_a_child_of_the_publisher() {
             .lock()
             .unwrap()
             .iter()
-            .any(|s| s.span_kind == SpanKind::Consumer))
+            .any(|s| s.span_kind == SpanKind::Consumer
+                && s.span_context.trace_id() == rpc_context.trace_id()))
         .await
     );
     let spans = spans.0.lock().unwrap().clone();
     let consumer_span = spans
         .iter()
-        .find(|s| s.span_kind == SpanKind::Consumer)
+        // The provider is global: the other tests' consumers, running
+        // beside this one, export their spans to it too.
+        .find(|s| {
+            s.span_kind == SpanKind::Consumer && s.span_context.trace_id() == rpc_context.trace_id()
+        })
         .unwrap();
     assert_eq!(consumer_span.parent_span_id, rpc_context.span_id());
     assert_eq!(
