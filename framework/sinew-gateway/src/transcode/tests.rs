@@ -957,14 +957,15 @@ fn validate_with_openapi_spec_validator(doc: &Json) {
         );
         return;
     }
-    let file = std::env::temp_dir().join(format!("transcode-openapi-{}.json", std::process::id()));
+    // A folder of its own: tests that validate run beside each other.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
     std::fs::write(&file, serde_json::to_vec_pretty(doc).unwrap()).unwrap();
     let out = std::process::Command::new("python3")
         .args(["-m", "openapi_spec_validator"])
         .arg(Path::new(&file))
         .output()
         .unwrap();
-    let _ = std::fs::remove_file(&file);
     assert!(
         out.status.success(),
         "openapi-spec-validator rejected the document:\n{}{}",
