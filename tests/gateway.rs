@@ -45,12 +45,8 @@ async fn echo_client(addr: std::net::SocketAddr) -> EchoClient {
 
 #[tokio::test]
 async fn every_streaming_kind_is_forwarded() {
-    let upstream = echo_upstream().await;
-    let config = config_text(
-        &[("echo", &upstream.url())],
-        "[[routes]]\nmatch = \"echo.v1\"\ncluster = \"echo\"\n",
-    );
-    let (gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
+    let (upstream, gateway, running) =
+        echo_gateway("[[routes]]\nmatch = \"echo.v1\"\ncluster = \"echo\"\n").await;
     let mut client = echo_client(running.addr).await;
 
     let reply = client.put(echo("unary")).await.unwrap().into_inner();
@@ -94,6 +90,15 @@ async fn every_streaming_kind_is_forwarded() {
     assert_eq!(gateway.stats().forwarded(), 5);
 }
 
+/// The echo service, and a gateway in front of it with `routes` to the
+/// cluster `echo`.
+async fn echo_gateway(routes: &str) -> (common::gateway::Upstream, Gateway, common::Running) {
+    let upstream = echo_upstream().await;
+    let config = config_text(&[("echo", &upstream.url())], routes);
+    let (gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
+    (upstream, gateway, running)
+}
+
 /// A gateway for `config` with no contracts at all: it knows no method.
 async fn knowing_nothing(config: &str) -> Gateway {
     Gateway::new(
@@ -128,12 +133,8 @@ async fn methods_the_gateway_does_not_know_are_forwarded() {
 
 #[tokio::test]
 async fn a_call_without_a_route_is_unimplemented() {
-    let upstream = echo_upstream().await;
-    let config = config_text(
-        &[("echo", &upstream.url())],
-        "[[routes]]\nmatch = \"greeter\"\ncluster = \"echo\"\n",
-    );
-    let (_gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
+    let (upstream, _gateway, running) =
+        echo_gateway("[[routes]]\nmatch = \"greeter\"\ncluster = \"echo\"\n").await;
     let mut client = echo_client(running.addr).await;
     let status = client.get(echo("x")).await.unwrap_err();
     assert_eq!(status.code(), Code::Unimplemented);
@@ -142,12 +143,8 @@ async fn a_call_without_a_route_is_unimplemented() {
 
 #[tokio::test]
 async fn metadata_passes_and_deadlines_shrink() {
-    let upstream = echo_upstream().await;
-    let config = config_text(
-        &[("echo", &upstream.url())],
-        "[[routes]]\nmatch = \"echo.v1.Echo\"\ncluster = \"echo\"\n",
-    );
-    let (_gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
+    let (upstream, _gateway, running) =
+        echo_gateway("[[routes]]\nmatch = \"echo.v1.Echo\"\ncluster = \"echo\"\n").await;
     let mut client = echo_client(running.addr).await;
 
     let mut request = Request::new(echo("meta"));
@@ -513,7 +510,6 @@ async fn reloads_under_load_lose_no_call_and_bad_files_change_nothing() {
 
 #[tokio::test]
 async fn rate_limits_refuse_with_resource_exhausted() {
-    let upstream = echo_upstream().await;
     let routes = r#"
 [[routes]]
 match = "echo.v1.Echo/Put"
@@ -525,8 +521,7 @@ match = "echo.v1.Echo"
 cluster = "echo"
 rate_limit = { per_second = 0.01, burst = 2 }
 "#;
-    let config = config_text(&[("echo", &upstream.url())], routes);
-    let (gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
+    let (upstream, gateway, running) = echo_gateway(routes).await;
     let mut client = echo_client(running.addr).await;
     for _ in 0..3 {
         client.put(echo("ok")).await.unwrap();
@@ -694,7 +689,6 @@ cluster = "orders"
 
 #[tokio::test]
 async fn message_limits_hold_per_route_and_the_gateway_keeps_serving() {
-    let upstream = echo_upstream().await;
     let routes = r#"
 [[routes]]
 match = "echo.v1.Echo/Get"
@@ -706,8 +700,7 @@ match = "echo.v1.Echo/Put"
 cluster = "echo"
 max_response_bytes = 64
 "#;
-    let config = config_text(&[("echo", &upstream.url())], routes);
-    let (_gateway, running) = start_gateway(GatewayConfig::parse(&config).unwrap()).await;
+    let (_upstream, _gateway, running) = echo_gateway(routes).await;
     let mut client = echo_client(running.addr).await;
     let big = || {
         let mut request = echo("big");

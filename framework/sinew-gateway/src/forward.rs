@@ -236,7 +236,11 @@ pub(crate) async fn forward(
     if method.is_none() && shared.deny_unknown.load(Ordering::Relaxed) {
         return Status::permission_denied("permission denied").into_http();
     }
-    let principal = sinew_server::principal(request.extensions()).cloned();
+    // The scaffold keeps the principal in an `Arc`: shared, not copied.
+    let principal = request
+        .extensions()
+        .get::<Arc<sinew_server::auth::Principal>>()
+        .cloned();
     let subject = principal.as_ref().map(|p| p.subject.as_str());
 
     if let Err(status) = rate_limit(shared, route, subject, &request) {
@@ -258,7 +262,7 @@ pub(crate) async fn forward(
 
     prepare_headers(
         request.headers_mut(),
-        principal.as_ref(),
+        principal.as_deref(),
         shared.settings.forward_credentials,
     );
     if let Some(timeout) = route.config.timeout {
