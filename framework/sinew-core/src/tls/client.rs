@@ -20,6 +20,7 @@ pub struct ClientTlsConfig {
     ca: Option<Named>,
     identity: Option<(Named, Named)>,
     server_name: Option<String>,
+    accept_any: bool,
 }
 
 // === impl ClientTlsConfig ===
@@ -51,6 +52,17 @@ impl ClientTlsConfig {
     /// the endpoint is reached by (an IP address, a load balancer).
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
+        self
+    }
+
+    /// Accepts any certificate the server shows, without checking who
+    /// signed it, when it expires or what it is for: the connection is
+    /// encrypted but not authenticated, and anyone on the path can read
+    /// it. For poking at a test server with a throwaway certificate
+    /// (`sinew call --insecure`), never for a service's own clients. The
+    /// handshake's signatures are still checked.
+    pub fn dangerous_accept_any_certificate(mut self) -> Self {
+        self.accept_any = true;
         self
     }
 }
@@ -112,8 +124,64 @@ impl FromFiles for ClientTlsConfig {
                     })?
             }
         };
+        if self.accept_any {
+            config
+                .dangerous()
+                .set_certificate_verifier(Arc::new(AcceptAny(provider)));
+        }
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
         Ok(config)
+    }
+}
+
+/// The verifier of [`ClientTlsConfig::dangerous_accept_any_certificate`]:
+/// every certificate passes; the handshake's signatures are still checked
+/// with the provider's algorithms.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
