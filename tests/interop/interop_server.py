@@ -1,6 +1,6 @@
 """gRPC's interop test service, grpc.testing.TestService, on Python's grpcio.
 
-Usage: interop_server.py [--port PORT]
+Usage: interop_server.py [--port PORT] [--reflection]
 
 Serves on 127.0.0.1 (port 0, the default, lets the system choose), then
 prints `listening on 127.0.0.1:PORT` and serves until it is killed.
@@ -9,10 +9,15 @@ Implements the server features the interop test descriptions ask for:
 sized payloads (EmptyCall, UnaryCall, StreamingInputCall,
 StreamingOutputCall, FullDuplexCall, HalfDuplexCall), Echo Status and Echo
 Metadata; UnimplementedCall is left unimplemented.
+
+With --reflection it also serves grpcio's server reflection (which
+answers v1alpha only) and grpc.health.v1, with the test service SERVING:
+a server that is not sinew's for the `sinew` command's tests.
 """
 
 import argparse
 import asyncio
+import importlib
 import sys
 
 import grpc
@@ -105,9 +110,25 @@ class TestService(test_pb2_grpc.TestServiceServicer):
             yield response
 
 
-async def serve(port):
+async def serve(port, with_reflection):
     server = grpc.aio.server()
     test_pb2_grpc.add_TestServiceServicer_to_server(TestService(), server)
+    if with_reflection:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        # Registers the service's descriptor, which reflection answers
+        # from (the _grpc module does not import it).
+        importlib.import_module("grpc.testing.test_pb2")
+
+        service = "grpc.testing.TestService"
+        checker = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
+        await checker.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await checker.set("", health_pb2.HealthCheckResponse.SERVING)
+        reflection.enable_server_reflection(
+            (service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
     bound = server.add_insecure_port("127.0.0.1:%d" % port)
     if bound == 0:
         sys.exit("cannot listen on 127.0.0.1:%d" % port)
@@ -119,8 +140,9 @@ async def serve(port):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--reflection", action="store_true")
     args = parser.parse_args()
-    asyncio.run(serve(args.port))
+    asyncio.run(serve(args.port, args.reflection))
 
 
 if __name__ == "__main__":
