@@ -461,14 +461,23 @@ impl Builder {
     /// sinew's options first, then the include paths, then the well-known
     /// types.
     fn resolver(&self) -> ChainFileResolver {
-        let mut chain = ChainFileResolver::new();
-        chain.add(SinewFiles);
-        for dir in &self.includes {
-            chain.add(IncludeFileResolver::new(dir.clone()));
-        }
-        chain.add(GoogleFileResolver::new());
-        chain
+        file_resolver(&self.includes)
     }
+}
+
+/// Resolves imports as sinew-build does: sinew's own files
+/// ([`SinewFiles`]) first, then each of `includes` in turn, then protobuf's
+/// well-known types. For a protox compiler of your own that compiles
+/// contracts at run time (sinew's gateway at start, the `sinew` command's
+/// `--proto`, `breaking` and `new`).
+pub fn file_resolver(includes: &[PathBuf]) -> ChainFileResolver {
+    let mut chain = ChainFileResolver::new();
+    chain.add(SinewFiles);
+    for dir in includes {
+        chain.add(IncludeFileResolver::new(dir.clone()));
+    }
+    chain.add(GoogleFileResolver::new());
+    chain
 }
 
 /// Serves sinew's own files (`sinew/options.proto`, `sinew/events.proto`,

@@ -87,12 +87,7 @@ impl Contracts {
             } else {
                 includes.to_vec()
             };
-            let mut resolver = protox::file::ChainFileResolver::new();
-            resolver.add(sinew_build::SinewFiles);
-            for dir in &includes {
-                resolver.add(protox::file::IncludeFileResolver::new(dir.clone()));
-            }
-            resolver.add(protox::file::GoogleFileResolver::new());
+            let resolver = sinew_build::file_resolver(&includes);
             let mut compiler = protox::Compiler::with_file_resolver(resolver);
             compiler.include_imports(true).include_source_info(false);
             for proto in protos {
