@@ -29,28 +29,35 @@ use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 /// The longest any one command may take here.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// The `sinew` binary beside this test's own (`cargo test` builds it with
-/// the workspace; run alone, this builds it).
+/// The `sinew` binary beside this test's own, built (or found up to date)
+/// once per run: this package does not depend on the binary, so cargo
+/// would not rebuild it for this test alone.
 fn binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
     BINARY.get_or_init(|| {
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "-p", "sinew-cli", "--bin", "sinew"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p sinew-cli failed");
         let exe = std::env::current_exe().unwrap();
         // target/<profile>/deps/<test> -> target/<profile>/sinew
-        let path = exe
-            .parent()
+        exe.parent()
             .and_then(Path::parent)
             .unwrap()
-            .join(format!("sinew{}", std::env::consts::EXE_SUFFIX));
-        if !path.is_file() {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-p", "sinew-cli", "--bin", "sinew"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .unwrap();
-            assert!(status.success(), "cargo build -p sinew-cli failed");
-        }
-        path
+            .join(format!("sinew{}", std::env::consts::EXE_SUFFIX))
     })
+}
+
+/// The next line of a child's output, within a bound.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(
+    lines: &mut tokio::io::Lines<R>,
+) -> Option<String> {
+    tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+        .await
+        .expect("a line within the bound")
+        .unwrap()
 }
 
 /// What a run of `sinew` printed, and how it exited.
@@ -434,14 +441,11 @@ async fn health_exit_codes_fit_a_container_probe() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next_line().await.unwrap().as_deref(), Some("SERVING"));
+    assert_eq!(next_line(&mut lines).await.as_deref(), Some("SERVING"));
 
     // Draining (its lame duck): still answering, no longer serving.
     server.begin_drain();
-    assert_eq!(
-        lines.next_line().await.unwrap().as_deref(),
-        Some("NOT_SERVING")
-    );
+    assert_eq!(next_line(&mut lines).await.as_deref(), Some("NOT_SERVING"));
     let run = sinew(&["health", &addr]).await;
     assert_eq!((run.code, run.stdout.trim()), (4, "NOT_SERVING"), "{run:?}");
     watch.kill().await.unwrap();
@@ -587,11 +591,9 @@ async fn call_list_and_health_work_against_grpcio() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(python.stdout.take().unwrap()).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+    let line = next_line(&mut lines)
         .await
-        .expect("the grpcio server starts")
-        .unwrap()
-        .unwrap();
+        .expect("the grpcio server starts");
     let addr = line
         .strip_prefix("listening on ")
         .expect("an address line")

@@ -51,8 +51,6 @@ use tokio::time::Instant;
 #[cfg(test)]
 mod testserver;
 
-/// How long to wait for a TCP connection before giving up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 stream window: large enough that a response never waits for a
 /// window update.
 const STREAM_WINDOW: u32 = 1 << 20;
@@ -95,6 +93,9 @@ pub struct Target {
     /// TLS settings and the name to verify, required for (and only for)
     /// `https` targets. ALPN `h2` is added to the configuration if missing.
     pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    /// How long each connection's TCP connect, TLS and HTTP/2 handshakes
+    /// may take together.
+    pub connect_timeout: Duration,
 }
 
 /// The unary call to repeat.
@@ -654,21 +655,30 @@ async fn worker(
 
 /// Opens one HTTP/2 connection and spawns its driver task.
 async fn connect(target: &Target, addr: &str) -> Result<SendRequest<Bytes>, BenchError> {
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Ok(Ok(tcp)) => tcp,
-        Ok(Err(source)) => {
-            return Err(BenchError::Connect {
+    tokio::time::timeout(target.connect_timeout, handshakes(target, addr))
+        .await
+        .unwrap_or_else(|_| {
+            Err(BenchError::Connect {
                 addr: addr.to_owned(),
-                source,
-            });
-        }
-        Err(_) => {
-            return Err(BenchError::Connect {
-                addr: addr.to_owned(),
-                source: io::Error::new(io::ErrorKind::TimedOut, "no answer within 10 seconds"),
-            });
-        }
-    };
+                source: io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!(
+                        "the TCP, TLS and HTTP/2 handshakes took over {:?}",
+                        target.connect_timeout
+                    ),
+                ),
+            })
+        })
+}
+
+/// TCP, then TLS for `https`, then the HTTP/2 handshake.
+async fn handshakes(target: &Target, addr: &str) -> Result<SendRequest<Bytes>, BenchError> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| BenchError::Connect {
+            addr: addr.to_owned(),
+            source,
+        })?;
     tcp.set_nodelay(true)
         .map_err(|source| BenchError::Connect {
             addr: addr.to_owned(),

@@ -87,7 +87,6 @@ use prost_reflect::{
     DescriptorPool, EnumDescriptor, ExtensionDescriptor, FieldDescriptor, FileDescriptor, Kind,
     MessageDescriptor, MethodDescriptor, OneofDescriptor, ServiceDescriptor,
 };
-use protox::file::{ChainFileResolver, GoogleFileResolver, IncludeFileResolver};
 use serde::Serialize;
 
 /// Why a version of the contracts could not be loaded.
@@ -544,10 +543,7 @@ fn compile(root: &Path, names: &[String], origin: String) -> Result<Contracts, B
         path: root.to_path_buf(),
         source,
     })?;
-    let mut chain = ChainFileResolver::new();
-    chain.add(sinew_build::SinewFiles);
-    chain.add(IncludeFileResolver::new(root));
-    chain.add(GoogleFileResolver::new());
+    let chain = sinew_build::file_resolver(std::slice::from_ref(&root));
     let mut compiler = protox::Compiler::with_file_resolver(chain);
     compiler.include_source_info(true).include_imports(true);
     for name in names {

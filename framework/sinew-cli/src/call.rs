@@ -11,7 +11,7 @@ use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions};
 use serde_json::Value;
 use tokio::{
-    io::{AsyncBufReadExt as _, BufReader},
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader},
     sync::{mpsc, oneshot},
 };
 use tokio_stream::wrappers::ReceiverStream;
@@ -26,6 +26,9 @@ use crate::{
 
 /// Streams of requests are read ahead at most this many messages.
 const INPUT_QUEUE: usize = 16;
+/// The most bytes of JSON a request may take (and a file or standard input
+/// holding requests, read whole).
+const MAX_INPUT_BYTES: u64 = 64 << 20;
 
 // === the codec of messages known at run time ===
 
@@ -206,6 +209,12 @@ impl Input {
             Some("@-") => Ok(Self::Stdin),
             Some(file) if file.starts_with('@') => {
                 let path = &file[1..];
+                let size = std::fs::metadata(path)
+                    .map_err(|e| CliError::Io(format!("cannot read {path}: {e}")))?
+                    .len();
+                if size > MAX_INPUT_BYTES {
+                    return Err(too_large(path));
+                }
                 std::fs::read_to_string(path)
                     .map(Self::Text)
                     .map_err(|e| CliError::Io(format!("cannot read {path}: {e}")))
@@ -220,13 +229,25 @@ impl Input {
             Self::Text(text) => Ok(text),
             Self::Stdin => {
                 let mut text = String::new();
-                tokio::io::AsyncReadExt::read_to_string(&mut tokio::io::stdin(), &mut text)
+                let mut limited = tokio::io::stdin().take(MAX_INPUT_BYTES + 1);
+                limited
+                    .read_to_string(&mut text)
                     .await
                     .map_err(|e| CliError::Io(format!("cannot read standard input: {e}")))?;
+                if text.len() as u64 > MAX_INPUT_BYTES {
+                    return Err(too_large("standard input"));
+                }
                 Ok(text)
             }
         }
     }
+}
+
+fn too_large(what: &str) -> CliError {
+    CliError::Input(format!(
+        "{what} is larger than {} MiB",
+        MAX_INPUT_BYTES >> 20
+    ))
 }
 
 /// Parses the JSON values of `text`, one request each (newline-delimited,
@@ -269,13 +290,25 @@ fn stream_input(
                     }
                 }
                 Input::Stdin => {
-                    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+                    let mut reader = BufReader::new(tokio::io::stdin());
+                    let mut bytes = Vec::new();
                     let mut n = 0;
-                    while let Some(line) = lines
-                        .next_line()
-                        .await
-                        .map_err(|e| CliError::Io(format!("cannot read standard input: {e}")))?
-                    {
+                    loop {
+                        bytes.clear();
+                        let read = (&mut reader)
+                            .take(MAX_INPUT_BYTES + 1)
+                            .read_until(b'\n', &mut bytes)
+                            .await
+                            .map_err(|e| {
+                                CliError::Io(format!("cannot read standard input: {e}"))
+                            })?;
+                        if read == 0 {
+                            break;
+                        }
+                        if bytes.len() as u64 > MAX_INPUT_BYTES {
+                            return Err(too_large(&format!("request {}", n + 1)));
+                        }
+                        let line = String::from_utf8_lossy(&bytes);
                         if line.trim().is_empty() {
                             continue;
                         }
@@ -309,15 +342,7 @@ fn stream_input(
 pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, CliError> {
     let input = Input::of(args.data.as_deref())?;
     let connection = connect::connect(&args.connect).await?;
-    let service = args
-        .method
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let schema = Schema::load(&connection, &args.schema, &[service.as_str()]).await?;
-    let method = schema.method(&args.method)?;
+    let (schema, method) = find_method(&connection, &args.schema, &args.method).await?;
     let printer = Printer {
         options: SerializeOptions::new().skip_default_fields(!args.emit_defaults),
         pretty: !method.is_server_streaming(),
@@ -329,6 +354,35 @@ pub(crate) async fn call(args: CallArgs) -> Result<ExitCode, CliError> {
         Err(Failure::Status(status)) => Err(connect::connect_error(&status, &connection.addr)
             .unwrap_or_else(|| status_error(&status, &schema))),
     }
+}
+
+/// The schema, through reflection or `--proto`, and the method named
+/// `name` (`package.Service/Method`) in it.
+async fn find_method(
+    connection: &Connection,
+    args: &crate::SchemaArgs,
+    name: &str,
+) -> Result<(Schema, MethodDescriptor), CliError> {
+    let path = name.trim_start_matches('/');
+    let service = path.split_once('/').map_or(path, |(service, _)| service);
+    let schema = Schema::load(connection, args, &[service]).await?;
+    let method = schema.method(name)?;
+    Ok((schema, method))
+}
+
+/// The HTTP/2 path of `method`: `/package.Service/Method`.
+fn method_path(method: &MethodDescriptor) -> Result<http::uri::PathAndQuery, CliError> {
+    http::uri::PathAndQuery::try_from(format!(
+        "/{}/{}",
+        method.parent_service().full_name(),
+        method.name()
+    ))
+    .map_err(|_| {
+        CliError::Input(format!(
+            "{} is not a usable method name",
+            method.full_name()
+        ))
+    })
 }
 
 /// Why a call did not end well.
@@ -380,17 +434,7 @@ async fn run_call(
     timeout: Option<Duration>,
     printer: &Printer,
 ) -> Result<(), Failure> {
-    let path = http::uri::PathAndQuery::try_from(format!(
-        "/{}/{}",
-        method.parent_service().full_name(),
-        method.name()
-    ))
-    .map_err(|_| {
-        CliError::Input(format!(
-            "{} is not a usable method name",
-            method.full_name()
-        ))
-    })?;
+    let path = method_path(method)?;
     let codec = DynamicCodec {
         output: method.output(),
     };
@@ -472,8 +516,66 @@ struct RpcStatus {
     details: Vec<prost_types::Any>,
 }
 
+/// The standard error details of `google/rpc/error_details.proto`, written
+/// out here with their field numbers, so that a status carrying them is
+/// decoded whatever the server's contracts import.
+const STANDARD_DETAILS: &str = r#"
+syntax = "proto3";
+package google.rpc;
+import "google/protobuf/duration.proto";
+message ErrorInfo { string reason = 1; string domain = 2; map<string, string> metadata = 3; }
+message RetryInfo { google.protobuf.Duration retry_delay = 1; }
+message DebugInfo { repeated string stack_entries = 1; string detail = 2; }
+message QuotaFailure {
+  message Violation { string subject = 1; string description = 2; }
+  repeated Violation violations = 1;
+}
+message PreconditionFailure {
+  message Violation { string type = 1; string subject = 2; string description = 3; }
+  repeated Violation violations = 1;
+}
+message BadRequest {
+  message FieldViolation { string field = 1; string description = 2; }
+  repeated FieldViolation field_violations = 1;
+}
+message RequestInfo { string request_id = 1; string serving_data = 2; }
+message ResourceInfo { string resource_type = 1; string resource_name = 2; string owner = 3; string description = 4; }
+message Help {
+  message Link { string description = 1; string url = 2; }
+  repeated Link links = 1;
+}
+message LocalizedMessage { string locale = 1; string message = 2; }
+"#;
+
+/// The pool of [`STANDARD_DETAILS`], compiled once.
+fn standard_details() -> Option<&'static prost_reflect::DescriptorPool> {
+    static POOL: std::sync::OnceLock<Option<prost_reflect::DescriptorPool>> =
+        std::sync::OnceLock::new();
+    POOL.get_or_init(|| {
+        struct Details;
+        impl protox::file::FileResolver for Details {
+            fn open_file(&self, name: &str) -> Result<protox::file::File, protox::Error> {
+                if name == "sinew_cli/error_details.proto" {
+                    protox::file::File::from_source(name, STANDARD_DETAILS)
+                } else {
+                    Err(protox::Error::file_not_found(name))
+                }
+            }
+        }
+        let mut resolver = protox::file::ChainFileResolver::new();
+        resolver.add(Details);
+        resolver.add(protox::file::GoogleFileResolver::new());
+        let mut compiler = protox::Compiler::with_file_resolver(resolver);
+        compiler.include_imports(true);
+        compiler.open_file("sinew_cli/error_details.proto").ok()?;
+        Some(compiler.descriptor_pool())
+    })
+    .as_ref()
+}
+
 /// The error of a call the server answered with `status`: its code and
-/// message, and its details decoded where the schema knows their types.
+/// message, and its details decoded where the schema, or the standard
+/// `google.rpc` details, know their types.
 fn status_error(status: &tonic::Status, schema: &Schema) -> CliError {
     let mut text = format!(
         "{} ({}): {}",
@@ -489,6 +591,7 @@ fn status_error(status: &tonic::Status, schema: &Schema) -> CliError {
                     let decoded = schema
                         .pool
                         .get_message_by_name(name)
+                        .or_else(|| standard_details()?.get_message_by_name(name))
                         .and_then(|descriptor| {
                             DynamicMessage::decode(descriptor, any.value.as_slice()).ok()
                         })
@@ -527,15 +630,7 @@ pub(crate) struct PreparedBench {
 /// Resolves the method and encodes the request of `sinew bench`.
 pub(crate) async fn prepare_bench(args: &BenchArgs) -> Result<PreparedBench, CliError> {
     let connection = connect::connect(&args.connect).await?;
-    let service = args
-        .method
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    let schema = Schema::load(&connection, &args.schema, &[service.as_str()]).await?;
-    let method = schema.method(&args.method)?;
+    let (_, method) = find_method(&connection, &args.schema, &args.method).await?;
     if method.is_client_streaming() || method.is_server_streaming() {
         return Err(CliError::Usage(format!(
             "{} streams; sinew bench load-tests unary methods",
@@ -551,7 +646,7 @@ pub(crate) async fn prepare_bench(args: &BenchArgs) -> Result<PreparedBench, Cli
     let (uri, tls) = connect::endpoint(&args.connect)?;
     let tls = if tls {
         let loaded = sinew_core::tls::ClientTls::load(connect::tls_config(&args.connect))
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+            .map_err(|e| connect::tls_error(&e))?;
         let host = uri
             .host()
             .unwrap_or_default()
@@ -570,24 +665,18 @@ pub(crate) async fn prepare_bench(args: &BenchArgs) -> Result<PreparedBench, Cli
             .map_err(|_| CliError::Usage("--token: not a valid header value".to_owned()))?;
         metadata.insert(http::header::AUTHORIZATION, value);
     }
-    let path = http::uri::PathAndQuery::try_from(format!(
-        "/{}/{}",
-        method.parent_service().full_name(),
-        method.name()
-    ))
-    .map_err(|_| {
-        CliError::Input(format!(
-            "{} is not a usable method name",
-            method.full_name()
-        ))
-    })?;
+    let path = method_path(&method)?;
     Ok(PreparedBench {
-        target: crate::bench::Target { uri, tls },
+        target: crate::bench::Target {
+            uri,
+            tls,
+            connect_timeout: args.connect.connect_timeout,
+        },
         call: crate::bench::Call {
             path,
             metadata,
             message: encoded.freeze(),
-            timeout: args.timeout,
+            timeout: Some(args.timeout),
         },
         plan: crate::bench::Plan {
             concurrency: args.concurrency,
@@ -709,6 +798,37 @@ mod tests {
         );
         let error = status_error(&status, &schema);
         assert_eq!(error.exit_code(), 105);
+        let text = error.to_string();
+        assert!(text.contains("other.Thing (2 bytes)"), "{text}");
+
+        // The standard details are known without the server's contracts.
+        let bad_request = standard_details()
+            .unwrap()
+            .get_message_by_name("google.rpc.BadRequest")
+            .unwrap();
+        let detail = message_from_json(
+            &bad_request,
+            r#"{"fieldViolations": [{"field": "sku", "description": "empty"}]}"#,
+        )
+        .unwrap();
+        let details = RpcStatus {
+            code: 3,
+            message: "bad".into(),
+            details: vec![prost_types::Any {
+                type_url: "type.googleapis.com/google.rpc.BadRequest".into(),
+                value: detail.encode_to_vec(),
+            }],
+        };
+        let status = tonic::Status::with_details(
+            tonic::Code::InvalidArgument,
+            "bad",
+            details.encode_to_vec().into(),
+        );
+        let text = status_error(&status, &schema).to_string();
+        assert!(
+            text.contains(r#"google.rpc.BadRequest: {"fieldViolations":[{"field":"sku","description":"empty"}]}"#),
+            "{text}"
+        );
         let text = error.to_string();
         assert!(text.starts_with("NOT_FOUND (5): gone"), "{text}");
         assert!(text.contains("shop.Line: {\"sku\":\"a\"}"), "{text}");

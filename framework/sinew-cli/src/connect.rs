@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use sinew_client::{Client, ClientConfig, ConnectFailed, credentials::StaticToken};
 use sinew_core::tls::{ClientTlsConfig, HandshakeFailure};
 use tonic::metadata::{AsciiMetadataKey, BinaryMetadataKey, MetadataMap, MetadataValue};
@@ -75,7 +76,17 @@ pub(crate) fn tls_config(args: &ConnectArgs) -> ClientTlsConfig {
     tls
 }
 
-/// The `-H key:value` metadata of `args`.
+/// The error of TLS files that cannot be used: one that cannot be read is
+/// an I/O error, one that holds no usable certificate or key bad input.
+pub(crate) fn tls_error(error: &sinew_core::tls::TlsError) -> CliError {
+    match error {
+        sinew_core::tls::TlsError::Read { .. } => CliError::Io(error.to_string()),
+        _ => CliError::Input(error.to_string()),
+    }
+}
+
+/// The `-H key:value` metadata of `args`; a `-bin` key's value is base64,
+/// as grpcurl takes it.
 pub(crate) fn metadata(args: &ConnectArgs) -> Result<MetadataMap, CliError> {
     let mut map = MetadataMap::new();
     for header in &args.headers {
@@ -90,7 +101,11 @@ pub(crate) fn metadata(args: &ConnectArgs) -> Result<MetadataMap, CliError> {
         if key.ends_with("-bin") {
             let key = BinaryMetadataKey::from_bytes(key.as_bytes())
                 .map_err(|_| bad("the key is not a valid metadata key"))?;
-            map.append_bin(key, MetadataValue::from_bytes(value.as_bytes()));
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(value)
+                .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(value))
+                .map_err(|_| bad("a key ending in -bin takes its bytes in base64"))?;
+            map.append_bin(key, MetadataValue::from_bytes(&bytes));
         } else {
             let key: AsciiMetadataKey = key
                 .parse()
@@ -109,8 +124,13 @@ pub(crate) async fn connect(args: &ConnectArgs) -> Result<Connection, CliError> 
     let (uri, tls) = endpoint(args)?;
     let mut config = ClientConfig::endpoint(uri.to_string())
         .connect_timeout(args.connect_timeout)
-        // One attempt per call: a command line tells what happened.
+        // One attempt per call, no deadline but the one asked for, and
+        // nothing that refuses a call on the client's side: a command
+        // line tells what the server did.
         .retry(None)
+        .timeout(None)
+        .breaker(None)
+        .bulkhead(None)
         .keepalive(Duration::from_secs(30));
     if tls {
         config = config.tls(tls_config(args));
@@ -122,7 +142,10 @@ pub(crate) async fn connect(args: &ConnectArgs) -> Result<Connection, CliError> 
     }
     let client = Client::connect_methods(&[], config)
         .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(|e| match e {
+            sinew_client::ClientError::Tls(tls) => tls_error(&tls),
+            other => CliError::Usage(other.to_string()),
+        })?;
     Ok(Connection {
         client,
         metadata: metadata(args)?,
@@ -231,11 +254,20 @@ mod tests {
             "-H",
             "X-Tenant: acme",
             "-H",
-            "trace-bin:\u{1}",
+            "trace-bin:AQI=",
         ]))
         .unwrap();
         assert_eq!(map.get("x-tenant").unwrap(), "acme");
-        assert!(map.get_bin("trace-bin").is_some());
+        assert_eq!(
+            map.get_bin("trace-bin")
+                .unwrap()
+                .to_bytes()
+                .unwrap()
+                .as_ref(),
+            [1, 2]
+        );
+        let error = metadata(&args(&["h:1", "-H", "trace-bin:not base64!"])).unwrap_err();
+        assert!(error.to_string().contains("base64"), "{error}");
         let error = metadata(&args(&["h:1", "-H", "novalue"])).unwrap_err();
         assert!(error.to_string().contains("key:value"), "{error}");
     }

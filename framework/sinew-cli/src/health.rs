@@ -30,7 +30,9 @@ pub(crate) async fn health(args: HealthArgs) -> Result<ExitCode, CliError> {
             .check(request)
             .await
             .map_err(|status| check_error(&status, &addr, &args.service))?;
-        return verdict(response.get_ref().status, &what).map(|()| ExitCode::SUCCESS);
+        let status = response.get_ref().status;
+        println!("{}", status_name(status));
+        return verdict(status, &what).map(|()| ExitCode::SUCCESS);
     }
     let mut stream = client
         .watch(request)
@@ -60,7 +62,6 @@ pub(crate) async fn health(args: HealthArgs) -> Result<ExitCode, CliError> {
 
 /// Success when `status` is SERVING; otherwise the error of its exit code.
 fn verdict(status: i32, what: &str) -> Result<(), CliError> {
-    println!("{}", status_name(status));
     match ServingStatus::try_from(status) {
         Ok(ServingStatus::Serving) => Ok(()),
         Ok(ServingStatus::ServiceUnknown) => Err(CliError::UnknownService(format!(

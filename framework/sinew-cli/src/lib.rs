@@ -21,7 +21,7 @@
 //! | 0 | success (`health`: the service is serving; `breaking`: nothing breaks) |
 //! | 1 | `breaking`: breaking changes were found |
 //! | 2 | the server could not be reached: refused, timed out, or the TLS handshake failed |
-//! | 3 | a call failed: reflection, the health check or the load test's calls could not be made |
+//! | 3 | a call the command needed failed: reflection, the health check (a load test that ran exits 0 and counts its failed calls by code) |
 //! | 4 | `health`: the service is not serving |
 //! | 5 | `health`: the server does not know the service |
 //! | 64 | usage: arguments that do not parse |
@@ -35,7 +35,30 @@
 //!
 //! The library is the command's implementation, public so that its parts
 //! ([`breaking::compare`], [`bench::run`], [`new::create`]) can be used on
-//! their own; [`run`] runs a parsed command line.
+//! their own; [`run`] runs a parsed command line. A build step of your own
+//! can check contracts as `sinew breaking` does:
+//!
+//! ```
+//! use sinew_cli::breaking;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let old = tempfile::tempdir()?;
+//! std::fs::write(
+//!     old.path().join("orders.proto"),
+//!     "syntax = \"proto3\";\npackage orders.v1;\nmessage Order {\n  string id = 1;\n  int64 total = 2;\n}\n",
+//! )?;
+//! let new = tempfile::tempdir()?;
+//! std::fs::write(
+//!     new.path().join("orders.proto"),
+//!     "syntax = \"proto3\";\npackage orders.v1;\nmessage Order {\n  string id = 1;\n}\n",
+//! )?;
+//! let findings = breaking::compare(&breaking::load_dir(old.path())?, &breaking::load_dir(new.path())?);
+//! assert_eq!(findings.len(), 1);
+//! assert_eq!(findings[0].rule.id(), "FIELD_REMOVED");
+//! assert_eq!((findings[0].file.as_str(), findings[0].line), ("orders.proto", 3));
+//! # Ok(())
+//! # }
+//! ```
 
 #![allow(
     clippy::print_stdout,
@@ -298,9 +321,9 @@ pub struct BenchArgs {
     /// HTTP/2 connections the calls are spread over.
     #[arg(long, default_value_t = 1)]
     pub connections: usize,
-    /// Each call's deadline.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
-    pub timeout: Option<Duration>,
+    /// Each call's deadline: a call not answered by then counts as DEADLINE_EXCEEDED.
+    #[arg(long, value_name = "DURATION", default_value = "20s", value_parser = parse_duration)]
+    pub timeout: Duration,
     /// Print the summary as JSON (and no progress bar).
     #[arg(long)]
     pub json: bool,

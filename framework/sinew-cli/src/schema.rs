@@ -22,11 +22,17 @@ use crate::{
     connect::{self, Connection},
 };
 
-/// How long one reflection exchange may take.
+/// How long one reflection stream (its questions, one after the other)
+/// may take.
 const REFLECTION_TIMEOUT: Duration = Duration::from_secs(10);
 /// At most this many files are fetched through reflection: a bound against
 /// a server that names dependencies without end.
 const MAX_FILES: usize = 10_000;
+/// At most this many bytes of descriptors are kept from reflection.
+const MAX_DESCRIPTOR_BYTES: usize = 64 << 20;
+/// When nothing named is found, the files of at most this many services
+/// are fetched for the closest name.
+const MAX_SUGGESTION_SERVICES: usize = 100;
 
 /// The descriptors of a server's contracts, and the services it serves.
 pub(crate) struct Schema {
@@ -64,7 +70,7 @@ impl Schema {
             }
         }
         if !found && !symbols.is_empty() {
-            for service in &services {
+            for service in services.iter().take(MAX_SUGGESTION_SERVICES) {
                 match reflection.file_containing_symbol(service).await {
                     Ok(got) => files.add(got),
                     Err(_) => reflection = Reflection::open(connection).await?.0,
@@ -75,6 +81,12 @@ impl Schema {
             if files.names.len() >= MAX_FILES {
                 return Err(CliError::Rpc(format!(
                     "the server's reflection named more than {MAX_FILES} files"
+                )));
+            }
+            if files.bytes > MAX_DESCRIPTOR_BYTES {
+                return Err(CliError::Rpc(format!(
+                    "the server's reflection gave more than {} MiB of descriptors",
+                    MAX_DESCRIPTOR_BYTES >> 20
                 )));
             }
             let found = reflection.file_by_filename(&missing).await?;
@@ -156,13 +168,7 @@ pub(crate) fn compile(protos: &[PathBuf], includes: &[PathBuf]) -> Result<Schema
     } else {
         includes.to_vec()
     };
-    let mut resolver = protox::file::ChainFileResolver::new();
-    resolver.add(sinew_build::SinewFiles);
-    for dir in &includes {
-        resolver.add(protox::file::IncludeFileResolver::new(dir.clone()));
-    }
-    resolver.add(protox::file::GoogleFileResolver::new());
-    let mut compiler = protox::Compiler::with_file_resolver(resolver);
+    let mut compiler = protox::Compiler::with_file_resolver(sinew_build::file_resolver(&includes));
     compiler.include_imports(true).include_source_info(false);
     let mut opened = Vec::new();
     for proto in protos {
@@ -198,6 +204,8 @@ struct Files {
     names: BTreeSet<String>,
     encoded: Vec<Bytes>,
     imports: BTreeSet<String>,
+    /// The bytes of `encoded`.
+    bytes: usize,
 }
 
 impl Files {
@@ -211,6 +219,7 @@ impl Files {
             {
                 self.imports.extend(file.dependency);
             }
+            self.bytes += bytes.len();
             self.encoded.push(bytes);
         }
     }

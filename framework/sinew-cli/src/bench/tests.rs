@@ -14,6 +14,7 @@ fn plain_target(addr: std::net::SocketAddr) -> Target {
     Target {
         uri: format!("http://{addr}").parse().unwrap(),
         tls: None,
+        connect_timeout: Duration::from_secs(10),
     }
 }
 
@@ -155,6 +156,7 @@ fn target_checks() {
     let target = |uri: &str| Target {
         uri: uri.parse().unwrap(),
         tls: None,
+        connect_timeout: Duration::from_secs(10),
     };
     assert_eq!(
         dial_address(&target("http://localhost:50051")).unwrap(),
@@ -185,6 +187,7 @@ fn request_is_built_once_and_shared() {
     let target = Target {
         uri: "http://127.0.0.1:9".parse().unwrap(),
         tls: None,
+        connect_timeout: Duration::from_secs(10),
     };
     let prepared = Prepared::new(&target, &c).unwrap();
     let a = prepared.request();
@@ -441,6 +444,7 @@ async fn tls_failure_is_reported() {
     let target = Target {
         uri: format!("https://{addr}").parse().unwrap(),
         tls: Some((Arc::new(config), ServerName::try_from("localhost").unwrap())),
+        connect_timeout: Duration::from_secs(10),
     };
     let c = call(testserver::ECHO_PATH, Bytes::new());
     let error = run(target, c, plan(1, 1, Stop::Total(1)))
@@ -496,4 +500,39 @@ async fn calls_a_hung_server_never_answers_are_counted_unfinished() {
     );
     assert_eq!(summary.codes.values().sum::<u64>(), 3);
     assert!(summary.elapsed_seconds >= DRAIN_GRACE.as_secs_f64());
+}
+
+#[tokio::test]
+async fn a_server_that_never_finishes_the_tls_handshake_times_out() {
+    // Accepts TCP, then says nothing: no ServerHello ever comes. (Over
+    // plain text, h2's handshake does not wait for the server's SETTINGS:
+    // there, the call's timeout bounds the wait.)
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let target = Target {
+        uri: format!("https://{addr}").parse().unwrap(),
+        tls: Some((Arc::new(config), ServerName::try_from("localhost").unwrap())),
+        connect_timeout: Duration::from_millis(200),
+    };
+    let c = call(testserver::ECHO_PATH, Bytes::new());
+    let error = run(target, c, plan(1, 1, Stop::Total(1)))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, BenchError::Connect { source, .. } if source.kind() == io::ErrorKind::TimedOut),
+        "{error:?}"
+    );
 }

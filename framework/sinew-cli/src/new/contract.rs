@@ -5,10 +5,7 @@
 use std::{fmt::Write as _, fs, path::Path};
 
 use prost_reflect::{MessageDescriptor, MethodDescriptor};
-use protox::{
-    Compiler,
-    file::{ChainFileResolver, FileResolver, GoogleFileResolver, IncludeFileResolver},
-};
+use protox::{Compiler, file::FileResolver};
 use sinew_build::SinewFiles;
 
 use super::{NewError, name};
@@ -93,10 +90,7 @@ impl Contract {
             .compile(&[&file_name])
             .map_err(|e| NewError::Contract(e.to_string()))?;
 
-        let mut resolver = ChainFileResolver::new();
-        resolver.add(SinewFiles);
-        resolver.add(IncludeFileResolver::new(folder));
-        resolver.add(GoogleFileResolver::new());
+        let resolver = sinew_build::file_resolver(&[folder]);
         let mut compiler = Compiler::with_file_resolver(resolver);
         compiler.include_imports(true);
         compiler
