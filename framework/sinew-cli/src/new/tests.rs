@@ -170,6 +170,11 @@ fn the_starter_crate_depends_on_the_published_sinew() {
             .all(|line| !line.starts_with("tonic") && !line.starts_with("prost")),
         "{manifest}"
     );
+    // And it tells whoever adds tower to leave out its `log` feature.
+    assert!(
+        manifest.contains("tower = { version = \"0.5\", default-features = false"),
+        "{manifest}"
+    );
 
     let contract = read(&dir, "proto/my_service/v1/my_service.proto");
     assert!(contract.contains("package my_service.v1;"));
