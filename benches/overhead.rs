@@ -1,24 +1,39 @@
 //! What sinew costs over bare tonic, measured in one run.
 //!
-//! An echo service is served twice in this process: by a bare tonic server
-//! and called by a bare tonic client, and by the sinew scaffold and called
-//! by a sinew generated client with every default layer on (deadline,
-//! bulkhead, retries with throttling, circuit breaker, load balancer; and on
-//! the server the deadline ceiling, message limits and panic guard). Both
-//! pairs see the same load: 64 calls in flight from 64 tasks on the same
-//! runtime, in alternating rounds so that drift on the machine hits both.
+//! An echo service is served by a bare tonic server and called by a bare
+//! tonic client, and served by the sinew scaffold and called by a sinew
+//! generated client with every default layer on (deadline, bulkhead,
+//! retries with throttling, circuit breaker, load balancer; and on the
+//! server the deadline ceiling, message limits and panic guard). Each
+//! client keeps 64 calls of `Put` in flight.
 //!
-//! Then OpenTelemetry is switched on (100% sampling, spans and metrics
-//! exported over OTLP to a collector in this process that drops what it
-//! receives without decoding it), and the traced sinew pair is measured
-//! against the bare tonic pair again, in alternating rounds: `traced_ratio`.
+//! The run is the instrument of `common::instrument`: every client and
+//! every server is a process of its own (this binary, started again in a
+//! role), clients pinned to the first core and servers to the second; the
+//! pairs take turns in short rounds (`SINEW_BENCH_ROUNDS` cycles, default
+//! 150, of rounds of `SINEW_BENCH_ROUND_MS`, default 100, each subject
+//! between two rounds of its base), over `SINEW_BENCH_GENERATIONS` sets
+//! of processes (default 5), and each ratio is the median of the
+//! per-cycle ratios with a 95% bootstrap confidence interval, by CPU time
+//! per call (client and server, from `/proc`; tonic's over sinew's, so
+//! that higher is better) and by calls a second. Per call it also
+//! prints context switches and system calls, and then the same pairs take
+//! turns again on a loaded host (a burner on each core, busy
+//! `SINEW_BENCH_LOAD` of the time, default 0.5), and a short pass with
+//! `perf` attached counts `futex`, `epoll_wait`, `writev` and the other
+//! system calls per call.
+//!
+//! Then OpenTelemetry is switched on in another sinew client (100%
+//! sampling, spans and metrics exported over OTLP to a collector in a
+//! process of its own that drops what it receives without decoding it),
+//! and that traced pair takes its turns with the others: `traced_ratio`.
 //!
 //! To show where the cost goes, each side of sinew is also measured alone
-//! against bare tonic (a tonic client calling the sinew server, a sinew
-//! client calling the tonic server), in the same alternating rounds.
+//! against bare tonic (a tonic client calling a sinew server, a sinew
+//! client calling a tonic server).
 //!
-//! Then both pairs are measured over TLS, in alternating rounds of their
-//! own: `tls_ratio`. Certificates are made at the start ([`TestPki`]: a
+//! Both pairs are also measured over TLS, taking their turns with the
+//! others: `tls_ratio`. Certificates are made at the start ([`TestPki`]: a
 //! CA, and a server certificate for `localhost` that the clients verify
 //! against it); both pairs use the same rustls (the `ring` provider) and
 //! the same configurations, built by sinew's [`ServerTls`] and
@@ -41,37 +56,36 @@
 //! sinew's own, and `tls_ratio` below 1 is the cost of sinew's layers, as
 //! in `overhead_ratio`, diluted by the cost TLS adds to both.
 //!
-//! Run with: `cargo bench --bench overhead`
-//! (`SINEW_BENCH_ROUNDS` and `SINEW_BENCH_SECONDS` change the rounds per
-//! side, default 3, and the seconds per round, default 3;
-//! `SINEW_BENCH_ONLY=tonic`, `sinew` or `traced` runs that pair alone, for
-//! a profiler, and prints no RESULT line; `traced-unexported` and
-//! `traced-unsampled` trace without an endpoint, and sample nothing;
-//! `sinew-server` and `sinew-client` pair one side of sinew with bare
-//! tonic; `tonic-tls` and `sinew-tls` are the TLS pairs; a sinew client
-//! run alone gives `Put` 20s instead of 1s, so that valgrind's slowness
-//! does not fail its calls).
+//! Run with: `cargo bench --bench overhead` (`SINEW_BENCH_PIN=0` runs
+//! the processes unpinned).
 //!
-//! Each round also reports the CPU time the process spent per call (all of
-//! its threads, from `/proc/self/stat`, on Linux), and before the RESULT
-//! line a `cpu per call:` line gives both ratios by CPU time. Where they
-//! match the ratios by requests per second, the gap is work done, not
-//! time spent waiting (for locks, timers or the network); on a shared
-//! host, CPU time per call moves with the host's speed much as requests
-//! per second do.
+//! `SINEW_BENCH_ONLY=tonic`, `sinew` or `traced` runs that pair alone, in
+//! this process, for a profiler (`SINEW_BENCH_ROUNDS` rounds, default 3,
+//! of `SINEW_BENCH_SECONDS`, default 3), and prints no RESULT line;
+//! `traced-unexported` and `traced-unsampled` trace without an endpoint,
+//! and sample nothing; `sinew-server` and `sinew-client` pair one side of
+//! sinew with bare tonic; `tonic-tls` and `sinew-tls` are the TLS pairs; a
+//! sinew client run alone gives `Put` 20s instead of 1s, so that
+//! valgrind's slowness does not fail its calls.
 //!
 //! The last line is exactly:
-//! `RESULT overhead_ratio=<sinew rps / tonic rps> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n> traced_ratio=<traced sinew rps / tonic rps> tls_ratio=<sinew tls rps / tonic tls rps> sinew_tls_rps=<n> tonic_tls_rps=<n>`
+//! `RESULT overhead_ratio=<r> loaded_ratio=<r> traced_ratio=<r> tls_ratio=<r> overhead_rps_ratio=<r> loaded_rps_ratio=<r> traced_rps_ratio=<r> tls_rps_ratio=<r> sinew_rps=<n> tonic_rps=<n> sinew_p99_us=<n> tonic_p99_us=<n>`,
+//! where the `_ratio`s are by CPU time per call and the `_rps_ratio`s by
+//! calls a second, each the median over the round pairs.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
 mod common;
 
-use common::{Call, Round, cpu_text, env_number, median, median_cpu};
+use common::{
+    Call, Round, cpu_text, env_number,
+    instrument::{self, Group, Pair, Plan, Proc},
+};
 
 use std::{
     io,
     net::SocketAddr,
+    path::PathBuf,
     pin::Pin,
     task::{Context, Poll},
     time::Duration,
@@ -83,7 +97,7 @@ use sinew::{
     server::ServerConfig,
     tls::{ClientTls, ClientTlsConfig, ServerTls, ServerTlsConfig},
 };
-use sinew_testing::pki::{CertFiles, TestPki};
+use sinew_testing::pki::TestPki;
 use sinew_workspace::{
     echo::EchoService,
     proto::echo::v1::{self, EchoRequest, echo_client, echo_server::EchoServer},
@@ -169,27 +183,62 @@ async fn patient_sinew_client(addr: SocketAddr) -> v1::EchoClient {
 
 /// The certificates of the TLS pairs, made for this run: a CA, and a
 /// server certificate for `localhost` signed by it. The files live as
-/// long as this does.
+/// long as the [`TestPki`] that made them, held by the process that made
+/// them; the processes it starts get their paths.
 struct Tls {
-    pki: TestPki,
-    server: CertFiles,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    _pki: Option<TestPki>,
 }
 
 /// The name the server certificate is for, and the clients verify.
 const TLS_NAME: &str = "localhost";
 
+/// The environment variables that hand the TLS files to a child.
+const TLS_ENV: [&str; 3] = [
+    "SINEW_BENCH_TLS_CERT",
+    "SINEW_BENCH_TLS_KEY",
+    "SINEW_BENCH_TLS_CA",
+];
+
 impl Tls {
     fn new() -> Self {
         let pki = TestPki::new("overhead bench CA");
         let server = pki.server(&[TLS_NAME]);
-        Self { pki, server }
+        Self {
+            cert: server.cert,
+            key: server.key,
+            ca: pki.ca().to_owned(),
+            _pki: Some(pki),
+        }
+    }
+
+    /// The files a parent made, from the environment.
+    fn from_env() -> Self {
+        let [cert, key, ca] = TLS_ENV.map(|key| {
+            PathBuf::from(std::env::var_os(key).unwrap_or_else(|| panic!("{key} is set")))
+        });
+        Self {
+            cert,
+            key,
+            ca,
+            _pki: None,
+        }
+    }
+
+    /// The environment that gives a child these files.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        [&self.cert, &self.key, &self.ca]
+            .into_iter()
+            .zip(TLS_ENV)
+            .map(|(path, key)| (key, path.display().to_string()))
+            .collect()
     }
 
     /// What the clients of both TLS pairs trust, and expect.
     fn client_config(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca(self.pki.ca())
-            .server_name(TLS_NAME)
+        ClientTlsConfig::new().ca(&self.ca).server_name(TLS_NAME)
     }
 }
 
@@ -250,7 +299,7 @@ impl AsyncWrite for TlsConnection {
 /// accepted (no delay), each handshaken on a task of its own, and handed
 /// to tonic as they complete; a failed handshake is dropped.
 async fn bare_tonic_tls_server(tls: &Tls) -> SocketAddr {
-    let config = ServerTls::load(ServerTlsConfig::new(&tls.server.cert, &tls.server.key))
+    let config = ServerTls::load(ServerTlsConfig::new(&tls.cert, &tls.key))
         .expect("server TLS")
         .current();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -285,7 +334,7 @@ async fn sinew_tls_server(tls: &Tls) -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     let config = ServerConfig::new()
         .lame_duck(Duration::ZERO)
-        .tls(&tls.server.cert, &tls.server.key);
+        .tls(&tls.cert, &tls.key);
     let server = Server::new("bench")
         .config(config)
         .add_service(EchoServer::new(EchoService));
@@ -416,167 +465,237 @@ fn traced_config(sink: SocketAddr) -> sinew::telemetry::TelemetryConfig {
 }
 
 fn main() {
-    let rounds = env_number("SINEW_BENCH_ROUNDS", 3);
-    let seconds = env_number("SINEW_BENCH_SECONDS", 3);
+    if let Some(role) = instrument::role() {
+        child(&role);
+        return;
+    }
+    if let Ok(which) = std::env::var("SINEW_BENCH_ONLY") {
+        let rounds = env_number("SINEW_BENCH_ROUNDS", 3);
+        let seconds = env_number("SINEW_BENCH_SECONDS", 3);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(one_pair(&which, rounds, seconds));
+        return;
+    }
+    instrumented(Plan::from_env());
+}
+
+/// A process of the instrumented run, in `role`: a server (`server:<kind>`)
+/// or the OTLP sink (`sink`), which answer with their address and serve
+/// until their standard input closes; a client (`client:<kind>`) of the
+/// server at `SINEW_BENCH_ADDR`, which answers `ready` and then runs the
+/// rounds it is asked for; or a burner (`burn`).
+fn child(role: &str) {
+    if role == "burn" {
+        instrument::burn();
+        return;
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    if let Ok(which) = std::env::var("SINEW_BENCH_ONLY") {
-        runtime.block_on(one_pair(&which, rounds, seconds));
+    let server = match role {
+        "sink" => Some(runtime.block_on(otlp_sink())),
+        "server:tonic" => Some(runtime.block_on(bare_tonic_server())),
+        "server:sinew" => Some(runtime.block_on(sinew_server())),
+        "server:tonic-tls" => Some(runtime.block_on(bare_tonic_tls_server(&Tls::from_env()))),
+        "server:sinew-tls" => Some(runtime.block_on(sinew_tls_server(&Tls::from_env()))),
+        _ => None,
+    };
+    if let Some(addr) = server {
+        instrument::reply(&format!("addr {addr}"));
+        for _ in instrument::commands() {}
         return;
     }
-    runtime.block_on(async {
-        let tonic_addr = bare_tonic_server().await;
-        let sinew_addr = sinew_server().await;
+    let addr: SocketAddr = std::env::var("SINEW_BENCH_ADDR")
+        .ok()
+        .and_then(|a| a.parse().ok())
+        .expect("SINEW_BENCH_ADDR is the server's address");
+    match role {
+        "client:tonic" => {
+            let client = runtime.block_on(tonic_client(addr));
+            run_rounds(&runtime, &client, tonic_call, None);
+        }
+        "client:sinew" => {
+            let client = runtime.block_on(sinew_client(addr));
+            run_rounds(&runtime, &client, sinew_call, None);
+        }
+        "client:traced" => {
+            let sink: SocketAddr = std::env::var("SINEW_BENCH_SINK")
+                .ok()
+                .and_then(|a| a.parse().ok())
+                .expect("SINEW_BENCH_SINK is the OTLP sink's address");
+            let telemetry = runtime.block_on(async {
+                sinew::telemetry::init_with(traced_config(sink).log_filter("warn"))
+                    .expect("telemetry")
+            });
+            let client = runtime.block_on(sinew_client(addr));
+            run_rounds(&runtime, &client, sinew_call, Some(&telemetry));
+            let _ = runtime.block_on(telemetry.shutdown());
+        }
+        "client:tonic-tls" => {
+            let client = runtime.block_on(tonic_tls_client(addr, &Tls::from_env()));
+            run_rounds(&runtime, &client, tonic_call, None);
+        }
+        "client:sinew-tls" => {
+            let client = runtime.block_on(sinew_tls_client(addr, &Tls::from_env()));
+            run_rounds(&runtime, &client, sinew_call, None);
+        }
+        _ => panic!("unknown role {role}"),
+    }
+}
 
-        let tonic_to_tonic = tonic_client(tonic_addr).await;
-        let tonic_to_sinew = tonic_client(sinew_addr).await;
-        let sinew_to_sinew = sinew_client(sinew_addr).await;
-        let sinew_to_tonic = sinew_client(tonic_addr).await;
+/// A client's loop: `ready`, then a round for each `round <millis>`, and
+/// the span counts for `spans`, until standard input closes.
+fn run_rounds<C: Clone + Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    client: &C,
+    call: fn(C) -> Call,
+    telemetry: Option<&sinew::telemetry::Telemetry>,
+) {
+    instrument::reply("ready");
+    for line in instrument::commands() {
+        if let Some(length) = instrument::round_command(&line) {
+            let round =
+                runtime.block_on(common::round_for(client.clone(), call, length, IN_FLIGHT));
+            instrument::reply_round(&round);
+        } else if line == "spans" {
+            let (dropped, failed) =
+                telemetry.map_or((0, 0), |t| (t.dropped_spans(), t.failed_spans()));
+            instrument::reply(&format!("dropped spans: {dropped}, failed spans: {failed}"));
+        }
+    }
+}
 
-        // Warm every pair up: connections, allocator, caches.
-        round(tonic_to_tonic.clone(), tonic_call, 1).await;
-        round(sinew_to_sinew.clone(), sinew_call, 1).await;
-
-        let mut sides: [(&str, Vec<Round>); 4] = [
-            ("tonic client -> tonic server", Vec::new()),
-            ("sinew client -> sinew server", Vec::new()),
-            ("tonic client -> sinew server", Vec::new()),
-            ("sinew client -> tonic server", Vec::new()),
+/// The instrumented run: every pair in processes of its own, taking turns
+/// in short rounds, on a quiet host and then on a loaded one; then the
+/// system calls; then the ratios.
+fn instrumented(plan: Plan) {
+    match instrument::cores() {
+        Some((client, server)) => {
+            println!("clients pinned to core {client}, servers to core {server}");
+        }
+        None => println!("not pinned (one core, no taskset, or SINEW_BENCH_PIN=0)"),
+    }
+    let tls = Tls::new();
+    let tls_env = tls.env();
+    let mut sink = Proc::spawn("OTLP sink", "sink", None, &[]);
+    let sink_addr = sink.recv();
+    let sink_env = [(
+        "SINEW_BENCH_SINK",
+        sink_addr
+            .strip_prefix("addr ")
+            .expect("the sink's address")
+            .to_owned(),
+    )];
+    let groups = [
+        Group {
+            base: 0,
+            subjects: vec![1, 2, 3, 4],
+        },
+        Group {
+            base: 5,
+            subjects: vec![6],
+        },
+    ];
+    println!(
+        "unary echo.v1.Echo/Put, {IN_FLIGHT} calls in flight; {} cycles of rounds of {}ms, each subject between two rounds of its base",
+        plan.rounds,
+        plan.length.as_millis()
+    );
+    // The first three take turns on the loaded host too; the last two are
+    // compared with each other.
+    let start = |loaded: bool| {
+        let mut pairs = vec![
+            Pair::start("tonic", "server:tonic", "client:tonic", &[]),
+            Pair::start("sinew", "server:sinew", "client:sinew", &[]),
+            Pair::start("sinew traced", "server:sinew", "client:traced", &sink_env),
         ];
-        for i in 0..rounds {
-            let results = [
-                round(tonic_to_tonic.clone(), tonic_call, seconds).await,
-                round(sinew_to_sinew.clone(), sinew_call, seconds).await,
-                round(tonic_to_sinew.clone(), tonic_call, seconds).await,
-                round(sinew_to_tonic.clone(), sinew_call, seconds).await,
-            ];
-            for ((name, rounds), result) in sides.iter_mut().zip(results) {
-                println!(
-                    "round {}: {name}: {:.0} rps, p50 {}us, p99 {}us{}",
-                    i + 1,
-                    result.rps,
-                    result.p50_us,
-                    result.p99_us,
-                    cpu_text(&result)
-                );
-                rounds.push(result);
-            }
+        if !loaded {
+            pairs.extend([
+                Pair::start("tonic -> sinew server", "server:sinew", "client:tonic", &[]),
+                Pair::start("sinew client -> tonic", "server:tonic", "client:sinew", &[]),
+                Pair::start(
+                    "tonic tls",
+                    "server:tonic-tls",
+                    "client:tonic-tls",
+                    &tls_env,
+                ),
+                Pair::start(
+                    "sinew tls",
+                    "server:sinew-tls",
+                    "client:sinew-tls",
+                    &tls_env,
+                ),
+            ]);
         }
-        let medians: Vec<(f64, f64)> = sides
-            .iter_mut()
-            .map(|(_, rounds)| {
-                (
-                    median(rounds, |r| r.rps),
-                    median(rounds, |r| r.p99_us as f64),
-                )
-            })
-            .collect();
-        let (tonic_rps, tonic_p99) = medians[0];
-        let (sinew_rps, sinew_p99) = medians[1];
-        let tonic_cpu = median_cpu(&mut sides[0].1);
-        let sinew_cpu = median_cpu(&mut sides[1].1);
-        // Where the cost goes: each side of sinew alone against bare tonic.
+        pairs
+    };
+    let (quiet, mut pairs) = instrument::generations(|| start(false), &groups, plan);
+    for (pair, rounds) in pairs.iter().zip(&quiet) {
+        println!("{}", instrument::describe(&pair.name, rounds));
+    }
+
+    let share = instrument::Load::share();
+    println!(
+        "loaded host: a burner on each core, busy {:.0}% of every 10ms",
+        share * 100.0
+    );
+    let load = instrument::Load::start(share);
+    let loaded_groups = [Group {
+        base: 0,
+        subjects: vec![1, 2],
+    }];
+    let (loaded, _) = instrument::generations(|| start(true), &loaded_groups, plan);
+    drop(load);
+    for (pair, rounds) in pairs.iter().zip(&loaded) {
         println!(
-            "breakdown: sinew server alone {:.3} of tonic; sinew client alone {:.3} of tonic",
-            medians[2].0 / tonic_rps,
-            medians[3].0 / tonic_rps
+            "{}",
+            instrument::describe(&format!("{} (loaded)", pair.name), rounds)
         );
+    }
 
-        // Both pairs over TLS, before telemetry is switched on (it is
-        // process-wide).
-        let tls = Tls::new();
-        let tonic_tls = tonic_tls_client(bare_tonic_tls_server(&tls).await, &tls).await;
-        let sinew_tls = sinew_tls_client(sinew_tls_server(&tls).await, &tls).await;
-        round(tonic_tls.clone(), tonic_call, 1).await;
-        round(sinew_tls.clone(), sinew_call, 1).await;
-        let (mut tonic_tls_rounds, mut sinew_tls_rounds) = (Vec::new(), Vec::new());
-        for i in 0..rounds {
-            let t = round(tonic_tls.clone(), tonic_call, seconds).await;
-            let s = round(sinew_tls.clone(), sinew_call, seconds).await;
-            println!(
-                "tls round {}: tonic tls {:.0} rps, p50 {}us, p99 {}us{} | sinew tls {:.0} rps, p50 {}us, p99 {}us{}",
-                i + 1,
-                t.rps,
-                t.p50_us,
-                t.p99_us,
-                cpu_text(&t),
-                s.rps,
-                s.p50_us,
-                s.p99_us,
-                cpu_text(&s)
-            );
-            tonic_tls_rounds.push(t);
-            sinew_tls_rounds.push(s);
-        }
-        let tonic_tls_rps = median(&mut tonic_tls_rounds, |r| r.rps);
-        let sinew_tls_rps = median(&mut sinew_tls_rounds, |r| r.rps);
-        let tls_cpu = median_cpu(&mut tonic_tls_rounds).zip(median_cpu(&mut sinew_tls_rounds));
+    instrument::count_syscalls(&mut pairs, plan, 20);
+    pairs[2].client.send("spans");
+    println!("sinew traced: {}", pairs[2].client.recv());
 
-        // Now with telemetry on, exporting to a sink in this process.
-        let sink = otlp_sink().await;
-        let telemetry =
-            sinew::telemetry::init_with(traced_config(sink).log_filter("warn")).expect("telemetry");
-        let traced = sinew_client(sinew_addr).await;
-        round(traced.clone(), sinew_call, 1).await;
-        let (mut tonic_again, mut traced_rounds) = (Vec::new(), Vec::new());
-        for i in 0..rounds {
-            let t = round(tonic_to_tonic.clone(), tonic_call, seconds).await;
-            let s = round(traced.clone(), sinew_call, seconds).await;
-            println!(
-                "traced round {}: tonic {:.0} rps{} | sinew traced {:.0} rps, p50 {}us, p99 {}us{}",
-                i + 1,
-                t.rps,
-                cpu_text(&t),
-                s.rps,
-                s.p50_us,
-                s.p99_us,
-                cpu_text(&s)
-            );
-            tonic_again.push(t);
-            traced_rounds.push(s);
-        }
-        let traced_ratio =
-            median(&mut traced_rounds, |r| r.rps) / median(&mut tonic_again, |r| r.rps);
-        println!(
-            "dropped spans: {}, failed spans: {}",
-            telemetry.dropped_spans(),
-            telemetry.failed_spans()
-        );
-        let _ = telemetry.shutdown().await;
-
-        // The same ratios by CPU time per call (tonic's over sinew's, so
-        // that higher is better here too): where they match the ratios
-        // above, sinew's gap is work done rather than time spent waiting.
-        if let (Some(tonic), Some(sinew), Some(tonic_again), Some(traced), Some((tonic_tls, sinew_tls))) = (
-            tonic_cpu,
-            sinew_cpu,
-            median_cpu(&mut tonic_again),
-            median_cpu(&mut traced_rounds),
-            tls_cpu,
-        ) {
-            println!(
-                "cpu per call: tonic {tonic:.1}us, sinew {sinew:.1}us; tonic {tonic_again:.1}us, sinew traced {traced:.1}us; tonic tls {tonic_tls:.1}us, sinew tls {sinew_tls:.1}us; by cpu: overhead_ratio {:.3}, traced_ratio {:.3}, tls_ratio {:.3}",
-                tonic / sinew,
-                tonic_again / traced,
-                tonic_tls / sinew_tls
-            );
-        }
-
-        println!(
-            "RESULT overhead_ratio={:.3} sinew_rps={:.0} tonic_rps={:.0} sinew_p99_us={:.0} tonic_p99_us={:.0} traced_ratio={:.3} tls_ratio={:.3} sinew_tls_rps={:.0} tonic_tls_rps={:.0}",
-            sinew_rps / tonic_rps,
-            sinew_rps,
-            tonic_rps,
-            sinew_p99,
-            tonic_p99,
-            traced_ratio,
-            sinew_tls_rps / tonic_tls_rps,
-            sinew_tls_rps,
-            tonic_tls_rps
-        );
-    });
+    let [overhead, traced, server_alone, client_alone] =
+        [0, 1, 2, 3].map(|j| instrument::compare(&quiet, &groups[0], j));
+    let tls_ratio = instrument::compare(&quiet, &groups[1], 0);
+    let loaded_ratio = instrument::compare(&loaded, &loaded_groups[0], 0);
+    let loaded_traced = instrument::compare(&loaded, &loaded_groups[0], 1);
+    println!("ratios, median [95% confidence interval], by CPU time per call | by calls a second:");
+    for (name, (cpu, rps)) in [
+        ("sinew / tonic", overhead),
+        ("sinew traced / tonic", traced),
+        ("sinew server alone / tonic", server_alone),
+        ("sinew client alone / tonic", client_alone),
+        ("sinew tls / tonic tls", tls_ratio),
+        ("sinew / tonic, loaded", loaded_ratio),
+        ("sinew traced / tonic, loaded", loaded_traced),
+    ] {
+        println!("  {name}: {cpu} | {rps}");
+    }
+    let median = |rounds: &[instrument::Measured], key: fn(&instrument::Measured) -> f64| {
+        instrument::median_of(&mut rounds.iter().map(key).collect::<Vec<_>>())
+    };
+    println!(
+        "RESULT overhead_ratio={:.3} loaded_ratio={:.3} traced_ratio={:.3} tls_ratio={:.3} overhead_rps_ratio={:.3} loaded_rps_ratio={:.3} traced_rps_ratio={:.3} tls_rps_ratio={:.3} sinew_rps={:.0} tonic_rps={:.0} sinew_p99_us={:.0} tonic_p99_us={:.0}",
+        overhead.0.median,
+        loaded_ratio.0.median,
+        traced.0.median,
+        tls_ratio.0.median,
+        overhead.1.median,
+        loaded_ratio.1.median,
+        traced.1.median,
+        tls_ratio.1.median,
+        median(&quiet[1], |r| r.rps),
+        median(&quiet[0], |r| r.rps),
+        median(&quiet[1], |r| r.p99_us as f64),
+        median(&quiet[0], |r| r.p99_us as f64),
+    );
 }
 
 /// One pair alone, for a profiler: see `SINEW_BENCH_ONLY` in the crate docs.

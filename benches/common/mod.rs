@@ -1,11 +1,14 @@
 //! What the benchmarks share: the CPU time this process and the services
-//! on this host spent, and whether a service answers.
+//! on this host spent, whether a service answers, and the instrument
+//! ([`instrument`]) that runs each side in a process of its own.
 
 #![allow(
     dead_code,
     unreachable_pub,
     reason = "each benchmark includes this module and uses what it needs"
 )]
+
+pub mod instrument;
 
 use std::{
     collections::HashMap,
@@ -131,8 +134,17 @@ where
     C: Clone + Send + 'static,
     F: Fn(C) -> Call + Send + Sync + 'static,
 {
+    round_for(client, call, Duration::from_secs(seconds), callers).await
+}
+
+/// [`round`] for a `length` of time.
+pub async fn round_for<C, F>(client: C, call: F, length: Duration, callers: usize) -> Round
+where
+    C: Clone + Send + 'static,
+    F: Fn(C) -> Call + Send + Sync + 'static,
+{
     let call = Arc::new(call);
-    let end = Instant::now() + Duration::from_secs(seconds);
+    let end = Instant::now() + length;
     let start = Instant::now();
     let cpu_start = process_cpu_time();
     let tasks: Vec<_> = (0..callers)
@@ -140,7 +152,7 @@ where
             let client = client.clone();
             let call = call.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(50_000);
+                let mut latencies = Vec::with_capacity(4096);
                 while Instant::now() < end {
                     let begun = Instant::now();
                     call(client.clone()).await;
