@@ -675,14 +675,20 @@ pub const SYSCALLS: [&str; 8] = [
     "sched_yield",
 ];
 
-/// `perf stat` counting [`SYSCALLS`] of some processes, one `perf` each.
+/// `perf stat` counting [`SYSCALLS`] of some processes, one `perf` each,
+/// each with its folder (its output, and the two FIFOs it is controlled
+/// through).
 pub struct SyscallCount {
-    perfs: Vec<(Child, tempfile::NamedTempFile)>,
+    perfs: Vec<(Child, tempfile::TempDir)>,
 }
+
+/// How long a `perf` may take to attach and say it counts.
+const PERF_ATTACH: Duration = Duration::from_secs(10);
 
 impl SyscallCount {
     /// Starts counting for each of `pids`; `None` where `perf` cannot
-    /// count tracepoints here (not installed, or not allowed).
+    /// count tracepoints here (not installed, or not allowed), or did not
+    /// say within [`PERF_ATTACH`] that it counts.
     pub fn start(pids: &[u32]) -> Option<Self> {
         let events: Vec<String> = SYSCALLS
             .iter()
@@ -697,26 +703,64 @@ impl SyscallCount {
         if !probe.is_ok_and(|s| s.success()) {
             return None;
         }
-        let perfs = pids
-            .iter()
-            .map(|pid| {
-                let out = tempfile::NamedTempFile::new().expect("a temporary file");
-                let child = Command::new("perf")
-                    .args(["stat", "-x,", "-e", &events, "-p", &pid.to_string(), "-o"])
-                    .arg(out.path())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("perf stat");
-                (child, out)
-            })
-            .collect();
-        // perf attaches after it has started: give it the moment it takes.
-        #[allow(
-            clippy::disallowed_methods,
-            reason = "the benchmark's own thread, with no runtime on it"
-        )]
-        std::thread::sleep(Duration::from_millis(300));
+        let mut perfs = Vec::new();
+        for pid in pids {
+            let dir = tempfile::tempdir().expect("a temporary folder");
+            let (ctl, ack) = (dir.path().join("ctl"), dir.path().join("ack"));
+            let made = Command::new("mkfifo").arg(&ctl).arg(&ack).status();
+            if !made.is_ok_and(|s| s.success()) {
+                return None;
+            }
+            // Attached with its counters off (`-D -1`), and turned on
+            // through the control FIFO once attached, which it answers
+            // with `ack`: counting has begun when that arrives.
+            let mut control = std::ffi::OsString::from("fifo:");
+            control.push(&ctl);
+            control.push(",");
+            control.push(&ack);
+            let child = Command::new("perf")
+                .args([
+                    "stat",
+                    "-x,",
+                    "-e",
+                    &events,
+                    "-D",
+                    "-1",
+                    "-p",
+                    &pid.to_string(),
+                ])
+                .arg("--control")
+                .arg(control)
+                .arg("-o")
+                .arg(dir.path().join("out"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf stat");
+            perfs.push((child, dir));
+            let (done, answer) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let enabled = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&ctl)
+                    .and_then(|mut ctl| ctl.write_all(b"enable\n"))
+                    .and_then(|()| {
+                        let mut line = String::new();
+                        BufReader::new(std::fs::File::open(&ack)?).read_line(&mut line)?;
+                        Ok(line.trim() == "ack")
+                    });
+                let _ = done.send(enabled.unwrap_or(false));
+            });
+            if answer.recv_timeout(PERF_ATTACH) != Ok(true) {
+                // The thread, if still waiting on a FIFO, is let go: the
+                // FIFOs go with the folder, and perf with this.
+                for (mut child, _) in perfs {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+                return None;
+            }
+        }
         Some(Self { perfs })
     }
 
@@ -724,12 +768,12 @@ impl SyscallCount {
     pub fn stop(self) -> Vec<HashMap<String, u64>> {
         self.perfs
             .into_iter()
-            .map(|(mut child, out)| {
+            .map(|(mut child, dir)| {
                 let _ = Command::new("kill")
                     .args(["-INT", &child.id().to_string()])
                     .status();
                 let _ = child.wait();
-                let text = std::fs::read_to_string(out.path()).unwrap_or_default();
+                let text = std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
                 text.lines()
                     .filter_map(|line| {
                         let mut fields = line.split(',');
@@ -751,7 +795,9 @@ pub fn count_syscalls(pairs: &mut [Pair], plan: Plan, rounds: usize) {
         .flat_map(|p| [p.client.pid(), p.server.pid()])
         .collect();
     let Some(count) = SyscallCount::start(&pids) else {
-        println!("system calls: not counted (`perf stat` cannot count tracepoints here)");
+        println!(
+            "system calls: not counted (`perf stat` cannot count tracepoints here, or did not start)"
+        );
         return;
     };
     let mut calls = vec![0; pairs.len()];
